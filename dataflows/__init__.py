@@ -1,0 +1,1 @@
+"""Dataflows: wiring only. Run one with `python -m bytewax.run dataflows.<name>`."""

@@ -1,0 +1,19 @@
+"""stock_trades -> s3://stock-data/ticker=…/date=…/ (real trades inside NYSE sessions; synthetic apart)."""
+
+from marketstream import schemas
+from marketstream.consumer_flow import Dataset, build_consumer_flow
+from marketstream.runtime import build_or_exit
+from marketstream.trades import outside_session, parse_trade, synthetic_apart
+
+STOCK_TRADES = Dataset(
+    name="stock_trades",
+    topic="stock_trades",
+    bucket="stock-data",
+    schema=schemas.STOCK_TRADES,
+    partition_by=("ticker", "date"),
+    parse=parse_trade,
+    prefix=synthetic_apart,
+    skip_reason=outside_session,
+)
+
+flow = build_or_exit(lambda: build_consumer_flow(STOCK_TRADES))

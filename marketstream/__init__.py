@@ -1,0 +1,1 @@
+"""marketstream: real-time ingestion of market data into Kafka and a partitioned Parquet lake."""

@@ -1,0 +1,32 @@
+"""Validation helpers shared by every dataset's message parser."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_FUTURE = timedelta(days=1)
+
+
+class InvalidRecord(ValueError):
+    """A message that does not conform to its dataset's schema; the message is the dead-letter reason."""
+
+
+def utc_micros(value: object, name: str, *, earliest: datetime) -> int:
+    """Parse an RFC 3339 timestamp with an offset into UTC epoch microseconds, within sane bounds.
+
+    Fractions finer than a microsecond are truncated. Timestamps before `earliest` or more than a day in
+    the future are rejected: they are clock or encoding errors, and would create absurd partitions.
+    """
+    if not isinstance(value, str) or len(value) > 40:
+        raise InvalidRecord(f"field '{name}' must be an RFC 3339 timestamp string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRecord(f"field '{name}' is not an RFC 3339 timestamp: {value[:40]!r}") from None
+    if moment.tzinfo is None:
+        raise InvalidRecord(f"field '{name}' has no UTC offset: {value!r}")
+    if moment < earliest or moment > datetime.now(timezone.utc) + MAX_FUTURE:
+        raise InvalidRecord(f"field '{name}' is out of range: {value!r}")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -1,0 +1,35 @@
+"""Arrow schemas of every dataset in the lake, declared once.
+
+A schema lists the columns stored inside each Parquet file. Hive partition columns (for example `ticker`
+and `date`) live only in object paths and are declared beside the schema as `partitioning`, so readers
+such as pyarrow.dataset, DuckDB and Spark add them back. Timestamps are `timestamp[us, tz=UTC]`.
+Every file also carries its Kafka lineage (`kafka_partition`, `kafka_offset`).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+LINEAGE_FIELDS = [
+    pa.field("kafka_partition", pa.int32(), nullable=False),
+    pa.field("kafka_offset", pa.int64(), nullable=False),
+]
+
+STOCK_TRADES = pa.schema(
+    [
+        pa.field("trade_id", pa.string(), nullable=False),
+        pa.field("timestamp", TIMESTAMP, nullable=False),
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("size", pa.float64(), nullable=False),
+        pa.field("exchange", pa.string()),
+        pa.field("conditions", pa.list_(pa.string())),
+        pa.field("tape", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        *LINEAGE_FIELDS,
+    ],
+    metadata={"dataset": "stock_trades", "version": "1"},
+)
+
+STOCK_TRADES_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])

@@ -1,0 +1,150 @@
+"""Typed settings, read once from the environment and `.env`.
+
+Every variable has a field here; `.env.example` documents them all. Secrets are `SecretStr`, so they are
+masked in reprs, logs and validation errors. A dataflow calls `Settings.require(...)` for what it needs
+before it opens any connection, so a missing value stops it with one message naming the variable.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting a dataflow needs is missing or malformed. The message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- object store (MinIO / S3)
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint, e.g. http://127.0.0.1:9000")
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+
+    # --- Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic_partitions: int = Field(6, ge=1, le=10_000)
+    kafka_replication_factor: int = Field(1, ge=1, le=32)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_stop_at_end: bool = False
+    kafka_starting_offset: Literal["earliest", "latest"] = "earliest"
+    kafka_consume_batch_size: int = Field(5_000, ge=1)
+
+    # --- consumers: batching and Parquet
+    batch_max_rows: int = Field(50_000, ge=1)
+    batch_max_age_seconds: float = Field(10.0, gt=0)
+    parquet_compression: Literal["zstd", "snappy"] = "zstd"
+    s3_retry_max_seconds: float = Field(30.0, gt=0)
+    stock_synthetic_prefix: str = Field("_synthetic", pattern=r"^(_[A-Za-z0-9_\-]*)?$")
+
+    # --- stock producer
+    stock_source: Literal["auto", "alpaca", "synthetic"] = "auto"
+    synthetic_trades_per_second: float = Field(1.0, gt=0, description="per ticker")
+    tickers_refresh_seconds: float = Field(300.0, gt=0)
+    api_key_alpaca: SecretStr | None = None
+    api_secret_alpaca: SecretStr | None = None
+    alpaca_feed: Literal["iex", "sip", "delayed_sip", "otc"] = "iex"
+    alpaca_stream_url: str | None = None
+
+    # --- other public APIs
+    finnhub_api_key: SecretStr | None = None
+    api_key_fred: SecretStr | None = None
+    bluesky_identifier: str | None = None
+    bluesky_password: SecretStr | None = None
+
+    # --- PostgreSQL (companies_info)
+    postgres_host: str | None = None
+    postgres_port: int = Field(5432, ge=1, le=65535)
+    postgres_db: str | None = None
+    postgres_user: str | None = None
+    postgres_password: SecretStr | None = None
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def require(self, *fields: str) -> None:
+        """Raise ConfigError naming every listed setting that is unset or empty."""
+        missing = []
+        for name in fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if value is None or value == "":
+                missing.append(name.upper())
+        if missing:
+            raise ConfigError(
+                f"missing required setting{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
+                "set it in the environment or in .env (see .env.example)"
+            )
+
+    @property
+    def alpaca_keys_set(self) -> bool:
+        return bool(self.api_key_alpaca and self.api_key_alpaca.get_secret_value()) and bool(
+            self.api_secret_alpaca and self.api_secret_alpaca.get_secret_value()
+        )
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka properties shared by every producer, consumer and admin client."""
+        config = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            config["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_ca_location:
+            config["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return config
+
+    def s3_storage_options(self) -> dict:
+        """Keyword arguments for `s3fs.S3FileSystem`."""
+        self.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
+        assert self.s3_access_key and self.s3_secret_key
+        return {
+            "key": self.s3_access_key.get_secret_value(),
+            "secret": self.s3_secret_key.get_secret_value(),
+            "endpoint_url": self.s3_endpoint_url,
+            "client_kwargs": {"region_name": self.s3_region},
+        }
+
+    def postgres_connect_kwargs(self) -> dict:
+        """Keyword arguments for `psycopg.connect`; the password never goes into a DSN string."""
+        self.require("postgres_host", "postgres_db", "postgres_user", "postgres_password")
+        assert self.postgres_password
+        return {
+            "host": self.postgres_host,
+            "port": self.postgres_port,
+            "dbname": self.postgres_db,
+            "user": self.postgres_user,
+            "password": self.postgres_password.get_secret_value(),
+            "connect_timeout": 10,
+        }
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings from the environment and `.env`; malformed values raise ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']).upper()}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"invalid setting {problems}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Sinks: the Parquet lake writer (layout, object store, Parquet) and the Kafka producer sink."""

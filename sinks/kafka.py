@@ -1,0 +1,71 @@
+"""Publishing to Kafka: the producer sink of every `*_produce` dataflow and of the dead-letter topics.
+
+Delivery guarantee: at-least-once. The producer is idempotent with `acks=all` (`marketstream.kafka`), so
+librdkafka's own retries neither duplicate nor reorder. `write_batch` returns only after every message of
+the batch is acknowledged; a message that still fails is raised as `DeliveryError`, which stops the
+dataflow loudly instead of dropping the message. The destination topics are created if missing.
+"""
+
+from __future__ import annotations
+
+from bytewax.connectors.kafka import KafkaSinkMessage
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import Producer
+
+from marketstream.kafka import ensure_topics, producer_config
+from marketstream.settings import Settings
+
+
+class DeliveryError(RuntimeError):
+    """Kafka did not accept a message after the producer's retries."""
+
+
+class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage]):
+    def __init__(self, producer: Producer, default_topic: str):
+        self._producer = producer
+        self._default_topic = default_topic
+        self._failures: list[str] = []
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is not None:
+            self._failures.append(f"{msg.topic()}: {err.str()}")
+
+    def write_batch(self, items: list[KafkaSinkMessage]) -> None:
+        for item in items:
+            while True:
+                try:
+                    self._producer.produce(
+                        item.topic or self._default_topic,
+                        value=item.value,
+                        key=item.key,
+                        headers=item.headers or None,
+                        timestamp=item.timestamp or 0,
+                        on_delivery=self._on_delivery,
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)  # local queue full: let deliveries drain, then retry
+        self._producer.flush()
+        self._raise_failures()
+
+    def _raise_failures(self) -> None:
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryError(f"{len(failures)} message(s) not delivered, first: {failures[0]}")
+
+    def close(self) -> None:
+        self._producer.flush()
+        self._raise_failures()
+
+
+class KafkaProducerSink(DynamicSink[KafkaSinkMessage]):
+    """Publishes `KafkaSinkMessage`s to `topic` (or to the topic a message names)."""
+
+    def __init__(self, settings: Settings, topic: str, *, also_create: tuple[str, ...] = ()):
+        self._settings = settings
+        self._topic = topic
+        self._topics = [topic, *also_create]
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
+        ensure_topics(self._settings, self._topics)
+        return _ProducerPartition(Producer(producer_config(self._settings)), self._topic)

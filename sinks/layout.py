@@ -1,0 +1,58 @@
+"""Where a batch goes in the lake: hive-style partition paths and deterministic object names.
+
+Partition values are percent-encoded like Hive and Spark do (`%2F` for `/`, `%20` for a space): letters
+and digits of any script stay readable, everything else becomes `%XX` of its UTF-8 bytes, so a value can
+never add a path level or climb out of its prefix, and `urllib.parse.unquote` (which pyarrow's
+`segment_encoding="uri"` and DuckDB apply) gives the original back.
+"""
+
+from __future__ import annotations
+
+import datetime
+from urllib.parse import quote
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+_SAFE_PUNCTUATION = "-_"
+
+
+class UnsafeKeyError(ValueError):
+    """An object key that would leave its bucket prefix."""
+
+
+def encode_partition_value(value: object) -> str:
+    """Encode one partition value as a single, reversible, readable path segment."""
+    if value is None:
+        return HIVE_NULL
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    text = str(value)
+    if text == "":
+        return HIVE_NULL
+    out = []
+    for char in text:
+        if char.isalnum() and char.isprintable() or char in _SAFE_PUNCTUATION:
+            out.append(char)
+        elif char == "." and text.strip(".") != "":
+            out.append(char)  # a dot is safe unless the whole value is dots ('.', '..')
+        else:
+            out.append(quote(char, safe=""))
+    return "".join(out)
+
+
+def partition_path(fields: list[tuple[str, object]]) -> str:
+    """`[("ticker", "AAPL"), ("date", date(2026, 11, 24))]` -> `ticker=AAPL/date=2026-11-24`."""
+    return "/".join(f"{name}={encode_partition_value(value)}" for name, value in fields)
+
+
+def batch_object_name(topic: str, kafka_partition: int, first_offset: int, last_offset: int) -> str:
+    """A name fixed by what the file holds, so rewriting the same batch after a crash replaces it."""
+    return f"{topic}-p{kafka_partition:04d}-{first_offset:020d}-{last_offset:020d}.parquet"
+
+
+def object_key(*parts: str) -> str:
+    """Join key parts with `/`, refusing any part that could escape the prefix it is placed under."""
+    segments = [segment for part in parts if part for segment in part.split("/")]
+    for segment in segments:
+        if segment in ("", ".", "..") or "\\" in segment or any(not c.isprintable() for c in segment):
+            raise UnsafeKeyError(f"unsafe object key segment {segment!r}")
+    return "/".join(segments)

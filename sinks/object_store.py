@@ -1,0 +1,65 @@
+"""The lake's destination: an S3-compatible object store (MinIO) reached through s3fs.
+
+Each object is written with one PUT of its complete bytes, so a reader sees either the whole file or none
+of it; there are no partial files to clean up after a crash. While the store is unreachable or failing,
+`put` retries with capped exponential backoff and does not return, so the dataflow waits (backpressure)
+instead of dropping data. Rejected credentials are not transient and raise at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import s3fs
+
+from marketstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ObjectStore:
+    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._fs = s3fs.S3FileSystem(
+            **settings.s3_storage_options(),
+            skip_instance_cache=True,
+            config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2}},
+        )
+        self._max_backoff = settings.s3_retry_max_seconds
+        self._sleep = sleep
+
+    @property
+    def filesystem(self) -> s3fs.S3FileSystem:
+        return self._fs
+
+    def _retrying(self, what: str, action: Callable[[], object]) -> object:
+        delay = 0.5
+        attempt = 1
+        while True:
+            try:
+                return action()
+            except PermissionError as exc:
+                raise PermissionError(f"object store refused {what}: check S3_ACCESS_KEY / S3_SECRET_KEY ({exc})") from None
+            except Exception as exc:  # noqa: BLE001 - every other failure is retried: losing the batch is worse
+                log.warning("object store: %s failed (attempt %d, %s: %s); retrying in %.1fs",
+                            what, attempt, type(exc).__name__, exc, delay)
+                self._sleep(delay)
+                delay = min(delay * 2, self._max_backoff)
+                attempt += 1
+
+    def ensure_bucket(self, bucket: str) -> None:
+        """Create `bucket` if it does not exist."""
+
+        def create() -> None:
+            if not self._fs.exists(bucket):
+                try:
+                    self._fs.mkdir(bucket)
+                    log.info("object store: created bucket %s", bucket)
+                except FileExistsError:
+                    pass  # another worker created it first
+
+        self._retrying(f"creating bucket {bucket}", create)
+
+    def put(self, bucket: str, key: str, data: bytes) -> None:
+        self._retrying(f"writing s3://{bucket}/{key}", lambda: self._fs.pipe_file(f"{bucket}/{key}", data))

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# The local marketstream stack without Docker: Apache Kafka (KRaft, single node), MinIO and PostgreSQL,
+# installed natively on first use, started on loopback only, stopped by the pids this script recorded.
+#
+#   stack/stack.sh up       install what is missing (cached), start what is not running, wait until each answers
+#   stack/stack.sh down     stop what `up` started
+#   stack/stack.sh status   say what runs
+#
+# Installs are cached under $MARKETSTREAM_CACHE (default ~/.cache/marketstream); data, logs and pids live
+# under $STACK_DIR (default .stack/ in the repository).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK_DIR=${STACK_DIR:-$REPO/.stack}
+CACHE=${MARKETSTREAM_CACHE:-$HOME/.cache/marketstream}
+
+KAFKA_VERSION=4.1.1
+# MinIO publishes no semver tags; this is the pseudo-version of the newest commit that `go install` builds here.
+MINIO_VERSION=${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}
+
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+MINIO_PORT=${MINIO_PORT:-9000}
+MINIO_CONSOLE_PORT=${MINIO_CONSOLE_PORT:-9001}
+POSTGRES_PORT=${POSTGRES_PORT:-5432}
+S3_ACCESS_KEY=${S3_ACCESS_KEY:-marketstream}
+S3_SECRET_KEY=${S3_SECRET_KEY:-marketstream-secret}
+POSTGRES_USER=${POSTGRES_USER:-marketstream}
+POSTGRES_PASSWORD=${POSTGRES_PASSWORD:-marketstream}
+POSTGRES_DB=${POSTGRES_DB:-marketstream}
+
+KAFKA_LIBS=$CACHE/kafka-$KAFKA_VERSION/libs
+MINIO_BIN=$CACHE/minio-$MINIO_VERSION/minio
+LOGS=$STACK_DIR/logs
+PIDS=$STACK_DIR/pids
+
+say() { printf '[stack] %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+alive() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_until() { # wait_until NAME SECONDS COMMAND...
+  local name=$1 limit=$2 waited=0; shift 2
+  until "$@"; do
+    if [ "$waited" -ge "$limit" ]; then
+      say "$name did not answer within ${limit}s; last lines of its log:"
+      tail -n 30 "$LOGS/$name.log" >&2 || true
+      return 1
+    fi
+    sleep 1; waited=$((waited + 1))
+  done
+}
+
+# ---------------------------------------------------------------- installs (cached)
+apt_install() {
+  say "installing Debian packages: $*"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+install_kafka() {
+  [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] && return
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+  say "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central (first run only)"
+  mkdir -p "$KAFKA_LIBS.tmp"
+  mvn -q -B -f "$REPO/stack/kafka-pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS.tmp" -Dkafka.version="$KAFKA_VERSION"
+  rm -rf "$KAFKA_LIBS" && mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
+}
+
+install_minio() {
+  [ -x "$MINIO_BIN" ] && return
+  command -v go >/dev/null || die "MinIO is built from its Go module and needs the go command"
+  say "building MinIO $MINIO_VERSION with go install (first run only, a few minutes)"
+  mkdir -p "$(dirname "$MINIO_BIN")"
+  GOBIN=$(dirname "$MINIO_BIN") GOFLAGS=-mod=mod go install "github.com/minio/minio@$MINIO_VERSION"
+}
+
+pg_bin() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$dir" ] && [ -x "$dir/initdb" ] && echo "$dir"
+}
+
+install_postgres() {
+  pg_bin >/dev/null && return
+  apt_install postgresql
+  pg_bin >/dev/null || die "PostgreSQL server binaries not found after installing the postgresql package"
+}
+
+# ---------------------------------------------------------------- Kafka
+start_kafka() {
+  if alive kafka; then say "kafka already running (pid $(cat "$PIDS/kafka.pid"))"; return; fi
+  port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken by a process this stack did not start"
+  local dir=$STACK_DIR/kafka
+  mkdir -p "$dir"
+  cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=6
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+EOF
+  local java_opts=(-Xms256m -Xmx1g -Dlog4j2.configurationFile="$REPO/stack/log4j2.properties" -cp "$KAFKA_LIBS/*")
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    local cluster_id
+    cluster_id=$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    java "${java_opts[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
+      >"$LOGS/kafka-format.log" 2>&1 || { cat "$LOGS/kafka-format.log" >&2; die "formatting Kafka storage failed"; }
+  fi
+  say "starting kafka on 127.0.0.1:$KAFKA_PORT"
+  nohup java "${java_opts[@]}" kafka.Kafka "$dir/server.properties" >"$LOGS/kafka.log" 2>&1 &
+  echo $! >"$PIDS/kafka.pid"
+}
+
+kafka_ready() { port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$LOGS/kafka.log"; }
+
+# ---------------------------------------------------------------- MinIO
+start_minio() {
+  if alive minio; then say "minio already running (pid $(cat "$PIDS/minio.pid"))"; return; fi
+  port_open "$MINIO_PORT" && die "port $MINIO_PORT is taken by a process this stack did not start"
+  mkdir -p "$STACK_DIR/minio"
+  say "starting minio on 127.0.0.1:$MINIO_PORT"
+  MINIO_ROOT_USER=$S3_ACCESS_KEY MINIO_ROOT_PASSWORD=$S3_SECRET_KEY MINIO_BROWSER=off \
+    nohup "$MINIO_BIN" server "$STACK_DIR/minio" --address "127.0.0.1:$MINIO_PORT" \
+    --console-address "127.0.0.1:$MINIO_CONSOLE_PORT" >"$LOGS/minio.log" 2>&1 &
+  echo $! >"$PIDS/minio.pid"
+}
+
+minio_ready() { curl -fsS "http://127.0.0.1:$MINIO_PORT/minio/health/ready" >/dev/null 2>&1; }
+
+# ---------------------------------------------------------------- PostgreSQL
+as_pg() { # run a command as the PostgreSQL owner: postgres refuses to run as root
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_postgres() {
+  local bin data=$STACK_DIR/postgres
+  bin=$(pg_bin)
+  if [ -f "$data/postmaster.pid" ] && kill -0 "$(head -n 1 "$data/postmaster.pid")" 2>/dev/null; then
+    say "postgres already running (pid $(head -n 1 "$data/postmaster.pid"))"; return
+  fi
+  port_open "$POSTGRES_PORT" && die "port $POSTGRES_PORT is taken by a process this stack did not start"
+  local fresh=0
+  if [ ! -f "$data/PG_VERSION" ]; then
+    fresh=1
+    mkdir -p "$data"
+    [ "$(id -u)" = 0 ] && chown postgres: "$data"
+    chmod 700 "$data"
+    as_pg "$bin/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+      >"$LOGS/postgres-initdb.log" 2>&1 || { cat "$LOGS/postgres-initdb.log" >&2; die "initdb failed"; }
+  fi
+  say "starting postgres on 127.0.0.1:$POSTGRES_PORT"
+  as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+    -o "-p $POSTGRES_PORT -c listen_addresses=127.0.0.1 -k $data" start >/dev/null
+  head -n 1 "$data/postmaster.pid" >"$PIDS/postgres.pid"
+  if [ "$fresh" = 1 ]; then
+    local psql=("$bin/psql" -h "$data" -p "$POSTGRES_PORT" -v ON_ERROR_STOP=1 -q)
+    as_pg "${psql[@]}" -U postgres -d postgres \
+      -v user="$POSTGRES_USER" -v password="$POSTGRES_PASSWORD" -v db="$POSTGRES_DB" <<'SQL'
+CREATE ROLE :"user" LOGIN PASSWORD :'password';
+CREATE DATABASE :"db" OWNER :"user";
+SQL
+    as_pg "${psql[@]}" -U "$POSTGRES_USER" -d "$POSTGRES_DB" -f - <"$REPO/stack/init.sql"
+    say "postgres: companies_info created and seeded"
+  fi
+}
+
+postgres_ready() { "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$POSTGRES_PORT"; }
+
+# ---------------------------------------------------------------- commands
+up() {
+  mkdir -p "$LOGS" "$PIDS"
+  install_kafka
+  install_minio
+  install_postgres
+  start_kafka
+  start_minio
+  start_postgres
+  wait_until minio 60 minio_ready
+  wait_until postgres 60 postgres_ready
+  wait_until kafka 120 kafka_ready
+  say "ready: kafka 127.0.0.1:$KAFKA_PORT, minio http://127.0.0.1:$MINIO_PORT, postgres 127.0.0.1:$POSTGRES_PORT"
+}
+
+stop_pid() { # stop_pid NAME: TERM, then KILL after 30 s
+  alive "$1" || { rm -f "$PIDS/$1.pid"; return; }
+  local pid waited=0
+  pid=$(cat "$PIDS/$1.pid")
+  say "stopping $1 (pid $pid)"
+  kill "$pid"
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$waited" -ge 30 ]; then kill -9 "$pid" 2>/dev/null || true; break; fi
+    sleep 1; waited=$((waited + 1))
+  done
+  rm -f "$PIDS/$1.pid"
+}
+
+down() {
+  local data=$STACK_DIR/postgres
+  if [ -f "$data/postmaster.pid" ] && alive postgres; then
+    say "stopping postgres (pid $(cat "$PIDS/postgres.pid"))"
+    as_pg "$(pg_bin)/pg_ctl" -D "$data" -m fast -w stop >/dev/null || stop_pid postgres
+    rm -f "$PIDS/postgres.pid"
+  fi
+  stop_pid minio
+  stop_pid kafka
+}
+
+status() {
+  local name
+  for name in kafka minio postgres; do
+    if alive "$name"; then echo "$name: running (pid $(cat "$PIDS/$name.pid"))"; else echo "$name: stopped"; fi
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
