@@ -19,7 +19,7 @@ class ConfigError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     # --- object store (MinIO / S3)
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint, e.g. http://127.0.0.1:9000")
@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     api_secret_alpaca: SecretStr | None = None
     alpaca_feed: Literal["iex", "sip", "delayed_sip", "otc"] = "iex"
     alpaca_stream_url: str | None = None
+    produce_for_seconds: float | None = Field(None, gt=0, description="stop producers after this long (demo, tests)")
 
     # --- other public APIs
     finnhub_api_key: SecretStr | None = None

@@ -32,8 +32,8 @@ def encode_partition_value(value: object) -> str:
     for char in text:
         if char.isalnum() and char.isprintable() or char in _SAFE_PUNCTUATION:
             out.append(char)
-        elif char == "." and text.strip(".") != "":
-            out.append(char)  # a dot is safe unless the whole value is dots ('.', '..')
+        elif char == ".":
+            out.append("." if text.strip(".") else "%2E")  # a dot is safe unless the value is all dots
         else:
             out.append(quote(char, safe=""))
     return "".join(out)

@@ -1,0 +1,66 @@
+"""Shared fixtures. Integration tests use the real local stack (`make stack`): Kafka, MinIO, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+from marketstream.settings import Settings, load_settings
+
+# The local stack's addresses and credentials (stack/stack.sh defaults, same as .env.example).
+STACK = {
+    "s3_endpoint_url": os.environ.get("TEST_S3_ENDPOINT_URL", "http://127.0.0.1:9000"),
+    "s3_access_key": os.environ.get("TEST_S3_ACCESS_KEY", "marketstream"),
+    "s3_secret_key": os.environ.get("TEST_S3_SECRET_KEY", "marketstream-secret"),
+    "kafka_bootstrap_servers": os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+    "postgres_host": "127.0.0.1",
+    "postgres_port": int(os.environ.get("TEST_POSTGRES_PORT", "5432")),
+    "postgres_db": "marketstream",
+    "postgres_user": "marketstream",
+    "postgres_password": "marketstream",
+}
+
+
+def make_settings(**overrides) -> Settings:
+    """Settings for the local stack, ignoring any developer `.env` and environment."""
+    return load_settings(_env_file=None, **{**STACK, **overrides})
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def stack() -> dict:
+    """Fails (not skips) when the stack is down: integration tests are part of the suite."""
+    targets = {
+        "kafka": STACK["kafka_bootstrap_servers"].split(",")[0],
+        "minio": STACK["s3_endpoint_url"].split("//", 1)[1],
+        "postgres": f"127.0.0.1:{STACK['postgres_port']}",
+    }
+    down = []
+    for name, address in targets.items():
+        host, port = address.rsplit(":", 1)
+        if not _reachable(host, int(port)):
+            down.append(name)
+    if down:
+        pytest.fail(f"local stack not reachable ({', '.join(down)}): run `make stack` first")
+    return STACK
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topics and buckets, so tests never share data."""
+    return uuid.uuid4().hex[:10]

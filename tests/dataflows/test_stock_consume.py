@@ -1,0 +1,85 @@
+"""stock_consume wired with TestingSource / TestingSink: what goes to the lake, the DLQ, or is skipped."""
+
+from datetime import date
+
+import orjson
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from dataflows.stock_consume import STOCK_TRADES
+from marketstream.consumer_flow import build_consumer_flow
+from tests.conftest import make_settings
+
+
+def trade(symbol="AAPL", ts="2026-11-24T15:30:00Z", source="alpaca", trade_id="1", price=100.0) -> bytes:
+    return orjson.dumps({"symbol": symbol, "price": price, "size": 10, "timestamp": ts,
+                         "trade_id": trade_id, "source": source, "exchange": "V", "conditions": ["@"]})
+
+
+def run(values: list[tuple[int, bytes]], **settings):
+    messages = [
+        KafkaSourceMessage(key=b"k", value=value, topic="stock_trades", partition=partition, offset=offset)
+        for offset, (partition, value) in enumerate(values)
+    ]
+    lake, dead = [], []
+    flow = build_consumer_flow(
+        STOCK_TRADES, make_settings(**settings),
+        source=TestingSource(messages), lake_sink=TestingSink(lake), dead_letter_sink=TestingSink(dead),
+    )
+    run_main(flow)
+    return lake, dead
+
+
+def test_valid_trades_are_batched_per_ticker_date_and_kafka_partition():
+    lake, dead = run([
+        (0, trade("AAPL", trade_id="a1")),
+        (1, trade("AAPL", trade_id="a2")),
+        (0, trade("AAPL", trade_id="a3")),
+        (0, trade("MSFT", ts="2026-11-25T15:30:00Z", trade_id="m1")),
+    ])
+    assert dead == []
+    got = {(b.prefix, b.kafka_partition): sorted(r["trade_id"] for r in b.rows) for b in lake}
+    assert got == {
+        ("ticker=AAPL/date=2026-11-24", 0): ["a1", "a3"],
+        ("ticker=AAPL/date=2026-11-24", 1): ["a2"],
+        ("ticker=MSFT/date=2026-11-25", 0): ["m1"],
+    }
+    row = next(r for b in lake for r in b.rows if r["trade_id"] == "a3")
+    assert (row["kafka_partition"], row["kafka_offset"], row["date"]) == (0, 2, date(2026, 11, 24))
+
+
+def test_invalid_messages_go_to_the_dead_letter_topic_with_reason_and_origin():
+    lake, dead = run([(2, b"not json"), (2, trade(price=-1.0)), (2, trade(symbol="../x")), (2, trade())])
+    assert sum(len(b.rows) for b in lake) == 1
+    assert [m.value for m in dead] == [b"not json", trade(price=-1.0), trade(symbol="../x")]
+    headers = [dict(m.headers) for m in dead]
+    assert headers[0]["dlq.reason"].startswith(b"not valid JSON")
+    assert headers[0]["dlq.dataset"] == b"stock_trades"
+    assert headers[1]["dlq.reason"] == b"field 'price' must be finite and > 0, got -1.0"
+    assert b"not a valid ticker" in headers[2]["dlq.reason"]
+    assert [(h["dlq.topic"], h["dlq.partition"], h["dlq.offset"]) for h in headers] == [
+        (b"stock_trades", b"2", b"0"), (b"stock_trades", b"2", b"1"), (b"stock_trades", b"2", b"2")
+    ]
+    assert all(m.key == b"k" for m in dead)
+
+
+def test_real_trades_outside_the_session_are_not_stored_but_synthetic_ones_are_kept_apart():
+    lake, dead = run([
+        (0, trade(ts="2026-11-24T13:00:00Z", trade_id="premarket")),
+        (0, trade(ts="2025-11-27T16:00:00Z", trade_id="thanksgiving")),
+        (0, trade(ts="2026-11-24T03:00:00Z", source="synthetic", trade_id="night")),
+        (0, trade(trade_id="regular")),
+    ])
+    assert dead == []
+    stored = {r["trade_id"]: b.prefix for b in lake for r in b.rows}
+    assert stored == {"night": "_synthetic/ticker=AAPL/date=2026-11-23", "regular": "ticker=AAPL/date=2026-11-24"}
+
+
+def test_synthetic_prefix_can_be_turned_off():
+    lake, _ = run([(0, trade(source="synthetic"))], stock_synthetic_prefix="")
+    assert [b.prefix for b in lake] == ["ticker=AAPL/date=2026-11-24"]
+
+
+def test_batches_split_at_the_row_limit():
+    lake, _ = run([(0, trade(trade_id=str(i))) for i in range(7)], batch_max_rows=3)
+    assert sorted(len(b.rows) for b in lake) == [1, 3, 3]

@@ -1,0 +1,68 @@
+from datetime import date
+from urllib.parse import unquote
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sinks.layout import (
+    HIVE_NULL,
+    UnsafeKeyError,
+    batch_object_name,
+    encode_partition_value,
+    object_key,
+    partition_path,
+)
+
+
+def test_partition_path_is_hive_style():
+    assert partition_path([("ticker", "AAPL"), ("date", date(2026, 11, 24))]) == "ticker=AAPL/date=2026-11-24"
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        ("Tim Cook", "Tim%20Cook"),
+        ("AT&T", "AT%26T"),
+        ("a/b", "a%2Fb"),
+        ("..", "%2E%2E"),
+        (".", "%2E"),
+        ("BRK.B", "BRK.B"),
+        ('say "hi"', "say%20%22hi%22"),
+        ("Nestlé", "Nestlé"),
+        ("トヨタ", "トヨタ"),
+        ("100%", "100%25"),
+        ("k=v", "k%3Dv"),
+        ("line\nbreak", "line%0Abreak"),
+        ("", HIVE_NULL),
+        (None, HIVE_NULL),
+    ],
+)
+def test_values_are_encoded_readably_and_safely(value, encoded):
+    assert encode_partition_value(value) == encoded
+
+
+@given(st.text(min_size=1, max_size=60))
+def test_any_value_is_one_safe_segment_that_decodes_back(value):
+    encoded = encode_partition_value(value)
+    assert "/" not in encoded and "\\" not in encoded
+    assert encoded not in (".", "..")
+    assert all(char.isprintable() for char in encoded)
+    assert unquote(encoded) == value
+    object_key("prefix", partition_path([("keyword", value)]), "file.parquet")  # never raises
+
+
+def test_object_names_are_fixed_by_partition_and_offsets():
+    name = batch_object_name("stock_trades", 3, 1200, 1299)
+    assert name == "stock_trades-p0003-00000000000000001200-00000000000000001299.parquet"
+    assert name == batch_object_name("stock_trades", 3, 1200, 1299)
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/../b", "a//b", "./a", "a\\b", "a/\x00"])
+def test_object_key_refuses_segments_that_escape(bad):
+    with pytest.raises(UnsafeKeyError):
+        object_key("prefix", bad)
+
+
+def test_object_key_drops_empty_prefixes():
+    assert object_key("", "ticker=A/date=2026-11-24", "f.parquet") == "ticker=A/date=2026-11-24/f.parquet"

@@ -1,0 +1,82 @@
+from datetime import date, datetime, timezone
+
+import orjson
+import pytest
+
+from marketstream.records import InvalidRecord
+from marketstream.trades import Trade, outside_session, parse_trade
+
+GOOD = {
+    "symbol": "AAPL", "price": 189.12, "size": 100, "timestamp": "2026-11-24T15:30:01.123456789Z",
+    "exchange": "V", "conditions": ["@"], "trade_id": 52983525029461, "tape": "C", "source": "alpaca",
+}
+
+
+def encode(**changes) -> bytes:
+    obj = {**GOOD, **changes}
+    return orjson.dumps({k: v for k, v in obj.items() if v is not ...})
+
+
+def test_valid_trade_becomes_a_row_with_partition_fields():
+    row = parse_trade(encode())
+    assert row["ticker"] == "AAPL"
+    assert row["date"] == date(2026, 11, 24)
+    expected = datetime(2026, 11, 24, 15, 30, 1, tzinfo=timezone.utc).timestamp() * 1_000_000 + 123456
+    assert row["timestamp"] == expected  # nanoseconds truncated to microseconds
+    assert row["trade_id"] == "52983525029461"
+    assert (row["price"], row["size"], row["exchange"], row["conditions"], row["tape"]) == (189.12, 100.0, "V", ["@"], "C")
+
+
+def test_trade_round_trips_through_its_json():
+    trade = Trade("BRK.B", 455.5, 3, datetime(2026, 11, 24, 15, 0, 0, 42, tzinfo=timezone.utc), "x1", "synthetic")
+    row = parse_trade(trade.to_json())
+    assert row["ticker"] == "BRK.B" and row["timestamp"] % 1_000_000 == 42 and row["source"] == "synthetic"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b"\xff\xfe", "not valid JSON"),
+        (None, "empty message value"),
+        (encode(price=...), "'price' must be a number"),
+        (encode(price="12.5"), "'price' must be a number"),
+        (encode(price=True), "'price' must be a number"),
+        (encode(price=0), "'price' must be finite and > 0"),
+        (encode(size=-5), "'size' must be finite and > 0"),
+        (b'{"symbol":"AAPL","price":NaN}', "not valid JSON"),
+        (b'{"symbol":"AAPL","price":Infinity}', "not valid JSON"),
+        (encode(price=1e308, size=-1.0), "'size' must be finite and > 0"),
+        (encode(symbol="../x"), "not a valid ticker"),
+        (encode(symbol="AAPL\n"), "not a valid ticker"),
+        (encode(symbol="aapl"), "not a valid ticker"),
+        (encode(symbol=None), "not a valid ticker"),
+        (encode(timestamp="yesterday"), "not an RFC 3339 timestamp"),
+        (encode(timestamp="2026-11-24T15:30:01"), "no UTC offset"),
+        (encode(timestamp="1970-01-01T00:00:00Z"), "out of range"),
+        (encode(timestamp="2999-01-01T00:00:00Z"), "out of range"),
+        (encode(timestamp=1795620601), "RFC 3339 timestamp string"),
+        (encode(trade_id=""), "'trade_id'"),
+        (encode(trade_id="x" * 65), "'trade_id'"),
+        (encode(source="bloomberg"), "'source' must be one of"),
+        (encode(exchange="V" * 100), "'exchange' must be at most 16"),
+        (encode(conditions="@"), "'conditions' must be an array"),
+        (encode(conditions=[1]), "'conditions' must hold strings"),
+    ],
+)
+def test_invalid_trades_are_rejected_with_a_reason(raw, reason):
+    with pytest.raises(InvalidRecord) as error:
+        parse_trade(raw)
+    assert reason in str(error.value)
+
+
+def test_only_real_trades_outside_the_session_are_skipped():
+    inside = parse_trade(encode(timestamp="2026-11-24T15:30:00Z"))
+    pre_market = parse_trade(encode(timestamp="2026-11-24T13:00:00Z"))
+    after_hours = parse_trade(encode(timestamp="2026-11-24T21:30:00Z"))
+    synthetic_at_night = parse_trade(encode(timestamp="2026-11-24T03:00:00Z", source="synthetic"))
+    assert outside_session(inside) is None
+    assert outside_session(pre_market) == "outside the NYSE regular session"
+    assert outside_session(after_hours) == "outside the NYSE regular session"
+    assert outside_session(synthetic_at_night) is None
