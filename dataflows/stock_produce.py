@@ -19,7 +19,9 @@ def to_message(trade: Trade) -> KafkaSinkMessage:
     return KafkaSinkMessage(key=trade.symbol.encode(), value=trade.to_json())
 
 
-def build_flow(settings: Settings | None = None, *, source: Source | None = None, sink: Sink | None = None) -> Dataflow:
+def build_flow(
+    settings: Settings | None = None, *, topic: str = TOPIC, source: Source | None = None, sink: Sink | None = None
+) -> Dataflow:
     settings = settings or get_settings()
     if source is None:
         settings.require("postgres_host", "postgres_db", "postgres_user", "postgres_password")
@@ -28,7 +30,7 @@ def build_flow(settings: Settings | None = None, *, source: Source | None = None
     flow = Dataflow("stock_produce")
     trades = op.input("trades", flow, source or StockTradeSource(settings))
     messages = op.map("to_message", trades, to_message)
-    op.output("kafka_out", messages, sink or KafkaProducerSink(settings, TOPIC))
+    op.output("kafka_out", messages, sink or KafkaProducerSink(settings, topic))
     return flow
 
 

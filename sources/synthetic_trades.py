@@ -48,8 +48,9 @@ class SyntheticTrades:
         elapsed = max((now - self._last).total_seconds(), 0.0)
         wanted = elapsed * self._rate * len(tickers) + self._carry
         count = min(int(wanted), self._max_batch)
-        self._carry = wanted - int(wanted) if count < self._max_batch else 0.0
+        self._carry = wanted - count if count < self._max_batch else 0.0
         if count == 0:
+            self._last = now
             return []
         step = (now - self._last) / count
         trades = []

@@ -1,0 +1,34 @@
+"""Reading the lake back: one dataset (or its synthetic part) as an Arrow table, with hive partitions.
+
+This is how the demo reports what landed and how the tests check it; analysts can do the same with
+pyarrow.dataset, DuckDB (`read_parquet(..., hive_partitioning = true)`) or Spark.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import s3fs
+
+from marketstream.settings import Settings
+
+
+def lake_filesystem(settings: Settings) -> s3fs.S3FileSystem:
+    return s3fs.S3FileSystem(**settings.s3_storage_options(), skip_instance_cache=True)
+
+
+def open_dataset(
+    settings: Settings, bucket: str, partitioning: pa.Schema, prefix: str = "", schema: pa.Schema | None = None
+) -> ds.Dataset:
+    """The Parquet files under `bucket/prefix`; folders starting with `_` or `.` below it are not read."""
+    fs = lake_filesystem(settings)
+    base = f"{bucket}/{prefix}".rstrip("/")
+    full_schema = pa.unify_schemas([schema, partitioning]) if schema is not None else None
+    return ds.dataset(
+        base, filesystem=fs, format="parquet", schema=full_schema,
+        partitioning=ds.partitioning(partitioning, flavor="hive"),
+    )
+
+
+def read_table(settings: Settings, bucket: str, partitioning: pa.Schema, prefix: str = "", schema=None) -> pa.Table:
+    return open_dataset(settings, bucket, partitioning, prefix, schema).to_table()

@@ -1,0 +1,106 @@
+"""The auto source switches between synthetic and Alpaca at NYSE session open and close."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from marketstream.companies import Company, CompanyDirectory
+from sources.stock_trades import StockTradeSource
+from tests.conftest import make_settings
+from marketstream.trades import Trade
+
+
+class Clock:
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class FakeAlpaca:
+    instances: list["FakeAlpaca"] = []
+
+    def __init__(self, settings):
+        self.followed: list[str] = []
+        self.closed = False
+        FakeAlpaca.instances.append(self)
+
+    def follow(self, symbols):
+        self.followed = list(symbols)
+
+    def drain(self):
+        return [Trade(s, 1.0, 1.0, datetime.now(timezone.utc), "live", "alpaca") for s in self.followed]
+
+    def close(self):
+        self.closed = True
+
+
+def directory(settings, tickers):
+    return CompanyDirectory(settings, loader=lambda s: [Company(t, t, ()) for t in tickers])
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    FakeAlpaca.instances.clear()
+
+
+def build(mode="auto", keys=True, worker=(0, 1), start=datetime(2026, 11, 24, 14, 29, 59, tzinfo=timezone.utc)):
+    keyed = {"api_key_alpaca": "k", "api_secret_alpaca": "s"} if keys else {}
+    settings = make_settings(stock_source=mode, synthetic_trades_per_second=50, **keyed)
+    clock = Clock(start)
+    source = StockTradeSource(settings, directory=directory(settings, ["AAPL", "MSFT", "TSLA"]), now=clock,
+                              alpaca_factory=FakeAlpaca)
+    return source.build("trades", *worker), clock
+
+
+def test_auto_streams_alpaca_only_while_the_session_is_open():
+    part, clock = build()
+    assert {t.source for t in part.next_batch()} <= {"synthetic"}
+    clock.now += timedelta(seconds=1)  # 09:30 ET
+    assert {t.source for t in part.next_batch()} == {"alpaca"}
+    assert FakeAlpaca.instances[0].followed == ["AAPL", "MSFT", "TSLA"]
+    clock.now = datetime(2026, 11, 24, 21, 0, 1, tzinfo=timezone.utc)  # after the close
+    batch = part.next_batch()
+    assert batch and {t.source for t in batch} == {"synthetic"}
+    assert FakeAlpaca.instances[0].closed
+
+
+def test_auto_without_keys_stays_synthetic_during_the_session():
+    part, clock = build(keys=False, start=datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc))
+    clock.now += timedelta(seconds=1)
+    assert {t.source for t in part.next_batch()} == {"synthetic"}
+    assert FakeAlpaca.instances == []
+
+
+def test_auto_uses_synthetic_on_a_holiday():
+    part, clock = build(start=datetime(2025, 11, 27, 15, 0, tzinfo=timezone.utc))
+    clock.now += timedelta(seconds=1)
+    assert {t.source for t in part.next_batch()} == {"synthetic"}
+
+
+def test_alpaca_mode_streams_outside_the_session_too():
+    part, _ = build(mode="alpaca", start=datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc))
+    assert {t.source for t in part.next_batch()} == {"alpaca"}
+
+
+def test_synthetic_tickers_are_split_between_workers_and_alpaca_uses_worker_zero():
+    seen = set()
+    for index in range(3):
+        part, clock = build(mode="synthetic", worker=(index, 3))
+        seen |= {t.symbol for t in part.next_batch()}
+        clock.now += timedelta(seconds=2)
+        seen |= {t.symbol for t in part.next_batch()}
+    assert seen == {"AAPL", "MSFT", "TSLA"}
+    other, _ = build(mode="alpaca", worker=(1, 2))
+    assert other.next_batch() == [] and FakeAlpaca.instances == []
+
+
+def test_produce_for_seconds_bounds_the_source():
+    settings = make_settings(stock_source="synthetic", produce_for_seconds=5)
+    clock = Clock(datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc))
+    part = StockTradeSource(settings, directory=directory(settings, ["AAPL"]), now=clock).build("t", 0, 1)
+    part.next_batch()
+    clock.now += timedelta(seconds=5)
+    with pytest.raises(StopIteration):
+        part.next_batch()
