@@ -1,0 +1,99 @@
+"""stock_produce against real PostgreSQL and Kafka, with Alpaca played by a local fake server."""
+
+import threading
+import time
+from datetime import datetime, timezone
+
+import orjson
+import psycopg
+import pytest
+from bytewax.testing import run_main
+
+from dataflows.stock_produce import build_flow
+from marketstream.companies import CompanyDirectory, load_companies
+from marketstream.trades import parse_trade
+from sources.stock_trades import StockTradeSource
+from tests.conftest import make_settings
+from tests.fakes.alpaca import FakeAlpacaStream
+from tests.integration.kafka_helpers import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def test_companies_are_read_from_postgres(stack):
+    companies = {c.ticker: c for c in load_companies(make_settings())}
+    assert len(companies) >= 30
+    assert companies["AAPL"].company_name == "Apple"
+    assert "iPhone" in companies["AAPL"].related_words
+
+
+def test_a_company_added_or_removed_takes_effect_without_restart(stack):
+    settings = make_settings(tickers_refresh_seconds=0.01)
+    directory = CompanyDirectory(settings)
+    assert "ZZTST" not in directory.tickers()
+    with psycopg.connect(**settings.postgres_connect_kwargs(), autocommit=True) as conn:
+        conn.execute("INSERT INTO companies_info VALUES (%s, %s, %s)", ("ZZTST", "Test Co; DROP TABLE x", ["t'1"]))
+        try:
+            time.sleep(0.02)
+            assert "ZZTST" in directory.tickers()
+        finally:
+            conn.execute("DELETE FROM companies_info WHERE ticker = %s", ("ZZTST",))
+    time.sleep(0.02)
+    assert "ZZTST" not in directory.tickers()
+
+
+def test_synthetic_trades_for_every_company_reach_kafka(stack, unique):
+    settings = make_settings(stock_source="synthetic", synthetic_trades_per_second=5, produce_for_seconds=3)
+    topic = f"it_produce_{unique}"
+    run_main(build_flow(settings, topic=topic))
+    messages = read_topic(settings, topic)
+    tickers = {c.ticker for c in load_companies(settings)}
+    assert len(messages) >= len(tickers) * 5  # ~3 s at 5 trades/s/ticker, allowing for start-up
+    assert {m.key().decode() for m in messages} == tickers
+    rows = [parse_trade(m.value()) for m in messages]
+    assert all(r["source"] == "synthetic" and r["ticker"] == m.key().decode() for r, m in zip(rows, messages))
+    assert len({r["trade_id"] for r in rows}) == len(rows)
+
+
+def test_alpaca_live_trades_reach_kafka(stack, unique):
+    topic = f"it_alpaca_{unique}"
+    with FakeAlpacaStream(key="test-key", secret="test-secret") as fake:
+        settings = make_settings(stock_source="alpaca", api_key_alpaca="test-key", api_secret_alpaca="test-secret",
+                                 alpaca_stream_url=fake.url, produce_for_seconds=6)
+
+        def publish_when_subscribed():
+            deadline = time.monotonic() + 5
+            while not fake.subscribed and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for i in range(20):
+                fake.publish("AAPL" if i % 2 else "MSFT", 1000 + i, 190.0 + i / 100, 100, datetime.now(timezone.utc))
+
+        publisher = threading.Thread(target=publish_when_subscribed)
+        publisher.start()
+        run_main(build_flow(settings, topic=topic))
+        publisher.join()
+        assert "AAPL" in fake.subscribed and len(fake.subscribed) >= 30
+
+    rows = [orjson.loads(m.value()) for m in read_topic(settings, topic)]
+    assert sorted(r["trade_id"] for r in rows) == [str(1000 + i) for i in range(20)]
+    assert {r["source"] for r in rows} == {"alpaca"}
+    assert all(parse_trade(orjson.dumps(r))["exchange"] == "V" for r in rows)
+
+
+def test_rejected_alpaca_credentials_stop_with_a_clear_error_and_no_reconnect_loop(stack, unique):
+    with FakeAlpacaStream(key="right", secret="right") as fake:
+        settings = make_settings(stock_source="alpaca", api_key_alpaca="wrong", api_secret_alpaca="wrong-secret-123",
+                                 alpaca_stream_url=fake.url, produce_for_seconds=20)
+        started = time.monotonic()
+        with pytest.raises(Exception) as error:
+            run_main(build_flow(settings, topic=f"it_alpaca_bad_{unique}"))
+        assert time.monotonic() - started < 15
+        chain, cause = [], error.value
+        while cause is not None:
+            chain.append(str(cause))
+            cause = cause.__cause__
+        message = " | ".join(chain)
+        assert "Alpaca rejected the credentials in API_KEY_ALPACA / API_SECRET_ALPACA: auth failed" in message
+        assert "wrong-secret-123" not in message
+        time.sleep(2)
+        assert fake.auth_attempts == 1
