@@ -1,0 +1,45 @@
+# marketstream — the two commands that matter: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-unit stack stack-down stack-status report clean
+
+$(STAMP): pyproject.toml
+	@echo "==> creating the Python environment in $(VENV) (first run takes a few minutes)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --progress-bar off -e '.[test]'
+	@touch $(STAMP)
+
+.env:
+	cp .env.example .env
+
+## demo: set everything up, then synthetic trades -> Kafka -> stock_consume -> MinIO, and show what landed
+demo: $(STAMP) .env stack
+	$(BIN)/python -m marketstream.cli demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
+
+## test: the whole suite, integration tests against the real local stack included
+test: $(STAMP) stack
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-unit: only the tests that need no servers
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+## stack: install (cached) and start Kafka, MinIO and PostgreSQL on loopback
+stack:
+	stack/stack.sh up
+
+stack-down:
+	stack/stack.sh down
+
+stack-status:
+	stack/stack.sh status
+
+report: $(STAMP) .env
+	$(BIN)/python -m marketstream.cli report
+
+clean: stack-down
+	rm -rf .stack $(VENV)
