@@ -2,7 +2,7 @@
 
 from marketstream import schemas
 from marketstream.consumer_flow import Dataset, build_consumer_flow
-from marketstream.runtime import build_or_exit
+from marketstream.runtime import lazy_flow
 from marketstream.trades import outside_session, parse_trade, synthetic_apart
 
 STOCK_TRADES = Dataset(
@@ -16,4 +16,4 @@ STOCK_TRADES = Dataset(
     skip_reason=outside_session,
 )
 
-flow = build_or_exit(lambda: build_consumer_flow(STOCK_TRADES))
+__getattr__ = lazy_flow(lambda: build_consumer_flow(STOCK_TRADES))

@@ -6,7 +6,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from marketstream.runtime import build_or_exit
+from marketstream.runtime import lazy_flow
 from marketstream.settings import Settings, get_settings
 from marketstream.trades import Trade
 from sinks.kafka import KafkaProducerSink
@@ -34,4 +34,4 @@ def build_flow(
     return flow
 
 
-flow = build_or_exit(build_flow)
+__getattr__ = lazy_flow(build_flow)

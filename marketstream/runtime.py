@@ -28,3 +28,21 @@ def build_or_exit(build: Callable[[], Dataflow]) -> Dataflow:
         return build()
     except ConfigError as exc:
         raise SystemExit(f"marketstream: configuration error: {exc}") from None
+
+
+def lazy_flow(build: Callable[[], Dataflow]) -> Callable[[str], Dataflow]:
+    """A module `__getattr__` that builds the module's `flow` when `bytewax.run` asks for it.
+
+    Importing a dataflow module (tests, docs, another dataflow) then has no side effects and needs no
+    configuration; only running it does.
+    """
+    built: list[Dataflow] = []
+
+    def module_getattr(name: str) -> Dataflow:
+        if name != "flow":
+            raise AttributeError(name)
+        if not built:
+            built.append(build_or_exit(build))
+        return built[0]
+
+    return module_getattr
