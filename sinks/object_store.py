@@ -24,8 +24,9 @@ class ObjectStore:
         self._fs = s3fs.S3FileSystem(
             **settings.s3_storage_options(),
             skip_instance_cache=True,
-            config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2}},
+            config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 1}},
         )
+        self._fs.retries = 1  # `_retrying` below owns retries, with backoff and logging
         self._max_backoff = settings.s3_retry_max_seconds
         self._sleep = sleep
 
@@ -52,12 +53,11 @@ class ObjectStore:
         """Create `bucket` if it does not exist."""
 
         def create() -> None:
-            if not self._fs.exists(bucket):
-                try:
-                    self._fs.mkdir(bucket)
-                    log.info("object store: created bucket %s", bucket)
-                except FileExistsError:
-                    pass  # another worker created it first
+            try:
+                self._fs.mkdir(bucket)
+                log.info("object store: created bucket %s", bucket)
+            except FileExistsError:
+                pass  # it exists, possibly created by another worker a moment ago
 
         self._retrying(f"creating bucket {bucket}", create)
 

@@ -232,5 +232,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  minio-path) echo "$MINIO_BIN" ;;  # for tests that run a second, short-lived MinIO
+  *) echo "usage: $0 up|down|status|minio-path" >&2; exit 2 ;;
 esac
