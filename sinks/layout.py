@@ -9,6 +9,8 @@ never add a path level or climb out of its prefix, and `urllib.parse.unquote` (w
 from __future__ import annotations
 
 import datetime
+import re
+from typing import NamedTuple
 from urllib.parse import quote
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -47,6 +49,24 @@ def partition_path(fields: list[tuple[str, object]]) -> str:
 def batch_object_name(topic: str, kafka_partition: int, first_offset: int, last_offset: int) -> str:
     """A name fixed by what the file holds, so rewriting the same batch after a crash replaces it."""
     return f"{topic}-p{kafka_partition:04d}-{first_offset:020d}-{last_offset:020d}.parquet"
+
+
+class BatchObject(NamedTuple):
+    topic: str
+    kafka_partition: int
+    first_offset: int
+    last_offset: int
+
+
+_BATCH_NAME = re.compile(r"(?P<topic>.+)-p(?P<partition>\d{4,})-(?P<first>\d{20})-(?P<last>\d{20})\.parquet")
+
+
+def parse_batch_object_name(name: str) -> BatchObject | None:
+    """The inverse of `batch_object_name` (None for any other name)."""
+    match = _BATCH_NAME.fullmatch(name.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    return BatchObject(match["topic"], int(match["partition"]), int(match["first"]), int(match["last"]))
 
 
 def object_key(*parts: str) -> str:

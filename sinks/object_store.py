@@ -61,5 +61,16 @@ class ObjectStore:
 
         self._retrying(f"creating bucket {bucket}", create)
 
+    def list_names(self, bucket: str, prefix: str) -> list[str]:
+        """Object names directly under `bucket/prefix` (empty if there are none)."""
+
+        def names() -> list[str]:
+            try:
+                return [path.rsplit("/", 1)[-1] for path in self._fs.ls(f"{bucket}/{prefix}", refresh=True)]
+            except FileNotFoundError:
+                return []
+
+        return self._retrying(f"listing s3://{bucket}/{prefix}", names)
+
     def put(self, bucket: str, key: str, data: bytes) -> None:
         self._retrying(f"writing s3://{bucket}/{key}", lambda: self._fs.pipe_file(f"{bucket}/{key}", data))

@@ -7,10 +7,12 @@ from hypothesis import strategies as st
 
 from sinks.layout import (
     HIVE_NULL,
+    BatchObject,
     UnsafeKeyError,
     batch_object_name,
     encode_partition_value,
     object_key,
+    parse_batch_object_name,
     partition_path,
 )
 
@@ -66,3 +68,14 @@ def test_object_key_refuses_segments_that_escape(bad):
 
 def test_object_key_drops_empty_prefixes():
     assert object_key("", "ticker=A/date=2026-11-24", "f.parquet") == "ticker=A/date=2026-11-24/f.parquet"
+
+
+@given(st.from_regex(r"[a-z_.\-]{1,20}", fullmatch=True), st.integers(0, 9999), st.integers(0, 10**18), st.integers(0, 10**18))
+def test_batch_object_names_parse_back(topic, partition, first, last):
+    name = batch_object_name(topic, partition, first, last)
+    assert parse_batch_object_name(f"ticker=A/date=2026-11-24/{name}") == BatchObject(topic, partition, first, last)
+
+
+@pytest.mark.parametrize("other", ["notes.txt", "x-p1-1-2.parquet", "stock_trades-p0001-00000000000000000001.parquet"])
+def test_other_object_names_are_not_batches(other):
+    assert parse_batch_object_name(other) is None
