@@ -12,6 +12,11 @@ class InvalidRecord(ValueError):
     """A message that does not conform to its dataset's schema; the message is the dead-letter reason."""
 
 
+def rfc3339(moment: datetime) -> str:
+    """UTC with microseconds and a Z, the timestamp format of every marketstream message."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def utc_micros(value: object, name: str, *, earliest: datetime) -> int:
     """Parse an RFC 3339 timestamp with an offset into UTC epoch microseconds, within sane bounds.
 

@@ -33,3 +33,17 @@ STOCK_TRADES = pa.schema(
 )
 
 STOCK_TRADES_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])
+
+MACRO_OBSERVATIONS = pa.schema(
+    [
+        pa.field("series_id", pa.string(), nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("realtime_start", pa.date32(), nullable=False),
+        pa.field("fetched_at", TIMESTAMP, nullable=False),
+        *LINEAGE_FIELDS,
+    ],
+    metadata={"dataset": "macrodata", "version": "1"},
+)
+
+MACRO_OBSERVATIONS_PARTITIONING = pa.schema([pa.field("alias", pa.string()), pa.field("year", pa.int32())])

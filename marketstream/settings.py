@@ -8,6 +8,7 @@ before it opens any connection, so a missing value stops it with one message nam
 from __future__ import annotations
 
 import functools
+from datetime import date
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError
@@ -57,11 +58,37 @@ class Settings(BaseSettings):
     alpaca_stream_url: str | None = None
     produce_for_seconds: float | None = Field(None, gt=0, description="stop producers after this long (demo, tests)")
 
-    # --- other public APIs
-    finnhub_api_key: SecretStr | None = None
+    # --- macro producer (FRED)
     api_key_fred: SecretStr | None = None
+    fred_series: str = Field(
+        "gdp:GDP,cpi:CPIAUCSL,fed_funds_rate:DFF,treasury_10y:DGS10,unemployment_rate:UNRATE",
+        pattern=r"^\s*[a-z][a-z0-9_]*:[A-Z0-9_]+\s*(,\s*[a-z][a-z0-9_]*:[A-Z0-9_]+\s*)*$",
+        description="comma-separated alias:SERIES_ID pairs",
+    )
+    fred_observation_start: date = date(2000, 1, 1)
+    macro_poll_seconds: float = Field(3600.0, gt=0)
+    fred_api_url: str | None = None
+
+    # --- news producer (Finnhub)
+    finnhub_api_key: SecretStr | None = None
+    news_poll_seconds: float = Field(60.0, gt=0)
+    finnhub_calls_per_minute: float = Field(55.0, gt=0, le=60)
+    finnhub_api_url: str | None = None
+
+    # --- social producer (Bluesky)
     bluesky_identifier: str | None = None
     bluesky_password: SecretStr | None = None
+    bluesky_api_url: str = "https://bsky.social"
+    bluesky_keywords: str = (
+        "stock market,stocks,earnings,inflation,federal reserve,interest rates,recession,nasdaq,s&p 500,dow jones"
+    )
+    bluesky_cycle_seconds: float = Field(30.0, gt=0)
+    bluesky_keyword_delay_seconds: float = Field(2.0, ge=0)
+    bluesky_posts_per_search: int = Field(25, ge=1, le=100)
+    bluesky_max_pages: int = Field(3, ge=1, le=50)
+
+    # --- producers: dedup memory kept in Bytewax state
+    dedup_memory_per_key: int = Field(5_000, ge=10)
 
     # --- PostgreSQL (companies_info)
     postgres_host: str | None = None
@@ -86,6 +113,16 @@ class Settings(BaseSettings):
                 f"missing required setting{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
                 "set it in the environment or in .env (see .env.example)"
             )
+
+    @property
+    def fred_series_aliases(self) -> dict[str, str]:
+        """`FRED_SERIES` as {alias: series id}, in the order given."""
+        pairs = (item.strip().split(":") for item in self.fred_series.split(",") if item.strip())
+        return {alias.strip(): series.strip() for alias, series in pairs}
+
+    @property
+    def bluesky_static_keywords(self) -> list[str]:
+        return [word.strip() for word in self.bluesky_keywords.split(",") if word.strip()]
 
     @property
     def alpaca_keys_set(self) -> bool:

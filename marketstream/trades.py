@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 import orjson
 
 from marketstream.calendar import exchange_date, nyse
-from marketstream.records import InvalidRecord, utc_micros
+from marketstream.records import InvalidRecord, rfc3339, utc_micros
 
 SOURCES = ("alpaca", "synthetic")
 TICKER_PATTERN = re.compile(r"[A-Z][A-Z0-9]{0,9}(?:[.\-][A-Z0-9]{1,4})?")
@@ -48,15 +48,17 @@ class Trade:
     conditions: tuple[str, ...] = field(default_factory=tuple)
     tape: str | None = None
 
+    @property
+    def key(self) -> str:
+        return self.symbol
+
     def to_json(self) -> bytes:
         return orjson.dumps(
             {
                 "symbol": self.symbol,
                 "price": self.price,
                 "size": self.size,
-                "timestamp": self.timestamp.astimezone(timezone.utc).isoformat(timespec="microseconds").replace(
-                    "+00:00", "Z"
-                ),
+                "timestamp": rfc3339(self.timestamp),
                 "exchange": self.exchange,
                 "conditions": list(self.conditions),
                 "trade_id": self.trade_id,

@@ -1,0 +1,17 @@
+"""macrodata -> s3://macro-data/alias=…/year=…/"""
+
+from marketstream import schemas
+from marketstream.consumer_flow import Dataset, build_consumer_flow
+from marketstream.macro import parse_macro
+from marketstream.runtime import lazy_flow
+
+MACRO_OBSERVATIONS = Dataset(
+    name="macrodata",
+    topic="macrodata",
+    bucket="macro-data",
+    schema=schemas.MACRO_OBSERVATIONS,
+    partition_by=("alias", "year"),
+    parse=parse_macro,
+)
+
+__getattr__ = lazy_flow(lambda: build_consumer_flow(MACRO_OBSERVATIONS))

@@ -1,0 +1,37 @@
+"""The one producer dataflow: an API source's records -> JSON messages keyed by `record.key` -> Kafka.
+
+A record is any object with a `key` (str) and `to_json()` (bytes); each `dataflows/*_produce.py` hands
+its source and topic to `build_producer_flow`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSinkMessage
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from marketstream.settings import Settings
+from sinks.kafka import KafkaProducerSink
+
+
+class Record(Protocol):
+    @property
+    def key(self) -> str: ...
+
+    def to_json(self) -> bytes: ...
+
+
+def to_message(record: Record) -> KafkaSinkMessage:
+    return KafkaSinkMessage(key=record.key.encode(), value=record.to_json())
+
+
+def build_producer_flow(name: str, settings: Settings, source: Source, topic: str, sink: Sink | None = None) -> Dataflow:
+    flow = Dataflow(name)
+    records = op.input("records", flow, source)
+    messages = op.map("to_message", records, to_message)
+    op.output("kafka_out", messages, sink or KafkaProducerSink(settings, topic))
+    return flow
