@@ -47,3 +47,21 @@ MACRO_OBSERVATIONS = pa.schema(
 )
 
 MACRO_OBSERVATIONS_PARTITIONING = pa.schema([pa.field("alias", pa.string()), pa.field("year", pa.int32())])
+
+NEWS_ARTICLES = pa.schema(
+    [
+        pa.field("id", pa.int64(), nullable=False),
+        pa.field("datetime", TIMESTAMP, nullable=False),
+        pa.field("headline", pa.string(), nullable=False),
+        pa.field("summary", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("image", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("related", pa.string(), nullable=False),
+        *LINEAGE_FIELDS,
+    ],
+    metadata={"dataset": "finnhub", "version": "1"},
+)
+
+NEWS_ARTICLES_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])

@@ -1,0 +1,17 @@
+"""finnhub -> s3://finnhub-data/ticker=…/date=…/ (date: New York date of the article)."""
+
+from marketstream import schemas
+from marketstream.consumer_flow import Dataset, build_consumer_flow
+from marketstream.news import parse_news
+from marketstream.runtime import lazy_flow
+
+NEWS_ARTICLES = Dataset(
+    name="finnhub",
+    topic="finnhub",
+    bucket="finnhub-data",
+    schema=schemas.NEWS_ARTICLES,
+    partition_by=("ticker", "date"),
+    parse=parse_news,
+)
+
+__getattr__ = lazy_flow(lambda: build_consumer_flow(NEWS_ARTICLES))

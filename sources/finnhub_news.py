@@ -1,0 +1,107 @@
+"""Finnhub company news through finnhub-python, for every ticker in `companies_info`.
+
+One partition cycles through the tickers, one `company_news` call per poll, spaced so a cycle takes
+`NEWS_POLL_SECONDS` (60) but never faster than `FINNHUB_CALLS_PER_MINUTE` (55, under the free tier's
+60): with many tickers the cycle stretches instead of breaking the limit. Each call asks only for the
+dates since that ticker's previous call. An article is published once, under the first ticker that
+returns it: the ids already published are Bytewax state (bounded, `DEDUP_MEMORY_PER_KEY` x 20).
+
+Delivery guarantee: at-least-once (see `sources.polling`). 401/403 stop the source (rejected
+FINNHUB_API_KEY); 429 waits for Retry-After; 5xx, timeouts and unparsable responses are retried.
+The API key travels in the query string, so it is scrubbed from every message this module logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime, timedelta, timezone
+
+import finnhub
+import requests
+
+from marketstream.companies import CompanyDirectory
+from marketstream.dedup import RecentlySeen
+from marketstream.news import NewsArticle
+from marketstream.settings import Settings
+from sources.polling import PermanentError, PollingSource, TransientError
+
+log = logging.getLogger(__name__)
+
+
+class FinnhubNewsPoller:
+    def __init__(self, settings: Settings, directory: CompanyDirectory):
+        settings.require("finnhub_api_key")
+        assert settings.finnhub_api_key
+        self._key = settings.finnhub_api_key.get_secret_value()
+        self._client = finnhub.Client(api_key=self._key)
+        if settings.finnhub_api_url:
+            self._client.API_URL = settings.finnhub_api_url.rstrip("/")
+        self._directory = directory
+        self._cycle = timedelta(seconds=settings.news_poll_seconds)
+        # rounded up to the microsecond, so rounding never squeezes in one call too many per minute
+        self._min_gap = timedelta(microseconds=math.ceil(60_000_000 / settings.finnhub_calls_per_minute))
+        self._memory = settings.dedup_memory_per_key * 20
+
+    def initial_state(self) -> dict:
+        return {"queue": [], "cycle_size": 0, "polled_on": {}, "seen": RecentlySeen(self._memory)}
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***")
+
+    def _company_news(self, ticker: str, since: str, until: str) -> list:
+        try:
+            return self._client.company_news(ticker, _from=since, to=until)
+        except finnhub.FinnhubAPIException as exc:
+            message = self._scrub(str(exc))
+            if exc.status_code in (401, 403):
+                raise PermanentError(f"Finnhub rejected FINNHUB_API_KEY: {message}") from None
+            retry_after = exc.response.headers.get("Retry-After") if exc.status_code == 429 else None
+            raise TransientError(message, float(retry_after) if retry_after and retry_after.isdigit() else None) from None
+        except (finnhub.FinnhubRequestException, requests.RequestException, ValueError) as exc:
+            raise TransientError(f"Finnhub request for {ticker} failed: {self._scrub(str(exc))}") from None
+
+    def _article(self, ticker: str, item: object) -> NewsArticle | None:
+        try:
+            assert isinstance(item, dict), "not an object"
+            article_id, moment = item["id"], item["datetime"]
+            assert isinstance(article_id, int) and article_id > 0, "id is not a positive integer"
+            assert isinstance(moment, (int, float)) and moment > 0, "datetime is not a Unix time"
+            texts = {name: item.get(name) or "" for name in
+                     ("headline", "summary", "source", "url", "image", "category", "related")}
+            assert all(isinstance(v, str) for v in texts.values()), "a text field is not a string"
+            assert texts["headline"], "headline is empty"
+        except (AssertionError, KeyError) as exc:
+            log.warning("finnhub: skipping a malformed %s article (%s): %.200r", ticker, exc or "missing field", item)
+            return None
+        return NewsArticle(article_id, ticker, datetime.fromtimestamp(moment, tz=timezone.utc), **texts)
+
+    def poll(self, state: dict, now: datetime) -> tuple[list[NewsArticle], datetime]:
+        if not state["queue"]:
+            state["queue"] = self._directory.tickers()
+            state["cycle_size"] = len(state["queue"])
+            if not state["queue"]:
+                return [], now + self._cycle
+        gap = max(self._cycle / state["cycle_size"], self._min_gap)
+        ticker = state["queue"][0]
+        today = now.date()
+        since = state["polled_on"].get(ticker, (today - timedelta(days=1)).isoformat())
+        items = self._company_news(ticker, since, today.isoformat())
+        if not isinstance(items, list):
+            raise TransientError(f"Finnhub answered {type(items).__name__} instead of a list for {ticker}")
+        state["queue"].pop(0)
+        state["polled_on"][ticker] = today.isoformat()
+        articles = []
+        for item in items:
+            article = self._article(ticker, item)
+            if article is not None and state["seen"].add(article.id):
+                articles.append(article)
+        return articles, now + gap
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def finnhub_news_source(settings: Settings, directory: CompanyDirectory | None = None, **kwargs) -> PollingSource:
+    directory = directory or CompanyDirectory(settings)
+    return PollingSource(["finnhub"], lambda _: FinnhubNewsPoller(settings, directory), **kwargs)
