@@ -65,3 +65,23 @@ NEWS_ARTICLES = pa.schema(
 )
 
 NEWS_ARTICLES_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])
+
+BLUESKY_POSTS = pa.schema(
+    [
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("cid", pa.string(), nullable=False),
+        pa.field("author_handle", pa.string(), nullable=False),
+        pa.field("author_did", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("created_at", TIMESTAMP, nullable=False),
+        pa.field("indexed_at", TIMESTAMP, nullable=False),
+        pa.field("like_count", pa.int64(), nullable=False),
+        pa.field("repost_count", pa.int64(), nullable=False),
+        pa.field("reply_count", pa.int64(), nullable=False),
+        pa.field("language", pa.string()),
+        *LINEAGE_FIELDS,
+    ],
+    metadata={"dataset": "bluesky", "version": "1"},
+)
+
+BLUESKY_POSTS_PARTITIONING = pa.schema([pa.field("date", pa.date32()), pa.field("keyword", pa.string())])

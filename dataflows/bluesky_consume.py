@@ -1,0 +1,17 @@
+"""bluesky -> s3://bluesky-data/date=…/keyword=…/ (date: UTC date the post was created)."""
+
+from marketstream import schemas
+from marketstream.consumer_flow import Dataset, build_consumer_flow
+from marketstream.runtime import lazy_flow
+from marketstream.social import parse_post
+
+BLUESKY_POSTS = Dataset(
+    name="bluesky",
+    topic="bluesky",
+    bucket="bluesky-data",
+    schema=schemas.BLUESKY_POSTS,
+    partition_by=("date", "keyword"),
+    parse=parse_post,
+)
+
+__getattr__ = lazy_flow(lambda: build_consumer_flow(BLUESKY_POSTS))

@@ -1,0 +1,142 @@
+"""Bluesky posts through the atproto client: the newest posts for each keyword.
+
+Keywords are the static financial terms of `BLUESKY_KEYWORDS` plus each company's `company_name` and
+`related_words` from `companies_info` (re-read every `TICKERS_REFRESH_SECONDS`). One partition walks
+the keywords, one search per poll, `BLUESKY_KEYWORD_DELAY_SECONDS` (2 s) apart, and starts a new cycle
+every `BLUESKY_CYCLE_SECONDS` (30 s). A search reads pages of the newest posts (`sort=latest`) until a
+page holds a post it has seen or `BLUESKY_MAX_PAGES` pages were read.
+
+The client logs in once and keeps its session; atproto refreshes the tokens before they expire, so
+cycles reuse one session. A post is published once per keyword: the URIs already published are Bytewax
+state, bounded to `DEDUP_MEMORY_PER_KEY` per keyword, so they survive a restart with recovery.
+
+Delivery guarantee: at-least-once (see `sources.polling`). A 429 waits for Retry-After or the
+rate-limit reset; 5xx, timeouts and malformed answers are retried with backoff; credentials Bluesky
+rejects stop the source with a message naming BLUESKY_IDENTIFIER / BLUESKY_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+from atproto import Client
+from atproto_client import exceptions as at
+
+from marketstream.companies import CompanyDirectory
+from marketstream.dedup import RecentlySeen
+from marketstream.settings import Settings
+from marketstream.social import BlueskyPost
+from sources.polling import PermanentError, PollingSource, TransientError
+
+log = logging.getLogger(__name__)
+
+
+def keywords(settings: Settings, directory: CompanyDirectory) -> list[str]:
+    """Static terms, then each company's name and related words; each once, in that order."""
+    words = list(settings.bluesky_static_keywords)
+    for company in directory.companies():
+        words += [company.company_name, *company.related_words]
+    return list(dict.fromkeys(word for word in words if word))
+
+
+def _moment(text: str | None) -> datetime:
+    moment = datetime.fromisoformat(text or "")
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _transient(what: str, exc: Exception) -> TransientError:
+    """A retryable failure; for a 429, wait as long as Retry-After or the rate-limit reset says."""
+    if isinstance(exc, at.RateLimitExceededError):
+        wait = exc.retry_after
+        if wait is None and exc.reset_at is not None:
+            wait = max((exc.reset_at - datetime.now(timezone.utc)).total_seconds(), 0.0)
+        return TransientError(f"{what}: Bluesky rate limit reached", wait)
+    return TransientError(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+class BlueskyPoller:
+    def __init__(self, settings: Settings, directory: CompanyDirectory):
+        settings.require("bluesky_identifier", "bluesky_password")
+        assert settings.bluesky_password
+        self._settings = settings
+        self._directory = directory
+        self._client: Client | None = None
+        self._delay = timedelta(seconds=settings.bluesky_keyword_delay_seconds)
+        self._cycle = timedelta(seconds=settings.bluesky_cycle_seconds)
+
+    def initial_state(self) -> dict:
+        return {"queue": [], "cycle_started": None, "seen": {}}
+
+    def _session(self) -> Client:
+        if self._client is None:
+            client = Client(base_url=self._settings.bluesky_api_url)
+            try:
+                client.login(self._settings.bluesky_identifier, self._settings.bluesky_password.get_secret_value(),
+                             fetch_bsky_profile=False)
+            except (at.UnauthorizedError, at.BadRequestError) as exc:
+                raise PermanentError(f"Bluesky rejected BLUESKY_IDENTIFIER / BLUESKY_PASSWORD: {exc}") from None
+            except at.AtProtocolError as exc:
+                raise _transient("Bluesky login", exc) from None
+            log.info("bluesky: logged in as %s", self._settings.bluesky_identifier)
+            self._client = client
+        return self._client
+
+    def _search(self, keyword: str, cursor: str | None):
+        client = self._session()
+        params = {"q": keyword, "limit": self._settings.bluesky_posts_per_search, "sort": "latest"}
+        if cursor:
+            params["cursor"] = cursor
+        try:
+            return client.app.bsky.feed.search_posts(params=params)
+        except at.UnauthorizedError as exc:
+            self._client = None  # the session is gone: log in again on the next poll
+            raise TransientError(f"Bluesky session rejected ({exc}); logging in again") from None
+        except (at.AtProtocolError, ValueError) as exc:
+            raise _transient(f"Bluesky search for {keyword!r}", exc) from None
+
+    def _post(self, keyword: str, view) -> BlueskyPost | None:
+        try:
+            record = view.record
+            langs = getattr(record, "langs", None) or []
+            return BlueskyPost(
+                uri=view.uri, cid=view.cid, author_handle=view.author.handle, author_did=view.author.did,
+                text=getattr(record, "text", ""), created_at=_moment(getattr(record, "created_at", None)),
+                indexed_at=_moment(view.indexed_at), like_count=view.like_count or 0,
+                repost_count=view.repost_count or 0, reply_count=view.reply_count or 0,
+                language=langs[0] if langs else None, keyword=keyword,
+            )
+        except (AttributeError, ValueError, TypeError) as exc:
+            log.warning("bluesky: skipping a malformed post for %r (%s): %.200r", keyword, exc, view)
+            return None
+
+    def poll(self, state: dict, now: datetime) -> tuple[list[BlueskyPost], datetime]:
+        if not state["queue"]:
+            state["queue"] = keywords(self._settings, self._directory)
+            state["cycle_started"] = now
+            state["seen"] = {k: v for k, v in state["seen"].items() if k in state["queue"]}  # forget dropped keywords
+        keyword = state["queue"][0]
+        seen = state["seen"].setdefault(keyword, RecentlySeen(self._settings.dedup_memory_per_key))
+        posts, cursor = [], None
+        for _ in range(self._settings.bluesky_max_pages):
+            page = self._search(keyword, cursor)
+            fresh = [post for post in (self._post(keyword, view) for view in page.posts or []) if post]
+            new = [post for post in fresh if post.uri not in seen and all(p.uri != post.uri for p in posts)]
+            posts += new
+            cursor = page.cursor
+            if not cursor or len(new) < len(fresh) or not fresh:
+                break
+        for post in posts:
+            seen.add(post.uri)
+        state["queue"].pop(0)
+        if state["queue"]:
+            return posts, now + self._delay
+        return posts, max(state["cycle_started"] + self._cycle, now + self._delay)
+
+    def close(self) -> None:
+        self._client = None
+
+
+def bluesky_source(settings: Settings, directory: CompanyDirectory | None = None, **kwargs) -> PollingSource:
+    directory = directory or CompanyDirectory(settings)
+    return PollingSource(["bluesky"], lambda _: BlueskyPoller(settings, directory), **kwargs)
