@@ -58,6 +58,8 @@ class CompanyDirectory:
         loader: Callable[[Settings], list[Company]] = load_companies,
         clock: Callable[[], float] = time.monotonic,
     ):
+        if loader is load_companies:
+            settings.require("postgres_host", "postgres_db", "postgres_user", "postgres_password")
         self._settings = settings
         self._loader = loader
         self._clock = clock

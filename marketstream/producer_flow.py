@@ -6,6 +6,7 @@ its source and topic to `build_producer_flow`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import bytewax.operators as op
@@ -14,7 +15,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from marketstream.settings import Settings
+from marketstream.settings import Settings, get_settings
 from sinks.kafka import KafkaProducerSink
 
 
@@ -35,3 +36,19 @@ def build_producer_flow(name: str, settings: Settings, source: Source, topic: st
     messages = op.map("to_message", records, to_message)
     op.output("kafka_out", messages, sink or KafkaProducerSink(settings, topic))
     return flow
+
+
+def producer_dataflow(name: str, topic: str, make_source: Callable[[Settings], Source]) -> Callable[..., Dataflow]:
+    """`build_flow(settings=None, *, topic=topic, source=None, sink=None)` for a `*_produce` module.
+
+    `make_source` checks the settings its source needs, so a missing one stops the flow before it
+    connects anywhere; tests pass their own `source`, `sink` or `topic`.
+    """
+
+    def build_flow(
+        settings: Settings | None = None, *, topic: str = topic, source: Source | None = None, sink: Sink | None = None
+    ) -> Dataflow:
+        settings = settings or get_settings()
+        return build_producer_flow(name, settings, source or make_source(settings), topic, sink)
+
+    return build_flow

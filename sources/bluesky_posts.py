@@ -138,5 +138,7 @@ class BlueskyPoller:
 
 
 def bluesky_source(settings: Settings, directory: CompanyDirectory | None = None, **kwargs) -> PollingSource:
+    settings.require("bluesky_identifier", "bluesky_password")
     directory = directory or CompanyDirectory(settings)
-    return PollingSource(["bluesky"], lambda _: BlueskyPoller(settings, directory), **kwargs)
+    return PollingSource(["bluesky"], lambda _: BlueskyPoller(settings, directory),
+                         run_for=settings.produce_for_seconds, **kwargs)

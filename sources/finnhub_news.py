@@ -103,5 +103,7 @@ class FinnhubNewsPoller:
 
 
 def finnhub_news_source(settings: Settings, directory: CompanyDirectory | None = None, **kwargs) -> PollingSource:
+    settings.require("finnhub_api_key")
     directory = directory or CompanyDirectory(settings)
-    return PollingSource(["finnhub"], lambda _: FinnhubNewsPoller(settings, directory), **kwargs)
+    return PollingSource(["finnhub"], lambda _: FinnhubNewsPoller(settings, directory),
+                         run_for=settings.produce_for_seconds, **kwargs)

@@ -92,5 +92,7 @@ class FredPoller:
 
 
 def fred_source(settings: Settings, **kwargs) -> PollingSource:
+    settings.require("api_key_fred")
     series = settings.fred_series_aliases
-    return PollingSource(list(series), lambda alias: FredPoller(settings, alias, series[alias]), **kwargs)
+    return PollingSource(list(series), lambda alias: FredPoller(settings, alias, series[alias]),
+                         run_for=settings.produce_for_seconds, **kwargs)

@@ -58,16 +58,21 @@ class Poller(Protocol[S, R]):
 
 
 class _PollingPartition(StatefulSourcePartition[Any, Any], Generic[S, R]):
-    def __init__(self, name: str, poller: Poller[S, R], state: S | None, now: Callable[[], datetime]):
+    def __init__(
+        self, name: str, poller: Poller[S, R], state: S | None, now: Callable[[], datetime], stop_at: datetime | None
+    ):
         self._name = name
         self._poller = poller
         self._state = state if state is not None else poller.initial_state()
         self._now = now
         self._due = now()
         self._failures = 0
+        self._stop_at = stop_at
 
     def next_batch(self) -> list[R]:
         now = self._now()
+        if self._stop_at is not None and now >= self._stop_at:
+            raise StopIteration
         if now < self._due:
             return []
         try:
@@ -87,7 +92,7 @@ class _PollingPartition(StatefulSourcePartition[Any, Any], Generic[S, R]):
         return records
 
     def next_awake(self) -> datetime:
-        return self._due
+        return self._due if self._stop_at is None else min(self._due, self._stop_at)
 
     def snapshot(self) -> S:
         return self._state
@@ -97,7 +102,9 @@ class _PollingPartition(StatefulSourcePartition[Any, Any], Generic[S, R]):
 
 
 class PollingSource(FixedPartitionedSource[Any, Any]):
-    """One partition per name in `partitions`; `make_poller(name)` builds each partition's poller."""
+    """One partition per name in `partitions`; `make_poller(name)` builds each partition's poller.
+
+    With `run_for` (`PRODUCE_FOR_SECONDS`) the source ends that long after it starts (demo, tests)."""
 
     def __init__(
         self,
@@ -105,13 +112,16 @@ class PollingSource(FixedPartitionedSource[Any, Any]):
         make_poller: Callable[[str], Poller],
         *,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        run_for: float | None = None,
     ):
         self._partitions = partitions
         self._make_poller = make_poller
         self._now = now
+        self._run_for = run_for
 
     def list_parts(self) -> list[str]:
         return list(self._partitions)
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _PollingPartition:
-        return _PollingPartition(f"{step_id}[{for_part}]", self._make_poller(for_part), resume_state, self._now)
+        stop_at = self._now() + timedelta(seconds=self._run_for) if self._run_for else None
+        return _PollingPartition(f"{step_id}[{for_part}]", self._make_poller(for_part), resume_state, self._now, stop_at)

@@ -110,13 +110,14 @@ class StockTradeSource(DynamicSource[Trade]):
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         alpaca_factory: Callable[[Settings], AlpacaTradeStream] = AlpacaTradeStream,
     ):
+        if settings.stock_source == "alpaca":
+            settings.require("api_key_alpaca", "api_secret_alpaca")
         self._settings = settings
-        self._directory = directory
+        self._directory = directory or CompanyDirectory(settings)
         self._now = now
         self._alpaca_factory = alpaca_factory
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StockTradePartition:
-        directory = self._directory or CompanyDirectory(self._settings)
         return _StockTradePartition(
-            self._settings, directory, worker_index, worker_count, self._now, self._alpaca_factory
+            self._settings, self._directory, worker_index, worker_count, self._now, self._alpaca_factory
         )

@@ -1,0 +1,99 @@
+"""Fake API -> real client -> *_produce -> real Kafka -> *_consume -> real MinIO, read back, per source."""
+
+from dataclasses import replace
+from datetime import date, datetime, timezone
+
+import pyarrow.compute as pc
+import pytest
+from bytewax.testing import run_main
+
+from dataflows import bluesky_consume, bluesky_produce, macro_consume, macro_produce, news_consume, news_produce
+from marketstream import schemas
+from marketstream.consumer_flow import build_consumer_flow
+from marketstream.lake import lake_filesystem, read_table
+from tests.conftest import make_settings
+from tests.fakes.bluesky import FakeBluesky
+from tests.fakes.finnhub import FakeFinnhub
+from tests.fakes.fred import FakeFred
+from tests.integration.kafka_helpers import produce, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def consume(settings, dataset, topic, bucket):
+    run_main(build_consumer_flow(replace(dataset, topic=topic, bucket=bucket), settings.model_copy(update={"kafka_stop_at_end": True})))
+
+
+@pytest.fixture
+def bucket(stack, unique):
+    name = f"it-api-{unique}"
+    yield name
+    fs = lake_filesystem(make_settings())
+    if fs.exists(name):
+        fs.rm(name, recursive=True)
+
+
+def test_fred_to_macro_data(bucket, unique):
+    topic = f"it_macro_{unique}"
+    with FakeFred() as fred:
+        fred.add("CPIAUCSL", "2025-12-01", "318.2", "2026-01-13")
+        fred.add("CPIAUCSL", "2026-09-01", ".", "2026-10-15")
+        fred.add("GDP", "2026-04-01", "31000.5", "2026-07-30")
+        settings = make_settings(api_key_fred="fred-test-key", fred_api_url=fred.root_url,
+                                 fred_series="cpi:CPIAUCSL,gdp:GDP", produce_for_seconds=2)
+        run_main(macro_produce.build_flow(settings, topic=topic))
+    assert sorted(m.key() for m in read_topic(settings, topic)) == [b"cpi", b"cpi", b"gdp"]
+    produce(settings, topic, [(b"cpi", b'{"alias": "cpi", "value": "high"}')])
+    consume(settings, macro_consume.MACRO_OBSERVATIONS, topic, bucket)
+
+    table = read_table(settings, bucket, schemas.MACRO_OBSERVATIONS_PARTITIONING, schema=schemas.MACRO_OBSERVATIONS)
+    rows = sorted((r["alias"], r["year"], r["series_id"], r["date"], r["value"]) for r in table.to_pylist())
+    assert rows == [
+        ("cpi", 2025, "CPIAUCSL", date(2025, 12, 1), 318.2),
+        ("cpi", 2026, "CPIAUCSL", date(2026, 9, 1), None),
+        ("gdp", 2026, "GDP", date(2026, 4, 1), 31000.5),
+    ]
+    keys = sorted(k.split("/", 1)[1].rsplit("/", 1)[0] for k in lake_filesystem(settings).find(bucket))
+    assert keys == ["alias=cpi/year=2025", "alias=cpi/year=2026", "alias=gdp/year=2026"]
+    dead = read_topic(settings, f"{topic}.dlq")
+    assert len(dead) == 1 and b"series_id" in dict(dead[0].headers())["dlq.reason"]
+
+
+def test_finnhub_to_finnhub_data(bucket, unique):
+    topic = f"it_news_{unique}"
+    with FakeFinnhub() as finnhub:
+        finnhub.publish("AAPL", 11, datetime(2026, 11, 24, 14, 5, tzinfo=timezone.utc), "Apple ships")
+        finnhub.publish("ADBE", 12, datetime(2026, 11, 25, 3, 0, tzinfo=timezone.utc), "Adobe at night")
+        settings = make_settings(finnhub_api_key="finnhub-test-token", finnhub_api_url=finnhub.api_url,
+                                 news_poll_seconds=1, finnhub_calls_per_minute=60, produce_for_seconds=2.5)
+        run_main(news_produce.build_flow(settings, topic=topic))
+    consume(settings, news_consume.NEWS_ARTICLES, topic, bucket)
+
+    table = read_table(settings, bucket, schemas.NEWS_ARTICLES_PARTITIONING, schema=schemas.NEWS_ARTICLES)
+    rows = sorted((r["ticker"], r["date"], r["id"], r["headline"]) for r in table.to_pylist())
+    assert rows == [("AAPL", date(2026, 11, 24), 11, "Apple ships"), ("ADBE", date(2026, 11, 24), 12, "Adobe at night")]
+    assert table.schema.field("datetime").type == schemas.TIMESTAMP
+
+
+def test_bluesky_to_bluesky_data_with_readable_reversible_keyword_partitions(bucket, unique):
+    topic = f"it_bluesky_{unique}"
+    with FakeBluesky() as bluesky:
+        bluesky.post(1, "Tim Cook talks earnings", datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc))
+        bluesky.post(2, "Sam's Club opens", datetime(2026, 11, 24, 23, 0, tzinfo=timezone.utc), lang=None)
+        settings = make_settings(bluesky_identifier="tester.bsky.social", bluesky_password="app-pass-1234",
+                                 bluesky_api_url=bluesky.url, bluesky_keywords="earnings",
+                                 bluesky_keyword_delay_seconds=0, produce_for_seconds=4)
+        run_main(bluesky_produce.build_flow(settings, topic=topic))
+    consume(settings, bluesky_consume.BLUESKY_POSTS, topic, bucket)
+
+    table = read_table(settings, bucket, schemas.BLUESKY_POSTS_PARTITIONING, schema=schemas.BLUESKY_POSTS)
+    rows = sorted((str(r["date"]), r["keyword"], r["text"], r["language"]) for r in table.to_pylist())
+    assert rows == [
+        ("2026-11-24", "Sam's Club", "Sam's Club opens", None),
+        ("2026-11-25", "Tim Cook", "Tim Cook talks earnings", "en"),
+        ("2026-11-25", "earnings", "Tim Cook talks earnings", "en"),
+    ]
+    prefixes = sorted(k.split("/", 1)[1].rsplit("/", 1)[0] for k in lake_filesystem(settings).find(bucket))
+    assert prefixes == ["date=2026-11-24/keyword=Sam%27s%20Club", "date=2026-11-25/keyword=Tim%20Cook",
+                        "date=2026-11-25/keyword=earnings"]
+    assert pc.sum(table.column("like_count")).as_py() == 1 + 1 + 2
