@@ -16,7 +16,7 @@ from datetime import date, datetime, timezone
 
 import orjson
 
-from marketstream.records import InvalidRecord, rfc3339, utc_micros
+from marketstream.records import InvalidRecord, json_object, rfc3339, utc_micros
 
 ALIAS_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
 SERIES_PATTERN = re.compile(r"[A-Z0-9_]{1,40}")
@@ -56,14 +56,7 @@ def _iso_date(obj: dict, name: str) -> date:
 
 def parse_macro(raw: bytes | None) -> dict:
     """Validate one `macrodata` message into a row with `alias` and `year` for partitioning."""
-    if raw is None:
-        raise InvalidRecord("empty message value")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRecord(f"not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise InvalidRecord(f"expected a JSON object, got {type(obj).__name__}")
+    obj = json_object(raw)
     alias, series_id = obj.get("alias"), obj.get("series_id")
     if not isinstance(alias, str) or not ALIAS_PATTERN.fullmatch(alias):
         raise InvalidRecord(f"field 'alias' must match {ALIAS_PATTERN.pattern}, got {str(alias)[:48]!r}")

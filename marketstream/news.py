@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import orjson
 
 from marketstream.calendar import exchange_date
-from marketstream.records import InvalidRecord, rfc3339, utc_micros
+from marketstream.records import InvalidRecord, json_object, rfc3339, utc_micros
 from marketstream.trades import TICKER_PATTERN
 
 EARLIEST_ARTICLE = datetime(1990, 1, 1, tzinfo=timezone.utc)
@@ -48,14 +48,7 @@ class NewsArticle:
 
 def parse_news(raw: bytes | None) -> dict:
     """Validate one `finnhub` message into a row with `ticker` and `date` (New York) for partitioning."""
-    if raw is None:
-        raise InvalidRecord("empty message value")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRecord(f"not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise InvalidRecord(f"expected a JSON object, got {type(obj).__name__}")
+    obj = json_object(raw)
     article_id = obj.get("id")
     if isinstance(article_id, bool) or not isinstance(article_id, int) or not 0 < article_id < 2**63:
         raise InvalidRecord("field 'id' must be a positive integer")

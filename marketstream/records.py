@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import orjson
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_FUTURE = timedelta(days=1)
 
 
 class InvalidRecord(ValueError):
     """A message that does not conform to its dataset's schema; the message is the dead-letter reason."""
+
+
+def json_object(raw: bytes | None) -> dict:
+    """A message value parsed as a JSON object, or InvalidRecord saying why it is not one."""
+    if raw is None:
+        raise InvalidRecord("empty message value")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord(f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidRecord(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def rfc3339(moment: datetime) -> str:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import orjson
 
-from marketstream.records import InvalidRecord, rfc3339, utc_micros
+from marketstream.records import InvalidRecord, json_object, rfc3339, utc_micros
 
 EARLIEST_POST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 TEXT_LIMITS = {"uri": 1_000, "cid": 200, "author_handle": 300, "author_did": 300, "text": 10_000}
@@ -49,14 +49,7 @@ class BlueskyPost:
 
 def parse_post(raw: bytes | None) -> dict:
     """Validate one `bluesky` message into a row with `date` (UTC, of created_at) and `keyword`."""
-    if raw is None:
-        raise InvalidRecord("empty message value")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRecord(f"not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise InvalidRecord(f"expected a JSON object, got {type(obj).__name__}")
+    obj = json_object(raw)
     row = {}
     for name, limit in TEXT_LIMITS.items():
         value = obj.get(name)

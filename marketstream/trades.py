@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 import orjson
 
 from marketstream.calendar import exchange_date, nyse
-from marketstream.records import InvalidRecord, rfc3339, utc_micros
+from marketstream.records import InvalidRecord, json_object, rfc3339, utc_micros
 
 SOURCES = ("alpaca", "synthetic")
 TICKER_PATTERN = re.compile(r"[A-Z][A-Z0-9]{0,9}(?:[.\-][A-Z0-9]{1,4})?")
@@ -91,14 +91,7 @@ def _optional_text(obj: dict, name: str, max_len: int) -> str | None:
 
 def parse_trade(raw: bytes | None) -> dict:
     """Validate one `stock_trades` message and return its row, with `ticker` and `date` for partitioning."""
-    if raw is None:
-        raise InvalidRecord("empty message value")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRecord(f"not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise InvalidRecord(f"expected a JSON object, got {type(obj).__name__}")
+    obj = json_object(raw)
 
     symbol = obj.get("symbol")
     if not isinstance(symbol, str) or not TICKER_PATTERN.fullmatch(symbol):
