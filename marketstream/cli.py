@@ -1,5 +1,6 @@
-"""`marketstream` command line: the bounded end-to-end demo and a report of what is in the lake.
+"""`marketstream` command line: run a dataflow with recovery, the bounded demo, a report of the lake.
 
+    python -m marketstream.cli run stock_consume [-w 2 | -i 0 -a "hostA:2101;hostB:2101" ...]
     python -m marketstream.cli demo [--seconds 60] [--rate 5] [--workers 2]
     python -m marketstream.cli report
 """
@@ -78,6 +79,26 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
     return report(settings)
 
 
+DATAFLOWS = ("stock_produce", "stock_consume", "macro_produce", "macro_consume", "news_produce", "news_consume",
+             "bluesky_produce", "bluesky_consume")
+
+
+def run(settings: Settings, dataflow: str, bytewax_args: list[str]) -> int:
+    """`python -m bytewax.run dataflows.<dataflow>`, with recovery when RECOVERY_DIRECTORY is set.
+
+    The recovery partitions are created on first use (`python -m bytewax.recovery <dir> 1`); the snapshot
+    interval is SNAPSHOT_INTERVAL_SECONDS, and backups are not kept (`-b 0`).
+    """
+    args = [sys.executable, "-m", "bytewax.run", f"dataflows.{dataflow}"]
+    if settings.recovery_directory:
+        recovery = Path(settings.recovery_directory) / dataflow
+        if not recovery.exists():
+            recovery.mkdir(parents=True)
+            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+        args += ["-r", str(recovery), "-s", f"{settings.snapshot_interval_seconds:g}", "-b", "0"]
+    os.execv(sys.executable, args + bytewax_args)
+
+
 def report(settings: Settings) -> int:
     fs = lake_filesystem(settings)
     if not fs.exists(STOCK_BUCKET):
@@ -114,11 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument("--rate", type=float, default=5.0, help="synthetic trades per second per ticker")
     demo_cmd.add_argument("--workers", type=int, default=2)
     commands.add_parser("report", help="what is in the stock-data bucket")
+    run_cmd = commands.add_parser("run", help="run a dataflow, with recovery when RECOVERY_DIRECTORY is set")
+    run_cmd.add_argument("dataflow", choices=DATAFLOWS)
+    run_cmd.add_argument("bytewax_args", nargs=argparse.REMAINDER, help="passed to bytewax.run (-w, -i, -a)")
     args = parser.parse_args(argv)
     try:
         settings = get_settings()
         if args.command == "demo":
             return demo(settings, args.seconds, args.rate, args.workers)
+        if args.command == "run":
+            return run(settings, args.dataflow, args.bytewax_args)
         return report(settings)
     except ConfigError as exc:
         print(f"marketstream: configuration error: {exc}", file=sys.stderr)

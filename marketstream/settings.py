@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     postgres_user: str | None = None
     postgres_password: SecretStr | None = None
 
+    # --- Bytewax recovery, used by `marketstream run`
+    recovery_directory: str | None = None
+    snapshot_interval_seconds: float = Field(10.0, gt=0)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def require(self, *fields: str) -> None:
@@ -113,6 +117,11 @@ class Settings(BaseSettings):
                 f"missing required setting{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
                 "set it in the environment or in .env (see .env.example)"
             )
+
+    def secret_values(self) -> list[str]:
+        """The values of every secret setting that is set, for redaction."""
+        return [value.get_secret_value() for value in self.__dict__.values()
+                if isinstance(value, SecretStr) and value.get_secret_value()]
 
     @property
     def fred_series_aliases(self) -> dict[str, str]:
@@ -172,7 +181,13 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides) -> Settings:
-    """Build settings from the environment and `.env`; malformed values raise ConfigError."""
+    """Build settings from the environment and `.env`; malformed values raise ConfigError.
+
+    Keyword overrides (tests, tools) must name real settings: unlike stray environment variables,
+    a misspelt override is a bug, not something to ignore."""
+    unknown = sorted(name for name in overrides if not name.startswith("_") and name not in Settings.model_fields)
+    if unknown:
+        raise TypeError(f"unknown settings: {', '.join(unknown)}")
     try:
         return Settings(**overrides)
     except ValidationError as exc:

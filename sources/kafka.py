@@ -5,16 +5,40 @@ each partition is part of the snapshot, and a resumed flow re-reads from the sna
 messages of the interrupted epoch are read again (at-least-once into the sinks). Without recovery it
 starts from `KAFKA_STARTING_OFFSET`. Consumer errors (a broker restarting, say) are emitted as
 `KafkaError` items for the flow to log, not raised, and librdkafka reconnects by itself. The topic is
-created if missing, so a consumer can start before its producer.
+created if missing, so a consumer can start before its producer. On SIGTERM / Ctrl-C the input ends
+cleanly (`marketstream.shutdown`), so open batches are flushed before the process exits.
 """
 
 from __future__ import annotations
 
 from bytewax.connectors.kafka import KafkaSource
+from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
+from marketstream import shutdown
 from marketstream.kafka import ensure_topics
 from marketstream.settings import Settings
+
+
+class _StoppablePartition(StatefulSourcePartition):
+    """Bytewax's Kafka partition, ending its input when a graceful shutdown is requested."""
+
+    def __init__(self, inner: StatefulSourcePartition):
+        self._inner = inner
+
+    def next_batch(self):
+        if shutdown.requested():
+            raise StopIteration
+        return self._inner.next_batch()
+
+    def next_awake(self):
+        return self._inner.next_awake()
+
+    def snapshot(self):
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class TopicSource(KafkaSource):
@@ -36,3 +60,6 @@ class TopicSource(KafkaSource):
     def list_parts(self) -> list[str]:
         ensure_topics(self._settings, [self._topic])
         return super().list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state):
+        return _StoppablePartition(super().build_part(step_id, for_part, resume_state))

@@ -27,6 +27,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from marketstream import shutdown
+
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")
@@ -71,7 +73,7 @@ class _PollingPartition(StatefulSourcePartition[Any, Any], Generic[S, R]):
 
     def next_batch(self) -> list[R]:
         now = self._now()
-        if self._stop_at is not None and now >= self._stop_at:
+        if shutdown.requested() or (self._stop_at is not None and now >= self._stop_at):
             raise StopIteration
         if now < self._due:
             return []

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
+from marketstream import shutdown
 from marketstream.calendar import nyse
 from marketstream.companies import CompanyDirectory
 from marketstream.settings import Settings
@@ -70,7 +71,7 @@ class _StockTradePartition(StatelessSourcePartition[Trade]):
 
     def next_batch(self) -> list[Trade]:
         now = self._now()
-        if self._stop_at is not None and now >= self._stop_at:
+        if shutdown.requested() or (self._stop_at is not None and now >= self._stop_at):
             raise StopIteration
         live = self._wants_live(now)
         if live != self._live:

@@ -233,5 +233,6 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   minio-path) echo "$MINIO_BIN" ;;  # for tests that run a second, short-lived MinIO
-  *) echo "usage: $0 up|down|status|minio-path" >&2; exit 2 ;;
+  kafka-classpath) echo "$KAFKA_LIBS/*" ;;  # for tests that run a second, short-lived broker
+  *) echo "usage: $0 up|down|status|minio-path|kafka-classpath" >&2; exit 2 ;;
 esac

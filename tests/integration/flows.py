@@ -4,11 +4,15 @@
 from dataclasses import replace
 
 from dataflows.stock_consume import STOCK_TRADES
+from marketstream import shutdown
 from marketstream.consumer_flow import build_consumer_flow
+from marketstream.runtime import configure_logging
 from tests.conftest import make_settings
 
 
 def stock_consume(topic: str, bucket: str, **settings):
+    configure_logging()
+    shutdown.install()
     return build_consumer_flow(
-        replace(STOCK_TRADES, topic=topic, bucket=bucket), make_settings(kafka_stop_at_end=True, **settings)
+        replace(STOCK_TRADES, topic=topic, bucket=bucket), make_settings(**{"kafka_stop_at_end": True, **settings})
     )

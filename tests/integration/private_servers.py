@@ -1,0 +1,95 @@
+"""Short-lived private MinIO and Kafka servers for tests that stop and restart them mid-run, so the
+shared stack is never disturbed. Both use the binaries `make stack` installed."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stack(command: str) -> str:
+    return subprocess.run([REPO / "stack" / "stack.sh", command], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _wait_for_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"nothing answered on port {port}")
+
+
+class PrivateMinio:
+    user, password = "private", "private-secret"
+
+    def __init__(self, data: Path):
+        self.data, self.port = data, free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def settings(self) -> dict:
+        return {"s3_endpoint_url": f"http://127.0.0.1:{self.port}", "s3_access_key": self.user,
+                "s3_secret_key": self.password}
+
+    def start(self) -> None:
+        env = {**os.environ, "MINIO_ROOT_USER": self.user, "MINIO_ROOT_PASSWORD": self.password, "MINIO_BROWSER": "off"}
+        self.process = subprocess.Popen([_stack("minio-path"), "server", str(self.data), "--address",
+                                         f"127.0.0.1:{self.port}"], env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        _wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(30)
+            self.process = None
+
+
+class PrivateKafka:
+    def __init__(self, data: Path):
+        self.data, self.port, self.controller = data, free_port(), free_port()
+        self.process: subprocess.Popen | None = None
+        self.properties = data / "server.properties"
+        data.mkdir(parents=True, exist_ok=True)
+        self.properties.write_text(
+            "process.roles=broker,controller\nnode.id=1\n"
+            f"controller.quorum.voters=1@127.0.0.1:{self.controller}\n"
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller}\n"
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}\ncontroller.listener.names=CONTROLLER\n"
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"
+            f"log.dirs={data / 'logs'}\noffsets.topic.replication.factor=1\n"
+            "transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n"
+            "group.initial.rebalance.delay.ms=0\nauto.create.topics.enable=false\n")
+        self._java = ["java", "-Xmx512m", f"-Dlog4j2.configurationFile={REPO / 'stack' / 'log4j2.properties'}",
+                      "-cp", _stack("kafka-classpath")]
+        subprocess.run([*self._java, "kafka.tools.StorageTool", "format", "-t", "MkU3OEVBNTcwNTJENDM2Qg",
+                        "-c", str(self.properties)], check=True, capture_output=True)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([*self._java, "kafka.Kafka", str(self.properties)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(60)
+            self.process = None

@@ -1,0 +1,208 @@
+"""Exactly-once storage under hard kills, graceful stops and hostile input, on the real stack."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pyarrow.compute as pc
+import pytest
+
+from marketstream import schemas
+from marketstream.lake import lake_filesystem, read_table
+from tests.conftest import STACK, make_settings
+from tests.integration.kafka_helpers import produce, read_topic
+from tests.integration.private_servers import PrivateKafka, PrivateMinio
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+TICKERS = [f"T{i:02d}" for i in range(20)]
+ENV_FOR_STACK = {name.upper(): str(value) for name, value in STACK.items() if name != "kafka_bootstrap_servers"}
+
+
+def trade(i: int) -> tuple[bytes, bytes]:
+    symbol = TICKERS[i % len(TICKERS)]
+    return symbol.encode(), orjson.dumps({
+        "symbol": symbol, "price": 100.0 + i % 97, "size": 1 + i % 300, "exchange": "V", "conditions": ["@"],
+        "timestamp": f"2026-11-{23 + i % 3}T15:{i % 60:02d}:00.{i % 1_000_000:06d}Z", "trade_id": f"t{i}",
+        "source": "alpaca"})
+
+
+def consumer(topic: str, bucket: str, recovery: Path | None = None, **settings) -> subprocess.Popen:
+    """`python -m bytewax.run` on the stock consumer for `topic` -> `bucket` (literal keyword arguments only:
+    bytewax.run parses the factory call with ast.literal_eval)."""
+    arguments = ", ".join([repr(topic), repr(bucket), *(f"{name}={value!r}" for name, value in settings.items())])
+    command = [sys.executable, "-m", "bytewax.run", f"tests.integration.flows:stock_consume({arguments})"]
+    if recovery is not None:
+        command += ["-r", str(recovery), "-s", "1", "-b", "0"]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def init_recovery(path: Path) -> Path:
+    path.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(path), "1"], check=True)
+    return path
+
+
+@pytest.fixture
+def lake(stack, unique):
+    settings = make_settings(kafka_topic_partitions=6)
+    topic, bucket = f"it_faults_{unique}", f"it-faults-{unique}"
+    yield settings, topic, bucket
+    fs = lake_filesystem(settings)
+    if fs.exists(bucket):
+        fs.rm(bucket, recursive=True)
+
+
+def stored(settings, bucket):
+    return read_table(settings, bucket, schemas.STOCK_TRADES_PARTITIONING).column("trade_id")
+
+
+def test_kill_9_at_three_points_then_restart_stores_each_trade_exactly_once(lake, tmp_path):
+    settings, topic, bucket = lake
+    total = 200_000
+    produce(settings, topic, [trade(i) for i in range(total)])
+    recovery = init_recovery(tmp_path / "recovery")
+    fs = lake_filesystem(settings)
+    progress = []
+    for delay in (5.0, 4.0, 4.0):
+        process = consumer(topic, bucket, recovery, batch_max_rows=4000)
+        time.sleep(delay)
+        assert process.poll() is None, "the consumer finished before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        progress.append(len(fs.find(bucket)) if fs.exists(bucket) else 0)
+    final = consumer(topic, bucket, recovery, batch_max_rows=4000)
+    assert final.wait(180) == 0, final.stderr.read().decode()[-2000:]
+
+    assert progress[-1] > 0  # the kills landed while files were being written
+    ids = stored(settings, bucket)
+    assert len(ids) == total
+    assert pc.count_distinct(ids).as_py() == total
+
+
+def test_sigterm_flushes_open_batches_and_a_restart_resumes_without_duplicates(lake, tmp_path):
+    settings, topic, bucket = lake
+    produce(settings, topic, [trade(i) for i in range(3000)])
+    recovery = init_recovery(tmp_path / "recovery")
+    process = consumer(topic, bucket, recovery, kafka_stop_at_end=False, batch_max_age_seconds=3600)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # let it read the whole topic, then stop it
+        time.sleep(1)
+        if process.poll() is not None:
+            pytest.fail(process.stderr.read().decode()[-2000:])
+        if len(read_topic(settings, topic)) == 3000:
+            time.sleep(3)
+            break
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert len(stored(settings, bucket)) == 3000  # flushed although no batch was an hour old
+
+    produce(settings, topic, [trade(i) for i in range(3000, 3500)])
+    assert consumer(topic, bucket, recovery).wait(120) == 0
+    ids = stored(settings, bucket)
+    assert len(ids) == 3500 and pc.count_distinct(ids).as_py() == 3500
+
+
+def hostile_messages(rng: random.Random, count: int) -> list[tuple[bytes | None, bytes | None]]:
+    good = orjson.loads(trade(1)[1])
+    mutations = [
+        lambda: rng.randbytes(rng.randint(0, 200)),
+        lambda: trade(rng.randint(0, 10**6))[1][: rng.randint(1, 60)],
+        lambda: orjson.dumps({**good, "price": rng.choice(["12", None, [], {}, True])}),
+        lambda: orjson.dumps({**good, "size": -rng.randint(1, 10**6)}),
+        lambda: orjson.dumps({**good, "exchange": "X" * rng.randint(17, 100_000)}),
+        lambda: orjson.dumps({**good, "trade_id": "id" * 40_000}),
+        lambda: orjson.dumps(good).replace(b'"price":', b'"price":NaN,"x":'),
+        lambda: orjson.dumps(good).replace(b'"size":', b'"size":Infinity,"y":'),
+        lambda: orjson.dumps({**good, "timestamp": rng.choice(["1899-01-01T00:00:00Z", "2999-01-01T00:00:00Z",
+                                                                "0001-01-01T00:00:00Z", "2026-13-45T99:00:00Z"])}),
+        lambda: orjson.dumps({**good, "symbol": rng.choice(["../x", "A/B", "AAPL\x00", "AA\nPL", "", "..", "a" * 500])}),
+        lambda: orjson.dumps({**good, "symbol": "\u202eAAPL"}),
+        lambda: b"\xff\xfe" + orjson.dumps(good),
+        lambda: orjson.dumps(good).replace(b"AAPL", b"AA\xc3PL") if b"AAPL" in orjson.dumps(good) else b"\xc3\x28",
+        lambda: None,
+        lambda: orjson.dumps([good]),
+        lambda: b"[" * 10_000,
+    ]
+    return [(rng.choice([b"k", None, rng.randbytes(8)]), rng.choice(mutations)()) for _ in range(count)]
+
+
+def test_fuzz_every_good_trade_is_stored_and_every_bad_one_dead_lettered_with_a_reason(lake):
+    settings, topic, bucket = lake
+    rng = random.Random(20261125)
+    bad = hostile_messages(rng, 10_000)
+    good = [trade(i) for i in range(5_000)]
+    mixed = bad + good
+    rng.shuffle(mixed)
+    produce(settings, topic, mixed)
+    process = subprocess.run([sys.executable, "-m", "bytewax.run",
+                              f"tests.integration.flows:stock_consume({topic!r}, {bucket!r})"],
+                             cwd=REPO, capture_output=True, timeout=300)
+    assert process.returncode == 0, process.stderr.decode()[-2000:]
+
+    ids = stored(settings, bucket)
+    assert sorted(ids.to_pylist()) == sorted(f"t{i}" for i in range(5_000))
+    dead = read_topic(settings, f"{topic}.dlq")
+    assert len(dead) == len(bad)
+    assert sorted(m.value() or b"" for m in dead) == sorted(v or b"" for _, v in bad)
+    assert all(dict(m.headers())["dlq.reason"] for m in dead)
+
+
+def test_minio_down_for_thirty_seconds_mid_run_loses_and_duplicates_nothing(stack, unique, tmp_path):
+    minio = PrivateMinio(tmp_path / "minio")
+    minio.start()
+    try:
+        settings = make_settings(**minio.settings)
+        topic, bucket, total = f"it_minio_{unique}", "outage", 150_000
+        produce(settings, topic, [trade(i) for i in range(total)])
+        process = consumer(topic, bucket, batch_max_rows=2000, s3_retry_max_seconds=2, **minio.settings)
+        fs = lake_filesystem(settings)
+        deadline = time.monotonic() + 60
+        while not (fs.exists(bucket) and fs.find(bucket)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        minio.stop()
+        assert process.poll() is None, "the consumer finished before MinIO went down"
+        time.sleep(30)
+        assert process.poll() is None, "the consumer gave up while MinIO was down"
+        minio.start()
+        assert process.wait(180) == 0, process.stderr.read().decode()[-2000:]
+        ids = stored(settings, bucket)
+        assert len(ids) == total and pc.count_distinct(ids).as_py() == total
+        assert b"retrying" in process.stderr.read()
+    finally:
+        minio.stop()
+
+
+def test_kafka_restart_while_the_synthetic_producer_runs_loses_no_trade(stack, unique, tmp_path):
+    kafka = PrivateKafka(tmp_path / "kafka")
+    kafka.start()
+    try:
+        settings = make_settings(kafka_bootstrap_servers=kafka.bootstrap)
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "STOCK_SOURCE": "synthetic",
+               "SYNTHETIC_TRADES_PER_SECOND": "20", "PRODUCE_FOR_SECONDS": "16", **ENV_FOR_STACK}
+        producer = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.stock_produce"], cwd=tmp_path,
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(6)
+        kafka.stop()
+        time.sleep(4)
+        kafka.start()
+        assert producer.wait(120) == 0, producer.stderr.read().decode()[-2000:]
+
+        produced = [orjson.loads(m.value())["trade_id"] for m in read_topic(settings, "stock_trades")]
+        run_id = {trade_id.rsplit("-", 1)[0] for trade_id in produced}
+        assert len(run_id) == 1  # one producer run: its ids are numbered 1..N without gaps
+        assert sorted(int(t.rsplit("-", 1)[1]) for t in produced) == list(range(1, len(produced) + 1))
+        assert len(produced) > 35 * 20 * 8
+
+        bucket = f"it-kafka-{unique}"
+        assert consumer("stock_trades", bucket, kafka_bootstrap_servers=kafka.bootstrap).wait(120) == 0
+        synthetic = read_table(make_settings(), bucket, schemas.STOCK_TRADES_PARTITIONING, prefix="_synthetic")
+        assert sorted(synthetic.column("trade_id").to_pylist()) == sorted(produced)
+        lake_filesystem(make_settings()).rm(bucket, recursive=True)
+    finally:
+        kafka.stop()
