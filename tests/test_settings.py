@@ -58,3 +58,18 @@ def test_postgres_password_is_passed_as_a_keyword_not_a_dsn():
     kwargs = make_settings(postgres_password=SECRET).postgres_connect_kwargs()
     assert kwargs["password"] == SECRET
     assert all(SECRET not in str(value) for key, value in kwargs.items() if key != "password")
+
+
+def test_log_lines_never_carry_a_configured_secret(caplog):
+    import logging
+
+    from marketstream.runtime import RedactingFormatter
+
+    formatter = RedactingFormatter([SECRET], "%(message)s")
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "GET /news?token=%s failed", (SECRET,), None)
+    assert formatter.format(record) == "GET /news?token=*** failed"
+
+
+def test_a_misspelt_override_is_an_error():
+    with pytest.raises(TypeError, match="unknown settings: batch_max_row"):
+        load_settings(_env_file=None, batch_max_row=5)

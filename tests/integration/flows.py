@@ -16,3 +16,11 @@ def stock_consume(topic: str, bucket: str, **settings):
     return build_consumer_flow(
         replace(STOCK_TRADES, topic=topic, bucket=bucket), make_settings(**{"kafka_stop_at_end": True, **settings})
     )
+
+
+def macro_produce(topic: str, **settings):
+    from dataflows.macro_produce import build_flow
+
+    configure_logging()
+    shutdown.install()
+    return build_flow(make_settings(**settings), topic=topic)

@@ -97,3 +97,34 @@ def test_rejected_alpaca_credentials_stop_with_a_clear_error_and_no_reconnect_lo
         assert "wrong-secret-123" not in message
         time.sleep(2)
         assert fake.auth_attempts == 1
+
+
+def test_a_producer_restarted_with_recovery_does_not_republish(stack, unique, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.fakes.fred import FakeFred
+
+    topic = f"it_macro_recovery_{unique}"
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    with FakeFred() as fred:
+        fred.add("GDP", "2026-01-01", "30000.0", "2026-04-30")
+        fred.add("GDP", "2026-04-01", "31000.5", "2026-07-30")
+
+        def run_producer():
+            factory = (f"tests.integration.flows:macro_produce({topic!r}, api_key_fred='fred-test-key', "
+                       f"fred_api_url={fred.root_url!r}, fred_series='gdp:GDP', produce_for_seconds=2)")
+            subprocess.run([sys.executable, "-m", "bytewax.run", factory, "-r", str(recovery), "-s", "1", "-b", "0"],
+                           check=True, capture_output=True, timeout=120)
+
+        run_producer()
+        assert len(read_topic(make_settings(), topic)) == 2
+        run_producer()
+        assert len(read_topic(make_settings(), topic)) == 2  # history not published again
+        fred.revise("GDP", "2026-04-01", "31100.0", on="2026-11-25")
+        run_producer()
+    messages = read_topic(make_settings(), topic)
+    assert len(messages) == 3
+    assert orjson.loads(messages[-1].value())["value"] == 31100.0
