@@ -10,7 +10,7 @@ BLUESKY_POSTS = Dataset(
     topic="bluesky",
     bucket="bluesky-data",
     schema=schemas.BLUESKY_POSTS,
-    partition_by=("date", "keyword"),
+    partitioning=schemas.BLUESKY_POSTS_PARTITIONING,
     parse=parse_post,
 )
 

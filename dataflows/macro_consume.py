@@ -10,7 +10,7 @@ MACRO_OBSERVATIONS = Dataset(
     topic="macrodata",
     bucket="macro-data",
     schema=schemas.MACRO_OBSERVATIONS,
-    partition_by=("alias", "year"),
+    partitioning=schemas.MACRO_OBSERVATIONS_PARTITIONING,
     parse=parse_macro,
 )
 

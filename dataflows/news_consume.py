@@ -10,7 +10,7 @@ NEWS_ARTICLES = Dataset(
     topic="finnhub",
     bucket="finnhub-data",
     schema=schemas.NEWS_ARTICLES,
-    partition_by=("ticker", "date"),
+    partitioning=schemas.NEWS_ARTICLES_PARTITIONING,
     parse=parse_news,
 )
 

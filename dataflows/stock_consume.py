@@ -3,17 +3,18 @@
 from marketstream import schemas
 from marketstream.consumer_flow import Dataset, build_consumer_flow
 from marketstream.runtime import lazy_flow
-from marketstream.trades import outside_session, parse_trade, synthetic_apart
+from marketstream.trades import decode_trades, outside_session, parse_trade, synthetic_apart
 
 STOCK_TRADES = Dataset(
     name="stock_trades",
     topic="stock_trades",
     bucket="stock-data",
     schema=schemas.STOCK_TRADES,
-    partition_by=("ticker", "date"),
+    partitioning=schemas.STOCK_TRADES_PARTITIONING,
     parse=parse_trade,
+    decode_batch=decode_trades,
     prefix=synthetic_apart,
-    skip_reason=outside_session,
+    skip=outside_session,
 )
 
 __getattr__ = lazy_flow(lambda: build_consumer_flow(STOCK_TRADES))

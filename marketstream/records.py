@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import orjson
+import pyarrow as pa
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_FUTURE = timedelta(days=1)
@@ -50,3 +51,28 @@ def utc_micros(value: object, name: str, *, earliest: datetime) -> int:
         raise InvalidRecord(f"field '{name}' is out of range: {value!r}")
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+ROW_INDEX = "__row"
+"""Column holding each decoded row's position in its message batch (to find its offset and key)."""
+
+
+def decode_each(parse, columns: pa.Schema, values: list, indices=None) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """Decode messages one by one with a dataset's authoritative `parse`.
+
+    Returns the valid rows as a table of `columns` plus `__row`, and `(position, reason)` for the others.
+    `indices` restricts decoding to those positions of `values`."""
+    rows, rejects = [], []
+    for i in range(len(values)) if indices is None else indices:
+        try:
+            row = parse(values[i])
+        except InvalidRecord as exc:
+            rejects.append((i, str(exc)))
+            continue
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not stop the flow or lose the message
+            rejects.append((i, f"unexpected {type(exc).__name__} while parsing: {exc}"))
+            continue
+        row[ROW_INDEX] = i
+        rows.append(row)
+    schema = columns.append(pa.field(ROW_INDEX, pa.int64()))
+    return pa.Table.from_pylist(rows, schema=schema), rejects

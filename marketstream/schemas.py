@@ -17,6 +17,12 @@ LINEAGE_FIELDS = [
     pa.field("kafka_offset", pa.int64(), nullable=False),
 ]
 
+
+def decoded_columns(schema: pa.Schema, partitioning: pa.Schema) -> pa.Schema:
+    """What a decoder yields for a dataset: its partition columns and its file columns but the lineage."""
+    lineage = {f.name for f in LINEAGE_FIELDS}
+    return pa.schema([*partitioning, *(f for f in schema if f.name not in lineage)])
+
 STOCK_TRADES = pa.schema(
     [
         pa.field("trade_id", pa.string(), nullable=False),

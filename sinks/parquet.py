@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -36,12 +37,12 @@ class Batch:
 
     prefix: str
     kafka_partition: int
-    rows: list[dict]
+    table: pa.Table
 
 
-def encode_parquet(rows: list[dict], schema: pa.Schema, compression: str) -> tuple[bytes, int, int]:
+def encode_parquet(table: pa.Table, compression: str) -> tuple[bytes, int, int]:
     """Rows (any order) -> Parquet bytes sorted by Kafka offset, with the first and last offset."""
-    table = pa.Table.from_pylist(rows, schema=schema).sort_by("kafka_offset")
+    table = table.sort_by("kafka_offset")
     offsets = table.column("kafka_offset")
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression=compression)
@@ -49,11 +50,10 @@ def encode_parquet(rows: list[dict], schema: pa.Schema, compression: str) -> tup
 
 
 class _ParquetPartition(StatelessSinkPartition[Batch]):
-    def __init__(self, store: ObjectStore, bucket: str, topic: str, schema: pa.Schema, compression: str):
+    def __init__(self, store: ObjectStore, bucket: str, topic: str, compression: str):
         self._store = store
         self._bucket = bucket
         self._topic = topic
-        self._schema = schema
         self._compression = compression
         self._high_water: dict[tuple[str, int], int] = {}
 
@@ -74,17 +74,19 @@ class _ParquetPartition(StatelessSinkPartition[Batch]):
     def write_batch(self, items: list[Batch]) -> None:
         for batch in items:
             mark = self._stored_up_to(batch.prefix, batch.kafka_partition)
-            rows = [row for row in batch.rows if row["kafka_offset"] > mark]
-            if len(rows) < len(batch.rows):
-                log.info("s3://%s/%s: %d replayed rows of Kafka partition %d already stored, not written again",
-                         self._bucket, batch.prefix, len(batch.rows) - len(rows), batch.kafka_partition)
-            if not rows:
+            table = batch.table
+            if mark >= 0:
+                table = table.filter(pc.greater(table.column("kafka_offset"), mark))
+                if table.num_rows < batch.table.num_rows:
+                    log.info("s3://%s/%s: %d replayed rows of Kafka partition %d already stored, not written again",
+                             self._bucket, batch.prefix, batch.table.num_rows - table.num_rows, batch.kafka_partition)
+            if not table.num_rows:
                 continue
-            data, first, last = encode_parquet(rows, self._schema, self._compression)
+            data, first, last = encode_parquet(table, self._compression)
             key = object_key(batch.prefix, batch_object_name(self._topic, batch.kafka_partition, first, last))
             self._store.put(self._bucket, key, data)
             self._high_water[(batch.prefix, batch.kafka_partition)] = last
-            log.debug("wrote s3://%s/%s (%d rows)", self._bucket, key, len(rows))
+            log.debug("wrote s3://%s/%s (%d rows)", self._bucket, key, table.num_rows)
 
     def close(self) -> None:
         pass
@@ -93,13 +95,12 @@ class _ParquetPartition(StatelessSinkPartition[Batch]):
 class ParquetSink(DynamicSink[Batch]):
     """Writes `Batch` items as Parquet objects under `bucket`; creates the bucket if it is missing."""
 
-    def __init__(self, settings: Settings, *, bucket: str, topic: str, schema: pa.Schema):
+    def __init__(self, settings: Settings, *, bucket: str, topic: str):
         self._settings = settings
         self._bucket = bucket
         self._topic = topic
-        self._schema = schema
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ParquetPartition:
         store = ObjectStore(self._settings)
         store.ensure_bucket(self._bucket)
-        return _ParquetPartition(store, self._bucket, self._topic, self._schema, self._settings.parquet_compression)
+        return _ParquetPartition(store, self._bucket, self._topic, self._settings.parquet_compression)

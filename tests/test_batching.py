@@ -1,6 +1,8 @@
 from datetime import datetime, timedelta, timezone
 
-from marketstream.batching import SizeOrAgeBatcher
+import pyarrow as pa
+
+from marketstream.batching import TableBatcher
 
 
 class Clock:
@@ -11,35 +13,45 @@ class Clock:
         return self.now
 
 
+def rows(*values) -> pa.Table:
+    return pa.table({"v": list(values)})
+
+
+def flat(tables) -> list:
+    return [t.column("v").to_pylist() for t in tables]
+
+
 def test_emits_full_batches_at_the_row_limit_and_keeps_the_rest():
-    batcher = SizeOrAgeBatcher(3, timedelta(seconds=10), now=Clock())
-    out, discard = batcher.on_batch(list(range(7)))
-    assert out == [[0, 1, 2], [3, 4, 5]]
+    batcher = TableBatcher(3, timedelta(seconds=10), now=Clock())
+    out, discard = batcher.on_batch([rows(0, 1), rows(2, 3, 4, 5, 6)])
+    assert flat(out) == [[0, 1, 2], [3, 4, 5]]
     assert discard is False
-    assert batcher.on_eof() == (([6],), True)
+    tables, discard = batcher.on_eof()
+    assert flat(tables) == [[6]] and discard is True
 
 
 def test_age_counts_from_the_first_row_not_the_last():
     clock = Clock()
-    batcher = SizeOrAgeBatcher(100, timedelta(seconds=10), now=clock)
-    batcher.on_batch([1])
+    batcher = TableBatcher(100, timedelta(seconds=10), now=clock)
+    batcher.on_batch([rows(1)])
     first_deadline = batcher.notify_at()
     clock.now += timedelta(seconds=9)
-    batcher.on_batch([2])
+    batcher.on_batch([rows(2)])
     assert batcher.notify_at() == first_deadline == datetime(2026, 11, 24, 15, 0, 10, tzinfo=timezone.utc)
-    assert batcher.on_notify() == (([1, 2],), True)
+    tables, discard = batcher.on_notify()
+    assert flat(tables) == [[1, 2]] and discard is True
 
 
 def test_nothing_to_flush_emits_nothing():
-    batcher = SizeOrAgeBatcher(5, timedelta(seconds=1), now=Clock())
+    batcher = TableBatcher(5, timedelta(seconds=1), now=Clock())
     assert batcher.on_eof() == ((), True)
     assert batcher.notify_at() is None
 
 
 def test_snapshot_restores_rows_and_deadline():
     clock = Clock()
-    batcher = SizeOrAgeBatcher(5, timedelta(seconds=1), now=clock)
-    batcher.on_batch(["a", "b"])
-    restored = SizeOrAgeBatcher(5, timedelta(seconds=1), batcher.snapshot(), now=clock)
+    batcher = TableBatcher(5, timedelta(seconds=1), now=clock)
+    batcher.on_batch([rows("a", "b")])
+    restored = TableBatcher(5, timedelta(seconds=1), batcher.snapshot(), now=clock)
     assert restored.notify_at() == batcher.notify_at()
-    assert restored.on_eof() == ((["a", "b"],), True)
+    assert flat(restored.on_eof()[0]) == [["a", "b"]]

@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from marketstream.records import InvalidRecord
-from marketstream.trades import Trade, outside_session, parse_trade
+from marketstream.trades import Trade, decode_trades, outside_session, parse_trade
 
 GOOD = {
     "symbol": "AAPL", "price": 189.12, "size": 100, "timestamp": "2026-11-24T15:30:01.123456789Z",
@@ -72,11 +72,12 @@ def test_invalid_trades_are_rejected_with_a_reason(raw, reason):
 
 
 def test_only_real_trades_outside_the_session_are_skipped():
-    inside = parse_trade(encode(timestamp="2026-11-24T15:30:00Z"))
-    pre_market = parse_trade(encode(timestamp="2026-11-24T13:00:00Z"))
-    after_hours = parse_trade(encode(timestamp="2026-11-24T21:30:00Z"))
-    synthetic_at_night = parse_trade(encode(timestamp="2026-11-24T03:00:00Z", source="synthetic"))
-    assert outside_session(inside) is None
-    assert outside_session(pre_market) == "outside the NYSE regular session"
-    assert outside_session(after_hours) == "outside the NYSE regular session"
-    assert outside_session(synthetic_at_night) is None
+    table, _ = decode_trades([
+        encode(timestamp="2026-11-24T15:30:00Z"),  # inside
+        encode(timestamp="2026-11-24T13:00:00Z"),  # pre-market
+        encode(timestamp="2026-11-24T21:30:00Z"),  # after hours
+        encode(timestamp="2026-11-24T03:00:00Z", source="synthetic"),
+    ])
+    mask, reason = outside_session(table)
+    assert mask.to_pylist() == [False, True, True, False]
+    assert reason == "outside the NYSE regular session"

@@ -4,7 +4,6 @@ from datetime import date, datetime, timezone
 
 import orjson
 import pytest
-from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from dataflows import bluesky_consume, bluesky_produce, macro_consume, macro_produce, news_consume, news_produce
@@ -12,6 +11,7 @@ from marketstream.consumer_flow import build_consumer_flow
 from marketstream.macro import MacroObservation
 from marketstream.news import NewsArticle
 from marketstream.social import BlueskyPost
+from sources.kafka import MessageBatch
 from tests.conftest import make_settings
 
 AT = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
@@ -42,10 +42,10 @@ def test_consumer_stores_valid_messages_under_their_partitions_and_dead_letters_
     broken = orjson.loads(record.to_json())
     broken.pop(next(iter(broken)))  # drop the first field
     values = [record.to_json(), b"\x00\xff", orjson.dumps(broken), b"[]"]
-    messages = [KafkaSourceMessage(key=key, value=v, topic=dataset.topic, partition=1, offset=i) for i, v in enumerate(values)]
+    messages = [MessageBatch(dataset.topic, 1, list(range(len(values))), [key] * len(values), values)]
     lake, dead = [], []
     run_main(build_consumer_flow(dataset, make_settings(), source=TestingSource(messages),
                                  lake_sink=TestingSink(lake), dead_letter_sink=TestingSink(dead)))
-    assert [(b.prefix, b.kafka_partition, len(b.rows)) for b in lake] == [(prefix, 1, 1)]
+    assert [(b.prefix, b.kafka_partition, b.table.num_rows) for b in lake] == [(prefix, 1, 1)]
     assert [dict(m.headers)["dlq.offset"] for m in dead] == [b"1", b"2", b"3"]
     assert all(dict(m.headers)["dlq.reason"] for m in dead)

@@ -69,17 +69,21 @@ def test_kill_9_at_three_points_then_restart_stores_each_trade_exactly_once(lake
     recovery = init_recovery(tmp_path / "recovery")
     fs = lake_filesystem(settings)
     progress = []
-    for delay in (5.0, 4.0, 4.0):
-        process = consumer(topic, bucket, recovery, batch_max_rows=4000)
-        time.sleep(delay)
-        assert process.poll() is None, "the consumer finished before it could be killed"
+    for files_before_kill in (20, 80, 140):  # three points of the drain, measured in objects written
+        process = consumer(topic, bucket, recovery, batch_max_rows=1000)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if fs.exists(bucket) and len(fs.find(bucket)) >= files_before_kill:
+                break
+            assert process.poll() is None, "the consumer finished before it could be killed"
+            time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
         process.wait(10)
-        progress.append(len(fs.find(bucket)) if fs.exists(bucket) else 0)
-    final = consumer(topic, bucket, recovery, batch_max_rows=4000)
+        progress.append(len(fs.find(bucket)))
+    final = consumer(topic, bucket, recovery, batch_max_rows=1000)
     assert final.wait(180) == 0, final.stderr.read().decode()[-2000:]
 
-    assert progress[-1] > 0  # the kills landed while files were being written
+    assert progress[0] < progress[1] < progress[2]  # the kills landed at three points of the drain
     ids = stored(settings, bucket)
     assert len(ids) == total
     assert pc.count_distinct(ids).as_py() == total
@@ -159,18 +163,23 @@ def test_minio_down_for_thirty_seconds_mid_run_loses_and_duplicates_nothing(stac
     try:
         settings = make_settings(**minio.settings)
         topic, bucket, total = f"it_minio_{unique}", "outage", 150_000
-        produce(settings, topic, [trade(i) for i in range(total)])
-        process = consumer(topic, bucket, batch_max_rows=2000, s3_retry_max_seconds=2, **minio.settings)
+        produce(settings, topic, [trade(i) for i in range(50_000)])
+        process = consumer(topic, bucket, kafka_stop_at_end=False, batch_max_rows=2000, batch_max_age_seconds=1,
+                           s3_retry_max_seconds=2, **minio.settings)
         fs = lake_filesystem(settings)
         deadline = time.monotonic() + 60
         while not (fs.exists(bucket) and fs.find(bucket)) and time.monotonic() < deadline:
             time.sleep(0.2)
         minio.stop()
-        assert process.poll() is None, "the consumer finished before MinIO went down"
+        produce(settings, topic, [trade(i) for i in range(50_000, total)])  # trades keep coming meanwhile
         time.sleep(30)
         assert process.poll() is None, "the consumer gave up while MinIO was down"
         minio.start()
-        assert process.wait(180) == 0, process.stderr.read().decode()[-2000:]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (fs.exists(bucket) and len(stored(settings, bucket)) >= total):
+            time.sleep(1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, process.stderr.read().decode()[-2000:]
         ids = stored(settings, bucket)
         assert len(ids) == total and pc.count_distinct(ids).as_py() == total
         assert b"retrying" in process.stderr.read()

@@ -1,0 +1,90 @@
+"""The batch decoder of trades gives exactly the verdicts of the per-message contract, `parse_trade`."""
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from marketstream.records import ROW_INDEX, decode_each
+from marketstream.trades import COLUMNS, decode_trades, parse_trade
+
+from datetime import datetime
+
+valid = st.fixed_dictionaries(
+    {
+        "symbol": st.sampled_from(["AAPL", "BRK.B", "BF-B", "MSFT", "X"]),
+        "price": st.one_of(st.floats(0.0001, 1e6), st.integers(1, 10**6)),
+        "size": st.one_of(st.floats(0.5, 1e6), st.integers(1, 10**6)),
+        "timestamp": st.one_of(
+            st.sampled_from(["2026-11-24T15:30:01.123456Z", "2026-11-24T10:30:01-05:00", "2026-11-24T15:30:01Z",
+                             "2026-11-24T15:30:01.123456789Z", "2026-11-24 15:30:01+00:00"]),
+            st.datetimes(min_value=datetime(1990, 1, 2), max_value=datetime(2026, 11, 1)).map(lambda d: d.isoformat() + "Z"),
+        ),
+        "trade_id": st.one_of(st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=64),
+                              st.integers(0, 2**62)),
+        "source": st.sampled_from(["alpaca", "synthetic"]),
+    },
+    optional={
+        "exchange": st.one_of(st.none(), st.sampled_from(["V", "Q", "NYSE"])),
+        "tape": st.one_of(st.none(), st.sampled_from(["A", "C"])),
+        "conditions": st.one_of(st.none(), st.lists(st.sampled_from(["@", "I", "F", "T"]), max_size=4)),
+    },
+)
+odd = st.one_of(
+    st.none(), st.booleans(), st.integers(-10, 10**20), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12), st.sampled_from(["", "é", "\x00", "AB\n", "aapl", "../x", "A" * 11, "1989-12-31T23:59:59Z",
+                                           "2999-01-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-11-24T15:30:01"]),
+    st.sampled_from(["2026-13-45T99:00:00Z", "2026-02-29T00:00:00Z", "2026-11-24T24:00:00Z", "0000-01-01T00:00:00Z",
+                     "2026-11-24T10:30:01+14:59", "2026-11-24T23:59:60Z"]),
+    st.lists(st.one_of(st.text(max_size=10), st.integers()), max_size=18),
+)
+
+
+@st.composite
+def mutated(draw):
+    trade = draw(valid)
+    trade[draw(st.sampled_from(sorted(trade) + ["exchange", "tape", "conditions"]))] = draw(odd)
+    return trade
+
+
+def encoded(obj) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return b"{}"
+
+
+messages = st.one_of(valid.map(encoded), mutated().map(encoded), st.binary(max_size=40), st.none(),
+                     st.just(b"[1]"), st.just(b'{"price": NaN}'))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(messages, max_size=40))
+def test_batch_decoding_matches_the_per_message_contract(values):
+    fast, fast_rejects = decode_trades(values)
+    slow, slow_rejects = decode_each(parse_trade, COLUMNS, values)
+    assert sorted(fast_rejects) == sorted(slow_rejects)
+    assert fast.sort_by(ROW_INDEX).to_pylist() == slow.sort_by(ROW_INDEX).to_pylist()
+    assert fast.num_rows + len(fast_rejects) == len(values)
+
+
+def test_well_formed_trades_take_the_fast_path(monkeypatch):
+    import marketstream.trades as trades
+
+    calls = []
+    monkeypatch.setattr(trades, "parse_trade", lambda raw: calls.append(raw) or parse_trade(raw))
+    good = orjson.dumps({"symbol": "AAPL", "price": 1.5, "size": 10, "timestamp": "2026-11-24T15:30:01.5Z",
+                         "trade_id": "x1", "source": "alpaca", "exchange": "V", "conditions": ["@", "I"], "tape": "C"})
+    table, rejects = trades.decode_trades([good] * 100 + [b"junk"])
+    assert table.num_rows == 100 and len(rejects) == 1
+    assert calls == [b"junk"]
+
+
+def test_impossible_dates_in_a_batch_are_rejected_like_parse_would():
+    import marketstream.trades as trades
+
+    good = {"symbol": "AAPL", "price": 1.5, "size": 10, "trade_id": "x", "source": "alpaca"}
+    values = [orjson.dumps({**good, "timestamp": stamp}) for stamp in
+              ("2026-11-24T15:30:01Z", "2026-13-45T99:00:00Z", "2026-02-29T00:00:00Z", "2024-02-29T00:00:00Z")]
+    table, rejects = trades.decode_trades(values)
+    assert sorted(table.column(ROW_INDEX).to_pylist()) == [0, 3]
+    assert [i for i, _ in sorted(rejects)] == [1, 2]
