@@ -8,10 +8,12 @@ instead of dropping data. Rejected credentials are not transient and raise at on
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 
+import fsspec.asyn
 import s3fs
 
 from marketstream.settings import Settings
@@ -61,16 +63,29 @@ class ObjectStore:
 
         self._retrying(f"creating bucket {bucket}", create)
 
-    def list_names(self, bucket: str, prefix: str) -> list[str]:
-        """Object names directly under `bucket/prefix` (empty if there are none)."""
+    def list_names(self, bucket: str, prefixes: list[str]) -> dict[str, list[str]]:
+        """Object names directly under each `bucket/prefix`, listed concurrently (empty where none)."""
 
-        def names() -> list[str]:
+        async def names(prefix: str) -> list[str]:
             try:
-                return [path.rsplit("/", 1)[-1] for path in self._fs.ls(f"{bucket}/{prefix}", refresh=True)]
+                return [path.rsplit("/", 1)[-1] for path in await self._fs._ls(f"{bucket}/{prefix}", refresh=True)]
             except FileNotFoundError:
                 return []
 
-        return self._retrying(f"listing s3://{bucket}/{prefix}", names)
+        async def everything() -> list[list[str]]:
+            return await asyncio.gather(*(names(prefix) for prefix in prefixes))
+
+        listed = self._retrying(f"listing {len(prefixes)} prefixes of s3://{bucket}",
+                                lambda: fsspec.asyn.sync(self._fs.loop, everything))
+        return dict(zip(prefixes, listed))
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
-        self._retrying(f"writing s3://{bucket}/{key}", lambda: self._fs.pipe_file(f"{bucket}/{key}", data))
+        self.put_many(bucket, {key: data})
+
+    def put_many(self, bucket: str, objects: dict[str, bytes]) -> None:
+        """Write several objects concurrently, each with one PUT; retried as a whole (rewrites are
+        idempotent) until every one is stored."""
+        if objects:
+            first = next(iter(objects))
+            what = f"writing s3://{bucket}/{first}" + (f" and {len(objects) - 1} more" if len(objects) > 1 else "")
+            self._retrying(what, lambda: self._fs.pipe({f"{bucket}/{key}": data for key, data in objects.items()}))

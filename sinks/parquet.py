@@ -5,11 +5,12 @@ rows of one hive partition (`prefix`) read from one Kafka partition, and its obj
 Kafka partition and the first and last offsets it holds (`sinks.layout.batch_object_name`). Rows of one
 (prefix, Kafka partition) reach the sink in offset order, so the highest `last` offset among the objects
 already stored under the prefix is a high-water mark: a row at or below it is already in the lake. Before
-its first write to a prefix the sink lists that prefix once to learn the mark, then drops replayed rows at
+its first write to a prefix the sink lists that prefix once (many at a time, concurrently) to learn the mark, then drops replayed rows at
 or below it, so re-reading a topic after a crash, a restart without recovery, or with another worker
 count adds no duplicates, whatever the batch boundaries were. Objects are written with a single PUT, so
-readers never see a partial file and the mark never runs ahead of what is stored; while the store is down
-the write is retried (`ObjectStore.put`) and the dataflow waits, losing nothing.
+readers never see a partial file, and the mark moves only once its objects are stored. The objects of one
+`write_batch` are uploaded concurrently; while the store is down the write is retried
+(`ObjectStore.put_many`) and the dataflow waits, losing nothing.
 """
 
 from __future__ import annotations
@@ -57,23 +58,31 @@ class _ParquetPartition(StatelessSinkPartition[Batch]):
         self._compression = compression
         self._high_water: dict[tuple[str, int], int] = {}
 
-    def _stored_up_to(self, prefix: str, kafka_partition: int) -> int:
-        """The highest offset of `kafka_partition` already stored under `prefix` (-1 if none)."""
-        key = (prefix, kafka_partition)
-        if key not in self._high_water:
-            if len(self._high_water) >= MAX_REMEMBERED_PREFIXES:
-                del self._high_water[next(iter(self._high_water))]  # forget the oldest; it is re-listed if needed
+    def _learn_marks(self, keys: set[tuple[str, int]]) -> None:
+        """List the prefixes of `keys` not seen yet (concurrently) and remember their stored offsets."""
+        unknown = {key for key in keys if key not in self._high_water}
+        if not unknown:
+            return
+        excess = len(self._high_water) + len(unknown) - MAX_REMEMBERED_PREFIXES
+        if excess > 0:  # forget the oldest marks not needed now; they are listed again if needed later
+            for old in [k for k in self._high_water if k not in keys][:excess]:
+                del self._high_water[old]
+        listed = self._store.list_names(self._bucket, sorted({prefix for prefix, _ in unknown}))
+        for prefix, kafka_partition in unknown:
             mark = -1
-            for name in self._store.list_names(self._bucket, prefix):
+            for name in listed[prefix]:
                 stored = parse_batch_object_name(name)
                 if stored and stored.topic == self._topic and stored.kafka_partition == kafka_partition:
                     mark = max(mark, stored.last_offset)
-            self._high_water[key] = mark
-        return self._high_water[key]
+            self._high_water[(prefix, kafka_partition)] = mark
 
     def write_batch(self, items: list[Batch]) -> None:
+        objects: dict[str, bytes] = {}
+        written: dict[tuple[str, int], int] = {}
+        self._learn_marks({(batch.prefix, batch.kafka_partition) for batch in items})
         for batch in items:
-            mark = self._stored_up_to(batch.prefix, batch.kafka_partition)
+            key = (batch.prefix, batch.kafka_partition)
+            mark = written.get(key, self._high_water[key])
             table = batch.table
             if mark >= 0:
                 table = table.filter(pc.greater(table.column("kafka_offset"), mark))
@@ -83,10 +92,10 @@ class _ParquetPartition(StatelessSinkPartition[Batch]):
             if not table.num_rows:
                 continue
             data, first, last = encode_parquet(table, self._compression)
-            key = object_key(batch.prefix, batch_object_name(self._topic, batch.kafka_partition, first, last))
-            self._store.put(self._bucket, key, data)
-            self._high_water[(batch.prefix, batch.kafka_partition)] = last
-            log.debug("wrote s3://%s/%s (%d rows)", self._bucket, key, table.num_rows)
+            objects[object_key(batch.prefix, batch_object_name(self._topic, batch.kafka_partition, first, last))] = data
+            written[key] = last
+        self._store.put_many(self._bucket, objects)  # all or nothing; only then do the marks move
+        self._high_water.update(written)
 
     def close(self) -> None:
         pass

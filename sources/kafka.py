@@ -104,8 +104,7 @@ class TopicSource(FixedPartitionedSource[MessageBatch, int]):
             "group.id": "marketstream",  # required by librdkafka; offsets are kept in Bytewax state, not here
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "fetch.max.bytes": 52_428_800,
-            "queued.max.messages.kbytes": 262_144,
+            "queued.max.messages.kbytes": 32_768,  # prefetch per partition: enough to keep busy, bounded memory
         }
         return _PartitionReader(config, self._topic, int(for_part), offset, settings.kafka_consume_batch_size,
                                 settings.kafka_stop_at_end)

@@ -1,0 +1,141 @@
+"""The contenders of the benchmark, each run as its own process so its peak RSS can be measured.
+
+Each prints `BENCH <seconds>` at exit: the time from the end of its imports to the end of its work, so
+interpreter and library start-up, the same for everyone, is left out.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+import time
+from dataclasses import replace
+
+_started = time.perf_counter()
+atexit.register(lambda: print(f"BENCH {time.perf_counter() - _started:.3f}", flush=True))
+
+
+def stock_consume(topic: str, bucket: str, **overrides):
+    """The real `dataflows.stock_consume`, pointed at the benchmark's topic and bucket."""
+    global _started
+    from dataflows.stock_consume import STOCK_TRADES
+    from marketstream.consumer_flow import build_consumer_flow
+    from marketstream.settings import load_settings
+
+    from marketstream import shutdown
+
+    shutdown.install()
+    settings = load_settings(**{"kafka_stop_at_end": True, **overrides})
+    flow = build_consumer_flow(replace(STOCK_TRADES, topic=topic, bucket=bucket), settings)
+    _started = time.perf_counter()
+    return flow
+
+
+def _consumer(settings, topic: str):
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "bench", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    return consumer, len(partitions)
+
+
+def raw_limit(topic: str, bucket: str, rows_per_file: int = 100_000) -> None:
+    """The floor: consume -> orjson -> pyarrow table -> Parquet to MinIO; no Bytewax, no validation."""
+    import orjson
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from confluent_kafka import KafkaError
+
+    from marketstream.settings import load_settings
+    from sinks.object_store import ObjectStore
+
+    global _started
+    settings = load_settings()
+    store = ObjectStore(settings)
+    store.ensure_bucket(bucket)
+    consumer, open_partitions = _consumer(settings, topic)
+    _started = time.perf_counter()
+    columns: dict[str, list] = {}
+    count, files = 0, 0
+
+    def write() -> None:
+        nonlocal columns, count, files
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.table(columns), sink, compression="zstd")
+        store.put(bucket, f"raw/part-{files:05d}.parquet", sink.getvalue().to_pybytes())
+        columns, count, files = {}, 0, files + 1
+
+    while open_partitions:
+        for message in consumer.consume(5000, 0.5):
+            if message.error() is not None:
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    open_partitions -= 1
+                continue
+            for name, value in orjson.loads(message.value()).items():
+                columns.setdefault(name, []).append(value)
+            count += 1
+            if count >= rows_per_file:
+                write()
+    if count:
+        write()
+    print(f"FILES {files}", flush=True)
+
+
+def naive(topic: str, bucket: str, limit: int) -> None:
+    """A typical first version: json.loads per message, a pandas DataFrame per 1000 rows, written with
+    to_parquet through s3fs into the same ticker/date layout as stock_consume."""
+    import pandas as pd
+    from confluent_kafka import KafkaError
+
+    from marketstream.lake import lake_filesystem
+    from marketstream.settings import load_settings
+
+    global _started
+    settings = load_settings()
+    fs = lake_filesystem(settings)
+    if not fs.exists(bucket):
+        fs.mkdir(bucket)
+    consumer, open_partitions = _consumer(settings, topic)
+    _started = time.perf_counter()
+    rows, seen, files = [], 0, 0
+    while open_partitions and seen < limit:
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        if message.error() is not None:
+            if message.error().code() == KafkaError._PARTITION_EOF:
+                open_partitions -= 1
+            continue
+        rows.append(json.loads(message.value()))
+        seen += 1
+        if len(rows) == 1000:
+            frame = pd.DataFrame(rows)
+            frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+            frame["date"] = frame["timestamp"].dt.tz_convert("America/New_York").dt.date
+            for (ticker, day), group in frame.groupby(["symbol", "date"]):
+                with fs.open(f"{bucket}/ticker={ticker}/date={day}/part-{files:06d}.parquet", "wb") as out:
+                    group.drop(columns=["symbol", "date"]).to_parquet(out)
+                files += 1
+            rows = []
+    print(f"FILES {files}", flush=True)
+    print(f"ROWS {seen}", flush=True)
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]](*sys.argv[2:4], *map(int, sys.argv[4:]))
+
+
+def stock_produce(topic: str, **overrides):
+    """The real `dataflows.stock_produce` (synthetic source), publishing to the benchmark's topic."""
+    global _started
+    from dataflows.stock_produce import build_flow
+    from marketstream import shutdown
+    from marketstream.settings import load_settings
+
+    shutdown.install()
+    flow = build_flow(load_settings(**{"stock_source": "synthetic", **overrides}), topic=topic)
+    _started = time.perf_counter()
+    return flow

@@ -1,0 +1,242 @@
+"""`make bench`: end-to-end throughput, freshness and memory of stock_consume against the raw limit.
+
+    python -m bench.run [--trades 2000000] [--tickers 500] [--naive-rows 100000]
+                        [--freshness-seconds 30] [--freshness-rate 20000] [--producer-seconds 15]
+
+Runs against the local stack (`make stack`), on topics and buckets of its own, and prints one table;
+the results go to bench/results/<UTC time>.json. Every contender runs as its own process, so its peak
+RSS is its own, and times its work from the end of its imports (see bench/flows.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from marketstream.kafka import ensure_topics
+from marketstream.lake import lake_filesystem
+from marketstream.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+
+
+def say(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def prefill(settings: Settings, topic: str, trades: int, tickers: int) -> None:
+    """`trades` valid trades for `tickers` tickers, all inside the NYSE session of 24 Nov 2026."""
+    ensure_topics(settings, [topic])
+    producer = Producer({**settings.kafka_client_config(), "linger.ms": 50, "batch.size": 1_000_000,
+                         "compression.type": "zstd", "queue.buffering.max.messages": 1_000_000})
+    symbols = [f"T{i:03d}" for i in range(tickers)]
+    rng = random.Random(7)
+    for i in range(trades):
+        symbol = symbols[i % tickers]
+        seconds = 54_000 + (i * 18_000) // trades  # 15:00 to 20:00 UTC
+        value = (f'{{"symbol":"{symbol}","price":{100 + rng.random() * 50:.4f},"size":{1 + i % 500},'
+                 f'"timestamp":"2026-11-24T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{i % 1_000_000:06d}Z",'
+                 f'"exchange":"V","conditions":["@"],"trade_id":"b{i}","tape":"C","source":"alpaca"}}').encode()
+        while True:
+            try:
+                producer.produce(topic, key=symbol.encode(), value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if i % 100_000 == 0:
+            producer.poll(0)
+            if i:
+                print(f"    {i:>10,} trades", flush=True)
+    producer.flush()
+
+
+def topic_size(settings: Settings, topic: str) -> int:
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "bench-size"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+    finally:
+        consumer.close()
+
+
+def run_contender(command: list[str], env: dict | None = None) -> dict:
+    """Run one contender process; its own timing (BENCH), files (FILES) and peak RSS from wait4."""
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    output = process.stdout.read().decode()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{command[3] if len(command) > 3 else command} failed with exit code {process.returncode}")
+    figures = dict(line.split(" ", 1) for line in output.splitlines() if line.startswith(("BENCH ", "FILES ", "ROWS ")))
+    return {"seconds": float(figures["BENCH"]), "peak_rss_mb": usage.ru_maxrss / 1024,
+            "files": int(figures["FILES"]) if "FILES" in figures else None,
+            "rows": int(figures["ROWS"]) if "ROWS" in figures else None}
+
+
+def lake_rows(settings: Settings, bucket: str) -> tuple[int, int]:
+    fs = lake_filesystem(settings)
+    files = [f for f in fs.find(bucket) if f.endswith(".parquet")]
+    rows = 0
+    for path in files:
+        with fs.open(path, "rb") as handle:
+            rows += pq.ParquetFile(handle).metadata.num_rows
+    return len(files), rows
+
+
+def bytewax(factory: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "bytewax.run", factory, *args]
+
+
+def measure_freshness(settings: Settings, run: str, seconds: float, rate: float, max_age: float) -> dict:
+    """At a steady `rate` trades/s from the synthetic producer: event produced -> object visible, per row."""
+    topic, bucket = f"bench_fresh_{run}", f"bench-fresh-{run}"
+    ensure_topics(settings, [topic])
+    fs = lake_filesystem(settings)
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            try:
+                for path in fs.find(bucket, refresh=True) if fs.exists(bucket) else []:
+                    seen.setdefault(path, time.time())
+            except FileNotFoundError:
+                pass
+            fs.invalidate_cache()
+            time.sleep(0.1)
+
+    from marketstream.companies import load_companies
+
+    per_ticker = rate / len(load_companies(settings))
+    consumer = subprocess.Popen(bytewax(f"bench.flows:stock_consume({topic!r}, {bucket!r}, kafka_stop_at_end=False, "
+                                        f"batch_max_age_seconds={max_age}, kafka_starting_offset='latest')"),
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(8)  # let it start and assign its partitions before trades flow
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    subprocess.run(bytewax(f"bench.flows:stock_produce({topic!r}, synthetic_trades_per_second={per_ticker}, "
+                           f"produce_for_seconds={seconds})"), cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    produced = topic_size(settings, topic)
+    time.sleep(max_age + 4)
+    consumer.send_signal(signal.SIGTERM)
+    consumer.wait(60)
+    stop.set()
+    watcher.join()
+    latencies = []
+    for path, visible in seen.items():
+        with fs.open(path, "rb") as handle:
+            stamps = pq.read_table(handle, columns=["timestamp"]).column("timestamp").cast("int64").to_numpy()
+        latencies.append(visible - stamps / 1e6)
+    values = np.concatenate(latencies) if latencies else np.array([np.nan])
+    fs.rm(bucket, recursive=True)
+    return {"rate_target": rate, "produced": produced, "achieved_rate": produced / seconds,
+            "stored_rows": int(len(values)), "p50_s": float(np.percentile(values, 50)),
+            "p99_s": float(np.percentile(values, 99)), "batch_max_age_s": max_age}
+
+
+def measure_producer(settings: Settings, run: str, seconds: float) -> dict:
+    topic = f"bench_produce_{run}"
+    ensure_topics(settings, [topic])
+    result = run_contender(bytewax(f"bench.flows:stock_produce({topic!r}, synthetic_trades_per_second=1e6, "
+                                   f"produce_for_seconds={seconds})"))
+    messages = topic_size(settings, topic)
+    return {"messages": messages, "seconds": result["seconds"], "rate": messages / result["seconds"],
+            "peak_rss_mb": result["peak_rss_mb"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--trades", type=int, default=int(os.environ.get("BENCH_TRADES", 2_000_000)))
+    parser.add_argument("--tickers", type=int, default=500)
+    parser.add_argument("--naive-rows", type=int, default=100_000)
+    parser.add_argument("--freshness-seconds", type=float, default=30)
+    parser.add_argument("--freshness-rate", type=float, default=20_000)
+    parser.add_argument("--freshness-max-age", type=float, default=5)
+    parser.add_argument("--producer-seconds", type=float, default=15)
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    run = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S") + uuid.uuid4().hex[:4]
+    topic = f"bench_trades_{run}"
+    fs = lake_filesystem(settings)
+
+    say(f"pre-filling topic {topic} with {args.trades:,} trades for {args.tickers} tickers")
+    started = time.perf_counter()
+    prefill(settings, topic, args.trades, args.tickers)
+    say(f"pre-filled in {time.perf_counter() - started:.1f} s")
+
+    results: dict = {"run": run, "trades": args.trades, "tickers": args.tickers, "machine": {
+        "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
+    contenders = {
+        "stock_consume": (bytewax(f"bench.flows:stock_consume({topic!r}, 'bench-consume-{run}')"), f"bench-consume-{run}"),
+        "raw_limit": ([sys.executable, "-m", "bench.flows", "raw_limit", topic, f"bench-raw-{run}"], f"bench-raw-{run}"),
+        "naive": ([sys.executable, "-m", "bench.flows", "naive", topic, f"bench-naive-{run}", str(args.naive_rows)],
+                  f"bench-naive-{run}"),
+    }
+    for name, (command, bucket) in contenders.items():
+        say(f"draining with {name}")
+        result = run_contender(command)
+        files, rows = lake_rows(settings, bucket)
+        result.update(files=files, rows=rows, rows_per_s=rows / result["seconds"],
+                      rows_per_file=rows / files if files else 0)
+        results[name] = result
+        fs.rm(bucket, recursive=True)
+        print(f"    {rows:,} rows in {result['seconds']:.2f} s: {result['rows_per_s']:,.0f} rows/s, "
+              f"peak RSS {result['peak_rss_mb']:.0f} MB, {files} files", flush=True)
+    if results["stock_consume"]["rows"] != args.trades:
+        raise SystemExit(f"stock_consume stored {results['stock_consume']['rows']} of {args.trades} trades")
+
+    say(f"freshness at {args.freshness_rate:,.0f} trades/s for {args.freshness_seconds:g} s")
+    results["freshness"] = measure_freshness(settings, run, args.freshness_seconds, args.freshness_rate,
+                                             args.freshness_max_age)
+    say(f"synthetic producer at full speed for {args.producer_seconds:g} s")
+    results["producer"] = measure_producer(settings, run, args.producer_seconds)
+
+    ours, raw, naive = results["stock_consume"], results["raw_limit"], results["naive"]
+    results["ratios"] = {"stock_consume/raw": ours["rows_per_s"] / raw["rows_per_s"],
+                         "stock_consume/naive": ours["rows_per_s"] / naive["rows_per_s"]}
+    fresh, producer = results["freshness"], results["producer"]
+    table = [
+        ("stock_consume rows/s", f"{ours['rows_per_s']:,.0f}", "≥ 150,000"),
+        ("raw limit rows/s", f"{raw['rows_per_s']:,.0f}", ""),
+        ("naive consumer rows/s", f"{naive['rows_per_s']:,.0f}", ""),
+        ("stock_consume / raw", f"{results['ratios']['stock_consume/raw']:.2f}", "≥ 0.70"),
+        ("stock_consume / naive", f"{results['ratios']['stock_consume/naive']:.1f}", "≥ 10"),
+        ("stock_consume peak RSS MB", f"{ours['peak_rss_mb']:.0f}", "≤ 400"),
+        ("stock_consume files / rows per file", f"{ours['files']} / {ours['rows_per_file']:,.0f}", ""),
+        ("raw files / rows per file", f"{raw['files']} / {raw['rows_per_file']:,.0f}", ""),
+        (f"freshness p50 / p99 s (at {fresh['achieved_rate']:,.0f}/s)", f"{fresh['p50_s']:.2f} / {fresh['p99_s']:.2f}",
+         f"p99 ≤ {fresh['batch_max_age_s'] + 2:g}"),
+        ("synthetic producer msgs/s", f"{producer['rate']:,.0f}", "≥ 300,000"),
+    ]
+    width = max(len(row[0]) for row in table)
+    print()
+    print(f"| {'measure':<{width}} | {'value':>18} | {'target':>10} |")
+    print(f"|{'-' * (width + 2)}|{'-' * 20}|{'-' * 12}|")
+    for name, value, target in table:
+        print(f"| {name:<{width}} | {value:>18} | {target:>10} |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{run}.json").write_text(json.dumps(results, indent=2))
+    say(f"results written to bench/results/{run}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
