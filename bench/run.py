@@ -171,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--freshness-rate", type=float, default=20_000)
     parser.add_argument("--freshness-max-age", type=float, default=5)
     parser.add_argument("--producer-seconds", type=float, default=15)
+    parser.add_argument("--only", default="stock_consume,raw_limit,naive,freshness,producer",
+                        help="comma-separated parts to run (the table needs all of them)")
     args = parser.parse_args(argv)
+    only = set(args.only.split(","))
     settings = load_settings()
     run = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S") + uuid.uuid4().hex[:4]
     topic = f"bench_trades_{run}"
@@ -191,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"bench-naive-{run}"),
     }
     for name, (command, bucket) in contenders.items():
+        if name not in only:
+            continue
         say(f"draining with {name}")
         result = run_contender(command)
         files, rows = lake_rows(settings, bucket)
@@ -200,8 +205,16 @@ def main(argv: list[str] | None = None) -> int:
         fs.rm(bucket, recursive=True)
         print(f"    {rows:,} rows in {result['seconds']:.2f} s: {result['rows_per_s']:,.0f} rows/s, "
               f"peak RSS {result['peak_rss_mb']:.0f} MB, {files} files", flush=True)
-    if results["stock_consume"]["rows"] != args.trades:
+    if "stock_consume" in results and results["stock_consume"]["rows"] != args.trades:
         raise SystemExit(f"stock_consume stored {results['stock_consume']['rows']} of {args.trades} trades")
+    if only != {"stock_consume", "raw_limit", "naive", "freshness", "producer"}:
+        for part in ("freshness", "producer"):
+            if part in only:
+                results[part] = (measure_freshness(settings, run, args.freshness_seconds, args.freshness_rate,
+                                                   args.freshness_max_age) if part == "freshness"
+                                  else measure_producer(settings, run, args.producer_seconds))
+        print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
+        return 0
 
     say(f"freshness at {args.freshness_rate:,.0f} trades/s for {args.freshness_seconds:g} s")
     results["freshness"] = measure_freshness(settings, run, args.freshness_seconds, args.freshness_rate,

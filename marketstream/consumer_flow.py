@@ -29,14 +29,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from marketstream.batching import TableBatcher
+from marketstream.batching import BufferBudget, TableBatcher
 from marketstream.records import ROW_INDEX, decode_each
 from marketstream.schemas import decoded_columns
 from marketstream.settings import Settings, get_settings
 from sinks.kafka import KafkaProducerSink
 from sinks.layout import object_key, partition_path
 from sinks.parquet import Batch, ParquetSink
-from sources.kafka import MessageBatch, TopicSource
+from sources.kafka import InFlight, MessageBatch, TopicSource
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,9 @@ class Decoded:
     dead_letters: list[KafkaSinkMessage]
 
 
-def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, batch: MessageBatch) -> Decoded:
+def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight: InFlight, batch: MessageBatch) -> Decoded:
     table, rejects = dataset.decode(batch.values)
+    in_flight.release(len(batch))
     dead = [dead_letter(batch, index, reason, dataset.name) for index, reason in rejects]
     if dataset.skip is not None and table.num_rows:
         mask, reason = dataset.skip(table)
@@ -166,14 +167,16 @@ def build_consumer_flow(
         settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
 
     flow = Dataflow(f"{dataset.name}_consume")
-    batches = op.input("kafka_in", flow, source or TopicSource(settings, dataset.topic))
-    decoded = op.map("decode", batches, partial(decode, dataset, settings, SkipCounter(dataset.name)))
+    in_flight = InFlight(settings.kafka_max_in_flight_messages)
+    batches = op.input("kafka_in", flow, source or TopicSource(settings, dataset.topic, in_flight))
+    decoded = op.map("decode", batches, partial(decode, dataset, settings, SkipCounter(dataset.name), in_flight))
 
     dead_letters = op.flat_map("dead_letters", decoded, lambda d: d.dead_letters)
     op.output("dead_letter", dead_letters, dead_letter_sink or KafkaProducerSink(settings, dataset.dead_letter_topic))
 
     keyed = op.flat_map("destinations", decoded, lambda d: d.groups)
-    batcher = partial(TableBatcher, settings.batch_max_rows, timedelta(seconds=settings.batch_max_age_seconds))
+    budget = BufferBudget(settings.batch_max_buffered_rows)
+    batcher = partial(TableBatcher, settings.batch_max_rows, timedelta(seconds=settings.batch_max_age_seconds), budget)
     batched = op.stateful_batch("batch", keyed, lambda state: batcher(state))
 
     def to_batch(key_table: tuple[str, pa.Table]) -> Batch:

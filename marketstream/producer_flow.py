@@ -17,6 +17,7 @@ from bytewax.outputs import Sink
 
 from marketstream.settings import Settings, get_settings
 from sinks.kafka import KafkaProducerSink
+from sources.synthetic_trades import MessageBlock
 
 
 class Record(Protocol):
@@ -26,7 +27,10 @@ class Record(Protocol):
     def to_json(self) -> bytes: ...
 
 
-def to_message(record: Record) -> KafkaSinkMessage:
+def to_message(record: Record | MessageBlock) -> KafkaSinkMessage | MessageBlock:
+    """A record as its message; a block of ready-serialised messages (synthetic trades) as it is."""
+    if isinstance(record, MessageBlock):
+        return record
     return KafkaSinkMessage(key=record.key.encode(), value=record.to_json())
 
 

@@ -14,13 +14,14 @@ from confluent_kafka import Producer
 
 from marketstream.kafka import ensure_topics, producer_config
 from marketstream.settings import Settings
+from sources.synthetic_trades import MessageBlock
 
 
 class DeliveryError(RuntimeError):
     """Kafka did not accept a message after the producer's retries."""
 
 
-class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage]):
+class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage | MessageBlock]):
     def __init__(self, producer: Producer, default_topic: str):
         self._producer = producer
         self._default_topic = default_topic
@@ -30,21 +31,23 @@ class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage]):
         if err is not None:
             self._failures.append(f"{msg.topic()}: {err.str()}")
 
-    def write_batch(self, items: list[KafkaSinkMessage]) -> None:
+    def _produce(self, topic: str, key, value, headers=None, timestamp: int = 0) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, timestamp=timestamp,
+                                       on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: let deliveries drain, then retry
+
+    def write_batch(self, items: list[KafkaSinkMessage | MessageBlock]) -> None:
         for item in items:
-            while True:
-                try:
-                    self._producer.produce(
-                        item.topic or self._default_topic,
-                        value=item.value,
-                        key=item.key,
-                        headers=item.headers or None,
-                        timestamp=item.timestamp or 0,
-                        on_delivery=self._on_delivery,
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)  # local queue full: let deliveries drain, then retry
+            if isinstance(item, MessageBlock):
+                for key, value in zip(item.keys, item.values):
+                    self._produce(self._default_topic, key, value)
+            else:
+                self._produce(item.topic or self._default_topic, item.key, item.value, item.headers or None,
+                              item.timestamp or 0)
         self._producer.flush()
         self._raise_failures()
 
@@ -58,8 +61,9 @@ class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage]):
         self._raise_failures()
 
 
-class KafkaProducerSink(DynamicSink[KafkaSinkMessage]):
-    """Publishes `KafkaSinkMessage`s to `topic` (or to the topic a message names)."""
+class KafkaProducerSink(DynamicSink[KafkaSinkMessage | MessageBlock]):
+    """Publishes `KafkaSinkMessage`s to `topic` (or to the topic a message names), and `MessageBlock`s of
+    ready-serialised messages to `topic`."""
 
     def __init__(self, settings: Settings, topic: str, *, also_create: tuple[str, ...] = ()):
         self._settings = settings

@@ -17,7 +17,9 @@ before the process exits.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
@@ -28,6 +30,28 @@ from marketstream.kafka import ensure_topics
 from marketstream.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class InFlight:
+    """Messages read but not yet decoded, across this process's partitions. Bytewax lets an input run
+    ahead of the operators behind it; past `limit` the partitions stop polling until the decoder has
+    caught up, so the raw messages held in memory stay bounded."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def full(self) -> bool:
+        return self.count >= self.limit
+
+    def add(self, messages: int) -> None:
+        with self._lock:
+            self.count += messages
+
+    def release(self, messages: int) -> None:
+        with self._lock:
+            self.count -= messages
 
 
 @dataclass
@@ -45,7 +69,9 @@ class MessageBatch:
 
 
 class _PartitionReader(StatefulSourcePartition[MessageBatch, int]):
-    def __init__(self, config: dict, topic: str, partition: int, offset: int, batch_size: int, stop_at_end: bool):
+    def __init__(self, config: dict, topic: str, partition: int, offset: int, batch_size: int, stop_at_end: bool,
+                 in_flight: InFlight):
+        self._in_flight = in_flight
         self._consumer = Consumer({**config, "enable.partition.eof": stop_at_end})
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._topic, self._partition = topic, partition
@@ -56,6 +82,8 @@ class _PartitionReader(StatefulSourcePartition[MessageBatch, int]):
     def next_batch(self) -> list[MessageBatch]:
         if self._at_end or shutdown.requested():
             raise StopIteration
+        if self._in_flight.full():
+            return []
         batch = MessageBatch(self._topic, self._partition)
         for message in self._consumer.consume(self._batch_size, 0.05):
             error = message.error()
@@ -71,7 +99,11 @@ class _PartitionReader(StatefulSourcePartition[MessageBatch, int]):
         if not batch.offsets:
             return []
         self._next_offset = batch.offsets[-1] + 1
+        self._in_flight.add(len(batch))
         return [batch]
+
+    def next_awake(self) -> datetime | None:
+        return datetime.now(timezone.utc) + _WAIT_FOR_DECODER if self._in_flight.full() else None
 
     def snapshot(self) -> int:
         return self._next_offset
@@ -80,10 +112,14 @@ class _PartitionReader(StatefulSourcePartition[MessageBatch, int]):
         self._consumer.close()
 
 
+_WAIT_FOR_DECODER = timedelta(milliseconds=5)
+
+
 class TopicSource(FixedPartitionedSource[MessageBatch, int]):
-    def __init__(self, settings: Settings, topic: str):
+    def __init__(self, settings: Settings, topic: str, in_flight: InFlight | None = None):
         self._settings = settings
         self._topic = topic
+        self.in_flight = in_flight or InFlight(settings.kafka_max_in_flight_messages)
 
     def list_parts(self) -> list[str]:
         ensure_topics(self._settings, [self._topic])
@@ -104,7 +140,7 @@ class TopicSource(FixedPartitionedSource[MessageBatch, int]):
             "group.id": "marketstream",  # required by librdkafka; offsets are kept in Bytewax state, not here
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "queued.max.messages.kbytes": 32_768,  # prefetch per partition: enough to keep busy, bounded memory
+            "queued.max.messages.kbytes": 8_192,  # prefetch per partition: enough to keep busy, bounded memory
         }
         return _PartitionReader(config, self._topic, int(for_part), offset, settings.kafka_consume_batch_size,
-                                settings.kafka_stop_at_end)
+                                settings.kafka_stop_at_end, self.in_flight)

@@ -1,5 +1,9 @@
 """Synthetic trades: a random walk per ticker, for nights, weekends, demos and load tests.
 
+Trades are generated with numpy a block at a time and serialised straight to `stock_trades` JSON, so the
+generator keeps up with load-test rates (hundreds of thousands of trades per second); the messages are
+byte-for-byte what `Trade.to_json` would write, and `parse_trade` accepts every one.
+
 Delivery guarantee: none needed, the data is generated: trades are stamped with the wall-clock time they
 are emitted, and a restarted generator simply goes on from fresh prices. Every trade id is unique
 (a random run id plus a counter), so downstream exactly-once checks can count by id.
@@ -9,14 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 import secrets
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
-from marketstream.trades import Trade
+import numpy as np
 
-EXCHANGES = ("V", "P", "Q", "N", "Z", "K", "D")
-ROUND_LOTS = (100, 100, 100, 200, 300, 500)
+EXCHANGES = np.array(["V", "P", "Q", "N", "Z", "K", "D"])
+ROUND_LOTS = np.array([100, 100, 100, 200, 300, 500])
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _start_price(ticker: str) -> float:
@@ -25,12 +30,23 @@ def _start_price(ticker: str) -> float:
     return round(10 * math.exp(digest / 0xFFFFFFFF * math.log(50)), 2)
 
 
+@dataclass
+class MessageBlock:
+    """Ready-to-publish Kafka messages (key, value), many per Bytewax item."""
+
+    keys: list[bytes]
+    values: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
 class SyntheticTrades:
     """Generates `rate` trades per second per ticker, evenly spread over the time since the last call."""
 
-    def __init__(self, rate_per_ticker: float, *, seed: int | None = None, max_batch: int = 10_000):
+    def __init__(self, rate_per_ticker: float, *, seed: int | None = None, max_batch: int = 50_000):
         self._rate = rate_per_ticker
-        self._random = random.Random(seed)
+        self._rng = np.random.default_rng(seed)
         self._run_id = secrets.token_hex(4) if seed is None else f"{seed:08x}"
         self._sequence = 0
         self._prices: dict[str, float] = {}
@@ -38,44 +54,58 @@ class SyntheticTrades:
         self._last: datetime | None = None
         self._max_batch = max_batch
         self._next_ticker = 0
+        self.saturated = False
+        """The last call was capped at `max_batch`: call again at once to keep up with the rate."""
 
-    def generate(self, tickers: list[str], now: datetime) -> list[Trade]:
+    def generate(self, tickers: list[str], now: datetime) -> MessageBlock | None:
         if not tickers:
             self._last = now
-            return []
+            return None
         if self._last is None:
             self._last = now - timedelta(seconds=1 / (self._rate * len(tickers)))
         elapsed = max((now - self._last).total_seconds(), 0.0)
         wanted = elapsed * self._rate * len(tickers) + self._carry
         count = min(int(wanted), self._max_batch)
-        self._carry = wanted - count if count < self._max_batch else 0.0
+        self.saturated = count == self._max_batch
+        self._carry = 0.0 if self.saturated else wanted - count
         if count == 0:
             self._last = now
-            return []
-        step = (now - self._last) / count
-        trades = []
-        for n in range(count):
-            ticker = tickers[self._next_ticker % len(tickers)]
-            self._next_ticker += 1
-            trades.append(self._trade(ticker, self._last + step * (n + 1)))
+            return None
+        block = self._block(tickers, count, self._last, now)
         self._last = now
-        return trades
+        return block
 
-    def _trade(self, ticker: str, at: datetime) -> Trade:
-        rnd = self._random
-        price = self._prices.get(ticker) or _start_price(ticker)
-        price = max(0.01, price * math.exp(rnd.gauss(0.0, 0.0004)))
-        self._prices[ticker] = price
-        self._sequence += 1
-        size = rnd.choice(ROUND_LOTS) if rnd.random() < 0.6 else rnd.randint(1, 99)
-        return Trade(
-            symbol=ticker,
-            price=round(price, 4),
-            size=float(size),
-            timestamp=at,
-            trade_id=f"syn-{self._run_id}-{self._sequence}",
-            source="synthetic",
-            exchange=rnd.choice(EXCHANGES),
-            conditions=("@",) if size >= 100 else ("@", "I"),
-            tape="C",
-        )
+    def _block(self, tickers: list[str], count: int, start: datetime, end: datetime) -> MessageBlock:
+        rng = self._rng
+        which = (np.arange(count) + self._next_ticker) % len(tickers)
+        self._next_ticker = (self._next_ticker + count) % len(tickers)
+        # the random walk: each ticker's log-price moves by its own cumulative sum of small steps
+        steps = rng.normal(0.0, 0.0004, count)
+        prices = np.empty(count)
+        for t in np.unique(which):
+            mask = which == t
+            ticker = tickers[t]
+            walk = (self._prices.get(ticker) or _start_price(ticker)) * np.exp(np.cumsum(steps[mask]))
+            walk = np.maximum(walk, 0.01)
+            prices[mask] = walk
+            self._prices[ticker] = float(walk[-1])
+        odd_lot = rng.random(count) >= 0.6
+        sizes = np.where(odd_lot, rng.integers(1, 100, count), ROUND_LOTS[rng.integers(0, len(ROUND_LOTS), count)])
+        exchanges = EXCHANGES[rng.integers(0, len(EXCHANGES), count)].tolist()
+        start_us = (start - _EPOCH) // timedelta(microseconds=1)
+        span_us = (end - _EPOCH) // timedelta(microseconds=1) - start_us
+        stamps = np.datetime_as_string(
+            (start_us + (np.arange(1, count + 1) * span_us) // count).astype("datetime64[us]"), unit="us"
+        ).tolist()
+        price_texts = [repr(p) for p in np.round(prices, 4).tolist()]
+        sequence = self._sequence
+        self._sequence += count
+        values = [
+            (f'{{"symbol":"{tickers[t]}","price":{price},"size":{size}.0,"timestamp":"{stamp}Z","exchange":"{exchange}",'
+             f'"conditions":{conditions},"trade_id":"syn-{self._run_id}-{sequence + n + 1}","tape":"C","source":"synthetic"}}').encode()
+            for n, (t, price, size, stamp, exchange, conditions) in enumerate(zip(
+                which.tolist(), price_texts, sizes.tolist(), stamps, exchanges,
+                np.where(odd_lot, '["@","I"]', '["@"]').tolist()))
+        ]
+        keys = [tickers[t].encode() for t in which.tolist()]
+        return MessageBlock(keys, values)

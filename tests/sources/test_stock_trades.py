@@ -7,7 +7,8 @@ import pytest
 from marketstream.companies import Company, CompanyDirectory
 from sources.stock_trades import StockTradeSource
 from tests.conftest import make_settings
-from marketstream.trades import Trade
+from marketstream.trades import Trade, parse_trade
+from sources.synthetic_trades import MessageBlock
 
 
 class Clock:
@@ -36,6 +37,21 @@ class FakeAlpaca:
         self.closed = True
 
 
+def sources_of(items) -> set[str]:
+    """The `source` of every trade in a batch of Trade objects and synthetic message blocks."""
+    found = set()
+    for item in items:
+        if isinstance(item, MessageBlock):
+            found |= {parse_trade(value)["source"] for value in item.values}
+        else:
+            found.add(item.source)
+    return found
+
+
+def tickers_of(items) -> set[str]:
+    return {parse_trade(value)["ticker"] for item in items for value in item.values}
+
+
 def directory(settings, tickers):
     return CompanyDirectory(settings, loader=lambda s: [Company(t, t, ()) for t in tickers])
 
@@ -56,41 +72,41 @@ def build(mode="auto", keys=True, worker=(0, 1), start=datetime(2026, 11, 24, 14
 
 def test_auto_streams_alpaca_only_while_the_session_is_open():
     part, clock = build()
-    assert {t.source for t in part.next_batch()} <= {"synthetic"}
+    assert sources_of(part.next_batch()) <= {"synthetic"}
     clock.now += timedelta(seconds=1)  # 09:30 ET
-    assert {t.source for t in part.next_batch()} == {"alpaca"}
+    assert sources_of(part.next_batch()) == {"alpaca"}
     assert FakeAlpaca.instances[0].followed == ["AAPL", "MSFT", "TSLA"]
     clock.now = datetime(2026, 11, 24, 21, 0, 1, tzinfo=timezone.utc)  # after the close
     batch = part.next_batch()
-    assert batch and {t.source for t in batch} == {"synthetic"}
+    assert batch and sources_of(batch) == {"synthetic"}
     assert FakeAlpaca.instances[0].closed
 
 
 def test_auto_without_keys_stays_synthetic_during_the_session():
     part, clock = build(keys=False, start=datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc))
     clock.now += timedelta(seconds=1)
-    assert {t.source for t in part.next_batch()} == {"synthetic"}
+    assert sources_of(part.next_batch()) == {"synthetic"}
     assert FakeAlpaca.instances == []
 
 
 def test_auto_uses_synthetic_on_a_holiday():
     part, clock = build(start=datetime(2025, 11, 27, 15, 0, tzinfo=timezone.utc))
     clock.now += timedelta(seconds=1)
-    assert {t.source for t in part.next_batch()} == {"synthetic"}
+    assert sources_of(part.next_batch()) == {"synthetic"}
 
 
 def test_alpaca_mode_streams_outside_the_session_too():
     part, _ = build(mode="alpaca", start=datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc))
-    assert {t.source for t in part.next_batch()} == {"alpaca"}
+    assert sources_of(part.next_batch()) == {"alpaca"}
 
 
 def test_synthetic_tickers_are_split_between_workers_and_alpaca_uses_worker_zero():
     seen = set()
     for index in range(3):
         part, clock = build(mode="synthetic", worker=(index, 3))
-        seen |= {t.symbol for t in part.next_batch()}
+        seen |= tickers_of(part.next_batch())
         clock.now += timedelta(seconds=2)
-        seen |= {t.symbol for t in part.next_batch()}
+        seen |= tickers_of(part.next_batch())
     assert seen == {"AAPL", "MSFT", "TSLA"}
     other, _ = build(mode="alpaca", worker=(1, 2))
     assert other.next_batch() == [] and FakeAlpaca.instances == []
