@@ -14,13 +14,13 @@ log = logging.getLogger(__name__)
 
 def producer_config(settings: Settings) -> dict[str, object]:
     """Durable, ordered, compressed publishing: acks from all replicas and idempotence, so a retried send
-    never duplicates or reorders a message within a partition."""
+    never duplicates or reorders a message within a partition. lz4 costs the least CPU of the codecs."""
     return {
         **settings.kafka_client_config(),
         "acks": "all",
         "enable.idempotence": True,
-        "compression.type": "zstd",
-        "linger.ms": 20,
+        "compression.type": "lz4",
+        "linger.ms": 5,
         "batch.size": 1_000_000,
     }
 

@@ -22,34 +22,43 @@ class DeliveryError(RuntimeError):
 
 
 class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage | MessageBlock]):
-    def __init__(self, producer: Producer, default_topic: str):
-        self._producer = producer
-        self._default_topic = default_topic
+    def __init__(self, config: dict, default_topic: str):
         self._failures: list[str] = []
+        # delivery reports only for failures: no Python callback per delivered message
+        self._producer = Producer({**config, "delivery.report.only.error": True, "on_delivery": self._on_delivery})
+        self._default_topic = default_topic
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
             self._failures.append(f"{msg.topic()}: {err.str()}")
 
-    def _produce(self, topic: str, key, value, headers=None, timestamp: int = 0) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, timestamp=timestamp,
-                                       on_delivery=self._on_delivery)
-                return
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: let deliveries drain, then retry
-
     def write_batch(self, items: list[KafkaSinkMessage | MessageBlock]) -> None:
+        produce, topic = self._producer.produce, self._default_topic
         for item in items:
             if isinstance(item, MessageBlock):
                 for key, value in zip(item.keys, item.values):
-                    self._produce(self._default_topic, key, value)
+                    try:
+                        produce(topic, value, key)
+                    except BufferError:
+                        self._wait_for_room(topic, value, key)
             else:
-                self._produce(item.topic or self._default_topic, item.key, item.value, item.headers or None,
-                              item.timestamp or 0)
+                try:
+                    produce(item.topic or topic, item.value, item.key, headers=item.headers or None,
+                            timestamp=item.timestamp or 0)
+                except BufferError:
+                    self._wait_for_room(item.topic or topic, item.value, item.key, item.headers or None)
         self._producer.flush()
         self._raise_failures()
+
+    def _wait_for_room(self, topic: str, value, key, headers=None) -> None:
+        """The local queue is full: let deliveries drain, then send."""
+        while True:
+            self._producer.poll(0.05)
+            try:
+                self._producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                continue
 
     def _raise_failures(self) -> None:
         if self._failures:
@@ -72,4 +81,4 @@ class KafkaProducerSink(DynamicSink[KafkaSinkMessage | MessageBlock]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
         ensure_topics(self._settings, self._topics)
-        return _ProducerPartition(Producer(producer_config(self._settings)), self._topic)
+        return _ProducerPartition(producer_config(self._settings), self._topic)

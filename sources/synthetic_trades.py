@@ -44,7 +44,7 @@ class MessageBlock:
 class SyntheticTrades:
     """Generates `rate` trades per second per ticker, evenly spread over the time since the last call."""
 
-    def __init__(self, rate_per_ticker: float, *, seed: int | None = None, max_batch: int = 50_000):
+    def __init__(self, rate_per_ticker: float, *, seed: int | None = None, max_batch: int = 100_000):
         self._rate = rate_per_ticker
         self._rng = np.random.default_rng(seed)
         self._run_id = secrets.token_hex(4) if seed is None else f"{seed:08x}"

@@ -128,3 +128,20 @@ def test_a_producer_restarted_with_recovery_does_not_republish(stack, unique, tm
     messages = read_topic(make_settings(), topic)
     assert len(messages) == 3
     assert orjson.loads(messages[-1].value())["value"] == 31100.0
+
+
+def test_a_message_kafka_refuses_is_raised_not_dropped(stack, unique):
+    from bytewax.connectors.kafka import KafkaSinkMessage
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from sinks.kafka import DeliveryError, KafkaProducerSink
+
+    settings = make_settings()
+    topic = f"it_refuse_{unique}"
+    admin = AdminClient(settings.kafka_client_config())
+    admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": "2000"})])[topic].result()
+    sink = KafkaProducerSink(settings, topic).build("out", 0, 1)
+    sink.write_batch([KafkaSinkMessage(b"k", b"small")])
+    with pytest.raises(DeliveryError, match="1 message\\(s\\) not delivered"):
+        sink.write_batch([KafkaSinkMessage(b"k", b"x" * 10_000)])
+    assert [m.value() for m in read_topic(settings, topic)] == [b"small"]
