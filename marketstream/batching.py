@@ -16,6 +16,7 @@ import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
 _NOTHING: tuple = ()
+COMPACT_AFTER_TABLES = 16
 
 
 class BufferBudget:
@@ -53,6 +54,9 @@ class TableBatcher(StatefulBatchLogic[pa.Table, pa.Table, tuple[list[pa.Table], 
         if not self._tables:
             self._deadline = self._now() + self._max_age
         self._tables.extend(values)
+        if len(self._tables) > COMPACT_AFTER_TABLES:
+            # many small tables cost far more memory than their rows: keep one contiguous table instead
+            self._tables = [pa.concat_tables(self._tables).combine_chunks()]
         added = sum(t.num_rows for t in values)
         self._rows += added
         over_budget = self._budget.add(added)

@@ -140,7 +140,11 @@ class TopicSource(FixedPartitionedSource[MessageBatch, int]):
             "group.id": "marketstream",  # required by librdkafka; offsets are kept in Bytewax state, not here
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "queued.max.messages.kbytes": 8_192,  # prefetch per partition: enough to keep busy, bounded memory
+            # prefetch per partition: enough to keep the decoder busy, small enough to bound memory
+            "queued.max.messages.kbytes": 8_192,
+            "queued.min.messages": 20_000,
+            "max.partition.fetch.bytes": 524_288,
+            "fetch.max.bytes": 2_097_152 + 1024,  # librdkafka wants at least message.max.bytes
         }
         return _PartitionReader(config, self._topic, int(for_part), offset, settings.kafka_consume_batch_size,
                                 settings.kafka_stop_at_end, self.in_flight)
