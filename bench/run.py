@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trades", type=int, default=int(os.environ.get("BENCH_TRADES", 2_000_000)))
     parser.add_argument("--tickers", type=int, default=500)
     parser.add_argument("--naive-rows", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=1, help="Bytewax workers of the one stock_consume process")
     parser.add_argument("--freshness-seconds", type=float, default=30)
     parser.add_argument("--freshness-rate", type=float, default=20_000)
     parser.add_argument("--freshness-max-age", type=float, default=5)
@@ -185,10 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     prefill(settings, topic, args.trades, args.tickers)
     say(f"pre-filled in {time.perf_counter() - started:.1f} s")
 
-    results: dict = {"run": run, "trades": args.trades, "tickers": args.tickers, "machine": {
+    results: dict = {"run": run, "trades": args.trades, "tickers": args.tickers, "workers": args.workers, "machine": {
         "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
     contenders = {
-        "stock_consume": (bytewax(f"bench.flows:stock_consume({topic!r}, 'bench-consume-{run}')"), f"bench-consume-{run}"),
+        "stock_consume": (bytewax(f"bench.flows:stock_consume({topic!r}, 'bench-consume-{run}')", "-w", str(args.workers)),
+                          f"bench-consume-{run}"),
         "raw_limit": ([sys.executable, "-m", "bench.flows", "raw_limit", topic, f"bench-raw-{run}"], f"bench-raw-{run}"),
         "naive": ([sys.executable, "-m", "bench.flows", "naive", topic, f"bench-naive-{run}", str(args.naive_rows)],
                   f"bench-naive-{run}"),

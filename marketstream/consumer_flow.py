@@ -143,13 +143,16 @@ def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight
     if dataset.prefix is not None:
         table = table.append_column(PREFIX, dataset.prefix(table, settings))
         names = [PREFIX, *names]
-    positions = table.append_column("__position", pa.array(range(table.num_rows), pa.int64()))
+    # one sort, then zero-copy slices: each run of equal keys is one destination
+    table = table.sort_by([(name, "ascending") for name in names])
+    runs = table.select(names).group_by(names, use_threads=False).aggregate([([], "count_all")])
     files = table.select(dataset.schema.names).cast(dataset.schema)
-    groups = []
-    for group in positions.group_by(names, use_threads=False).aggregate([("__position", "list")]).to_pylist():
-        hive = partition_path([(name, group[name]) for name in dataset.partitioning.names])
-        key = object_key(group.get(PREFIX, ""), hive)
-        groups.append((f"{key}|{batch.partition}", files.take(group["__position_list"])))
+    groups, start = [], 0
+    for run in runs.to_pylist():
+        hive = partition_path([(name, run[name]) for name in dataset.partitioning.names])
+        key = object_key(run.get(PREFIX, ""), hive)
+        groups.append((f"{key}|{batch.partition}", files.slice(start, run["count_all"])))
+        start += run["count_all"]
     return Decoded(groups, dead)
 
 
@@ -179,10 +182,10 @@ def build_consumer_flow(
     batcher = partial(TableBatcher, settings.batch_max_rows, timedelta(seconds=settings.batch_max_age_seconds), budget)
     batched = op.stateful_batch("batch", keyed, lambda state: batcher(state))
 
-    def to_batch(key_table: tuple[str, pa.Table]) -> Batch:
+    def to_batch(key_table: tuple[str, pa.Table]) -> tuple[str, Batch]:
         key, table = key_table
         prefix, kafka_partition = key.rsplit("|", 1)
-        return Batch(prefix, int(kafka_partition), table)
+        return key, Batch(prefix, int(kafka_partition), table)
 
     op.output(
         "lake",

@@ -184,23 +184,29 @@ _WIRE = pa.schema([
     pa.field("exchange", pa.string()), pa.field("conditions", pa.list_(pa.string())), pa.field("tape", pa.string()),
 ])
 _JSON_PARSE = pajson.ParseOptions(explicit_schema=_WIRE, unexpected_field_behavior="ignore")
-_JSON_READ = pajson.ReadOptions(block_size=1 << 24)
+_JSON_READ = pajson.ReadOptions(block_size=1 << 20)
 _REQUIRED = ("symbol", "price", "size", "timestamp", "trade_id", "source")
 
 
 def _columns_by_arrow(values: list) -> tuple[list[int], pa.Table] | None:
     """The whole batch through Arrow's JSON reader (C++) in one go; None if any line is unusual."""
-    index = [i for i, raw in enumerate(values) if raw and b"\n" not in raw and b"\r" not in raw]
-    if not index:
+    if None in values:
+        index = [i for i, raw in enumerate(values) if raw]
+        lines = [values[i] for i in index]
+    else:
+        index, lines = range(len(values)), values
+    if not lines:
         return None
+    block = b"\n".join(lines)
+    if block.count(b"\n") != len(lines) - 1 or b"\r" in block or b"\n\n" in block:
+        return None  # a message spans lines, or is empty: leave the batch to the Python path
     try:
-        table = pajson.read_json(pa.BufferReader(b"\n".join([values[i] for i in index])),
-                                 read_options=_JSON_READ, parse_options=_JSON_PARSE)
+        table = pajson.read_json(pa.BufferReader(block), read_options=_JSON_READ, parse_options=_JSON_PARSE)
     except Exception:  # noqa: BLE001 - a type clash, a non-object, bad UTF-8: the Python path sorts it out
         return None
-    if table.num_rows != len(index):
+    if table.num_rows != len(lines):
         return None
-    return index, table
+    return list(index), table
 
 
 def _columns_by_python(values: list) -> tuple[list[int], pa.Table]:
@@ -218,7 +224,7 @@ def _columns_by_python(values: list) -> tuple[list[int], pa.Table]:
                 and type(src) is str and (ex is None or type(ex) is str) and (tp is None or type(tp) is str)
                 and (cond is None or (type(cond) is list and all(type(c) is str for c in cond)))):
             index.append(i)
-            rows.append((sym, p, s, t, tid, src, ex, cond, tp))
+            rows.append((sym, float(p), float(s), t, tid, src, ex, cond, tp))
     columns = list(zip(*rows)) if rows else [[] for _ in _WIRE]
     return index, pa.table([pa.array(column, f.type) for column, f in zip(columns, _WIRE)], schema=_WIRE)
 

@@ -8,20 +8,24 @@ already stored under the prefix is a high-water mark: a row at or below it is al
 its first write to a prefix the sink lists that prefix once (many at a time, concurrently) to learn the mark, then drops replayed rows at
 or below it, so re-reading a topic after a crash, a restart without recovery, or with another worker
 count adds no duplicates, whatever the batch boundaries were. Objects are written with a single PUT, so
-readers never see a partial file, and the mark moves only once its objects are stored. The objects of one
-`write_batch` are uploaded concurrently; while the store is down the write is retried
-(`ObjectStore.put_many`) and the dataflow waits, losing nothing.
+readers never see a partial file. The objects of one `write_batch` are uploaded concurrently, in the
+background; every snapshot waits for the uploads in flight, so recovery never moves past rows that are
+not stored. While the store is down uploads are retried (`ObjectStore.put_many`) and, once the queue of
+pending uploads is full, the dataflow waits, losing nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from marketstream.settings import Settings
 from sinks.layout import batch_object_name, object_key, parse_batch_object_name
@@ -30,6 +34,7 @@ from sinks.object_store import ObjectStore
 log = logging.getLogger(__name__)
 
 MAX_REMEMBERED_PREFIXES = 100_000
+MAX_PENDING_UPLOADS = 4
 
 
 @dataclass(frozen=True)
@@ -50,13 +55,15 @@ def encode_parquet(table: pa.Table, compression: str) -> tuple[bytes, int, int]:
     return sink.getvalue().to_pybytes(), offsets[0].as_py(), offsets[-1].as_py()
 
 
-class _ParquetPartition(StatelessSinkPartition[Batch]):
+class _ParquetPartition(StatefulSinkPartition[Batch, None]):
     def __init__(self, store: ObjectStore, bucket: str, topic: str, compression: str):
         self._store = store
         self._bucket = bucket
         self._topic = topic
         self._compression = compression
         self._high_water: dict[tuple[str, int], int] = {}
+        self._uploads = ThreadPoolExecutor(max_workers=MAX_PENDING_UPLOADS, thread_name_prefix="parquet-upload")
+        self._pending: deque[Future] = deque()
 
     def _learn_marks(self, keys: set[tuple[str, int]]) -> None:
         """List the prefixes of `keys` not seen yet (concurrently) and remember their stored offsets."""
@@ -78,14 +85,12 @@ class _ParquetPartition(StatelessSinkPartition[Batch]):
 
     def write_batch(self, items: list[Batch]) -> None:
         objects: dict[str, bytes] = {}
-        written: dict[tuple[str, int], int] = {}
         self._learn_marks({(batch.prefix, batch.kafka_partition) for batch in items})
         for batch in items:
             key = (batch.prefix, batch.kafka_partition)
-            mark = written.get(key, self._high_water[key])
             table = batch.table
-            if mark >= 0:
-                table = table.filter(pc.greater(table.column("kafka_offset"), mark))
+            if self._high_water[key] >= 0:
+                table = table.filter(pc.greater(table.column("kafka_offset"), self._high_water[key]))
                 if table.num_rows < batch.table.num_rows:
                     log.info("s3://%s/%s: %d replayed rows of Kafka partition %d already stored, not written again",
                              self._bucket, batch.prefix, batch.table.num_rows - table.num_rows, batch.kafka_partition)
@@ -93,23 +98,47 @@ class _ParquetPartition(StatelessSinkPartition[Batch]):
                 continue
             data, first, last = encode_parquet(table, self._compression)
             objects[object_key(batch.prefix, batch_object_name(self._topic, batch.kafka_partition, first, last))] = data
-            written[key] = last
-        self._store.put_many(self._bucket, objects)  # all or nothing; only then do the marks move
-        self._high_water.update(written)
+            # the upload below is retried until it succeeds, or the process dies and resumes from the last
+            # snapshot, which waited for it: the mark may move now
+            self._high_water[key] = last
+        if objects:
+            while len(self._pending) >= MAX_PENDING_UPLOADS:
+                self._pending.popleft().result()
+            self._pending.append(self._uploads.submit(self._store.put_many, self._bucket, objects))
+
+    def _wait_for_uploads(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def snapshot(self) -> None:
+        """Called at the end of every epoch, before its state is committed: every upload must be done."""
+        self._wait_for_uploads()
 
     def close(self) -> None:
-        pass
+        self._wait_for_uploads()
+        self._uploads.shutdown()
 
 
-class ParquetSink(DynamicSink[Batch]):
-    """Writes `Batch` items as Parquet objects under `bucket`; creates the bucket if it is missing."""
+class ParquetSink(FixedPartitionedSink[Batch, None]):
+    """Writes `(key, Batch)` items as Parquet objects under `bucket`; creates the bucket if missing.
 
-    def __init__(self, settings: Settings, *, bucket: str, topic: str):
+    Uploads run in the background, at most `MAX_PENDING_UPLOADS` at a time per partition, so encoding
+    and uploading overlap with reading; each partition waits for its uploads at every snapshot, so
+    recovery never records input as done whose rows are not stored."""
+
+    def __init__(self, settings: Settings, *, bucket: str, topic: str, partitions: int = 4):
         self._settings = settings
         self._bucket = bucket
         self._topic = topic
+        self._partitions = partitions
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ParquetPartition:
+    def list_parts(self) -> list[str]:
+        return [str(i) for i in range(self._partitions)]
+
+    def part_fn(self, item_key: str) -> int:
+        return zlib.crc32(item_key.encode())
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ParquetPartition:
         store = ObjectStore(self._settings)
         store.ensure_bucket(self._bucket)
         return _ParquetPartition(store, self._bucket, self._topic, self._settings.parquet_compression)

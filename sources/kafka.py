@@ -84,18 +84,20 @@ class _PartitionReader(StatefulSourcePartition[MessageBatch, int]):
             raise StopIteration
         if self._in_flight.full():
             return []
-        batch = MessageBatch(self._topic, self._partition)
-        for message in self._consumer.consume(self._batch_size, 0.05):
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
+        messages = self._consumer.consume(self._batch_size, 0.05)
+        if any(message.error() is not None for message in messages):
+            usable = []
+            for message in messages:
+                error = message.error()
+                if error is None:
+                    usable.append(message)
+                elif error.code() == KafkaError._PARTITION_EOF:
                     self._at_end = True  # emit what this poll got; stop at the next call
-                    break
-                log.warning("%s[%d]: Kafka consumer error (librdkafka retries): %s", self._topic, self._partition, error)
-                continue
-            batch.offsets.append(message.offset())
-            batch.keys.append(message.key())
-            batch.values.append(message.value())
+                else:
+                    log.warning("%s[%d]: Kafka consumer error (librdkafka retries): %s", self._topic, self._partition, error)
+            messages = usable
+        batch = MessageBatch(self._topic, self._partition, [m.offset() for m in messages],
+                             [m.key() for m in messages], [m.value() for m in messages])
         if not batch.offsets:
             return []
         self._next_offset = batch.offsets[-1] + 1

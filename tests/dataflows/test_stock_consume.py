@@ -26,7 +26,7 @@ def run(values: list[tuple[int, bytes]], **settings):
         source=TestingSource(batches), lake_sink=TestingSink(lake), dead_letter_sink=TestingSink(dead),
     )
     run_main(flow)
-    views = [SimpleNamespace(prefix=b.prefix, kafka_partition=b.kafka_partition, rows=b.table.to_pylist()) for b in lake]
+    views = [SimpleNamespace(prefix=b.prefix, kafka_partition=b.kafka_partition, rows=b.table.to_pylist()) for _, b in lake]
     return views, dead
 
 

@@ -1,0 +1,31 @@
+"""A small run of `make bench`, so the harness keeps working. Its figures are not checked: benchmarks
+are not tests, and timings on a shared 2-core machine mean little at this size."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_benchmark_runs_end_to_end_and_writes_its_results(stack):
+    before = set((REPO / "bench" / "results").glob("*.json"))
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--trades", "20000", "--tickers", "50", "--naive-rows", "2000",
+         "--freshness-seconds", "3", "--freshness-rate", "2000", "--freshness-max-age", "1", "--producer-seconds", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "| stock_consume / raw" in result.stdout
+    written = set((REPO / "bench" / "results").glob("*.json")) - before
+    assert len(written) == 1
+    results = json.loads(written.pop().read_text())
+    try:
+        assert results["stock_consume"]["rows"] == 20000
+        assert results["freshness"]["stored_rows"] > 0 and results["producer"]["messages"] > 0
+    finally:
+        for path in set((REPO / "bench" / "results").glob("*.json")) - before:
+            path.unlink()
