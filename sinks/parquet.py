@@ -133,12 +133,13 @@ class ParquetSink(FixedPartitionedSink[Batch, None]):
         self._partitions = partitions
 
     def list_parts(self) -> list[str]:
+        # called once per worker at start-up: create the bucket now, so refused credentials stop the flow
+        # at once rather than at its first write
+        ObjectStore(self._settings).ensure_bucket(self._bucket)
         return [str(i) for i in range(self._partitions)]
 
     def part_fn(self, item_key: str) -> int:
         return zlib.crc32(item_key.encode())
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ParquetPartition:
-        store = ObjectStore(self._settings)
-        store.ensure_bucket(self._bucket)
-        return _ParquetPartition(store, self._bucket, self._topic, self._settings.parquet_compression)
+        return _ParquetPartition(ObjectStore(self._settings), self._bucket, self._topic, self._settings.parquet_compression)

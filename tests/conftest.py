@@ -24,6 +24,10 @@ STACK = {
 }
 
 
+STACK_ENV = {name.upper(): str(value) for name, value in STACK.items()}
+"""The stack's settings as environment variables, for the dataflows tests start as processes."""
+
+
 def make_settings(**overrides) -> Settings:
     """Settings for the local stack, ignoring any developer `.env` and environment."""
     return load_settings(_env_file=None, **{**STACK, **overrides})

@@ -14,7 +14,12 @@ def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, b
     ensure_topics(settings, [topic])
     producer = Producer(settings.kafka_client_config())
     for key, value in messages:
-        producer.produce(topic, key=key, value=value)
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:  # the local queue is full: let it drain
+                producer.poll(0.1)
         producer.poll(0)
     assert producer.flush(30) == 0
 

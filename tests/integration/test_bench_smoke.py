@@ -2,11 +2,14 @@
 are not tests, and timings on a shared 2-core machine mean little at this size."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import STACK_ENV
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -17,7 +20,7 @@ def test_the_benchmark_runs_end_to_end_and_writes_its_results(stack):
     result = subprocess.run(
         [sys.executable, "-m", "bench.run", "--trades", "20000", "--tickers", "50", "--naive-rows", "2000",
          "--freshness-seconds", "3", "--freshness-rate", "2000", "--freshness-max-age", "1", "--producer-seconds", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        cwd=REPO, env={**os.environ, **STACK_ENV}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "| stock_consume / raw" in result.stdout
     written = set((REPO / "bench" / "results").glob("*.json")) - before

@@ -14,14 +14,14 @@ import pytest
 
 from marketstream import schemas
 from marketstream.lake import lake_filesystem, read_table
-from tests.conftest import STACK, make_settings
+from tests.conftest import STACK_ENV, make_settings
 from tests.integration.kafka_helpers import produce, read_topic
 from tests.integration.private_servers import PrivateKafka, PrivateMinio
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 TICKERS = [f"T{i:02d}" for i in range(20)]
-ENV_FOR_STACK = {name.upper(): str(value) for name, value in STACK.items() if name != "kafka_bootstrap_servers"}
+ENV_FOR_STACK = {name: value for name, value in STACK_ENV.items() if name != "KAFKA_BOOTSTRAP_SERVERS"}
 
 
 def trade(i: int) -> tuple[bytes, bytes]:

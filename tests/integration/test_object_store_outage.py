@@ -1,38 +1,20 @@
 """The object store sink waits out an unreachable MinIO and then writes; nothing is lost."""
 
-import os
-import socket
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from sinks.object_store import ObjectStore
 from tests.conftest import make_settings
+from tests.integration.private_servers import PrivateMinio
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_minio(port: int, data: Path) -> subprocess.Popen:
-    binary = subprocess.run([REPO / "stack" / "stack.sh", "minio-path"], capture_output=True, text=True, check=True).stdout.strip()
-    env = {**os.environ, "MINIO_ROOT_USER": "outage", "MINIO_ROOT_PASSWORD": "outage-secret", "MINIO_BROWSER": "off"}
-    return subprocess.Popen([binary, "server", str(data), "--address", f"127.0.0.1:{port}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def test_put_retries_while_the_store_is_down_then_succeeds(stack, tmp_path):
-    port = free_port()
-    settings = make_settings(s3_endpoint_url=f"http://127.0.0.1:{port}", s3_access_key="outage",
-                             s3_secret_key="outage-secret", s3_retry_max_seconds=1)
+    minio = PrivateMinio(tmp_path / "data")  # not started yet
+    settings = make_settings(**minio.settings, s3_retry_max_seconds=1)
     pauses = []
     store = ObjectStore(settings, sleep=lambda s: (pauses.append(s), time.sleep(s)))
     done = threading.Event()
@@ -48,13 +30,12 @@ def test_put_retries_while_the_store_is_down_then_succeeds(stack, tmp_path):
     while len(pauses) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not done.is_set() and pauses[:3] == [0.5, 1.0, 1.0]  # retrying, backoff capped at 1 s
-    server = start_minio(port, tmp_path / "data")
+    minio.start()
     try:
         assert done.wait(60), "write did not complete after MinIO came up"
         assert store.filesystem.cat_file("outage/ticker=A/date=2026-11-24/f.parquet") == b"payload"
     finally:
-        server.terminate()
-        server.wait(10)
+        minio.stop()
 
 
 def test_rejected_credentials_raise_at_once(stack):

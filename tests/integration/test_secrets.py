@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import STACK
+from tests.conftest import STACK, STACK_ENV
 from tests.fakes.alpaca import FakeAlpacaStream
 from tests.fakes.bluesky import FakeBluesky
 from tests.fakes.finnhub import FakeFinnhub
@@ -27,7 +27,7 @@ SECRETS = {
 
 def run(module: str, env: dict, tmp_path) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "POSTGRES_", "API_", "KAFKA_"))}
-    full.update({name.upper(): str(value) for name, value in STACK.items()})
+    full.update(STACK_ENV)
     full.update({"LOG_LEVEL": "DEBUG", "PRODUCE_FOR_SECONDS": "8", **SECRETS, **env})
     return subprocess.run([sys.executable, "-m", "bytewax.run", module], cwd=tmp_path, env=full,
                           capture_output=True, text=True, timeout=120)
