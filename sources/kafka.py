@@ -129,7 +129,7 @@ class TopicSource(FixedPartitionedSource[MessageBatch, int]):
         topic = metadata.topics[self._topic]
         if topic.error is not None:
             raise RuntimeError(f"cannot list the partitions of Kafka topic {self._topic!r}: {topic.error.str()}")
-        return [str(partition) for partition in sorted(topic.partitions)]
+        return [f"{partition}-{self._topic}" for partition in sorted(topic.partitions)]  # as bytewax's own source
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _PartitionReader:
         settings = self._settings
@@ -148,5 +148,5 @@ class TopicSource(FixedPartitionedSource[MessageBatch, int]):
             "max.partition.fetch.bytes": 524_288,
             "fetch.max.bytes": 2_097_152 + 1024,  # librdkafka wants at least message.max.bytes
         }
-        return _PartitionReader(config, self._topic, int(for_part), offset, settings.kafka_consume_batch_size,
+        return _PartitionReader(config, self._topic, int(for_part.split("-", 1)[0]), offset, settings.kafka_consume_batch_size,
                                 settings.kafka_stop_at_end, self.in_flight)
