@@ -16,8 +16,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from marketstream.settings import Settings, get_settings
-from sinks.kafka import KafkaProducerSink
-from sources.synthetic_trades import MessageBlock
+from sinks.kafka import KafkaProducerSink, MessageBlock
 
 
 class Record(Protocol):

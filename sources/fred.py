@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 import urllib.error
 import xml.etree.ElementTree as ET
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
 import pandas as pd
 from fredapi import Fred

@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+
+from sinks.kafka import MessageBlock
 
 EXCHANGES = np.array(["V", "P", "Q", "N", "Z", "K", "D"])
 ROUND_LOTS = np.array([100, 100, 100, 200, 300, 500])
@@ -28,17 +29,6 @@ def _start_price(ticker: str) -> float:
     """A stable, plausible starting price between 10 and 500 derived from the ticker."""
     digest = int.from_bytes(hashlib.blake2b(ticker.encode(), digest_size=4).digest(), "big")
     return round(10 * math.exp(digest / 0xFFFFFFFF * math.log(50)), 2)
-
-
-@dataclass
-class MessageBlock:
-    """Ready-to-publish Kafka messages (key, value), many per Bytewax item."""
-
-    keys: list[bytes]
-    values: list[bytes]
-
-    def __len__(self) -> int:
-        return len(self.values)
 
 
 class SyntheticTrades:

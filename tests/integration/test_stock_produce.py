@@ -12,7 +12,6 @@ from bytewax.testing import run_main
 from dataflows.stock_produce import build_flow
 from marketstream.companies import CompanyDirectory, load_companies
 from marketstream.trades import parse_trade
-from sources.stock_trades import StockTradeSource
 from tests.conftest import make_settings
 from tests.fakes.alpaca import FakeAlpacaStream
 from tests.integration.kafka_helpers import read_topic

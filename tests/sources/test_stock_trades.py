@@ -5,10 +5,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from marketstream.companies import Company, CompanyDirectory
+from marketstream.trades import Trade, parse_trade
+from sinks.kafka import MessageBlock
 from sources.stock_trades import StockTradeSource
 from tests.conftest import make_settings
-from marketstream.trades import Trade, parse_trade
-from sources.synthetic_trades import MessageBlock
 
 
 class Clock:
