@@ -131,15 +131,22 @@ class ParquetSink(FixedPartitionedSink[Batch, None]):
         self._bucket = bucket
         self._topic = topic
         self._partitions = partitions
+        self._store: ObjectStore | None = None
+
+    def _shared_store(self) -> ObjectStore:
+        """One client per process: each loads botocore's S3 model (tens of MB)."""
+        if self._store is None:
+            self._store = ObjectStore(self._settings)
+        return self._store
 
     def list_parts(self) -> list[str]:
         # called once per worker at start-up: create the bucket now, so refused credentials stop the flow
         # at once rather than at its first write
-        ObjectStore(self._settings).ensure_bucket(self._bucket)
+        self._shared_store().ensure_bucket(self._bucket)
         return [str(i) for i in range(self._partitions)]
 
     def part_fn(self, item_key: str) -> int:
         return zlib.crc32(item_key.encode())
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ParquetPartition:
-        return _ParquetPartition(ObjectStore(self._settings), self._bucket, self._topic, self._settings.parquet_compression)
+        return _ParquetPartition(self._shared_store(), self._bucket, self._topic, self._settings.parquet_compression)
