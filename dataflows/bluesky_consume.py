@@ -11,6 +11,7 @@ BLUESKY_POSTS = Dataset(
     bucket="bluesky-data",
     schema=schemas.BLUESKY_POSTS,
     partitioning=schemas.BLUESKY_POSTS_PARTITIONING,
+    few_values=schemas.BLUESKY_POSTS_FEW_VALUES,
     parse=parse_post,
 )
 

@@ -11,6 +11,7 @@ MACRO_OBSERVATIONS = Dataset(
     bucket="macro-data",
     schema=schemas.MACRO_OBSERVATIONS,
     partitioning=schemas.MACRO_OBSERVATIONS_PARTITIONING,
+    few_values=schemas.MACRO_OBSERVATIONS_FEW_VALUES,
     parse=parse_macro,
 )
 

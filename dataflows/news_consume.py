@@ -11,6 +11,7 @@ NEWS_ARTICLES = Dataset(
     bucket="finnhub-data",
     schema=schemas.NEWS_ARTICLES,
     partitioning=schemas.NEWS_ARTICLES_PARTITIONING,
+    few_values=schemas.NEWS_ARTICLES_FEW_VALUES,
     parse=parse_news,
 )
 

