@@ -1,9 +1,9 @@
-"""Window-batching of keyed Arrow tables: emit a key's rows once they reach a row count or an age, and at
-end of input.
+"""Window-batching of keyed Arrow tables: emit a key's rows once the first is `max_age` old, once the
+process holds too many rows, and at end of input.
 
 Unlike `bytewax.operators.collect`, whose timeout restarts with every item, the age here is counted from
 the first row of a batch, so a steady trickle still flushes within `max_age`. Rows travel as Arrow
-tables, so a batch of 50 000 rows is a handful of objects, cheap to hold and to snapshot. A process-wide
+tables, so a batch of 100 000 rows is a handful of objects, cheap to hold and to snapshot. A process-wide
 `BufferBudget` caps the rows held across all keys.
 """
 
@@ -16,7 +16,6 @@ import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
 _NOTHING: tuple = ()
-COMPACT_AFTER_TABLES = 16
 
 
 class BufferBudget:
@@ -40,9 +39,10 @@ class BufferBudget:
 
 
 class TableBatcher(StatefulBatchLogic[pa.Table, pa.Table, tuple[list[pa.Table], datetime | None]]):
-    def __init__(self, max_rows: int, max_age: timedelta, budget: BufferBudget, state=None,
-                 now=lambda: datetime.now(timezone.utc)):
-        self._max_rows = max_rows
+    """Holds the tables of one key and emits them as one table when the first is `max_age` old, when the
+    process holds more rows than its `BufferBudget` allows, and at end of input."""
+
+    def __init__(self, max_age: timedelta, budget: BufferBudget, state=None, now=lambda: datetime.now(timezone.utc)):
         self._max_age = max_age
         self._budget = budget
         self._now = now
@@ -54,21 +54,11 @@ class TableBatcher(StatefulBatchLogic[pa.Table, pa.Table, tuple[list[pa.Table], 
         if not self._tables:
             self._deadline = self._now() + self._max_age
         self._tables.extend(values)
-        if len(self._tables) > COMPACT_AFTER_TABLES:
-            # many small tables cost far more memory than their rows: keep one contiguous table instead
-            self._tables = [pa.concat_tables(self._tables).combine_chunks()]
         added = sum(t.num_rows for t in values)
         self._rows += added
-        over_budget = self._budget.add(added)
-        if self._rows < self._max_rows:
-            return self._flush() if over_budget else (_NOTHING, StatefulBatchLogic.RETAIN)
-        table = pa.concat_tables(self._tables)
-        full = table.num_rows - table.num_rows % self._max_rows
-        out = [table.slice(start, self._max_rows) for start in range(0, full, self._max_rows)]
-        rest = table.slice(full)
-        self._budget.release(full)
-        self._tables, self._rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
-        return out, (StatefulBatchLogic.RETAIN if self._rows else StatefulBatchLogic.DISCARD)
+        if self._budget.add(added):
+            return self._flush()
+        return _NOTHING, StatefulBatchLogic.RETAIN
 
     def on_notify(self):
         return self._flush()

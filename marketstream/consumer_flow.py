@@ -119,9 +119,11 @@ class SkipCounter:
 
 @dataclass
 class Decoded:
-    """One message batch after validation: rows grouped per destination, and the dead letters."""
+    """One message batch after validation: its rows to store (with their destination columns), if any,
+    and the dead letters."""
 
-    groups: list[tuple[str, pa.Table]]
+    kafka_partition: int
+    rows: pa.Table | None
     dead_letters: list[KafkaSinkMessage]
 
 
@@ -136,26 +138,36 @@ def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight
             skipped.add(reason, count)
             table = table.filter(pc.invert(mask))
     if not table.num_rows:
-        return Decoded([], dead)
+        return Decoded(batch.partition, None, dead)
 
     offsets = pa.array(batch.offsets, pa.int64()).take(table.column(ROW_INDEX))
     table = table.append_column("kafka_partition", pa.array([batch.partition] * table.num_rows, pa.int32()))
     table = table.append_column("kafka_offset", offsets)
-    names = list(dataset.partitioning.names)
     if dataset.prefix is not None:
         table = table.append_column(PREFIX, dataset.prefix(table, settings))
+    return Decoded(batch.partition, table, dead)
+
+
+def into_files(dataset: Dataset, max_rows: int, kafka_partition_rows: tuple[str, pa.Table]) -> list[tuple[str, Batch]]:
+    """A flushed batch of one Kafka partition -> one `Batch` per destination (hive partition), of at most
+    `max_rows` rows each, keyed `<object key prefix>|<Kafka partition>`."""
+    kafka_partition, table = kafka_partition_rows
+    names = list(dataset.partitioning.names)
+    if PREFIX in table.column_names:
         names = [PREFIX, *names]
-    # one sort, then zero-copy slices: each run of equal keys is one destination
+    # one sort, then zero-copy slices: each run of equal destination columns is one destination
     table = table.sort_by([(name, "ascending") for name in names])
     runs = table.select(names).group_by(names, use_threads=False).aggregate([([], "count_all")])
-    files = table.select(dataset.schema.names).cast(dataset.schema)
-    groups, start = [], 0
+    rows = table.select(dataset.schema.names).cast(dataset.schema)
+    batches, start = [], 0
     for run in runs.to_pylist():
         hive = partition_path([(name, run[name]) for name in dataset.partitioning.names])
-        key = object_key(run.get(PREFIX, ""), hive)
-        groups.append((f"{key}|{batch.partition}", files.slice(start, run["count_all"])))
+        prefix = object_key(run.get(PREFIX, ""), hive)
+        for offset in range(0, run["count_all"], max_rows):
+            length = min(max_rows, run["count_all"] - offset)
+            batches.append((f"{prefix}|{kafka_partition}", Batch(prefix, int(kafka_partition), rows.slice(start + offset, length))))
         start += run["count_all"]
-    return Decoded(groups, dead)
+    return batches
 
 
 def build_consumer_flow(
@@ -182,19 +194,17 @@ def build_consumer_flow(
     dead_letters = op.flat_map("dead_letters", decoded, lambda d: d.dead_letters)
     op.output("dead_letter", dead_letters, dead_letter_sink or KafkaProducerSink(settings, dataset.dead_letter_topic))
 
-    keyed = op.flat_map("destinations", decoded, lambda d: d.groups)
+    # batches are kept per Kafka partition and split per destination only when written: a poll holds
+    # rows of many tickers, and a few large items cost far less than one per ticker and poll
+    per_partition = op.filter_map("rows", decoded, lambda d: (str(d.kafka_partition), d.rows) if d.rows is not None else None)
     budget = BufferBudget(settings.batch_max_buffered_rows)
-    batcher = partial(TableBatcher, settings.batch_max_rows, timedelta(seconds=settings.batch_max_age_seconds), budget)
-    batched = op.stateful_batch("batch", keyed, lambda state: batcher(state))
-
-    def to_batch(key_table: tuple[str, pa.Table]) -> tuple[str, Batch]:
-        key, table = key_table
-        prefix, kafka_partition = key.rsplit("|", 1)
-        return key, Batch(prefix, int(kafka_partition), table)
+    batcher = partial(TableBatcher, timedelta(seconds=settings.batch_max_age_seconds), budget)
+    batched = op.stateful_batch("batch", per_partition, lambda state: batcher(state))
+    files = op.flat_map("files", batched, partial(into_files, dataset, settings.batch_max_rows))
 
     op.output(
         "lake",
-        op.map("to_batch", batched, to_batch),
+        files,
         lake_sink or ParquetSink(settings, bucket=dataset.bucket, topic=dataset.topic,
                                  dictionary_columns=dictionary_paths(dataset.schema, dataset.few_values)),
     )

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     kafka_max_in_flight_messages: int = Field(60_000, ge=1, description="read but not yet decoded, per process")
 
     # --- consumers: batching and Parquet
-    batch_max_rows: int = Field(50_000, ge=1)
+    batch_max_rows: int = Field(50_000, ge=1, description="the most rows in one Parquet file")
     batch_max_age_seconds: float = Field(10.0, gt=0)
     batch_max_buffered_rows: int = Field(1_000_000, ge=1, description="rows held by all open batches of a process")
     parquet_compression: Literal["zstd", "snappy"] = "zstd"

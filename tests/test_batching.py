@@ -21,18 +21,16 @@ def flat(tables) -> list:
     return [t.column("v").to_pylist() for t in tables]
 
 
-def test_emits_full_batches_at_the_row_limit_and_keeps_the_rest():
-    batcher = TableBatcher(3, timedelta(seconds=10), BufferBudget(1000), now=Clock())
-    out, discard = batcher.on_batch([rows(0, 1), rows(2, 3, 4, 5, 6)])
-    assert flat(out) == [[0, 1, 2], [3, 4, 5]]
-    assert discard is False
+def test_holds_rows_until_the_end_of_input_when_young_and_within_budget():
+    batcher = TableBatcher(timedelta(seconds=10), BufferBudget(1000), now=Clock())
+    assert batcher.on_batch([rows(0, 1), rows(2, 3, 4, 5, 6)]) == ((), False)
     tables, discard = batcher.on_eof()
-    assert flat(tables) == [[6]] and discard is True
+    assert flat(tables) == [[0, 1, 2, 3, 4, 5, 6]] and discard is True
 
 
 def test_age_counts_from_the_first_row_not_the_last():
     clock = Clock()
-    batcher = TableBatcher(100, timedelta(seconds=10), BufferBudget(1000), now=clock)
+    batcher = TableBatcher(timedelta(seconds=10), BufferBudget(1000), now=clock)
     batcher.on_batch([rows(1)])
     first_deadline = batcher.notify_at()
     clock.now += timedelta(seconds=9)
@@ -43,24 +41,24 @@ def test_age_counts_from_the_first_row_not_the_last():
 
 
 def test_nothing_to_flush_emits_nothing():
-    batcher = TableBatcher(5, timedelta(seconds=1), BufferBudget(1000), now=Clock())
+    batcher = TableBatcher(timedelta(seconds=1), BufferBudget(1000), now=Clock())
     assert batcher.on_eof() == ((), True)
     assert batcher.notify_at() is None
 
 
 def test_snapshot_restores_rows_and_deadline():
     clock = Clock()
-    batcher = TableBatcher(5, timedelta(seconds=1), BufferBudget(1000), now=clock)
+    batcher = TableBatcher(timedelta(seconds=1), BufferBudget(1000), now=clock)
     batcher.on_batch([rows("a", "b")])
-    restored = TableBatcher(5, timedelta(seconds=1), BufferBudget(1000), batcher.snapshot(), now=clock)
+    restored = TableBatcher(timedelta(seconds=1), BufferBudget(1000), batcher.snapshot(), now=clock)
     assert restored.notify_at() == batcher.notify_at()
     assert flat(restored.on_eof()[0]) == [["a", "b"]]
 
 
 def test_batchers_flush_early_when_the_process_holds_too_many_rows():
     budget = BufferBudget(5)
-    first = TableBatcher(100, timedelta(seconds=10), budget, now=Clock())
-    second = TableBatcher(100, timedelta(seconds=10), budget, now=Clock())
+    first = TableBatcher(timedelta(seconds=10), budget, now=Clock())
+    second = TableBatcher(timedelta(seconds=10), budget, now=Clock())
     assert first.on_batch([rows(1, 2, 3)]) == ((), False)
     assert budget.rows == 3
     out, discard = second.on_batch([rows(4, 5, 6)])  # 6 rows held > 5: flush

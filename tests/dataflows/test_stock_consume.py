@@ -84,3 +84,21 @@ def test_synthetic_prefix_can_be_turned_off():
 def test_batches_split_at_the_row_limit():
     lake, _ = run([(0, trade(trade_id=str(i))) for i in range(7)], batch_max_rows=3)
     assert sorted(len(b.rows) for b in lake) == [1, 3, 3]
+
+
+def test_a_poll_of_many_tickers_becomes_one_file_per_ticker_with_rows_in_offset_order():
+    symbols = ["MSFT", "AAPL", "NVDA"]
+    values = [trade(symbols[i % 3], trade_id=str(i)) for i in range(30)]
+    batch = MessageBatch("stock_trades", 2, list(range(100, 130)), [b"k"] * 30, values)
+    lake = []
+    flow = build_consumer_flow(STOCK_TRADES, make_settings(), source=TestingSource([batch]),
+                               lake_sink=TestingSink(lake), dead_letter_sink=TestingSink([]))
+    run_main(flow)
+    files = {b.prefix: b.table.to_pydict() for _, b in lake}
+    assert sorted(files) == [f"ticker={s}/date=2026-11-24" for s in sorted(symbols)]
+    for position, symbol in enumerate(symbols):
+        rows = files[f"ticker={symbol}/date=2026-11-24"]
+        assert rows["kafka_offset"] == list(range(100 + position, 130, 3))
+        assert rows["trade_id"] == [str(i) for i in range(position, 30, 3)]
+        assert set(rows["kafka_partition"]) == {2}
+    assert all(key == f"{b.prefix}|2" for key, b in lake)

@@ -70,7 +70,7 @@ def test_kill_9_at_three_points_then_restart_stores_each_trade_exactly_once(lake
     fs = lake_filesystem(settings)
     progress = []
     for files_before_kill in (20, 80, 140):  # three points of the drain, measured in objects written
-        process = consumer(topic, bucket, recovery, batch_max_rows=1000)
+        process = consumer(topic, bucket, recovery, batch_max_buffered_rows=1000)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if fs.exists(bucket) and len(fs.find(bucket)) >= files_before_kill:
@@ -80,7 +80,7 @@ def test_kill_9_at_three_points_then_restart_stores_each_trade_exactly_once(lake
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         progress.append(len(fs.find(bucket)))
-    final = consumer(topic, bucket, recovery, batch_max_rows=1000)
+    final = consumer(topic, bucket, recovery, batch_max_buffered_rows=1000)
     assert final.wait(180) == 0, final.stderr.read().decode()[-2000:]
 
     assert progress[0] < progress[1] < progress[2]  # the kills landed at three points of the drain
@@ -164,7 +164,7 @@ def test_minio_down_for_thirty_seconds_mid_run_loses_and_duplicates_nothing(stac
         settings = make_settings(**minio.settings)
         topic, bucket, total = f"it_minio_{unique}", "outage", 150_000
         produce(settings, topic, [trade(i) for i in range(50_000)])
-        process = consumer(topic, bucket, kafka_stop_at_end=False, batch_max_rows=2000, batch_max_age_seconds=1,
+        process = consumer(topic, bucket, kafka_stop_at_end=False, batch_max_buffered_rows=2000, batch_max_age_seconds=1,
                            s3_retry_max_seconds=2, **minio.settings)
         fs = lake_filesystem(settings)
         deadline = time.monotonic() + 60
