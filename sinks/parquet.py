@@ -8,8 +8,8 @@ already stored under the prefix is a high-water mark: a row at or below it is al
 its first write to a prefix the sink lists that prefix once (many at a time, concurrently) to learn the mark, then drops replayed rows at
 or below it, so re-reading a topic after a crash, a restart without recovery, or with another worker
 count adds no duplicates, whatever the batch boundaries were. Objects are written with a single PUT, so
-readers never see a partial file. The objects of one `write_batch` are uploaded concurrently, in the
-background; every snapshot waits for the uploads in flight, so recovery never moves past rows that are
+readers never see a partial file. The objects of one `write_batch` are encoded and uploaded concurrently,
+in the background; every snapshot waits for the uploads in flight, so recovery never moves past rows that are
 not stored. While the store is down uploads are retried (`ObjectStore.put_many`) and, once the queue of
 pending uploads is full, the dataflow waits, losing nothing.
 """
@@ -46,13 +46,17 @@ class Batch:
     table: pa.Table
 
 
-def encode_parquet(table: pa.Table, compression: str, dictionary_columns: list[str] | bool = True) -> tuple[bytes, int, int]:
-    """Rows (any order) -> Parquet bytes sorted by Kafka offset, with the first and last offset."""
-    table = table.sort_by("kafka_offset")
-    offsets = table.column("kafka_offset")
+def offset_range(table: pa.Table) -> tuple[int, int]:
+    """The first and last Kafka offset among `table`'s rows."""
+    bounds = pc.min_max(table.column("kafka_offset"))
+    return bounds["min"].as_py(), bounds["max"].as_py()
+
+
+def encode_parquet(table: pa.Table, compression: str, dictionary_columns: list[str] | bool = True) -> bytes:
+    """Rows (any order) -> Parquet bytes, sorted by Kafka offset."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=compression, use_dictionary=dictionary_columns)
-    return sink.getvalue().to_pybytes(), offsets[0].as_py(), offsets[-1].as_py()
+    pq.write_table(table.sort_by("kafka_offset"), sink, compression=compression, use_dictionary=dictionary_columns)
+    return sink.getvalue().to_pybytes()
 
 
 class _ParquetPartition(StatefulSinkPartition[Batch, None]):
@@ -85,7 +89,7 @@ class _ParquetPartition(StatefulSinkPartition[Batch, None]):
             self._high_water[(prefix, kafka_partition)] = mark
 
     def write_batch(self, items: list[Batch]) -> None:
-        objects: dict[str, bytes] = {}
+        tables: dict[str, pa.Table] = {}
         self._learn_marks({(batch.prefix, batch.kafka_partition) for batch in items})
         for batch in items:
             key = (batch.prefix, batch.kafka_partition)
@@ -97,15 +101,20 @@ class _ParquetPartition(StatefulSinkPartition[Batch, None]):
                              self._bucket, batch.prefix, batch.table.num_rows - table.num_rows, batch.kafka_partition)
             if not table.num_rows:
                 continue
-            data, first, last = encode_parquet(table, self._compression, self._dictionary_columns)
-            objects[object_key(batch.prefix, batch_object_name(self._topic, batch.kafka_partition, first, last))] = data
+            first, last = offset_range(table)
+            tables[object_key(batch.prefix, batch_object_name(self._topic, batch.kafka_partition, first, last))] = table
             # the upload below is retried until it succeeds, or the process dies and resumes from the last
             # snapshot, which waited for it: the mark may move now
             self._high_water[key] = last
-        if objects:
+        if tables:
             while len(self._pending) >= MAX_PENDING_UPLOADS:
                 self._pending.popleft().result()
-            self._pending.append(self._uploads.submit(self._store.put_many, self._bucket, objects))
+            self._pending.append(self._uploads.submit(self._encode_and_put, tables))
+
+    def _encode_and_put(self, tables: dict[str, pa.Table]) -> None:
+        # on an upload thread: Parquet encoding releases the GIL, so it overlaps with decoding
+        objects = {key: encode_parquet(table, self._compression, self._dictionary_columns) for key, table in tables.items()}
+        self._store.put_many(self._bucket, objects)
 
     def _wait_for_uploads(self) -> None:
         while self._pending:
@@ -124,8 +133,8 @@ class ParquetSink(FixedPartitionedSink[Batch, None]):
     """Writes `(key, Batch)` items as Parquet objects under `bucket`; creates the bucket if missing.
     `dictionary_columns`: the Parquet column paths to dictionary-encode (True: all, Arrow's default).
 
-    Uploads run in the background, at most `MAX_PENDING_UPLOADS` at a time per partition, so encoding
-    and uploading overlap with reading; each partition waits for its uploads at every snapshot, so
+    Encoding and uploading run in the background, at most `MAX_PENDING_UPLOADS` writes at a time per
+    partition, so they overlap with reading and decoding; each partition waits for its uploads at every snapshot, so
     recovery never records input as done whose rows are not stored."""
 
     def __init__(self, settings: Settings, *, bucket: str, topic: str, partitions: int = 4,
