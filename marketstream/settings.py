@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     kafka_stop_at_end: bool = False
     kafka_starting_offset: Literal["earliest", "latest"] = "earliest"
     kafka_consume_batch_size: int = Field(5_000, ge=1)
-    kafka_max_in_flight_messages: int = Field(60_000, ge=1, description="read but not yet decoded, per process")
+    kafka_max_in_flight_messages: int = Field(20_000, ge=1, description="read but not yet decoded, per process")
 
     # --- consumers: batching and Parquet
     batch_max_rows: int = Field(50_000, ge=1, description="the most rows in one Parquet file")
