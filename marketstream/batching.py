@@ -19,23 +19,34 @@ _NOTHING: tuple = ()
 
 
 class BufferBudget:
-    """Rows held by all batchers of this process. Past `limit`, a batcher that receives rows flushes what
-    it holds, so memory stays bounded however many keys (tickers x dates x partitions) are open."""
+    """Rows held by all batchers of this process. Past `limit`, a batcher that receives rows and holds at
+    least its fair share (`limit` / batchers holding rows) flushes, so memory stays bounded however many
+    keys are open, and the largest batches, not whichever receives rows next, become files."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.rows = 0
+        self.holders = 0
         self._lock = threading.Lock()
 
-    def add(self, rows: int) -> bool:
-        """Count `rows` more; True if the process now holds more than its limit."""
+    def add(self, rows: int, held_before: int) -> bool:
+        """Count `rows` more for a batcher that held `held_before`; True if the process now holds more
+        than its limit."""
         with self._lock:
             self.rows += rows
+            if not held_before and rows:
+                self.holders += 1
             return self.rows > self.limit
 
     def release(self, rows: int) -> None:
+        """A batcher holding `rows` flushed them all."""
         with self._lock:
             self.rows -= rows
+            if rows:
+                self.holders -= 1
+
+    def fair_share(self) -> float:
+        return self.limit / max(1, self.holders)
 
 
 class TableBatcher(StatefulBatchLogic[pa.Table, pa.Table, tuple[list[pa.Table], datetime | None]]):
@@ -48,15 +59,16 @@ class TableBatcher(StatefulBatchLogic[pa.Table, pa.Table, tuple[list[pa.Table], 
         self._now = now
         self._tables, self._deadline = state if state is not None else ([], None)
         self._rows = sum(t.num_rows for t in self._tables)
-        budget.add(self._rows)
+        budget.add(self._rows, 0)
 
     def on_batch(self, values: list[pa.Table]):
         if not self._tables:
             self._deadline = self._now() + self._max_age
         self._tables.extend(values)
         added = sum(t.num_rows for t in values)
+        over_budget = self._budget.add(added, self._rows)
         self._rows += added
-        if self._budget.add(added):
+        if over_budget and self._rows >= self._budget.fair_share():
             return self._flush()
         return _NOTHING, StatefulBatchLogic.RETAIN
 

@@ -66,3 +66,14 @@ def test_batchers_flush_early_when_the_process_holds_too_many_rows():
     assert budget.rows == 3
     flat(first.on_eof()[0])
     assert budget.rows == 0
+
+
+def test_over_budget_the_batchers_holding_their_fair_share_flush_not_the_small_ones():
+    budget = BufferBudget(10)
+    large = TableBatcher(timedelta(seconds=10), budget, now=Clock())
+    small = TableBatcher(timedelta(seconds=10), budget, now=Clock())
+    assert large.on_batch([rows(*range(9))]) == ((), False)
+    assert small.on_batch([rows(1, 2)]) == ((), False)  # 11 held > 10, but 2 rows < a fair share of 5
+    out, discard = large.on_batch([rows(9)])
+    assert flat(out) == [list(range(10))] and discard is True
+    assert (budget.rows, budget.holders) == (2, 1)
