@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from marketstream.kafka import ensure_topics
 from marketstream.lake import lake_filesystem
@@ -64,6 +65,14 @@ def prefill(settings: Settings, topic: str, trades: int, tickers: int) -> None:
             if i:
                 print(f"    {i:>10,} trades", flush=True)
     producer.flush()
+
+
+def drop_topics(settings: Settings, run: str) -> None:
+    """The benchmark's topics of this run (and their dead-letter topics) are not kept."""
+    admin = AdminClient(settings.kafka_client_config())
+    mine = [name for name in admin.list_topics(timeout=10).topics if name.endswith((run, f"{run}.dlq"))]
+    for future in admin.delete_topics(mine, operation_timeout=30).values() if mine else ():
+        future.result()
 
 
 def topic_size(settings: Settings, topic: str) -> int:
@@ -175,12 +184,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="stock_consume,raw_limit,naive,freshness,producer",
                         help="comma-separated parts to run (the table needs all of them)")
     args = parser.parse_args(argv)
-    only = set(args.only.split(","))
     settings = load_settings()
     run = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S") + uuid.uuid4().hex[:4]
     topic = f"bench_trades_{run}"
-    fs = lake_filesystem(settings)
+    try:
+        return measure(args, settings, run, topic)
+    finally:
+        drop_topics(settings, run)
 
+
+def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) -> int:
+    only = set(args.only.split(","))
+    fs = lake_filesystem(settings)
     say(f"pre-filling topic {topic} with {args.trades:,} trades for {args.tickers} tickers")
     started = time.perf_counter()
     prefill(settings, topic, args.trades, args.tickers)

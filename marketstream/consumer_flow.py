@@ -30,6 +30,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from marketstream.batching import BufferBudget, TableBatcher
+from marketstream.memory import release_free_memory
 from marketstream.records import ROW_INDEX, decode_each
 from marketstream.schemas import decoded_columns, dictionary_paths
 from marketstream.settings import Settings, get_settings
@@ -128,6 +129,7 @@ class Decoded:
 
 
 def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight: InFlight, batch: MessageBatch) -> Decoded:
+    release_free_memory()  # what the batches decoded and written so far freed (at most once a second)
     table, rejects = dataset.decode(batch.values)
     in_flight.release(len(batch))
     dead = [dead_letter(batch, index, reason, dataset.name) for index, reason in rejects]

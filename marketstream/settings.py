@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     # --- consumers: batching and Parquet
     batch_max_rows: int = Field(50_000, ge=1, description="the most rows in one Parquet file")
     batch_max_age_seconds: float = Field(10.0, gt=0)
-    batch_max_buffered_rows: int = Field(1_000_000, ge=1, description="rows held by all open batches of a process")
+    batch_max_buffered_rows: int = Field(500_000, ge=1, description="rows held by all open batches of a process")
     parquet_compression: Literal["zstd", "snappy"] = "zstd"
     s3_retry_max_seconds: float = Field(30.0, gt=0)
     stock_synthetic_prefix: str = Field("_synthetic", pattern=r"^(_[A-Za-z0-9_\-]*)?$")

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from marketstream.memory import release_free_memory
 from marketstream.settings import Settings
 from sinks.layout import batch_object_name, object_key, parse_batch_object_name
 from sinks.object_store import ObjectStore
@@ -113,6 +114,7 @@ class _ParquetPartition(StatefulSinkPartition[Batch, None]):
 
     def _encode_and_put(self, tables: dict[str, pa.Table]) -> None:
         # on an upload thread: Parquet encoding releases the GIL, so it overlaps with decoding
+        release_free_memory()  # the rows and files of the writes done so far are the largest blocks freed
         objects = {key: encode_parquet(table, self._compression, self._dictionary_columns) for key, table in tables.items()}
         self._store.put_many(self._bucket, objects)
 
