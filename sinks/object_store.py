@@ -26,6 +26,7 @@ class ObjectStore:
         self._fs = s3fs.S3FileSystem(
             **settings.s3_storage_options(),
             skip_instance_cache=True,
+            use_listings_cache=False,  # listings are read once per prefix; keeping them only costs memory
             config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 1}},
         )
         self._fs.retries = 1  # `_retrying` below owns retries, with backoff and logging
@@ -67,10 +68,9 @@ class ObjectStore:
         """Object names directly under each `bucket/prefix`, listed concurrently (empty where none)."""
 
         async def names(prefix: str) -> list[str]:
-            try:
-                return [path.rsplit("/", 1)[-1] for path in await self._fs._ls(f"{bucket}/{prefix}", refresh=True)]
-            except FileNotFoundError:
-                return []
+            # one LIST request: `_ls` would list the parent as well whenever the prefix is empty
+            listed = await self._fs._lsdir(f"{bucket}/{prefix}".rstrip("/"), refresh=True)
+            return [entry["name"].rsplit("/", 1)[-1] for entry in listed if entry["type"] == "file"]
 
         async def everything() -> list[list[str]]:
             return await asyncio.gather(*(names(prefix) for prefix in prefixes))
