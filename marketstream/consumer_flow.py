@@ -143,7 +143,8 @@ def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight
         return Decoded(batch.partition, None, dead)
 
     offsets = pa.array(batch.offsets, pa.int64()).take(table.column(ROW_INDEX))
-    table = table.drop_columns([ROW_INDEX]).append_column("kafka_partition", pa.array([batch.partition] * table.num_rows, pa.int32()))
+    table = table.drop_columns([ROW_INDEX])
+    table = table.append_column("kafka_partition", pa.repeat(pa.scalar(batch.partition, pa.int32()), table.num_rows))
     table = table.append_column("kafka_offset", offsets)
     if dataset.prefix is not None:
         table = table.append_column(PREFIX, dataset.prefix(table, settings))

@@ -33,7 +33,20 @@ def _wait_for_port(port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"nothing answered on port {port}")
 
 
-class PrivateMinio:
+class _PrivateServer:
+    """A server process of a test's own; `stop` waits up to `stop_seconds` for it to exit."""
+
+    stop_seconds = 30
+    process: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(self.stop_seconds)
+            self.process = None
+
+
+class PrivateMinio(_PrivateServer):
     user, password = "private", "private-secret"
 
     def __init__(self, data: Path):
@@ -52,14 +65,10 @@ class PrivateMinio:
                                         stderr=subprocess.DEVNULL)
         _wait_for_port(self.port)
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(30)
-            self.process = None
 
+class PrivateKafka(_PrivateServer):
+    stop_seconds = 60
 
-class PrivateKafka:
     def __init__(self, data: Path):
         self.data, self.port, self.controller = data, free_port(), free_port()
         self.process: subprocess.Popen | None = None
@@ -87,9 +96,3 @@ class PrivateKafka:
         self.process = subprocess.Popen([*self._java, "kafka.Kafka", str(self.properties)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(60)
-            self.process = None
