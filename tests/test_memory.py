@@ -1,4 +1,7 @@
 import ctypes.util
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -23,3 +26,18 @@ def test_glibc_trim_is_found_on_linux():
     if "libc.so.6" not in (ctypes.util.find_library("c") or ""):
         pytest.skip("not glibc")
     assert memory._malloc_trim is not None
+
+
+def _arrow_pool_after_importing_marketstream(env: dict) -> str:
+    code = "import marketstream, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"} | env
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_arrow_uses_the_system_allocator_in_marketstream_processes():
+    """Arrow's C++ code (the Parquet writer) takes the pool chosen when pyarrow loads, not `set_memory_pool`."""
+    assert _arrow_pool_after_importing_marketstream({}) == "system"
+
+
+def test_a_users_arrow_allocator_choice_wins():
+    assert _arrow_pool_after_importing_marketstream({"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}) == "jemalloc"

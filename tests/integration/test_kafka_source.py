@@ -1,11 +1,13 @@
 """The Kafka source on the real broker: one consumer per worker, batches handed out per partition."""
 
+import os
+
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from sources.kafka import InFlight, TopicSource
+from sources.kafka import FETCH_MAX_BYTES, InFlight, TopicSource
 from tests.conftest import make_settings
 from tests.integration.kafka_helpers import produce
 
@@ -39,3 +41,21 @@ def test_every_message_is_handed_out_once_per_partition_in_offset_order(stack, u
         assert offsets == list(range(len(offsets)))  # each partition whole, in order, once
     assert all(len(b) <= in_flight_limit + 100 for b in out)  # what is in flight plus at most one poll
     assert in_flight.count == 0
+
+
+def test_messages_larger_than_the_fetch_size_are_read_whole(stack, unique):
+    """The consumer fetches little at a time to bound memory; a larger message must still come through."""
+    settings = make_settings(kafka_stop_at_end=True, kafka_topic_partitions=1)
+    topic = f"it_source_large_{unique}"
+    large = os.urandom(3 * FETCH_MAX_BYTES)  # random: compression cannot make it fit
+    produce(settings, topic, [(b"k", b"small-0"), (b"k", large), (b"k", b"small-2")])
+
+    in_flight = InFlight(100)
+    flow = Dataflow("source_large")
+    out = []
+    batches = op.map("decode", op.input("in", flow, TopicSource(settings, topic, in_flight)),
+                     lambda batch: in_flight.release(len(batch)) or batch)
+    op.output("out", batches, TestingSink(out))
+    run_main(flow)
+
+    assert [v for b in out for v in b.values] == [b"small-0", large, b"small-2"]
