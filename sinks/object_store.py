@@ -79,6 +79,24 @@ class ObjectStore:
                                 lambda: fsspec.asyn.sync(self._fs.loop, everything))
         return dict(zip(prefixes, listed))
 
+    def list_all_keys(self, bucket: str, limit: int, page_size: int = 1000) -> list[str] | None:
+        """The key of every object in `bucket`, or None if it holds more than `limit` (the listing stops
+        there: a page of up to `page_size` keys per request)."""
+
+        async def everything() -> list[str] | None:
+            keys: list[str] = []
+            page = {"Bucket": bucket, "MaxKeys": page_size}
+            while True:
+                listed = await self._fs._call_s3("list_objects_v2", **page)
+                keys.extend(entry["Key"] for entry in listed.get("Contents", ()))
+                if len(keys) > limit:
+                    return None
+                if not listed.get("IsTruncated"):
+                    return keys
+                page["ContinuationToken"] = listed["NextContinuationToken"]
+
+        return self._retrying(f"listing s3://{bucket}", lambda: fsspec.asyn.sync(self._fs.loop, everything))
+
     def put(self, bucket: str, key: str, data: bytes) -> None:
         self.put_many(bucket, {key: data})
 

@@ -5,6 +5,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +33,15 @@ def trade(i: int) -> tuple[bytes, bytes]:
         "source": "alpaca"})
 
 
+def logged(command: list[str], **kwargs) -> subprocess.Popen:
+    """Start `command` with its log in a file: a pipe nobody reads while the test waits would fill and
+    block the process."""
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, **kwargs)
+    process.log = log
+    return process
+
+
 def consumer(topic: str, bucket: str, recovery: Path | None = None, **settings) -> subprocess.Popen:
     """`python -m bytewax.run` on the stock consumer for `topic` -> `bucket` (literal keyword arguments only:
     bytewax.run parses the factory call with ast.literal_eval)."""
@@ -39,7 +49,12 @@ def consumer(topic: str, bucket: str, recovery: Path | None = None, **settings) 
     command = [sys.executable, "-m", "bytewax.run", f"tests.integration.flows:stock_consume({arguments})"]
     if recovery is not None:
         command += ["-r", str(recovery), "-s", "1", "-b", "0"]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return logged(command, cwd=REPO)
+
+
+def log_of(process: subprocess.Popen) -> str:
+    process.log.seek(0)
+    return process.log.read().decode(errors="replace")
 
 
 def init_recovery(path: Path) -> Path:
@@ -81,7 +96,7 @@ def test_kill_9_at_three_points_then_restart_stores_each_trade_exactly_once(lake
         process.wait(10)
         progress.append(len(fs.find(bucket)))
     final = consumer(topic, bucket, recovery, batch_max_buffered_rows=1000)
-    assert final.wait(180) == 0, final.stderr.read().decode()[-2000:]
+    assert final.wait(180) == 0, log_of(final)[-2000:]
 
     assert progress[0] < progress[1] < progress[2]  # the kills landed at three points of the drain
     ids = stored(settings, bucket)
@@ -98,7 +113,7 @@ def test_sigterm_flushes_open_batches_and_a_restart_resumes_without_duplicates(l
     while time.monotonic() < deadline:  # let it read the whole topic, then stop it
         time.sleep(1)
         if process.poll() is not None:
-            pytest.fail(process.stderr.read().decode()[-2000:])
+            pytest.fail(log_of(process)[-2000:])
         if len(read_topic(settings, topic)) == 3000:
             time.sleep(3)
             break
@@ -179,10 +194,10 @@ def test_minio_down_for_thirty_seconds_mid_run_loses_and_duplicates_nothing(stac
         while time.monotonic() < deadline and not (fs.exists(bucket) and len(stored(settings, bucket)) >= total):
             time.sleep(1)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0, process.stderr.read().decode()[-2000:]
+        assert process.wait(60) == 0, log_of(process)[-2000:]
         ids = stored(settings, bucket)
         assert len(ids) == total and pc.count_distinct(ids).as_py() == total
-        assert b"retrying" in process.stderr.read()
+        assert "retrying" in log_of(process)
     finally:
         minio.stop()
 
@@ -194,13 +209,12 @@ def test_kafka_restart_while_the_synthetic_producer_runs_loses_no_trade(stack, u
         settings = make_settings(kafka_bootstrap_servers=kafka.bootstrap)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "STOCK_SOURCE": "synthetic",
                "SYNTHETIC_TRADES_PER_SECOND": "20", "PRODUCE_FOR_SECONDS": "16", **ENV_FOR_STACK}
-        producer = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.stock_produce"], cwd=tmp_path,
-                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        producer = logged([sys.executable, "-m", "bytewax.run", "dataflows.stock_produce"], cwd=tmp_path, env=env)
         time.sleep(6)
         kafka.stop()
         time.sleep(4)
         kafka.start()
-        assert producer.wait(120) == 0, producer.stderr.read().decode()[-2000:]
+        assert producer.wait(120) == 0, log_of(producer)[-2000:]
 
         produced = [orjson.loads(m.value())["trade_id"] for m in read_topic(settings, "stock_trades")]
         run_id = {trade_id.rsplit("-", 1)[0] for trade_id in produced}

@@ -13,6 +13,8 @@ from dataflows.stock_consume import STOCK_TRADES
 from marketstream import schemas
 from marketstream.consumer_flow import build_consumer_flow
 from marketstream.lake import lake_filesystem, read_table
+from sinks import parquet
+from sinks.parquet import FULL_LISTING_MAX_OBJECTS
 from tests.conftest import make_settings
 from tests.integration.kafka_helpers import produce, read_topic
 
@@ -113,7 +115,10 @@ def test_only_columns_with_few_values_are_dictionary_encoded(pipeline):
     assert set(encodings) - dictionary == {"trade_id", "timestamp", "price", "size", "kafka_offset"}
 
 
-def test_re_reading_the_topic_with_other_batch_boundaries_adds_no_duplicates(pipeline):
+@pytest.mark.parametrize("full_listing_max_objects", [FULL_LISTING_MAX_OBJECTS, 0], ids=["bucket-listed-whole", "per-prefix"])
+def test_re_reading_the_topic_with_other_batch_boundaries_adds_no_duplicates(pipeline, monkeypatch, full_listing_max_objects):
+    """The sink learns what is stored from one listing of a small bucket, or else one per prefix."""
+    monkeypatch.setattr(parquet, "FULL_LISTING_MAX_OBJECTS", full_listing_max_objects)
     settings, dataset = pipeline
     produce(settings, dataset.topic, [(b"AAPL", trade("AAPL", str(i))) for i in range(60)])
     run_main(build_consumer_flow(dataset, settings.model_copy(update={"batch_max_rows": 7})))
