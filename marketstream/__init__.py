@@ -2,7 +2,9 @@
 
 import os
 
-# Arrow picks its allocator once, when pyarrow loads, so this is the one place early enough. The system
-# allocator hands freed memory back (marketstream.memory); the bundled mimalloc kept ~25 MB of the
-# consumers' short-lived Parquet buffers. A user's own setting wins.
+# Arrow picks its allocator once, when pyarrow loads, so this is the one place early enough (and unlike
+# `pa.set_memory_pool` it also covers Arrow's C++ code, such as the Parquet writer). The consumers' Arrow
+# tables are short-lived and freed on several threads: the bundled mimalloc kept their pages, the system
+# allocator hands them back (marketstream.memory): ~85 MB less at peak, same speed. A user's own
+# setting wins.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
