@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-unit bench stack stack-down stack-status report clean
+.PHONY: demo test test-unit test-clock-ahead bench stack stack-down stack-status report clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating the Python environment in $(VENV) (first run takes a few minutes)"
@@ -27,6 +27,11 @@ test: $(STAMP) stack
 ## test-unit: only the tests that need no servers
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+## test-clock-ahead: the tests that need no servers, with the clock a year ahead (libfaketime): no test may
+## depend on the day it runs
+test-clock-ahead: $(STAMP)
+	faketime -f '+365d' $(BIN)/python -m pytest -m "not integration" -p no:cacheprovider $(PYTEST_ARGS)
 
 ## bench: throughput, freshness and memory of stock_consume against the raw limit (BENCH_ARGS="--trades 500000")
 bench: $(STAMP) .env stack

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -68,3 +70,10 @@ def stack() -> dict:
 def unique() -> str:
     """A short unique suffix for topics and buckets, so tests never share data."""
     return uuid.uuid4().hex[:10]
+
+
+def clock_from(start: datetime):
+    """A clock that reads `start` now and runs on at the real pace: for sources whose requests depend on
+    the date, so a test means the same on whatever day it runs."""
+    began = time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - began)

@@ -11,7 +11,8 @@ from dataflows import bluesky_consume, bluesky_produce, macro_consume, macro_pro
 from marketstream import schemas
 from marketstream.consumer_flow import build_consumer_flow
 from marketstream.lake import lake_filesystem, read_table
-from tests.conftest import make_settings
+from sources.finnhub_news import finnhub_news_source
+from tests.conftest import clock_from, make_settings
 from tests.fakes.bluesky import FakeBluesky
 from tests.fakes.finnhub import FakeFinnhub
 from tests.fakes.fred import FakeFred
@@ -66,7 +67,9 @@ def test_finnhub_to_finnhub_data(bucket, unique):
         finnhub.publish("ADBE", 12, datetime(2026, 11, 25, 3, 0, tzinfo=timezone.utc), "Adobe at night")
         settings = make_settings(finnhub_api_key="finnhub-test-token", finnhub_api_url=finnhub.api_url,
                                  news_poll_seconds=1, finnhub_calls_per_minute=60, produce_for_seconds=2.5)
-        run_main(news_produce.build_flow(settings, topic=topic))
+        # the producer asks for the news of its today and yesterday: that is 2026-11-25 here, whatever the day
+        clock = clock_from(datetime(2026, 11, 25, 15, 0, tzinfo=timezone.utc))
+        run_main(news_produce.build_flow(settings, topic=topic, source=finnhub_news_source(settings, now=clock)))
     consume(settings, news_consume.NEWS_ARTICLES, topic, bucket)
 
     table = read_table(settings, bucket, schemas.NEWS_ARTICLES_PARTITIONING, schema=schemas.NEWS_ARTICLES)
