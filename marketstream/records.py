@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -15,8 +16,28 @@ class InvalidRecord(ValueError):
     """A message that does not conform to its dataset's schema; the message is the dead-letter reason."""
 
 
+def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise InvalidRecord(f"duplicate key {repeated[:32]!r} in a JSON object")
+    return obj
+
+
+def check_unique_keys(raw: bytes, obj: object) -> None:
+    """Raise InvalidRecord if any JSON object in `raw` (already parsed as `obj`) repeats a key.
+
+    Parsers keep the last of repeated keys, so `{"symbol": "../x", "symbol": "HOST"}` would pass for
+    whichever value a validator happened to see: such a message is refused whole. Most messages are
+    compact JSON, which re-serialises to exactly their length when no key is repeated; only the others
+    are parsed again, key by key."""
+    if len(orjson.dumps(obj)) != len(raw):
+        json.loads(raw, object_pairs_hook=_refuse_duplicates)
+
+
 def json_object(raw: bytes | None) -> dict:
-    """A message value parsed as a JSON object, or InvalidRecord saying why it is not one."""
+    """A message value parsed as a JSON object without repeated keys, or InvalidRecord saying why not."""
     if raw is None:
         raise InvalidRecord("empty message value")
     try:
@@ -25,6 +46,7 @@ def json_object(raw: bytes | None) -> dict:
         raise InvalidRecord(f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise InvalidRecord(f"expected a JSON object, got {type(obj).__name__}")
+    check_unique_keys(raw, obj)
     return obj
 
 

@@ -6,14 +6,18 @@
 | field      | type                         | notes                                              |
 |------------|------------------------------|----------------------------------------------------|
 | symbol     | string, required             | `^[A-Z][A-Z0-9]{0,9}([.-][A-Z0-9]{1,4})?$`         |
-| price      | number, required             | finite, > 0                                        |
-| size       | number, required             | finite, > 0                                        |
+| price      | number, required             | > 0 and at most 10 000 000 (`MAX_PRICE`, USD)       |
+| size       | number, required             | > 0 and at most 10 000 000 000 (`MAX_SIZE`, shares) |
 | timestamp  | RFC 3339 string, required    | event time with an offset; kept to microseconds, UTC |
 | exchange   | string or null               | exchange code, at most 16 characters               |
 | conditions | array of strings or null     | at most 16 codes of at most 8 characters           |
 | trade_id   | string or integer, required  | at most 64 characters                              |
 | tape       | string or null               | at most 4 characters                               |
 | source     | "alpaca" or "synthetic"      |                                                    |
+
+A message whose JSON repeats a key (at any depth) is refused: which of the values counts would depend
+on the parser. The bounds are far above any real print (the dearest US share trades below $1 000 000,
+the largest prints hold millions of shares) and far below what would overflow an aggregate.
 
 `Trade.to_json` writes it; `parse_trade` validates one raw message and raises `InvalidRecord` with the
 reason when it does not conform.
@@ -35,13 +39,24 @@ import pyarrow.json as pajson
 
 from marketstream import schemas
 from marketstream.calendar import exchange_date, nyse
-from marketstream.records import MAX_FUTURE, ROW_INDEX, InvalidRecord, decode_each, json_object, rfc3339, utc_micros
+from marketstream.records import (
+    MAX_FUTURE,
+    ROW_INDEX,
+    InvalidRecord,
+    check_unique_keys,
+    decode_each,
+    json_object,
+    rfc3339,
+    utc_micros,
+)
 
 SOURCES = ("alpaca", "synthetic")
 TICKER_PATTERN = re.compile(r"[A-Z][A-Z0-9]{0,9}(?:[.\-][A-Z0-9]{1,4})?")
 TICKER_PATTERN_ANCHORED = f"^{TICKER_PATTERN.pattern}$"
 EARLIEST_TRADE = datetime(1990, 1, 1, tzinfo=timezone.utc)
 _EARLIEST_MICROS = int(EARLIEST_TRADE.timestamp()) * 1_000_000
+MAX_PRICE = 10_000_000.0
+MAX_SIZE = 10_000_000_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +91,15 @@ class Trade:
         )
 
 
-def _positive_number(obj: dict, name: str) -> float:
+def _positive_number(obj: dict, name: str, most: float) -> float:
     value = obj.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidRecord(f"field '{name}' must be a number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or value <= 0:
         raise InvalidRecord(f"field '{name}' must be finite and > 0, got {value!r}")
+    if value > most:
+        raise InvalidRecord(f"field '{name}' must be at most {most:,.0f}, got {value!r}")
     return value
 
 
@@ -104,8 +121,8 @@ def parse_trade(raw: bytes | None) -> dict:
     symbol = obj.get("symbol")
     if not isinstance(symbol, str) or not TICKER_PATTERN.fullmatch(symbol):
         raise InvalidRecord(f"field 'symbol' is not a valid ticker: {str(symbol)[:32]!r}")
-    price = _positive_number(obj, "price")
-    size = _positive_number(obj, "size")
+    price = _positive_number(obj, "price", MAX_PRICE)
+    size = _positive_number(obj, "size", MAX_SIZE)
     micros = utc_micros(obj.get("timestamp"), "timestamp", earliest=EARLIEST_TRADE)
 
     trade_id = obj.get("trade_id")
@@ -184,7 +201,9 @@ _WIRE = pa.schema([
     pa.field("timestamp", pa.string()), pa.field("trade_id", pa.string()), pa.field("source", pa.string()),
     pa.field("exchange", pa.string()), pa.field("conditions", pa.list_(pa.string())), pa.field("tape", pa.string()),
 ])
-_JSON_PARSE = pajson.ParseOptions(explicit_schema=_WIRE, unexpected_field_behavior="ignore")
+# "infer" rather than "ignore": Arrow then refuses a repeated key anywhere in a line (the batch goes to the
+# Python path, which finds the message); other fields cost nothing, as messages normally have none
+_JSON_PARSE = pajson.ParseOptions(explicit_schema=_WIRE, unexpected_field_behavior="infer")
 _JSON_READ = pajson.ReadOptions(block_size=1 << 20)
 _REQUIRED = ("symbol", "price", "size", "timestamp", "trade_id", "source")
 
@@ -208,6 +227,8 @@ def _columns_by_arrow(values: list) -> tuple[np.ndarray, pa.Table] | None:
         return None
     if table.num_rows != len(lines):
         return None
+    if table.num_columns != len(_WIRE):
+        table = table.select(_WIRE.names)
     return np.asarray(index, dtype=np.int64), table
 
 
@@ -218,6 +239,7 @@ def _columns_by_python(values: list) -> tuple[list[int], pa.Table]:
     for i, raw in enumerate(values):
         try:
             obj = loads(raw)
+            check_unique_keys(raw, obj)
             p, s, t, sym = obj["price"], obj["size"], obj["timestamp"], obj["symbol"]
             tid, src, ex, cond, tp = obj["trade_id"], obj["source"], obj.get("exchange"), obj.get("conditions"), obj.get("tape")
         except Exception:  # noqa: BLE001 - anything unusual is judged by parse_trade
@@ -255,7 +277,8 @@ def decode_trades(values: list) -> tuple[pa.Table, list[tuple[int, str]]]:
             pc.fill_null(pc.match_substring_regex(column("tape"), _ascii(0, 4)), True),
             pc.match_substring_regex(stamps, _RFC3339),
             pc.fill_null(pc.less_equal(pc.list_value_length(condition_lists), 16), True),
-            *(pc.and_(pc.is_finite(numbers), pc.greater(numbers, 0.0)) for numbers in (prices, sizes)),
+            *(pc.and_(pc.greater(numbers, 0.0), pc.less_equal(numbers, most))  # NaN compares false
+              for numbers, most in ((prices, MAX_PRICE), (sizes, MAX_SIZE))),
         ]
         flat = pc.list_flatten(condition_lists)
         if len(flat):

@@ -12,7 +12,7 @@ from datetime import datetime
 valid = st.fixed_dictionaries(
     {
         "symbol": st.sampled_from(["AAPL", "BRK.B", "BF-B", "MSFT", "X"]),
-        "price": st.one_of(st.floats(0.0001, 1e6), st.integers(1, 10**6)),
+        "price": st.one_of(st.floats(0.0001, 1e6), st.integers(1, 10**6), st.just(10_000_000)),
         "size": st.one_of(st.floats(0.5, 1e6), st.integers(1, 10**6)),
         "timestamp": st.one_of(
             st.sampled_from(["2026-11-24T15:30:01.123456Z", "2026-11-24T10:30:01-05:00", "2026-11-24T15:30:01Z",
@@ -31,6 +31,7 @@ valid = st.fixed_dictionaries(
 )
 odd = st.one_of(
     st.none(), st.booleans(), st.integers(-10, 10**20), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e308, 10_000_000.5, 1e10, 1e10 + 1]),
     st.text(max_size=12), st.sampled_from(["", "é", "\x00", "AB\n", "aapl", "../x", "A" * 11, "1989-12-31T23:59:59Z",
                                            "2999-01-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-11-24T15:30:01"]),
     st.sampled_from(["2026-13-45T99:00:00Z", "2026-02-29T00:00:00Z", "2026-11-24T24:00:00Z", "0000-01-01T00:00:00Z",
@@ -53,7 +54,14 @@ def encoded(obj) -> bytes:
         return b"{}"
 
 
-messages = st.one_of(valid.map(encoded), mutated().map(encoded), st.binary(max_size=40), st.none(),
+def with_repeated_key(trade: dict, key: str, value) -> bytes:
+    """The trade's JSON with `key` once more at the end (JSON allows it; the contract does not)."""
+    return encoded(trade)[:-1] + b"," + orjson.dumps(key) + b":" + encoded(value) + b"}"
+
+
+repeated = st.builds(with_repeated_key, valid, st.sampled_from(["symbol", "source", "price", "unknown"]),
+                     st.sampled_from(["HOST", "synthetic", 1.0, {"a": 1}]))
+messages = st.one_of(valid.map(encoded), mutated().map(encoded), repeated, st.binary(max_size=40), st.none(),
                      st.just(b"[1]"), st.just(b'{"price": NaN}'))
 
 
@@ -88,3 +96,14 @@ def test_impossible_dates_in_a_batch_are_rejected_like_parse_would():
     table, rejects = trades.decode_trades(values)
     assert sorted(table.column(ROW_INDEX).to_pylist()) == [0, 3]
     assert [i for i, _ in sorted(rejects)] == [1, 2]
+
+
+def test_a_repeated_key_is_refused_in_a_batch_of_good_trades():
+    good = {"symbol": "AAPL", "price": 1.5, "size": 10, "timestamp": "2026-11-24T15:30:01Z", "trade_id": "x",
+            "source": "alpaca"}
+    values = [orjson.dumps(good)] * 50 + [with_repeated_key(good, "symbol", "HOST"),
+                                          with_repeated_key(good, "note", "x")[:-1] + b',"note":"y"}']
+    table, rejects = decode_trades(values)
+    assert table.num_rows == 50 and set(table.column("ticker").to_pylist()) == {"AAPL"}
+    assert sorted(rejects) == [(50, "duplicate key 'symbol' in a JSON object"),
+                               (51, "duplicate key 'note' in a JSON object")]

@@ -47,7 +47,14 @@ def test_trade_round_trips_through_its_json():
         (encode(size=-5), "'size' must be finite and > 0"),
         (b'{"symbol":"AAPL","price":NaN}', "not valid JSON"),
         (b'{"symbol":"AAPL","price":Infinity}', "not valid JSON"),
-        (encode(price=1e308, size=-1.0), "'size' must be finite and > 0"),
+        (encode(price=1e3, size=-1.0), "'size' must be finite and > 0"),
+        (encode(price=1e308), "'price' must be at most 10,000,000"),
+        (encode(price=10_000_000.01), "'price' must be at most 10,000,000"),
+        (encode(size=1e11), "'size' must be at most 10,000,000,000"),
+        (b'{"symbol":"../x","symbol":"HOST","price":1,"size":1,"timestamp":"2026-11-24T15:30:01Z",'
+         b'"trade_id":"1","source":"alpaca"}', "duplicate key 'symbol'"),
+        (encode()[:-1] + b',"source":"synthetic"}', "duplicate key 'source'"),
+        (encode()[:-1] + b', "extra": {"a": 1, "a": 2}}', "duplicate key 'a'"),
         (encode(symbol="../x"), "not a valid ticker"),
         (encode(symbol="AAPL\n"), "not a valid ticker"),
         (encode(symbol="aapl"), "not a valid ticker"),
@@ -81,3 +88,8 @@ def test_only_real_trades_outside_the_session_are_skipped():
     mask, reason = outside_session(table)
     assert mask.to_pylist() == [False, True, True, False]
     assert reason == "outside the NYSE regular session"
+
+
+def test_the_largest_allowed_price_and_size_are_stored():
+    row = parse_trade(encode(price=10_000_000, size=10_000_000_000))
+    assert (row["price"], row["size"]) == (10_000_000.0, 10_000_000_000.0)
