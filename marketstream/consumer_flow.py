@@ -30,6 +30,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from marketstream.batching import BufferBudget, TableBatcher
+from marketstream.kafka import topic_incarnation
 from marketstream.memory import release_free_memory
 from marketstream.records import ROW_INDEX, decode_each
 from marketstream.schemas import decoded_columns, dictionary_paths
@@ -206,6 +207,7 @@ def build_consumer_flow(
         "lake",
         files,
         lake_sink or ParquetSink(settings, bucket=dataset.bucket, topic=dataset.topic,
+                                 topic_incarnation=partial(topic_incarnation, settings, dataset.topic),
                                  dictionary_columns=dictionary_paths(dataset.schema, dataset.few_values)),
     )
     return flow

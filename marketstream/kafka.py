@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from marketstream.settings import Settings
@@ -46,3 +46,15 @@ def ensure_topics(settings: Settings, topics: list[str], timeout: float = 30.0) 
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
+
+
+def topic_incarnation(settings: Settings, topic: str, timeout: float = 30.0) -> str:
+    """The Kafka topic id of `topic` as 32 hex digits, creating the topic if missing.
+
+    A topic deleted and created again under the same name gets a new id and starts its offsets at 0:
+    the id tells which incarnation an offset belongs to."""
+    ensure_topics(settings, [topic], timeout)
+    admin = AdminClient(settings.kafka_client_config())
+    description = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)[topic].result()
+    uuid = description.topic_id
+    return f"{uuid.get_most_significant_bits() & (2**64 - 1):016x}{uuid.get_least_significant_bits() & (2**64 - 1):016x}"

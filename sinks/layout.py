@@ -46,27 +46,34 @@ def partition_path(fields: list[tuple[str, object]]) -> str:
     return "/".join(f"{name}={encode_partition_value(value)}" for name, value in fields)
 
 
-def batch_object_name(topic: str, kafka_partition: int, first_offset: int, last_offset: int) -> str:
-    """A name fixed by what the file holds, so rewriting the same batch after a crash replaces it."""
-    return f"{topic}-p{kafka_partition:04d}-{first_offset:020d}-{last_offset:020d}.parquet"
+def batch_object_name(topic: str, incarnation: str, kafka_partition: int, first_offset: int, last_offset: int) -> str:
+    """A name fixed by what the file holds, so rewriting the same batch after a crash replaces it.
+
+    `incarnation` is the Kafka topic id (32 hex digits): a topic deleted and created again under the same
+    name starts its offsets at 0 again, and its rows must not pass for those of the old topic."""
+    return f"{topic}-i{incarnation}-p{kafka_partition:04d}-{first_offset:020d}-{last_offset:020d}.parquet"
 
 
 class BatchObject(NamedTuple):
-    topic: str
+    incarnation: str | None
+    """None for objects written before names carried the topic id."""
     kafka_partition: int
     first_offset: int
     last_offset: int
 
 
-_BATCH_NAME = re.compile(r"(?P<topic>.+)-p(?P<partition>\d{4,})-(?P<first>\d{20})-(?P<last>\d{20})\.parquet")
+_BATCH_NAME = re.compile(r"(?:i(?P<incarnation>[0-9a-f]{32})-)?p(?P<partition>\d{4,})-(?P<first>\d{20})-(?P<last>\d{20})\.parquet")
 
 
-def parse_batch_object_name(name: str) -> BatchObject | None:
-    """The inverse of `batch_object_name` (None for any other name)."""
-    match = _BATCH_NAME.fullmatch(name.rsplit("/", 1)[-1])
+def parse_batch_object_name(name: str, topic: str) -> BatchObject | None:
+    """The inverse of `batch_object_name` for the objects of `topic` (None for any other name)."""
+    name = name.rsplit("/", 1)[-1]
+    if not name.startswith(f"{topic}-"):
+        return None
+    match = _BATCH_NAME.fullmatch(name, len(topic) + 1)
     if match is None:
         return None
-    return BatchObject(match["topic"], int(match["partition"]), int(match["first"]), int(match["last"]))
+    return BatchObject(match["incarnation"], int(match["partition"]), int(match["first"]), int(match["last"]))
 
 
 def object_key(*parts: str) -> str:

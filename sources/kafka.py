@@ -6,7 +6,9 @@ dataflow pays Bytewax's per-item cost once per poll instead of once per message;
 decodes whole batches into Arrow columns.
 
 Delivery guarantee: exactly-once input when the dataflow runs with Bytewax recovery (`-r`): the next
-offset of each partition is its snapshot, and a resumed flow re-reads from the snapshotted offsets, so
+offset of each partition, with the topic's incarnation (its Kafka topic id), is its snapshot, and a
+resumed flow re-reads from the snapshotted offsets (or from the beginning, if the topic was deleted and
+created again since: its offsets start at 0 again), so
 messages of the interrupted epoch are read again (at-least-once into the sinks, which the Parquet sink
 turns into exactly-once). Without recovery it starts from `KAFKA_STARTING_OFFSET`. Consumer errors (a
 broker restarting, say) are logged, and librdkafka reconnects by itself. The topic is created if
@@ -27,7 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from confluent_kafka.admin import AdminClient
 
 from marketstream import shutdown
-from marketstream.kafka import ensure_topics
+from marketstream.kafka import topic_incarnation
 from marketstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,8 +131,10 @@ class _SharedConsumer:
 
 
 class _PartitionReader(StatefulSourcePartition[MessageBatch, int]):
-    def __init__(self, consumer: _SharedConsumer, topic: str, partition: int, offset: int, in_flight: InFlight):
+    def __init__(self, consumer: _SharedConsumer, topic: str, incarnation: str, partition: int, offset: int,
+                 in_flight: InFlight):
         self._consumer = consumer
+        self._incarnation = incarnation
         self._in_flight = in_flight
         self._topic, self._partition = topic, partition
         self._next_offset = offset
@@ -151,8 +155,8 @@ class _PartitionReader(StatefulSourcePartition[MessageBatch, int]):
     def next_awake(self) -> datetime | None:
         return datetime.now(timezone.utc) + _WAIT_FOR_DECODER if self._in_flight.full() else None
 
-    def snapshot(self) -> int:
-        return self._next_offset
+    def snapshot(self) -> tuple[str, int]:
+        return self._incarnation, self._next_offset
 
     def close(self) -> None:
         self._consumer.remove(self._topic, self._partition)
@@ -162,29 +166,38 @@ _WAIT_FOR_DECODER = timedelta(milliseconds=5)
 FETCH_MAX_BYTES = 256 * 1024
 
 
-class TopicSource(FixedPartitionedSource[MessageBatch, int]):
+class TopicSource(FixedPartitionedSource[MessageBatch, tuple[str, int]]):
     def __init__(self, settings: Settings, topic: str, in_flight: InFlight | None = None):
         self._settings = settings
         self._topic = topic
+        self._incarnation: str | None = None
         self.in_flight = in_flight or InFlight(settings.kafka_max_in_flight_messages)
         self._consumers: dict[int, _SharedConsumer] = {}  # per worker thread
         self._lock = threading.Lock()
 
     def list_parts(self) -> list[str]:
-        ensure_topics(self._settings, [self._topic])
+        self._incarnation = topic_incarnation(self._settings, self._topic)
         metadata = AdminClient(self._settings.kafka_client_config()).list_topics(self._topic, timeout=30)
         topic = metadata.topics[self._topic]
         if topic.error is not None:
             raise RuntimeError(f"cannot list the partitions of Kafka topic {self._topic!r}: {topic.error.str()}")
         return [f"{partition}-{self._topic}" for partition in sorted(topic.partitions)]  # as bytewax's own source
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _PartitionReader:
-        settings = self._settings
-        if resume_state is not None:
-            offset = resume_state
+    def build_part(self, step_id: str, for_part: str, resume_state: tuple[str, int] | int | None) -> _PartitionReader:
+        if self._incarnation is None:
+            self._incarnation = topic_incarnation(self._settings, self._topic)
+        if isinstance(resume_state, int):  # snapshots taken before they named the incarnation
+            resume_state = (self._incarnation, resume_state)
+        if resume_state is not None and resume_state[0] == self._incarnation:
+            offset = resume_state[1]
+        elif resume_state is not None:
+            log.warning("%s: the topic was deleted and created again since the last snapshot; reading partition %s "
+                        "of the new topic from its beginning", self._topic, for_part.split("-", 1)[0])
+            offset = OFFSET_BEGINNING
         else:
-            offset = OFFSET_BEGINNING if settings.kafka_starting_offset == "earliest" else OFFSET_END
-        return _PartitionReader(self._worker_consumer(), self._topic, int(for_part.split("-", 1)[0]), offset, self.in_flight)
+            offset = OFFSET_BEGINNING if self._settings.kafka_starting_offset == "earliest" else OFFSET_END
+        return _PartitionReader(self._worker_consumer(), self._topic, self._incarnation, int(for_part.split("-", 1)[0]),
+                                offset, self.in_flight)
 
     def _worker_consumer(self) -> _SharedConsumer:
         """The consumer of the calling worker (a Bytewax worker is a thread), created on first use."""
@@ -198,6 +211,9 @@ class TopicSource(FixedPartitionedSource[MessageBatch, int]):
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
                     "enable.partition.eof": self._settings.kafka_stop_at_end,
+                    # a resumed offset past the end (or before the start, after retention) reads from the
+                    # first message there is: skipping to the end would lose what arrived meanwhile
+                    "auto.offset.reset": "earliest",
                     # prefetch: enough to keep the decoder busy, small enough to bound memory
                     "queued.max.messages.kbytes": 4_096,
                     # a fetch is decompressed whole (JSON trades: ~10x) and its buffers live until every

@@ -24,3 +24,24 @@ def macro_produce(topic: str, **settings):
     configure_logging()
     shutdown.install()
     return build_flow(make_settings(**settings), topic=topic)
+
+
+def stock_consume_stalling_upload(topic: str, bucket: str, stalled_upload: int, **settings):
+    """`stock_consume` whose upload number `stalled_upload` (counted from 1) never completes, while the
+    uploads after it do: the order of completion a slow PUT gives, held until the test kills the process."""
+    import threading
+
+    from sinks.object_store import ObjectStore
+
+    put_many, calls, lock = ObjectStore.put_many, [0], threading.Lock()
+
+    def stalling_put_many(self, bucket_name, objects):
+        with lock:
+            calls[0] += 1
+            stall = calls[0] == stalled_upload
+        if stall:
+            threading.Event().wait()
+        put_many(self, bucket_name, objects)
+
+    ObjectStore.put_many = stalling_put_many
+    return stock_consume(topic, bucket, **settings)

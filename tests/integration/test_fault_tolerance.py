@@ -12,9 +12,13 @@ from pathlib import Path
 import orjson
 import pyarrow.compute as pc
 import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from marketstream import schemas
+from marketstream.kafka import ensure_topics
 from marketstream.lake import lake_filesystem, read_table
+from sinks.layout import parse_batch_object_name
 from tests.conftest import STACK_ENV, make_settings
 from tests.integration.kafka_helpers import produce, read_topic
 from tests.integration.private_servers import PrivateKafka, PrivateMinio
@@ -42,11 +46,11 @@ def logged(command: list[str], **kwargs) -> subprocess.Popen:
     return process
 
 
-def consumer(topic: str, bucket: str, recovery: Path | None = None, **settings) -> subprocess.Popen:
+def consumer(topic: str, bucket: str, recovery: Path | None = None, factory: str = "stock_consume", **settings) -> subprocess.Popen:
     """`python -m bytewax.run` on the stock consumer for `topic` -> `bucket` (literal keyword arguments only:
     bytewax.run parses the factory call with ast.literal_eval)."""
     arguments = ", ".join([repr(topic), repr(bucket), *(f"{name}={value!r}" for name, value in settings.items())])
-    command = [sys.executable, "-m", "bytewax.run", f"tests.integration.flows:stock_consume({arguments})"]
+    command = [sys.executable, "-m", "bytewax.run", f"tests.integration.flows:{factory}({arguments})"]
     if recovery is not None:
         command += ["-r", str(recovery), "-s", "1", "-b", "0"]
     return logged(command, cwd=REPO)
@@ -102,6 +106,68 @@ def test_kill_9_at_three_points_then_restart_stores_each_trade_exactly_once(lake
     ids = stored(settings, bucket)
     assert len(ids) == total
     assert pc.count_distinct(ids).as_py() == total
+
+
+def stored_ranges(fs, bucket: str, topic: str) -> list[tuple[int, int]]:
+    names = [parse_batch_object_name(key, topic) for key in fs.find(bucket)]
+    return sorted((name.first_offset, name.last_offset) for name in names if name)
+
+
+@pytest.mark.parametrize("recovery_on", [False, True], ids=["without-recovery", "with-recovery"])
+def test_uploads_completing_out_of_order_then_kill_9_lose_nothing(lake, tmp_path, recovery_on):
+    settings, topic, bucket = lake
+    total = 20_000  # one ticker, one day: every object lands under one prefix, from one Kafka partition
+    one_day = [orjson.loads(trade(i * len(TICKERS))[1]) | {"timestamp": "2026-11-24T15:00:00Z"} for i in range(total)]
+    produce(settings, topic, [(b"T00", orjson.dumps(message)) for message in one_day])
+    recovery = init_recovery(tmp_path / "recovery") if recovery_on else None
+    fs = lake_filesystem(settings)
+    process = consumer(topic, bucket, recovery, factory="stock_consume_stalling_upload", stalled_upload=3,
+                       batch_max_rows=500, batch_max_buffered_rows=500, kafka_consume_batch_size=250)
+    deadline = time.monotonic() + 120
+    while not (fs.exists(bucket) and len(fs.find(bucket)) >= 12):  # uploads after the stalled one completed
+        assert time.monotonic() < deadline and process.poll() is None, log_of(process)[-2000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    before = stored_ranges(fs, bucket, topic)
+    assert before[0][0] == 0 and any(nxt[0] != prev[1] + 1 for prev, nxt in zip(before, before[1:])), \
+        f"no gap left behind a later object: {before}"
+
+    assert consumer(topic, bucket, recovery).wait(120) == 0
+    ids = stored(settings, bucket)
+    assert len(ids) == total and pc.count_distinct(ids).as_py() == total
+
+
+def recreate_topic(settings, topic: str) -> None:
+    admin = AdminClient(settings.kafka_client_config())
+    admin.delete_topics([topic])[topic].result()
+    deadline = time.monotonic() + 30
+    while True:  # the broker finishes a deletion in the background
+        try:
+            ensure_topics(settings, [topic])
+            return
+        except KafkaException:
+            assert time.monotonic() < deadline, "the topic could not be created again"
+            time.sleep(0.5)
+
+
+@pytest.mark.parametrize("recovery_on", [False, True], ids=["without-recovery", "with-recovery"])
+def test_a_recreated_topic_is_a_new_incarnation_whose_rows_are_stored(lake, tmp_path, recovery_on):
+    settings, topic, bucket = lake
+    same_place = {"symbol": "T00", "timestamp": "2026-11-24T15:00:00Z"}  # one ticker and day, both times
+    first = [orjson.loads(trade(i)[1]) | same_place for i in range(1000)]
+    produce(settings, topic, [(b"T00", orjson.dumps(message)) for message in first])
+    recovery = init_recovery(tmp_path / "recovery") if recovery_on else None
+    assert consumer(topic, bucket, recovery).wait(120) == 0
+    assert len(stored(settings, bucket)) == 1000
+
+    recreate_topic(settings, topic)
+    second = [orjson.loads(trade(i)[1]) | same_place for i in range(1000, 2000)]
+    produce(settings, topic, [(b"T00", orjson.dumps(message)) for message in second])
+    process = consumer(topic, bucket, recovery)
+    assert process.wait(120) == 0, log_of(process)[-2000:]
+    ids = stored(settings, bucket)
+    assert len(ids) == 2000 and pc.count_distinct(ids).as_py() == 2000
 
 
 def test_sigterm_flushes_open_batches_and_a_restart_resumes_without_duplicates(lake, tmp_path):

@@ -72,7 +72,7 @@ def test_trades_land_in_minio_exactly_with_bad_ones_dead_lettered(pipeline):
     keys = [k.split("/", 1)[1] for k in fs.find(dataset.bucket)]
     assert all(k.startswith(("ticker=", "_synthetic/ticker=")) for k in keys)
     assert any(k.startswith("ticker=BRK.B/date=2026-11-24/") for k in keys)
-    assert all(k.endswith(".parquet") and f"/{dataset.topic}-p000" in k for k in keys)
+    assert all(k.endswith(".parquet") and f"/{dataset.topic}-i" in k for k in keys)
 
     dead = read_topic(settings, dataset.dead_letter_topic)
     reasons = {m.value(): dict(m.headers())["dlq.reason"].decode() for m in dead}

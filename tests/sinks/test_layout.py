@@ -54,10 +54,13 @@ def test_any_value_is_one_safe_segment_that_decodes_back(value):
     object_key("prefix", partition_path([("keyword", value)]), "file.parquet")  # never raises
 
 
-def test_object_names_are_fixed_by_partition_and_offsets():
-    name = batch_object_name("stock_trades", 3, 1200, 1299)
-    assert name == "stock_trades-p0003-00000000000000001200-00000000000000001299.parquet"
-    assert name == batch_object_name("stock_trades", 3, 1200, 1299)
+INCARNATION = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+
+def test_object_names_are_fixed_by_topic_incarnation_partition_and_offsets():
+    name = batch_object_name("stock_trades", INCARNATION, 3, 1200, 1299)
+    assert name == f"stock_trades-i{INCARNATION}-p0003-00000000000000001200-00000000000000001299.parquet"
+    assert name == batch_object_name("stock_trades", INCARNATION, 3, 1200, 1299)
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/../b", "a//b", "./a", "a\\b", "a/\x00"])
@@ -70,12 +73,26 @@ def test_object_key_drops_empty_prefixes():
     assert object_key("", "ticker=A/date=2026-11-24", "f.parquet") == "ticker=A/date=2026-11-24/f.parquet"
 
 
-@given(st.from_regex(r"[a-z_.\-]{1,20}", fullmatch=True), st.integers(0, 9999), st.integers(0, 10**18), st.integers(0, 10**18))
-def test_batch_object_names_parse_back(topic, partition, first, last):
-    name = batch_object_name(topic, partition, first, last)
-    assert parse_batch_object_name(f"ticker=A/date=2026-11-24/{name}") == BatchObject(topic, partition, first, last)
+@given(st.from_regex(r"[a-z_.\-]{1,20}", fullmatch=True), st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
+       st.integers(0, 9999), st.integers(0, 10**18), st.integers(0, 10**18))
+def test_batch_object_names_parse_back(topic, incarnation, partition, first, last):
+    name = batch_object_name(topic, incarnation, partition, first, last)
+    parsed = parse_batch_object_name(f"ticker=A/date=2026-11-24/{name}", topic)
+    assert parsed == BatchObject(incarnation, partition, first, last)
 
 
-@pytest.mark.parametrize("other", ["notes.txt", "x-p1-1-2.parquet", "stock_trades-p0001-00000000000000000001.parquet"])
+def test_names_written_before_incarnations_parse_without_one():
+    name = "stock_trades-p0001-00000000000000000005-00000000000000000009.parquet"
+    assert parse_batch_object_name(name, "stock_trades") == BatchObject(None, 1, 5, 9)
+
+
+def test_a_topic_whose_name_extends_another_is_not_mistaken_for_it():
+    name = batch_object_name("stock_trades-p0001", INCARNATION, 2, 5, 9)
+    assert parse_batch_object_name(name, "stock_trades") is None
+    assert parse_batch_object_name(name, "stock_trades-p0001") == BatchObject(INCARNATION, 2, 5, 9)
+
+
+@pytest.mark.parametrize("other", ["notes.txt", "x-p1-1-2.parquet", "stock_trades-p0001-00000000000000000001.parquet",
+                                   "other_topic-p0001-00000000000000000001-00000000000000000002.parquet"])
 def test_other_object_names_are_not_batches(other):
-    assert parse_batch_object_name(other) is None
+    assert parse_batch_object_name(other, "stock_trades") is None
