@@ -14,6 +14,7 @@ too; the flow keeps running.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +25,6 @@ from functools import partial
 import bytewax.operators as op
 import pyarrow as pa
 import pyarrow.compute as pc
-from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
@@ -35,14 +35,14 @@ from marketstream.memory import release_free_memory
 from marketstream.records import ROW_INDEX, decode_each
 from marketstream.schemas import decoded_columns, dictionary_paths
 from marketstream.settings import Settings, get_settings
-from sinks.kafka import KafkaProducerSink
+from sinks.dead_letters import DeadLetter, DeadLetterSink
 from sinks.layout import object_key, partition_path
+from sinks.object_store import ObjectStore
 from sinks.parquet import Batch, ParquetSink
 from sources.kafka import InFlight, MessageBatch, TopicSource
 
 log = logging.getLogger(__name__)
 
-MAX_REASON_CHARS = 1_000
 PREFIX = "__prefix"
 
 Decoder = Callable[[list], tuple[pa.Table, list[tuple[int, str]]]]
@@ -84,19 +84,10 @@ class Dataset:
         return decode_each(self.parse, self.columns, values)
 
 
-def dead_letter(batch: MessageBatch, index: int, reason: str, dataset: str) -> KafkaSinkMessage:
-    """The original message, with why and where from in its headers."""
-    return KafkaSinkMessage(
-        key=batch.keys[index],
-        value=batch.values[index],
-        headers=[
-            ("dlq.reason", reason[:MAX_REASON_CHARS].encode()),
-            ("dlq.dataset", dataset.encode()),
-            ("dlq.topic", batch.topic.encode()),
-            ("dlq.partition", str(batch.partition).encode()),
-            ("dlq.offset", str(batch.offsets[index]).encode()),
-        ],
-    )
+def dead_letter(batch: MessageBatch, index: int, reason: str, dataset: str) -> DeadLetter:
+    """The original message, with why and where from."""
+    return DeadLetter(dataset, batch.topic, batch.incarnation, batch.partition, batch.offsets[index],
+                      batch.keys[index], batch.values[index], reason)
 
 
 @dataclass
@@ -126,7 +117,7 @@ class Decoded:
 
     kafka_partition: int
     rows: pa.Table | None
-    dead_letters: list[KafkaSinkMessage]
+    dead_letters: list[DeadLetter]
 
 
 def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight: InFlight, batch: MessageBatch) -> Decoded:
@@ -193,7 +184,9 @@ def build_consumer_flow(
     decoded = op.map("decode", batches, partial(decode, dataset, settings, SkipCounter(dataset.name), in_flight))
 
     dead_letters = op.flat_map("dead_letters", decoded, lambda d: d.dead_letters)
-    op.output("dead_letter", dead_letters, dead_letter_sink or KafkaProducerSink(settings, dataset.dead_letter_topic))
+    store = functools.cache(lambda: ObjectStore(settings))  # one client per process: each loads botocore's models
+    op.output("dead_letter", dead_letters, dead_letter_sink or DeadLetterSink(
+        settings, topic=dataset.dead_letter_topic, source_topic=dataset.topic, bucket=dataset.bucket, store=store))
 
     # batches are kept per Kafka partition and split per destination only when written: a poll holds
     # rows of many tickers, and a few large items cost far less than one per ticker and poll

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaException, TopicCollection
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from marketstream.settings import Settings
 
@@ -25,8 +26,10 @@ def producer_config(settings: Settings) -> dict[str, object]:
     }
 
 
-def ensure_topics(settings: Settings, topics: list[str], timeout: float = 30.0) -> None:
-    """Create the topics that do not exist yet, with `KAFKA_TOPIC_PARTITIONS` partitions."""
+def ensure_topics(settings: Settings, topics: list[str], timeout: float = 30.0, partitions: int | None = None) -> None:
+    """Create the topics that do not exist yet, with `partitions` (default `KAFKA_TOPIC_PARTITIONS`)
+    partitions."""
+    partitions = partitions or settings.kafka_topic_partitions
     admin = AdminClient(settings.kafka_client_config())
     existing = admin.list_topics(timeout=timeout).topics
     missing = [t for t in topics if t not in existing]
@@ -34,7 +37,7 @@ def ensure_topics(settings: Settings, topics: list[str], timeout: float = 30.0) 
         return
     futures = admin.create_topics(
         [
-            NewTopic(t, num_partitions=settings.kafka_topic_partitions, replication_factor=settings.kafka_replication_factor)
+            NewTopic(t, num_partitions=partitions, replication_factor=settings.kafka_replication_factor)
             for t in missing
         ],
         operation_timeout=timeout,
@@ -42,19 +45,38 @@ def ensure_topics(settings: Settings, topics: list[str], timeout: float = 30.0) 
     for topic, future in futures.items():
         try:
             future.result()
-            log.info("kafka: created topic %s with %d partitions", topic, settings.kafka_topic_partitions)
+            log.info("kafka: created topic %s with %d partitions", topic, partitions)
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
 
 
-def topic_incarnation(settings: Settings, topic: str, timeout: float = 30.0) -> str:
-    """The Kafka topic id of `topic` as 32 hex digits, creating the topic if missing.
+@dataclass(frozen=True)
+class TopicInfo:
+    incarnation: str
+    """The Kafka topic id as 32 hex digits. A topic deleted and created again under the same name gets a
+    new id and starts its offsets at 0: the id tells which incarnation an offset belongs to."""
+    partitions: int
 
-    A topic deleted and created again under the same name gets a new id and starts its offsets at 0:
-    the id tells which incarnation an offset belongs to."""
+
+def describe_topic(settings: Settings, topic: str, timeout: float = 30.0) -> TopicInfo:
+    """`topic`'s incarnation and partition count, creating the topic if missing."""
     ensure_topics(settings, [topic], timeout)
     admin = AdminClient(settings.kafka_client_config())
     description = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)[topic].result()
     uuid = description.topic_id
-    return f"{uuid.get_most_significant_bits() & (2**64 - 1):016x}{uuid.get_least_significant_bits() & (2**64 - 1):016x}"
+    incarnation = f"{uuid.get_most_significant_bits() & (2**64 - 1):016x}{uuid.get_least_significant_bits() & (2**64 - 1):016x}"
+    return TopicInfo(incarnation, len(description.partitions))
+
+
+def topic_incarnation(settings: Settings, topic: str, timeout: float = 30.0) -> str:
+    """`topic`'s incarnation (`TopicInfo.incarnation`), creating the topic if missing."""
+    return describe_topic(settings, topic, timeout).incarnation
+
+
+def topic_message_limit(settings: Settings, topic: str, timeout: float = 30.0) -> int:
+    """The largest record batch the broker accepts on `topic` (`max.message.bytes`)."""
+    admin = AdminClient(settings.kafka_client_config())
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
+    return int(configs["max.message.bytes"].value)

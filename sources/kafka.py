@@ -66,6 +66,8 @@ class MessageBatch:
     offsets: list[int] = field(default_factory=list)
     keys: list[bytes | None] = field(default_factory=list)
     values: list[bytes | None] = field(default_factory=list)
+    incarnation: str = ""
+    """The topic's Kafka topic id (`marketstream.kafka.TopicInfo`)."""
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -148,7 +150,7 @@ class _PartitionReader(StatefulSourcePartition[MessageBatch, int]):
         if not messages:
             return []
         batch = MessageBatch(self._topic, self._partition, [m.offset() for m in messages],
-                             [m.key() for m in messages], [m.value() for m in messages])
+                             [m.key() for m in messages], [m.value() for m in messages], self._incarnation)
         self._next_offset = batch.offsets[-1] + 1
         return [batch]
 

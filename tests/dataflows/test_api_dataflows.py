@@ -47,5 +47,5 @@ def test_consumer_stores_valid_messages_under_their_partitions_and_dead_letters_
     run_main(build_consumer_flow(dataset, make_settings(), source=TestingSource(messages),
                                  lake_sink=TestingSink(lake), dead_letter_sink=TestingSink(dead)))
     assert [(b.prefix, b.kafka_partition, b.table.num_rows) for _, b in lake] == [(prefix, 1, 1)]
-    assert [dict(m.headers)["dlq.offset"] for m in dead] == [b"1", b"2", b"3"]
-    assert all(dict(m.headers)["dlq.reason"] for m in dead)
+    assert [m.offset for m in dead] == [1, 2, 3]
+    assert all(m.reason for m in dead)

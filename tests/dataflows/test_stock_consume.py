@@ -53,7 +53,7 @@ def test_invalid_messages_go_to_the_dead_letter_topic_with_reason_and_origin():
     lake, dead = run([(2, b"not json"), (2, trade(price=-1.0)), (2, trade(symbol="../x")), (2, trade())])
     assert sum(len(b.rows) for b in lake) == 1
     assert [m.value for m in dead] == [b"not json", trade(price=-1.0), trade(symbol="../x")]
-    headers = [dict(m.headers) for m in dead]
+    headers = [dict(m.headers()) for m in dead]
     assert headers[0]["dlq.reason"].startswith(b"not valid JSON")
     assert headers[0]["dlq.dataset"] == b"stock_trades"
     assert headers[1]["dlq.reason"] == b"field 'price' must be finite and > 0, got -1.0"

@@ -67,16 +67,6 @@ def init_recovery(path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def lake(stack, unique):
-    settings = make_settings(kafka_topic_partitions=6)
-    topic, bucket = f"it_faults_{unique}", f"it-faults-{unique}"
-    yield settings, topic, bucket
-    fs = lake_filesystem(settings)
-    if fs.exists(bucket):
-        fs.rm(bucket, recursive=True)
-
-
 def stored(settings, bucket):
     return read_table(settings, bucket, schemas.STOCK_TRADES_PARTITIONING).column("trade_id")
 

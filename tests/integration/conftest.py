@@ -1,0 +1,17 @@
+"""Fixtures of the integration tests."""
+
+import pytest
+
+from marketstream.lake import lake_filesystem
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def lake(stack, unique):
+    """Settings, a topic of six partitions and a bucket of this test's own; the bucket is removed after."""
+    settings = make_settings(kafka_topic_partitions=6)
+    topic, bucket = f"it_faults_{unique}", f"it-faults-{unique}"
+    yield settings, topic, bucket
+    fs = lake_filesystem(settings)
+    if fs.exists(bucket):
+        fs.rm(bucket, recursive=True)
