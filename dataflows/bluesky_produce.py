@@ -2,8 +2,8 @@
 `bluesky`, key = keyword. Run with recovery (-r) so the URIs already published survive restarts."""
 
 from marketstream.producer_flow import producer_dataflow
-from marketstream.runtime import lazy_flow
+from marketstream.runtime import COMPANIES_PRODUCER_NEEDS, lazy_flow
 from sources.bluesky_posts import bluesky_source
 
 build_flow = producer_dataflow("bluesky_produce", "bluesky", bluesky_source)
-__getattr__ = lazy_flow(build_flow)
+__getattr__ = lazy_flow(build_flow, COMPANIES_PRODUCER_NEEDS)

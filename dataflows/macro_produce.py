@@ -2,8 +2,8 @@
 so the memory of what was published survives restarts."""
 
 from marketstream.producer_flow import producer_dataflow
-from marketstream.runtime import lazy_flow
+from marketstream.runtime import PRODUCER_NEEDS, lazy_flow
 from sources.fred import fred_source
 
 build_flow = producer_dataflow("macro_produce", "macrodata", fred_source)
-__getattr__ = lazy_flow(build_flow)
+__getattr__ = lazy_flow(build_flow, PRODUCER_NEEDS)

@@ -1,8 +1,8 @@
 """Trades (Alpaca live or synthetic, see sources.stock_trades) -> Kafka topic `stock_trades`, key = ticker."""
 
 from marketstream.producer_flow import producer_dataflow
-from marketstream.runtime import lazy_flow
+from marketstream.runtime import COMPANIES_PRODUCER_NEEDS, lazy_flow
 from sources.stock_trades import StockTradeSource
 
 build_flow = producer_dataflow("stock_produce", "stock_trades", StockTradeSource)
-__getattr__ = lazy_flow(build_flow)
+__getattr__ = lazy_flow(build_flow, COMPANIES_PRODUCER_NEEDS)

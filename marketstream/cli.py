@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -51,6 +52,11 @@ def _bytewax(module: str, env: dict, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bytewax.run", module, *args], cwd=REPO, env=env)
 
 
+def demo_recovery_directory(environ: Mapping[str, str]) -> Path:
+    """The demo consumer's recovery state lives with the stack's data (`STACK_DIR`, as stack/stack.sh)."""
+    return Path(environ.get("STACK_DIR") or REPO / ".stack") / "recovery" / "stock_consume"
+
+
 def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
     env = {**os.environ, "STOCK_SOURCE": "synthetic", "PRODUCE_FOR_SECONDS": str(seconds),
            "SYNTHETIC_TRADES_PER_SECOND": str(rate)}
@@ -66,7 +72,7 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
         _say(f"producer failed with exit code {producer.returncode}")
         return 1
 
-    recovery = REPO / ".stack" / "recovery" / "stock_consume"
+    recovery = demo_recovery_directory(os.environ)
     if not recovery.exists():
         recovery.mkdir(parents=True)
         subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)

@@ -1,57 +1,123 @@
-"""What every dataflow module does when `python -m bytewax.run` imports it: set up logging, then build
-its flow or stop with one clear line about the configuration problem."""
+"""What every dataflow module does when `python -m bytewax.run` imports it: set up logging, build its flow
+(or stop with one clear line about the configuration problem), then wait for the servers it needs."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
+import time
 from collections.abc import Callable
 
 from bytewax.dataflow import Dataflow
 
-from marketstream import shutdown
-from marketstream.settings import ConfigError, get_settings
+from marketstream import preflight, shutdown
+from marketstream.settings import ConfigError, Settings, get_settings
+
+CONSUMER_NEEDS = ("kafka", "s3")
+PRODUCER_NEEDS = ("kafka",)
+COMPANIES_PRODUCER_NEEDS = ("kafka", "postgres")
+
+
+THROTTLED_LOGGERS = ("librdkafka", "sources.kafka")
+"""Loggers that report each failed poll or connection attempt while a broker is down."""
 
 
 class RedactingFormatter(logging.Formatter):
-    """Replaces every configured secret in a formatted log line (message, arguments and traceback) by ***.
+    """Replaces every configured secret in a log line's message, arguments and traceback by ***.
 
-    The modules themselves never log secrets; this is the net under libraries that might."""
+    The modules themselves never log secrets; this is the net under libraries that might. Logger names and
+    the line's other fields are left alone, so a secret that happens to be a common word cannot mangle them
+    (secrets should not be common words: the defaults are not)."""
 
     def __init__(self, secrets: list[str], fmt: str):
         super().__init__(fmt)
         self._secrets = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
 
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+    def _redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
 
+    def format(self, record: logging.LogRecord) -> str:
+        if not self._secrets:
+            return super().format(record)
+        record = logging.makeLogRecord(record.__dict__)  # a copy: other handlers see the original
+        record.msg, record.args = self._redact(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = self._redact(self.formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = self._redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._redact(record.stack_info)
+        return super().format(record)
 
-def configure_logging() -> None:
+
+class RepeatFilter(logging.Filter):
+    """Lets a warning or error through at most once per `interval` seconds per logger and text (digits
+    aside); the next one let through says how many were held back. A broker that is down makes librdkafka
+    report the same failure many times a second."""
+
+    def __init__(self, interval: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, re.sub(r"\d+", "#", record.getMessage()))
+        now = self._clock()
+        with self._lock:
+            if len(self._last) > 10_000:
+                self._last.clear()
+            last, held = self._last.get(key, (None, 0))
+            if last is not None and now - last < self._interval:
+                self._last[key] = (last, held + 1)
+                return False
+            self._last[key] = (now, 0)
+        if held:
+            record.msg, record.args = f"{record.getMessage()} ({held} more like it in the last {self._interval:.0f} s)", None
+        return True
+
+
+def configure_logging(settings: Settings | None = None) -> None:
     try:
-        settings = get_settings()
+        settings = settings or get_settings()
         level, secrets = settings.log_level, settings.secret_values()
     except ConfigError:
         level, secrets = "INFO", []
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(secrets, "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    for repetitive in THROTTLED_LOGGERS:
+        logger = logging.getLogger(repetitive)
+        for old in [f for f in logger.filters if isinstance(f, RepeatFilter)]:
+            logger.removeFilter(old)
+        logger.addFilter(RepeatFilter())
     for noisy in ("botocore", "aiobotocore", "s3fs", "httpx", "urllib3", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def build_or_exit(build: Callable[[], Dataflow]) -> Dataflow:
-    configure_logging()
-    shutdown.install()
+def build_or_exit(build: Callable[[Settings], Dataflow], needs: tuple[str, ...], settings: Settings | None = None) -> Dataflow:
+    """Build the flow with `settings` (default: the environment's), then wait for the servers it `needs`
+    (`marketstream.preflight`). A configuration problem ends the process with one line naming the setting."""
+    configure_logging(settings)
     try:
-        return build()
+        settings = settings or get_settings()
+        shutdown.install(settings.shutdown_timeout_seconds)
+        flow = build(settings)
+        preflight.wait_for(settings, needs)
+        return flow
     except ConfigError as exc:
         raise SystemExit(f"marketstream: configuration error: {exc}") from None
 
 
-def lazy_flow(build: Callable[[], Dataflow]) -> Callable[[str], Dataflow]:
+def lazy_flow(build: Callable[[Settings], Dataflow], needs: tuple[str, ...]) -> Callable[[str], Dataflow]:
     """A module `__getattr__` that builds the module's `flow` when `bytewax.run` asks for it.
 
     Importing a dataflow module (tests, docs, another dataflow) then has no side effects and needs no
@@ -63,7 +129,7 @@ def lazy_flow(build: Callable[[], Dataflow]) -> Callable[[str], Dataflow]:
         if name != "flow":
             raise AttributeError(name)
         if not built:
-            built.append(build_or_exit(build))
+            built.append(build_or_exit(build, needs))
         return built[0]
 
     return module_getattr

@@ -8,6 +8,7 @@ before it opens any connection, so a missing value stops it with one message nam
 from __future__ import annotations
 
 import functools
+import logging
 from datetime import date
 from typing import Literal
 
@@ -103,6 +104,7 @@ class Settings(BaseSettings):
     recovery_directory: str | None = None
     snapshot_interval_seconds: float = Field(10.0, gt=0)
 
+    shutdown_timeout_seconds: float = Field(60.0, gt=0, le=3600, description="SIGTERM to exit, at most")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def require(self, *fields: str) -> None:
@@ -141,11 +143,13 @@ class Settings(BaseSettings):
             self.api_secret_alpaca and self.api_secret_alpaca.get_secret_value()
         )
 
-    def kafka_client_config(self) -> dict[str, str]:
+    def kafka_client_config(self) -> dict[str, object]:
         """librdkafka properties shared by every producer, consumer and admin client."""
         config = {
             "bootstrap.servers": self.kafka_bootstrap_servers,
             "security.protocol": self.kafka_security_protocol,
+            # librdkafka's own log lines go through Python logging (repeats rate-limited), not raw stderr
+            "logger": logging.getLogger("librdkafka"),
         }
         if self.kafka_sasl_mechanism:
             config["sasl.mechanism"] = self.kafka_sasl_mechanism

@@ -46,7 +46,7 @@ MAX_INLINE_KEY_BYTES = 4_096
 HEADROOM = 16_384
 """Bytes kept free under the broker's limit for the record batch's own fields and what compression adds
 to incompressible data."""
-TAIL_CHUNK = 1_000
+TAIL_CHUNK = 500
 RETRY_MAX_SECONDS = 30.0
 
 
@@ -137,6 +137,8 @@ def _read_range(consumer: Consumer, topic: str, partition: int, start: int, end:
     found, deadline = [], time.monotonic() + 60
     while time.monotonic() < deadline:
         for message in consumer.consume(500, 1.0):
+            if message.partition() != partition:  # left over from the previous assignment
+                continue
             if message.error() is None:
                 if message.offset() < end:
                     found.append(message.headers())

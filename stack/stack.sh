@@ -8,26 +8,46 @@
 #
 # Installs are cached under $MARKETSTREAM_CACHE (default ~/.cache/marketstream); data, logs and pids live
 # under $STACK_DIR (default .stack/ in the repository).
+#
+# Ports and credentials come from the environment, else from the repository's .env ($ENV_FILE), else the
+# defaults below, exactly as the dataflows read them: change S3_SECRET_KEY or POSTGRES_PASSWORD in .env and
+# the next `up` gives the servers the new ones (MinIO is restarted, the PostgreSQL role altered).
+# No secret is ever put on a command line: MinIO reads its credentials from its environment, psql its SQL
+# from standard input.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STACK_DIR=${STACK_DIR:-$REPO/.stack}
+ENV_FILE=${ENV_FILE:-$REPO/.env}
+
+from_env_file() { # from_env_file NAME: NAME's value in $ENV_FILE (the last one; quotes and a trailing comment removed)
+  [ -f "$ENV_FILE" ] || return 0
+  sed -n "s/^[[:space:]]*\(export[[:space:]]\+\)\?$1=//p" "$ENV_FILE" | tail -n 1 |
+    sed -E 's/[[:space:]]+#.*$//; s/[[:space:]]+$//; s/^"(.*)"$/\1/; s/^'"'"'(.*)'"'"'$/\1/'
+}
+
+setting() { # setting NAME DEFAULT: the environment's value, else .env's, else DEFAULT
+  local value=${!1:-}
+  [ -n "$value" ] || value=$(from_env_file "$1")
+  printf '%s' "${value:-$2}"
+}
 CACHE=${MARKETSTREAM_CACHE:-$HOME/.cache/marketstream}
 
 KAFKA_VERSION=4.1.1
 # MinIO publishes no semver tags; this is the pseudo-version of the newest commit that `go install` builds here.
 MINIO_VERSION=${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}
 
-KAFKA_PORT=${KAFKA_PORT:-9092}
-KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
-MINIO_PORT=${MINIO_PORT:-9000}
-MINIO_CONSOLE_PORT=${MINIO_CONSOLE_PORT:-9001}
-POSTGRES_PORT=${POSTGRES_PORT:-5432}
-S3_ACCESS_KEY=${S3_ACCESS_KEY:-marketstream}
-S3_SECRET_KEY=${S3_SECRET_KEY:-marketstream-secret}
-POSTGRES_USER=${POSTGRES_USER:-marketstream}
-POSTGRES_PASSWORD=${POSTGRES_PASSWORD:-marketstream}
-POSTGRES_DB=${POSTGRES_DB:-marketstream}
+KAFKA_PORT=$(setting KAFKA_PORT 9092)
+KAFKA_CONTROLLER_PORT=$(setting KAFKA_CONTROLLER_PORT 9093)
+MINIO_PORT=$(setting MINIO_PORT 9000)
+MINIO_CONSOLE_PORT=$(setting MINIO_CONSOLE_PORT 9001)
+POSTGRES_PORT=$(setting POSTGRES_PORT 5432)
+# the local stack's defaults, the same as .env.example's: fine on 127.0.0.1, never beyond it
+S3_ACCESS_KEY=$(setting S3_ACCESS_KEY local-s3-admin-2f9c)
+S3_SECRET_KEY=$(setting S3_SECRET_KEY local-s3-secret-71d4c0b9e2)
+POSTGRES_USER=$(setting POSTGRES_USER marketstream)
+POSTGRES_PASSWORD=$(setting POSTGRES_PASSWORD local-pg-5e81a3f07c)
+POSTGRES_DB=$(setting POSTGRES_DB marketstream)
 
 KAFKA_LIBS=$CACHE/kafka-$KAFKA_VERSION/libs
 MINIO_BIN=$CACHE/minio-$MINIO_VERSION/minio
@@ -130,8 +150,16 @@ EOF
 kafka_ready() { port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$LOGS/kafka.log"; }
 
 # ---------------------------------------------------------------- MinIO
+minio_credentials() { printf '%s\n%s' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" | sha256sum | cut -d' ' -f1; }
+
 start_minio() {
-  if alive minio; then say "minio already running (pid $(cat "$PIDS/minio.pid"))"; return; fi
+  if alive minio; then
+    if [ "$(cat "$STACK_DIR/minio.credentials" 2>/dev/null)" = "$(minio_credentials)" ]; then
+      say "minio already running (pid $(cat "$PIDS/minio.pid"))"; return
+    fi
+    say "S3_ACCESS_KEY / S3_SECRET_KEY changed: restarting minio with them"
+    stop_pid minio
+  fi
   port_open "$MINIO_PORT" && die "port $MINIO_PORT is taken by a process this stack did not start"
   mkdir -p "$STACK_DIR/minio"
   say "starting minio on 127.0.0.1:$MINIO_PORT"
@@ -139,6 +167,7 @@ start_minio() {
     nohup "$MINIO_BIN" server "$STACK_DIR/minio" --address "127.0.0.1:$MINIO_PORT" \
     --console-address "127.0.0.1:$MINIO_CONSOLE_PORT" >"$LOGS/minio.log" 2>&1 &
   echo $! >"$PIDS/minio.pid"
+  minio_credentials >"$STACK_DIR/minio.credentials"
 }
 
 minio_ready() { curl -fsS "http://127.0.0.1:$MINIO_PORT/minio/health/ready" >/dev/null 2>&1; }
@@ -148,33 +177,41 @@ as_pg() { # run a command as the PostgreSQL owner: postgres refuses to run as ro
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+sql_literal() { printf "'%s'" "${1//\'/\'\'}"; }
+sql_identifier() { printf '"%s"' "${1//\"/\"\"}"; }
+
 start_postgres() {
   local bin data=$STACK_DIR/postgres
   bin=$(pg_bin)
+  local psql=("$bin/psql" -h "$data" -p "$POSTGRES_PORT" -v ON_ERROR_STOP=1 -q -X)
   if [ -f "$data/postmaster.pid" ] && kill -0 "$(head -n 1 "$data/postmaster.pid")" 2>/dev/null; then
-    say "postgres already running (pid $(head -n 1 "$data/postmaster.pid"))"; return
+    say "postgres already running (pid $(head -n 1 "$data/postmaster.pid"))"
+  else
+    port_open "$POSTGRES_PORT" && die "port $POSTGRES_PORT is taken by a process this stack did not start"
+    if [ ! -f "$data/PG_VERSION" ]; then
+      mkdir -p "$data"
+      [ "$(id -u)" = 0 ] && chown postgres: "$data"
+      chmod 700 "$data"
+      as_pg "$bin/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+        >"$LOGS/postgres-initdb.log" 2>&1 || { cat "$LOGS/postgres-initdb.log" >&2; die "initdb failed"; }
+    fi
+    say "starting postgres on 127.0.0.1:$POSTGRES_PORT"
+    as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+      -o "-p $POSTGRES_PORT -c listen_addresses=127.0.0.1 -k $data" start >/dev/null
+    head -n 1 "$data/postmaster.pid" >"$PIDS/postgres.pid"
   fi
-  port_open "$POSTGRES_PORT" && die "port $POSTGRES_PORT is taken by a process this stack did not start"
-  local fresh=0
-  if [ ! -f "$data/PG_VERSION" ]; then
-    fresh=1
-    mkdir -p "$data"
-    [ "$(id -u)" = 0 ] && chown postgres: "$data"
-    chmod 700 "$data"
-    as_pg "$bin/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-      >"$LOGS/postgres-initdb.log" 2>&1 || { cat "$LOGS/postgres-initdb.log" >&2; die "initdb failed"; }
-  fi
-  say "starting postgres on 127.0.0.1:$POSTGRES_PORT"
-  as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-    -o "-p $POSTGRES_PORT -c listen_addresses=127.0.0.1 -k $data" start >/dev/null
-  head -n 1 "$data/postmaster.pid" >"$PIDS/postgres.pid"
-  if [ "$fresh" = 1 ]; then
-    local psql=("$bin/psql" -h "$data" -p "$POSTGRES_PORT" -v ON_ERROR_STOP=1 -q)
-    as_pg "${psql[@]}" -U postgres -d postgres \
-      -v user="$POSTGRES_USER" -v password="$POSTGRES_PASSWORD" -v db="$POSTGRES_DB" <<'SQL'
-CREATE ROLE :"user" LOGIN PASSWORD :'password';
-CREATE DATABASE :"db" OWNER :"user";
+  # the role gets the configured password on every `up` (through the local socket, SQL on stdin), so
+  # a POSTGRES_PASSWORD changed in .env takes effect; role and database are created when missing
+  local user password
+  user=$(sql_identifier "$POSTGRES_USER"); password=$(sql_literal "$POSTGRES_PASSWORD")
+  as_pg "${psql[@]}" -U postgres -d postgres <<SQL
+SELECT format('CREATE ROLE %I LOGIN', $(sql_literal "$POSTGRES_USER"))
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = $(sql_literal "$POSTGRES_USER")) \gexec
+ALTER ROLE $user LOGIN PASSWORD $password;
+SELECT format('CREATE DATABASE %I OWNER %I', $(sql_literal "$POSTGRES_DB"), $(sql_literal "$POSTGRES_USER"))
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = $(sql_literal "$POSTGRES_DB")) \gexec
 SQL
+  if [ "$(as_pg "${psql[@]}" -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tA <<<"SELECT to_regclass('companies_info') IS NULL")" = t ]; then
     as_pg "${psql[@]}" -U "$POSTGRES_USER" -d "$POSTGRES_DB" -f - <"$REPO/stack/init.sql"
     say "postgres: companies_info created and seeded"
   fi

@@ -8,21 +8,32 @@ import time
 import uuid
 from datetime import datetime, timedelta
 
+from pathlib import Path
+
 import pytest
+from dotenv import dotenv_values
 
 from marketstream.settings import Settings, load_settings
 
-# The local stack's addresses and credentials (stack/stack.sh defaults, same as .env.example).
+_ENV_FILE = dotenv_values(Path(__file__).resolve().parents[1] / ".env")
+
+
+def _stack_setting(name: str, default: str) -> str:
+    """What `stack/stack.sh` gave the local stack: the environment's value, else .env's, else its default."""
+    return os.environ.get(name) or _ENV_FILE.get(name) or default
+
+
+# The local stack's addresses and credentials, as stack/stack.sh resolves them.
 STACK = {
-    "s3_endpoint_url": os.environ.get("TEST_S3_ENDPOINT_URL", "http://127.0.0.1:9000"),
-    "s3_access_key": os.environ.get("TEST_S3_ACCESS_KEY", "marketstream"),
-    "s3_secret_key": os.environ.get("TEST_S3_SECRET_KEY", "marketstream-secret"),
+    "s3_endpoint_url": os.environ.get("TEST_S3_ENDPOINT_URL", f"http://127.0.0.1:{_stack_setting('MINIO_PORT', '9000')}"),
+    "s3_access_key": _stack_setting("S3_ACCESS_KEY", "local-s3-admin-2f9c"),
+    "s3_secret_key": _stack_setting("S3_SECRET_KEY", "local-s3-secret-71d4c0b9e2"),
     "kafka_bootstrap_servers": os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
     "postgres_host": "127.0.0.1",
-    "postgres_port": int(os.environ.get("TEST_POSTGRES_PORT", "5432")),
-    "postgres_db": "marketstream",
-    "postgres_user": "marketstream",
-    "postgres_password": "marketstream",
+    "postgres_port": int(_stack_setting("POSTGRES_PORT", "5432")),
+    "postgres_db": _stack_setting("POSTGRES_DB", "marketstream"),
+    "postgres_user": _stack_setting("POSTGRES_USER", "marketstream"),
+    "postgres_password": _stack_setting("POSTGRES_PASSWORD", "local-pg-5e81a3f07c"),
 }
 
 

@@ -4,26 +4,21 @@
 from dataclasses import replace
 
 from dataflows.stock_consume import STOCK_TRADES
-from marketstream import shutdown
 from marketstream.consumer_flow import build_consumer_flow
-from marketstream.runtime import configure_logging
+from marketstream.runtime import CONSUMER_NEEDS, PRODUCER_NEEDS, build_or_exit
 from tests.conftest import make_settings
 
 
 def stock_consume(topic: str, bucket: str, **settings):
-    configure_logging()
-    shutdown.install()
-    return build_consumer_flow(
-        replace(STOCK_TRADES, topic=topic, bucket=bucket), make_settings(**{"kafka_stop_at_end": True, **settings})
-    )
+    """As `python -m bytewax.run dataflows.stock_consume` runs it, on the stack's settings plus `settings`."""
+    return build_or_exit(lambda config: build_consumer_flow(replace(STOCK_TRADES, topic=topic, bucket=bucket), config),
+                         CONSUMER_NEEDS, make_settings(**{"kafka_stop_at_end": True, **settings}))
 
 
 def macro_produce(topic: str, **settings):
     from dataflows.macro_produce import build_flow
 
-    configure_logging()
-    shutdown.install()
-    return build_flow(make_settings(**settings), topic=topic)
+    return build_or_exit(lambda config: build_flow(config, topic=topic), PRODUCER_NEEDS, make_settings(**settings))
 
 
 def stock_consume_stalling_upload(topic: str, bucket: str, stalled_upload: int, **settings):
