@@ -36,6 +36,7 @@ from marketstream.records import ROW_INDEX, decode_each
 from marketstream.schemas import decoded_columns, dictionary_paths
 from marketstream.settings import Settings, get_settings
 from sinks.dead_letters import DeadLetter, DeadLetterSink
+from sinks.delta import DeltaLakeSink, Flush
 from sinks.layout import object_key, partition_path
 from sinks.object_store import ObjectStore
 from sinks.parquet import Batch, ParquetSink
@@ -156,11 +157,12 @@ def into_files(dataset: Dataset, max_rows: int, kafka_partition_rows: tuple[str,
     rows = table.select(dataset.schema.names).cast(dataset.schema)
     batches, start = [], 0
     for run in runs.to_pylist():
-        hive = partition_path([(name, run[name]) for name in dataset.partitioning.names])
-        prefix = object_key(run.get(PREFIX, ""), hive)
+        values = tuple((name, run[name]) for name in dataset.partitioning.names)
+        prefix = object_key(run.get(PREFIX, ""), partition_path(list(values)))
         for offset in range(0, run["count_all"], max_rows):
             length = min(max_rows, run["count_all"] - offset)
-            batches.append((f"{prefix}|{kafka_partition}", Batch(prefix, int(kafka_partition), rows.slice(start + offset, length))))
+            batches.append((f"{prefix}|{kafka_partition}",
+                            Batch(prefix, int(kafka_partition), rows.slice(start + offset, length), values)))
         start += run["count_all"]
     return batches
 
@@ -194,13 +196,20 @@ def build_consumer_flow(
     budget = BufferBudget(settings.batch_max_buffered_rows)
     batcher = partial(TableBatcher, timedelta(seconds=settings.batch_max_age_seconds), budget)
     batched = op.stateful_batch("batch", per_partition, lambda state: batcher(state))
+    incarnation = partial(topic_incarnation, settings, dataset.topic)
+    dictionary_columns = dictionary_paths(dataset.schema, dataset.few_values)
+    if settings.lake_format == "delta":
+        # one item per flush of a Kafka partition: its files are committed together, in offset order
+        flushes = op.map("files", batched, lambda flushed: (flushed[0], Flush(
+            int(flushed[0]), [batch for _, batch in into_files(dataset, settings.batch_max_rows, flushed)])))
+        op.output("lake", flushes, lake_sink or DeltaLakeSink(
+            bucket=dataset.bucket, topic=dataset.topic, dataset=dataset.name, schema=dataset.schema,
+            partitioning=dataset.partitioning, topic_incarnation=incarnation, store=store,
+            storage_options=settings.delta_storage_options(), compression=settings.parquet_compression,
+            dictionary_columns=dictionary_columns))
+        return flow
     files = op.flat_map("files", batched, partial(into_files, dataset, settings.batch_max_rows))
-
-    op.output(
-        "lake",
-        files,
-        lake_sink or ParquetSink(settings, bucket=dataset.bucket, topic=dataset.topic,
-                                 topic_incarnation=partial(topic_incarnation, settings, dataset.topic),
-                                 dictionary_columns=dictionary_paths(dataset.schema, dataset.few_values)),
-    )
+    op.output("lake", files, lake_sink or ParquetSink(settings, bucket=dataset.bucket, topic=dataset.topic,
+                                                      topic_incarnation=incarnation,
+                                                      dictionary_columns=dictionary_columns))
     return flow

@@ -32,3 +32,12 @@ def open_dataset(
 
 def read_table(settings: Settings, bucket: str, partitioning: pa.Schema, prefix: str = "", schema=None) -> pa.Table:
     return open_dataset(settings, bucket, partitioning, prefix, schema).to_table()
+
+
+def read_delta(settings: Settings, bucket: str, table: str = "") -> pa.Table:
+    """The current version of the Delta table at `bucket` (or its sub-table `bucket/table`), partition
+    columns included."""
+    from deltalake import DeltaTable
+
+    uri = f"s3://{bucket}/{table}".rstrip("/")
+    return DeltaTable(uri, storage_options=settings.delta_storage_options()).to_pyarrow_table()

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     batch_max_age_seconds: float = Field(10.0, gt=0)
     batch_max_buffered_rows: int = Field(500_000, ge=1, description="rows held by all open batches of a process")
     parquet_compression: Literal["zstd", "snappy"] = "zstd"
+    lake_format: Literal["parquet", "delta"] = Field(
+        "parquet", description="parquet: plain hive-partitioned files; delta: Delta Lake tables (becoming the default)")
     s3_retry_max_seconds: float = Field(30.0, gt=0)
     stock_synthetic_prefix: str = Field("_synthetic", pattern=r"^(_[A-Za-z0-9_\-]*)?$")
 
@@ -170,6 +172,19 @@ class Settings(BaseSettings):
             "secret": self.s3_secret_key.get_secret_value(),
             "endpoint_url": self.s3_endpoint_url,
             "client_kwargs": {"region_name": self.s3_region},
+        }
+
+    def delta_storage_options(self) -> dict[str, str]:
+        """`storage_options` for deltalake (delta-rs). Commits are made safe between concurrent writers by
+        S3 conditional writes (`If-None-Match`), which MinIO and AWS S3 honour: no lock service."""
+        self.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
+        assert self.s3_access_key and self.s3_secret_key and self.s3_endpoint_url
+        return {
+            "AWS_ENDPOINT_URL": self.s3_endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.s3_access_key.get_secret_value(),
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key.get_secret_value(),
+            "AWS_REGION": self.s3_region,
+            "AWS_ALLOW_HTTP": "true" if self.s3_endpoint_url.startswith("http://") else "false",
         }
 
     def postgres_connect_kwargs(self) -> dict:

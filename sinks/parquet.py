@@ -55,6 +55,8 @@ class Batch:
     prefix: str
     kafka_partition: int
     table: pa.Table
+    partition_values: tuple[tuple[str, object], ...] = ()
+    """The hive partition's values (`prefix` holds them encoded), for table formats that record them."""
 
 
 def offset_range(table: pa.Table) -> tuple[int, int]:

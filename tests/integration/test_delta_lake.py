@@ -1,0 +1,144 @@
+"""The lake as Delta tables (`LAKE_FORMAT=delta`) on the real stack: atomic commits carrying the Kafka
+offsets, exactly-once under kills, out-of-order uploads, several processes and a recreated topic."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import botocore.exceptions
+import orjson
+import pyarrow.compute as pc
+import pytest
+
+from marketstream.lake import lake_filesystem, read_delta
+from sinks.object_store import ObjectStore
+from tests.conftest import make_settings
+from tests.integration.kafka_helpers import produce
+from tests.integration.test_fault_tolerance import REPO, consumer, init_recovery, log_of, recreate_topic, trade
+
+pytestmark = pytest.mark.integration
+
+
+def committed_ids(settings, bucket: str, table: str = ""):
+    return read_delta(settings, bucket, table).column("trade_id")
+
+
+def data_files(fs, bucket: str) -> int:
+    return len([key for key in fs.find(bucket) if key.endswith(".parquet")]) if fs.exists(bucket) else 0
+
+
+def test_trades_are_committed_to_a_delta_table_with_their_partitions(lake):
+    settings, topic, bucket = lake
+    produce(settings, topic, [trade(i) for i in range(3_000)])
+    assert consumer(topic, bucket, lake_format="delta").wait(120) == 0
+    table = read_delta(settings, bucket)
+    assert table.num_rows == 3_000 and pc.count_distinct(table.column("trade_id")).as_py() == 3_000
+    assert {"ticker", "date", "kafka_partition", "kafka_offset"} <= set(table.column_names)
+    row = table.filter(pc.equal(table.column("trade_id"), "t7")).to_pylist()[0]
+    assert (row["ticker"], str(row["date"])) == ("T07", "2026-11-24")
+
+    assert consumer(topic, bucket, lake_format="delta").wait(120) == 0  # a restart without recovery
+    assert read_delta(settings, bucket).num_rows == 3_000
+
+
+def test_kill_9_at_three_points_then_restart_commits_each_trade_exactly_once(lake, tmp_path):
+    settings, topic, bucket = lake
+    total = 200_000
+    produce(settings, topic, [trade(i) for i in range(total)])
+    recovery = init_recovery(tmp_path / "recovery")
+    fs = lake_filesystem(settings)
+    for files_before_kill, with_recovery in ((20, True), (80, False), (140, True)):
+        process = consumer(topic, bucket, recovery if with_recovery else None, lake_format="delta",
+                           batch_max_buffered_rows=1000)
+        deadline = time.monotonic() + 120
+        while data_files(fs, bucket) < files_before_kill:
+            assert time.monotonic() < deadline and process.poll() is None, log_of(process)[-2000:]
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    final = consumer(topic, bucket, recovery, lake_format="delta", batch_max_buffered_rows=1000)
+    assert final.wait(240) == 0, log_of(final)[-2000:]
+    ids = committed_ids(settings, bucket)
+    assert len(ids) == total and pc.count_distinct(ids).as_py() == total
+
+
+@pytest.mark.parametrize("recovery_on", [False, True], ids=["without-recovery", "with-recovery"])
+def test_an_upload_held_back_then_kill_9_commits_nothing_past_it_and_loses_nothing(lake, tmp_path, recovery_on):
+    settings, topic, bucket = lake
+    total = 20_000
+    one_day = [orjson.loads(trade(i * 20)[1]) | {"timestamp": "2026-11-24T15:00:00Z"} for i in range(total)]
+    produce(settings, topic, [(b"T00", orjson.dumps(message)) for message in one_day])
+    recovery = init_recovery(tmp_path / "recovery") if recovery_on else None
+    fs = lake_filesystem(settings)
+    process = consumer(topic, bucket, recovery, factory="stock_consume_stalling_upload", stalled_upload=3,
+                       lake_format="delta", batch_max_rows=500, batch_max_buffered_rows=500,
+                       kafka_consume_batch_size=250)
+    deadline = time.monotonic() + 120
+    while len([k for k in (fs.find(bucket) if fs.exists(bucket) else []) if k.endswith(".parquet")]) < 8:
+        assert time.monotonic() < deadline and process.poll() is None, log_of(process)[-2000:]
+        time.sleep(0.05)
+    time.sleep(1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    before = committed_ids(settings, bucket)
+    assert len(before) <= 2 * 500  # uploads after the held-back one completed, but were not committed
+
+    assert consumer(topic, bucket, recovery, lake_format="delta").wait(120) == 0
+    ids = committed_ids(settings, bucket)
+    assert len(ids) == total and pc.count_distinct(ids).as_py() == total
+
+
+def test_synthetic_trades_are_a_table_of_their_own(lake):
+    settings, topic, bucket = lake
+    synthetic = [(b"T01", orjson.dumps(orjson.loads(trade(i)[1]) | {"source": "synthetic", "symbol": "T01"}))
+                 for i in range(100)]
+    produce(settings, topic, [trade(i) for i in range(200)] + synthetic)
+    assert consumer(topic, bucket, lake_format="delta").wait(120) == 0
+    assert read_delta(settings, bucket).num_rows == 200
+    apart = read_delta(settings, bucket, "_synthetic")
+    assert apart.num_rows == 100 and set(apart.column("source").to_pylist()) == {"synthetic"}
+
+
+def test_two_processes_commit_to_one_table_losing_and_doubling_nothing(lake):
+    settings, topic, bucket = lake
+    produce(settings, topic, [trade(i) for i in range(20_000)])
+    factory = f"tests.integration.flows:stock_consume({topic!r}, {bucket!r}, lake_format='delta', batch_max_buffered_rows=500)"
+    subprocess.run([sys.executable, "-m", "bytewax.testing", factory, "-p", "2"], cwd=REPO, check=True, timeout=240)
+    ids = committed_ids(settings, bucket)
+    assert len(ids) == 20_000 and pc.count_distinct(ids).as_py() == 20_000
+
+
+@pytest.mark.parametrize("recovery_on", [False, True], ids=["without-recovery", "with-recovery"])
+def test_a_recreated_topic_is_committed_as_a_new_incarnation(lake, tmp_path, recovery_on):
+    settings, topic, bucket = lake
+    place = {"symbol": "T00", "timestamp": "2026-11-24T15:00:00Z"}
+    produce(settings, topic, [(b"T00", orjson.dumps(orjson.loads(trade(i)[1]) | place)) for i in range(1000)])
+    recovery = init_recovery(tmp_path / "recovery") if recovery_on else None
+    assert consumer(topic, bucket, recovery, lake_format="delta").wait(120) == 0
+    recreate_topic(settings, topic)
+    produce(settings, topic, [(b"T00", orjson.dumps(orjson.loads(trade(i)[1]) | place)) for i in range(1000, 2000)])
+    assert consumer(topic, bucket, recovery, lake_format="delta").wait(120) == 0
+    ids = committed_ids(settings, bucket)
+    assert len(ids) == 2000 and pc.count_distinct(ids).as_py() == 2000
+
+
+def test_the_object_store_refuses_to_overwrite_an_object_under_if_none_match(stack, unique):
+    """Delta commits between concurrent writers are safe only if the store honours If-None-Match."""
+    store = ObjectStore(make_settings())
+    bucket = f"it-inm-{unique}"
+    store.ensure_bucket(bucket)
+    client = store.filesystem
+
+    async def put_if_absent(body: bytes):
+        return await client._call_s3("put_object", Bucket=bucket, Key="_delta_log/00000000000000000000.json",
+                                     Body=body, IfNoneMatch="*")
+
+    import fsspec.asyn
+
+    fsspec.asyn.sync(client.loop, put_if_absent, b"first")
+    with pytest.raises((botocore.exceptions.ClientError, OSError)) as refused:
+        fsspec.asyn.sync(client.loop, put_if_absent, b"second")
+    assert "pre-conditions you specified did not hold" in str(refused.value)
+    assert client.cat(f"{bucket}/_delta_log/00000000000000000000.json") == b"first"
+    client.rm(bucket, recursive=True)
