@@ -1,8 +1,11 @@
-"""`marketstream` command line: run a dataflow with recovery, the bounded demo, a report of the lake.
+"""`marketstream` command line: run a dataflow with recovery, the bounded demo, a report of the lake, SQL
+over the lake's Delta tables and their maintenance.
 
     python -m marketstream.cli run stock_consume [-w 2 | -i 0 -a "hostA:2101;hostB:2101" ...]
     python -m marketstream.cli demo [--seconds 60] [--rate 5] [--workers 2]
     python -m marketstream.cli report
+    python -m marketstream.cli sql "SELECT ticker, count(*) FROM stock_trades GROUP BY ALL" [--version N]
+    python -m marketstream.cli maintain [--table stock_trades] [--no-vacuum]
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -133,6 +137,69 @@ def report(settings: Settings) -> int:
     return 0
 
 
+def lake_tables(settings: Settings) -> dict[str, str]:
+    """Each Delta table of the lake by its SQL name, with its URI."""
+    from dataflows.bluesky_consume import BLUESKY_POSTS
+    from dataflows.macro_consume import MACRO_OBSERVATIONS
+    from dataflows.news_consume import NEWS_ARTICLES
+    from dataflows.stock_consume import STOCK_TRADES
+
+    return {
+        "stock_trades": f"s3://{STOCK_TRADES.bucket}",
+        "synthetic_trades": f"s3://{STOCK_TRADES.bucket}/{settings.stock_synthetic_prefix}",
+        "macro_observations": f"s3://{MACRO_OBSERVATIONS.bucket}",
+        "news_articles": f"s3://{NEWS_ARTICLES.bucket}",
+        "bluesky_posts": f"s3://{BLUESKY_POSTS.bucket}",
+    }
+
+
+def _existing_tables(settings: Settings, tables: dict[str, str]) -> dict[str, str]:
+    from deltalake import DeltaTable
+
+    options = settings.delta_storage_options()
+    return {name: uri for name, uri in tables.items() if DeltaTable.is_deltatable(uri, storage_options=options)}
+
+
+def sql(settings: Settings, query: str, tables: dict[str, str] | None = None, version: int | None = None,
+        out=sys.stdout) -> int:
+    """Answer `query` with DuckDB over the lake's Delta tables, each a view of its name; `version` reads
+    every table as of that version (time travel)."""
+    import duckdb
+    from deltalake import DeltaTable
+
+    options = settings.delta_storage_options()
+    connection = duckdb.connect()
+    for name, uri in _existing_tables(settings, tables or lake_tables(settings)).items():
+        table = DeltaTable(uri, storage_options=options, version=version)
+        connection.register(name, table.to_pyarrow_dataset())  # no DuckDB extension to download
+    try:
+        result = connection.sql(query)
+    except duckdb.Error as exc:
+        print(f"marketstream sql: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    if result is not None:
+        print(result.fetch_arrow_table().to_pandas().to_string(index=False), file=out)
+    return 0
+
+
+def maintain(settings: Settings, tables: dict[str, str] | None = None, *, vacuum: bool = True,
+             today: date | None = None) -> int:
+    """Compact, vacuum and checkpoint every Delta table of the lake (`sinks.delta_maintenance`)."""
+    from marketstream.calendar import exchange_date
+    from sinks.delta_maintenance import maintain_table
+
+    today = today or exchange_date(datetime.now(timezone.utc))
+    for name, uri in _existing_tables(settings, tables or lake_tables(settings)).items():
+        done = maintain_table(uri, settings.delta_storage_options(), today=today,
+                              closed_after_days=settings.lake_compact_closed_after_days,
+                              target_file_bytes=settings.lake_target_file_mb * 1024 * 1024,
+                              retention_hours=settings.lake_vacuum_retention_hours, vacuum=vacuum)
+        _say(f"{name}: version {done.version_before} -> {done.version_after}, files {done.files_before} -> "
+             f"{done.files_after} ({done.files_compacted} compacted into {done.files_written}, "
+             f"{done.files_vacuumed} vacuumed) in {done.seconds:.1f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="marketstream")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument("--rate", type=float, default=5.0, help="synthetic trades per second per ticker")
     demo_cmd.add_argument("--workers", type=int, default=2)
     commands.add_parser("report", help="what is in the stock-data bucket")
+    sql_cmd = commands.add_parser("sql", help="SQL (DuckDB) over the lake's Delta tables: " + ", ".join(
+        ("stock_trades", "synthetic_trades", "macro_observations", "news_articles", "bluesky_posts")))
+    sql_cmd.add_argument("query")
+    sql_cmd.add_argument("--version", type=int, help="read the tables as of this Delta version (time travel)")
+    maintain_cmd = commands.add_parser("maintain", help="compact, vacuum and checkpoint the lake's Delta tables")
+    maintain_cmd.add_argument("--table", action="append", help="only this table (repeatable)")
+    maintain_cmd.add_argument("--no-vacuum", action="store_true")
     run_cmd = commands.add_parser("run", help="run a dataflow, with recovery when RECOVERY_DIRECTORY is set")
     run_cmd.add_argument("dataflow", choices=DATAFLOWS)
     run_cmd.add_argument("bytewax_args", nargs=argparse.REMAINDER, help="passed to bytewax.run (-w, -i, -a)")
@@ -151,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
             return demo(settings, args.seconds, args.rate, args.workers)
         if args.command == "run":
             return run(settings, args.dataflow, args.bytewax_args)
+        if args.command == "sql":
+            return sql(settings, args.query, version=args.version)
+        if args.command == "maintain":
+            tables = lake_tables(settings)
+            chosen = {name: uri for name, uri in tables.items() if not args.table or name in args.table}
+            return maintain(settings, chosen, vacuum=not args.no_vacuum)
         return report(settings)
     except ConfigError as exc:
         print(f"marketstream: configuration error: {exc}", file=sys.stderr)
