@@ -157,7 +157,14 @@ def _existing_tables(settings: Settings, tables: dict[str, str]) -> dict[str, st
     from deltalake import DeltaTable
 
     options = settings.delta_storage_options()
-    return {name: uri for name, uri in tables.items() if DeltaTable.is_deltatable(uri, storage_options=options)}
+
+    def is_table(uri: str) -> bool:
+        try:
+            return DeltaTable.is_deltatable(uri, storage_options=options)
+        except OSError:  # no such bucket yet
+            return False
+
+    return {name: uri for name, uri in tables.items() if is_table(uri)}
 
 
 def sql(settings: Settings, query: str, tables: dict[str, str] | None = None, version: int | None = None,
