@@ -23,11 +23,13 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from deltalake import DeltaTable
 
 from marketstream.kafka import ensure_topics
 from marketstream.lake import lake_filesystem
@@ -100,8 +102,14 @@ def run_contender(command: list[str], env: dict | None = None) -> dict:
 
 
 def lake_rows(settings: Settings, bucket: str) -> tuple[int, int]:
+    """Data files and rows in `bucket`: the committed ones of its Delta tables, else every Parquet file."""
     fs = lake_filesystem(settings)
-    files = [f for f in fs.find(bucket) if f.endswith(".parquet")]
+    logs = [key.rsplit("/_delta_log/", 1)[0] for key in fs.find(bucket) if key.endswith("/_delta_log/00000000000000000000.json")]
+    if logs:
+        files = [uri.removeprefix("s3://") for base in logs
+                 for uri in DeltaTable(f"s3://{base}", storage_options=settings.delta_storage_options()).file_uris()]
+    else:
+        files = [f for f in fs.find(bucket) if f.endswith(".parquet")]
     rows = 0
     for path in files:
         with fs.open(path, "rb") as handle:
@@ -111,6 +119,22 @@ def lake_rows(settings: Settings, bucket: str) -> tuple[int, int]:
 
 def bytewax(factory: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "bytewax.run", factory, *args]
+
+
+def visible_files(fs, seen: dict[str, float]) -> dict[str, float]:
+    """When each data file became visible to readers: for a Delta table when the commit adding it appeared
+    (its upload alone shows nothing), for plain Parquet when the file appeared."""
+    commits = {path: moment for path, moment in seen.items() if "/_delta_log/" in path and path.endswith(".json")}
+    if not commits:
+        return {path: moment for path, moment in seen.items() if path.endswith(".parquet")}
+    visible = {}
+    for path, moment in commits.items():
+        table = path.rsplit("/_delta_log/", 1)[0]
+        for line in fs.cat(path).decode().splitlines():
+            add = json.loads(line).get("add")
+            if add and add.get("dataChange", True):
+                visible[f"{table}/{unquote(add['path'])}"] = moment
+    return visible
 
 
 def measure_freshness(settings: Settings, run: str, seconds: float, rate: float, max_age: float) -> dict:
@@ -150,7 +174,7 @@ def measure_freshness(settings: Settings, run: str, seconds: float, rate: float,
     stop.set()
     watcher.join()
     latencies = []
-    for path, visible in seen.items():
+    for path, visible in visible_files(fs, seen).items():
         with fs.open(path, "rb") as handle:
             stamps = pq.read_table(handle, columns=["timestamp"]).column("timestamp").cast("int64").to_numpy()
         latencies.append(visible - stamps / 1e6)

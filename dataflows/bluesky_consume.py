@@ -2,7 +2,7 @@
 
 from marketstream import schemas
 from marketstream.consumer_flow import Dataset, build_consumer_flow
-from marketstream.runtime import CONSUMER_NEEDS, lazy_flow
+from marketstream.runtime import consumer_needs, lazy_flow
 from marketstream.social import parse_post
 
 BLUESKY_POSTS = Dataset(
@@ -15,4 +15,4 @@ BLUESKY_POSTS = Dataset(
     parse=parse_post,
 )
 
-__getattr__ = lazy_flow(lambda settings: build_consumer_flow(BLUESKY_POSTS, settings), CONSUMER_NEEDS)
+__getattr__ = lazy_flow(lambda settings: build_consumer_flow(BLUESKY_POSTS, settings), consumer_needs(BLUESKY_POSTS.bucket))

@@ -3,7 +3,7 @@
 from marketstream import schemas
 from marketstream.consumer_flow import Dataset, build_consumer_flow
 from marketstream.macro import parse_macro
-from marketstream.runtime import CONSUMER_NEEDS, lazy_flow
+from marketstream.runtime import consumer_needs, lazy_flow
 
 MACRO_OBSERVATIONS = Dataset(
     name="macrodata",
@@ -15,4 +15,4 @@ MACRO_OBSERVATIONS = Dataset(
     parse=parse_macro,
 )
 
-__getattr__ = lazy_flow(lambda settings: build_consumer_flow(MACRO_OBSERVATIONS, settings), CONSUMER_NEEDS)
+__getattr__ = lazy_flow(lambda settings: build_consumer_flow(MACRO_OBSERVATIONS, settings), consumer_needs(MACRO_OBSERVATIONS.bucket))

@@ -3,7 +3,7 @@
 from marketstream import schemas
 from marketstream.consumer_flow import Dataset, build_consumer_flow
 from marketstream.news import parse_news
-from marketstream.runtime import CONSUMER_NEEDS, lazy_flow
+from marketstream.runtime import consumer_needs, lazy_flow
 
 NEWS_ARTICLES = Dataset(
     name="finnhub",
@@ -15,4 +15,4 @@ NEWS_ARTICLES = Dataset(
     parse=parse_news,
 )
 
-__getattr__ = lazy_flow(lambda settings: build_consumer_flow(NEWS_ARTICLES, settings), CONSUMER_NEEDS)
+__getattr__ = lazy_flow(lambda settings: build_consumer_flow(NEWS_ARTICLES, settings), consumer_needs(NEWS_ARTICLES.bucket))

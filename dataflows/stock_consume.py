@@ -2,7 +2,7 @@
 
 from marketstream import schemas
 from marketstream.consumer_flow import Dataset, build_consumer_flow
-from marketstream.runtime import CONSUMER_NEEDS, lazy_flow
+from marketstream.runtime import consumer_needs, lazy_flow
 from marketstream.trades import decode_trades, outside_session, parse_trade, synthetic_apart
 
 STOCK_TRADES = Dataset(
@@ -18,4 +18,4 @@ STOCK_TRADES = Dataset(
     skip=outside_session,
 )
 
-__getattr__ = lazy_flow(lambda settings: build_consumer_flow(STOCK_TRADES, settings), CONSUMER_NEEDS)
+__getattr__ = lazy_flow(lambda settings: build_consumer_flow(STOCK_TRADES, settings), consumer_needs(STOCK_TRADES.bucket))

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from marketstream import schemas
-from marketstream.lake import lake_filesystem, open_dataset
+from marketstream.lake import lake_filesystem, read_table
 from marketstream.settings import ConfigError, Settings, get_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +86,15 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
     if consumer.wait() != 0:
         _say(f"stock_consume failed with exit code {consumer.returncode}")
         return 1
-    return report(settings)
+    if report(settings) != 0 or settings.lake_format != "delta":
+        return 0
+    synthetic = {"synthetic_trades": lake_tables(settings)["synthetic_trades"]}
+    _say("compacting the table (today's partitions too, for the demo: `marketstream maintain` leaves open ones)")
+    maintain(settings, synthetic, vacuum=False, closed_after_days=0)
+    query = ("SELECT ticker, count(*) AS trades, round(sum(price * size) / sum(size), 2) AS vwap, min(timestamp) AS first, "
+             "max(timestamp) AS last FROM synthetic_trades GROUP BY ticker ORDER BY trades DESC LIMIT 5")
+    _say(f'marketstream sql "{query}"')
+    return sql(settings, query, synthetic)
 
 
 DATAFLOWS = ("stock_produce", "stock_consume", "macro_produce", "macro_consume", "news_produce", "news_consume",
@@ -110,21 +118,29 @@ def run(settings: Settings, dataflow: str, bytewax_args: list[str]) -> int:
 
 
 def report(settings: Settings) -> int:
+    """What is in `stock-data`: per table (real and synthetic trades) its version, files and rows."""
+    from deltalake import DeltaTable
+
     fs = lake_filesystem(settings)
     if not fs.exists(STOCK_BUCKET):
         _say(f"bucket '{STOCK_BUCKET}' does not exist yet")
         return 1
     for label, prefix in (("real trades", ""), ("synthetic trades", settings.stock_synthetic_prefix)):
         base = f"{STOCK_BUCKET}/{prefix}".rstrip("/")
-        files = [f for f in fs.find(base) if f.endswith(".parquet") and (prefix or "/_" not in f)]
-        _say(f"{label}: {len(files)} Parquet files under s3://{base}/")
+        if fs.exists(f"{base}/_delta_log"):
+            delta = DeltaTable(f"s3://{base}", storage_options=settings.delta_storage_options())
+            files = [uri.removeprefix("s3://") for uri in delta.file_uris()]
+            _say(f"{label}: Delta table s3://{base}/, version {delta.version()}, {len(files)} data files")
+        else:
+            files = [f for f in fs.find(base) if f.endswith(".parquet") and (prefix or "/_" not in f)]
+            _say(f"{label}: {len(files)} Parquet files under s3://{base}/")
         if not files:
             continue
         for path in files[:3]:
             print(f"    s3://{path}")
         if len(files) > 3:
             print(f"    ... and {len(files) - 3} more")
-        table = open_dataset(settings, STOCK_BUCKET, schemas.STOCK_TRADES_PARTITIONING, prefix, schemas.STOCK_TRADES).to_table()
+        table = read_table(settings, STOCK_BUCKET, schemas.STOCK_TRADES_PARTITIONING, prefix, schemas.STOCK_TRADES)
         counts = table.group_by("ticker").aggregate([("trade_id", "count")]).sort_by("ticker")
         _say(f"{label}: {table.num_rows:,} rows, per ticker:")
         pairs = list(zip(counts.column("ticker").to_pylist(), counts.column("trade_id_count").to_pylist()))
@@ -185,12 +201,12 @@ def sql(settings: Settings, query: str, tables: dict[str, str] | None = None, ve
         print(f"marketstream sql: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     if result is not None:
-        print(result.fetch_arrow_table().to_pandas().to_string(index=False), file=out)
+        print(result.to_arrow_table().to_pandas().to_string(index=False), file=out)
     return 0
 
 
 def maintain(settings: Settings, tables: dict[str, str] | None = None, *, vacuum: bool = True,
-             today: date | None = None) -> int:
+             today: date | None = None, closed_after_days: int | None = None) -> int:
     """Compact, vacuum and checkpoint every Delta table of the lake (`sinks.delta_maintenance`)."""
     from marketstream.calendar import exchange_date
     from sinks.delta_maintenance import maintain_table
@@ -198,7 +214,8 @@ def maintain(settings: Settings, tables: dict[str, str] | None = None, *, vacuum
     today = today or exchange_date(datetime.now(timezone.utc))
     for name, uri in _existing_tables(settings, tables or lake_tables(settings)).items():
         done = maintain_table(uri, settings.delta_storage_options(), today=today,
-                              closed_after_days=settings.lake_compact_closed_after_days,
+                              closed_after_days=settings.lake_compact_closed_after_days
+                              if closed_after_days is None else closed_after_days,
                               target_file_bytes=settings.lake_target_file_mb * 1024 * 1024,
                               retention_hours=settings.lake_vacuum_retention_hours, vacuum=vacuum)
         _say(f"{name}: version {done.version_before} -> {done.version_after}, files {done.files_before} -> "

@@ -1,7 +1,9 @@
-"""Reading the lake back: one dataset (or its synthetic part) as an Arrow table, with hive partitions.
+"""Reading the lake back: one dataset (or its synthetic part) as an Arrow table, with its partition columns.
 
-This is how the demo reports what landed and how the tests check it; analysts can do the same with
-pyarrow.dataset, DuckDB (`read_parquet(..., hive_partitioning = true)`) or Spark.
+A Delta table (a `_delta_log/` folder) is read at its current version, so only committed files count;
+a bucket of plain hive-partitioned Parquet files (`LAKE_FORMAT=parquet`) is read file by file. This is
+how the demo reports what landed and how the tests check it; analysts use `marketstream sql`, deltalake,
+DuckDB, polars or Spark (README).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ def open_dataset(
 
 
 def read_table(settings: Settings, bucket: str, partitioning: pa.Schema, prefix: str = "", schema=None) -> pa.Table:
+    """The rows under `bucket/prefix`: its Delta table if it is one, else its hive-partitioned files."""
+    base = f"{bucket}/{prefix}".rstrip("/")
+    if lake_filesystem(settings).exists(f"{base}/_delta_log"):
+        return read_delta(settings, bucket, prefix)
     return open_dataset(settings, bucket, partitioning, prefix, schema).to_table()
 
 

@@ -73,19 +73,49 @@ def _postgres(settings: Settings) -> None:
                           f"(POSTGRES_HOST / POSTGRES_PORT): {text}") from None
 
 
+def lake_format_of(bucket: str) -> Callable[[Settings], None]:
+    """A check that `bucket` holds the lake format the settings ask for, or nothing yet: a bucket of plain
+    Parquet files is never silently mixed with a Delta table, nor the other way round."""
+
+    def check(settings: Settings) -> None:
+        import s3fs
+
+        fs = s3fs.S3FileSystem(**settings.s3_storage_options(), skip_instance_cache=True)
+        try:
+            if not fs.exists(bucket):
+                return
+            is_table = fs.exists(f"{bucket}/_delta_log")
+            has_files = any(key.endswith(".parquet") for key in fs.find(bucket, maxdepth=3)[:10_000])
+        except PermissionError:
+            raise ConfigError(f"the object store refused to list bucket {bucket}: check S3_ACCESS_KEY / S3_SECRET_KEY") from None
+        except OSError as exc:
+            raise Unreachable(f"the object store at {settings.s3_endpoint_url} (S3_ENDPOINT_URL): {exc}") from None
+        if settings.lake_format == "delta" and has_files and not is_table:
+            raise ConfigError(f"bucket {bucket} holds plain Parquet files and no Delta table (LAKE_FORMAT=delta): "
+                              "move them aside or set LAKE_FORMAT=parquet (README, 'Plain Parquet')")
+        if settings.lake_format == "parquet" and is_table:
+            raise ConfigError(f"bucket {bucket} holds a Delta table (LAKE_FORMAT=parquet): set LAKE_FORMAT=delta")
+
+    check.__name__ = f"the lake format of bucket {bucket}"
+    return check
+
+
 CHECKS: dict[str, Callable[[Settings], None]] = {"kafka": _kafka, "s3": _object_store, "postgres": _postgres}
 
 
-def wait_for(settings: Settings, needs: tuple[str, ...], *, sleep: Callable[[float], bool] = shutdown.wait) -> None:
-    """Return once every server in `needs` ("kafka", "s3", "postgres") answers and accepts us.
+def wait_for(settings: Settings, needs: tuple, *, sleep: Callable[[float], bool] = shutdown.wait) -> None:
+    """Return once every server in `needs` ("kafka", "s3", "postgres", or a check of its own such as
+    `lake_format_of(bucket)`) answers and accepts us.
 
     ConfigError for refused credentials or a missing setting; SystemExit if a shutdown is requested while
     waiting. `sleep(seconds)` returns True if the wait was cut short by a shutdown."""
     for need in needs:
+        check = CHECKS[need] if isinstance(need, str) else need
+        need = need if isinstance(need, str) else check.__name__
         delay, tries = 1.0, 0
         while True:
             try:
-                CHECKS[need](settings)
+                check(settings)
                 if tries:
                     log.info("%s is up", need)
                 break

@@ -15,13 +15,18 @@ from bytewax.dataflow import Dataflow
 from marketstream import preflight, shutdown
 from marketstream.settings import ConfigError, Settings, get_settings
 
-CONSUMER_NEEDS = ("kafka", "s3")
 PRODUCER_NEEDS = ("kafka",)
 COMPANIES_PRODUCER_NEEDS = ("kafka", "postgres")
 
 
 THROTTLED_LOGGERS = ("librdkafka", "sources.kafka")
 """Loggers that report each failed poll or connection attempt while a broker is down."""
+
+
+def consumer_needs(bucket: str) -> tuple:
+    """What a consumer waits for and checks before it starts: Kafka, the object store, and a bucket in the
+    lake format it writes."""
+    return ("kafka", "s3", preflight.lake_format_of(bucket))
 
 
 class RedactingFormatter(logging.Formatter):
@@ -103,7 +108,7 @@ def configure_logging(settings: Settings | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def build_or_exit(build: Callable[[Settings], Dataflow], needs: tuple[str, ...], settings: Settings | None = None) -> Dataflow:
+def build_or_exit(build: Callable[[Settings], Dataflow], needs: tuple, settings: Settings | None = None) -> Dataflow:
     """Build the flow with `settings` (default: the environment's), then wait for the servers it `needs`
     (`marketstream.preflight`). A configuration problem ends the process with one line naming the setting."""
     configure_logging(settings)
@@ -117,7 +122,7 @@ def build_or_exit(build: Callable[[Settings], Dataflow], needs: tuple[str, ...],
         raise SystemExit(f"marketstream: configuration error: {exc}") from None
 
 
-def lazy_flow(build: Callable[[Settings], Dataflow], needs: tuple[str, ...]) -> Callable[[str], Dataflow]:
+def lazy_flow(build: Callable[[Settings], Dataflow], needs: tuple) -> Callable[[str], Dataflow]:
     """A module `__getattr__` that builds the module's `flow` when `bytewax.run` asks for it.
 
     Importing a dataflow module (tests, docs, another dataflow) then has no side effects and needs no

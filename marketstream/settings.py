@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     batch_max_age_seconds: float = Field(10.0, gt=0)
     batch_max_buffered_rows: int = Field(500_000, ge=1, description="rows held by all open batches of a process")
     parquet_compression: Literal["zstd", "snappy"] = "zstd"
-    lake_format: Literal["parquet", "delta"] = Field(
-        "parquet", description="parquet: plain hive-partitioned files; delta: Delta Lake tables (becoming the default)")
+    lake_format: Literal["delta", "parquet"] = Field(
+        "delta", description="delta: a Delta Lake table per dataset; parquet: plain hive-partitioned files")
     lake_compact_closed_after_days: int = Field(1, ge=1, description="a date partition this old is closed: compacted")
     lake_target_file_mb: int = Field(128, ge=1, le=4096)
     lake_vacuum_retention_hours: float = Field(168.0, ge=1)

@@ -105,8 +105,9 @@ class _Table:
         return _retrying(f"loading {self.uri}", lambda: DeltaTable(self.uri, storage_options=self._storage_options))
 
     def version_at_start(self, app_id: str) -> int:
-        with self._lock:
-            version = self._at_start.transaction_version(app_id)
+        with self._lock:  # reading it may read the log: retried while the store is down
+            version = _retrying(f"reading the committed offsets of {self.uri}",
+                                lambda: self._at_start.transaction_version(app_id))
         return -1 if version is None else version
 
 

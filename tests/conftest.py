@@ -88,3 +88,11 @@ def clock_from(start: datetime):
     the date, so a test means the same on whatever day it runs."""
     began = time.monotonic()
     return lambda: start + timedelta(seconds=time.monotonic() - began)
+
+
+def lake_batches(items: list) -> list:
+    """The `Batch`es (one per file) a consumer flow handed its lake sink: as they are for plain Parquet,
+    from each `Flush` (one per flush of a Kafka partition) for Delta."""
+    from sinks.delta import Flush
+
+    return [batch for _, item in items for batch in (item.batches if isinstance(item, Flush) else [item])]

@@ -12,7 +12,7 @@ from marketstream.macro import MacroObservation
 from marketstream.news import NewsArticle
 from marketstream.social import BlueskyPost
 from sources.kafka import MessageBatch
-from tests.conftest import make_settings
+from tests.conftest import lake_batches, make_settings
 
 AT = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 OBSERVATION = MacroObservation("cpi", "CPIAUCSL", date(2026, 9, 1), 323.9, date(2026, 10, 15), AT)
@@ -46,6 +46,6 @@ def test_consumer_stores_valid_messages_under_their_partitions_and_dead_letters_
     lake, dead = [], []
     run_main(build_consumer_flow(dataset, make_settings(), source=TestingSource(messages),
                                  lake_sink=TestingSink(lake), dead_letter_sink=TestingSink(dead)))
-    assert [(b.prefix, b.kafka_partition, b.table.num_rows) for _, b in lake] == [(prefix, 1, 1)]
+    assert [(b.prefix, b.kafka_partition, b.table.num_rows) for b in lake_batches(lake)] == [(prefix, 1, 1)]
     assert [m.offset for m in dead] == [1, 2, 3]
     assert all(m.reason for m in dead)

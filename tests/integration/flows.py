@@ -5,14 +5,14 @@ from dataclasses import replace
 
 from dataflows.stock_consume import STOCK_TRADES
 from marketstream.consumer_flow import build_consumer_flow
-from marketstream.runtime import CONSUMER_NEEDS, PRODUCER_NEEDS, build_or_exit
+from marketstream.runtime import PRODUCER_NEEDS, build_or_exit, consumer_needs
 from tests.conftest import make_settings
 
 
 def stock_consume(topic: str, bucket: str, **settings):
     """As `python -m bytewax.run dataflows.stock_consume` runs it, on the stack's settings plus `settings`."""
     return build_or_exit(lambda config: build_consumer_flow(replace(STOCK_TRADES, topic=topic, bucket=bucket), config),
-                         CONSUMER_NEEDS, make_settings(**{"kafka_stop_at_end": True, **settings}))
+                         consumer_needs(bucket), make_settings(**{"kafka_stop_at_end": True, **settings}))
 
 
 def macro_produce(topic: str, **settings):

@@ -112,7 +112,8 @@ def test_uploads_completing_out_of_order_then_kill_9_lose_nothing(lake, tmp_path
     recovery = init_recovery(tmp_path / "recovery") if recovery_on else None
     fs = lake_filesystem(settings)
     process = consumer(topic, bucket, recovery, factory="stock_consume_stalling_upload", stalled_upload=3,
-                       batch_max_rows=500, batch_max_buffered_rows=500, kafka_consume_batch_size=250)
+                       lake_format="parquet", batch_max_rows=500, batch_max_buffered_rows=500,
+                       kafka_consume_batch_size=250)
     deadline = time.monotonic() + 120
     while not (fs.exists(bucket) and len(fs.find(bucket)) >= 12):  # uploads after the stalled one completed
         assert time.monotonic() < deadline and process.poll() is None, log_of(process)[-2000:]
@@ -123,7 +124,7 @@ def test_uploads_completing_out_of_order_then_kill_9_lose_nothing(lake, tmp_path
     assert before[0][0] == 0 and any(nxt[0] != prev[1] + 1 for prev, nxt in zip(before, before[1:])), \
         f"no gap left behind a later object: {before}"
 
-    assert consumer(topic, bucket, recovery).wait(120) == 0
+    assert consumer(topic, bucket, recovery, lake_format="parquet").wait(120) == 0
     ids = stored(settings, bucket)
     assert len(ids) == total and pc.count_distinct(ids).as_py() == total
 
@@ -148,13 +149,13 @@ def test_a_recreated_topic_is_a_new_incarnation_whose_rows_are_stored(lake, tmp_
     first = [orjson.loads(trade(i)[1]) | same_place for i in range(1000)]
     produce(settings, topic, [(b"T00", orjson.dumps(message)) for message in first])
     recovery = init_recovery(tmp_path / "recovery") if recovery_on else None
-    assert consumer(topic, bucket, recovery).wait(120) == 0
+    assert consumer(topic, bucket, recovery, lake_format="parquet").wait(120) == 0
     assert len(stored(settings, bucket)) == 1000
 
     recreate_topic(settings, topic)
     second = [orjson.loads(trade(i)[1]) | same_place for i in range(1000, 2000)]
     produce(settings, topic, [(b"T00", orjson.dumps(message)) for message in second])
-    process = consumer(topic, bucket, recovery)
+    process = consumer(topic, bucket, recovery, lake_format="parquet")
     assert process.wait(120) == 0, log_of(process)[-2000:]
     ids = stored(settings, bucket)
     assert len(ids) == 2000 and pc.count_distinct(ids).as_py() == 2000
@@ -244,7 +245,7 @@ def test_minio_down_for_thirty_seconds_mid_run_loses_and_duplicates_nothing(stac
         minio.stop()
         produce(settings, topic, [trade(i) for i in range(50_000, total)])  # trades keep coming meanwhile
         time.sleep(30)
-        assert process.poll() is None, "the consumer gave up while MinIO was down"
+        assert process.poll() is None, "the consumer gave up while MinIO was down:\n" + log_of(process)[-3000:]
         minio.start()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (fs.exists(bucket) and len(stored(settings, bucket)) >= total):
@@ -254,6 +255,7 @@ def test_minio_down_for_thirty_seconds_mid_run_loses_and_duplicates_nothing(stac
         ids = stored(settings, bucket)
         assert len(ids) == total and pc.count_distinct(ids).as_py() == total
         assert "retrying" in log_of(process)
+        assert "Traceback" not in log_of(process), log_of(process)[-3000:]
     finally:
         minio.stop()
 
