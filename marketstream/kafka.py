@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException, TopicCollection
@@ -59,11 +60,23 @@ class TopicInfo:
     partitions: int
 
 
+_NOT_YET_KNOWN = ("UNKNOWN_TOPIC_OR_PART", "LEADER_NOT_AVAILABLE", "_TIMED_OUT", "REQUEST_TIMED_OUT")
+
+
 def describe_topic(settings: Settings, topic: str, timeout: float = 30.0) -> TopicInfo:
     """`topic`'s incarnation and partition count, creating the topic if missing."""
     ensure_topics(settings, [topic], timeout)
     admin = AdminClient(settings.kafka_client_config())
-    description = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)[topic].result()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            description = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)[topic].result()
+            break
+        except KafkaException as exc:
+            # a topic created a moment ago may not be known to every part of the broker yet
+            if exc.args[0].name() not in _NOT_YET_KNOWN or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     uuid = description.topic_id
     incarnation = f"{uuid.get_most_significant_bits() & (2**64 - 1):016x}{uuid.get_least_significant_bits() & (2**64 - 1):016x}"
     return TopicInfo(incarnation, len(description.partitions))

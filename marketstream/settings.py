@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     lake_compact_closed_after_days: int = Field(1, ge=1, description="a date partition this old is closed: compacted")
     lake_target_file_mb: int = Field(128, ge=1, le=4096)
     lake_vacuum_retention_hours: float = Field(168.0, ge=1)
+    lake_maintenance_interval_seconds: float = Field(3600.0, gt=0, description="dataflows.lake_maintenance")
     s3_retry_max_seconds: float = Field(30.0, gt=0)
     stock_synthetic_prefix: str = Field("_synthetic", pattern=r"^(_[A-Za-z0-9_\-]*)?$")
 

@@ -73,3 +73,26 @@ def test_compaction_while_a_consumer_streams_loses_and_doubles_nothing(lake, mon
 def test_a_vacuum_retention_shorter_than_an_hour_is_refused():
     with pytest.raises(ValueError, match="under 1 h"):
         maintenance.maintain_table("s3://unused", {}, today=TODAY, retention_hours=0.5)
+
+
+def test_the_maintenance_dataflow_compacts_each_table_on_its_schedule(lake):
+    from bytewax.testing import TestingSink, run_main
+
+    from marketstream.maintenance_flow import build_maintenance_flow
+
+    settings, topic, bucket = lake
+    produce(settings, topic, [trade(i) for i in range(3_000)])
+    for start in (0, 1000, 2000):  # three runs: three files per ticker and day
+        assert consumer(topic, bucket, lake_format="delta", kafka_starting_offset="earliest").wait(120) == 0
+        produce(settings, topic, [trade(i) for i in range(3_000 + start, 4_000 + start)])
+    files_before = len(DeltaTable(f"s3://{bucket}", storage_options=settings.delta_storage_options()).file_uris())
+    out = []
+    flow = build_maintenance_flow(settings.model_copy(update={"produce_for_seconds": 3}),
+                                  {"stock_trades": f"s3://{bucket}", "missing": f"s3://{bucket}/_none"},
+                                  today=lambda now: TODAY, sink=TestingSink(out))
+    run_main(flow)
+    assert len(out) == 1 and out[0].startswith(f"s3://{bucket}: version ")
+    files_after = len(DeltaTable(f"s3://{bucket}", storage_options=settings.delta_storage_options()).file_uris())
+    assert files_after == 60 < files_before  # 20 tickers x 3 days, one file each
+    ids = read_delta(settings, bucket).column("trade_id")
+    assert pc.count_distinct(ids).as_py() == len(ids)
