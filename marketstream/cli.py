@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -62,10 +63,18 @@ def demo_recovery_directory(environ: Mapping[str, str]) -> Path:
 
 
 def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
+    """Synthetic trades -> Kafka -> stock_consume -> the Delta table, the consumer streaming while the
+    producer runs (a commit every BATCH_MAX_AGE_SECONDS), then a report, a compaction and a SQL query."""
     env = {**os.environ, "STOCK_SOURCE": "synthetic", "PRODUCE_FOR_SECONDS": str(seconds),
            "SYNTHETIC_TRADES_PER_SECOND": str(rate)}
+    recovery = demo_recovery_directory(os.environ)
+    if not recovery.exists():
+        recovery.mkdir(parents=True)
+        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
     before = _topic_size(settings, STOCK_TOPIC)
-    _say(f"producing synthetic trades into Kafka topic '{STOCK_TOPIC}' for {seconds:g} s ({rate:g}/s per ticker)")
+    _say(f"producing synthetic trades into Kafka topic '{STOCK_TOPIC}' for {seconds:g} s ({rate:g}/s per ticker), "
+         f"while stock_consume ({workers} workers) streams them into MinIO bucket '{STOCK_BUCKET}'")
+    consumer = _bytewax("dataflows.stock_consume", env, "-w", str(workers), "-r", str(recovery), "-s", "5", "-b", "0")
     producer = _bytewax("dataflows.stock_produce", env)
     started = time.monotonic()
     while producer.poll() is None:
@@ -73,16 +82,11 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
         produced = _topic_size(settings, STOCK_TOPIC) - before
         print(f"    {time.monotonic() - started:5.0f} s  {produced:>9,} trades in Kafka", flush=True)
     if producer.returncode != 0:
+        consumer.terminate()
         _say(f"producer failed with exit code {producer.returncode}")
         return 1
-
-    recovery = demo_recovery_directory(os.environ)
-    if not recovery.exists():
-        recovery.mkdir(parents=True)
-        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
-    _say(f"draining '{STOCK_TOPIC}' into MinIO bucket '{STOCK_BUCKET}' with stock_consume ({workers} workers)")
-    consumer = _bytewax("dataflows.stock_consume", {**env, "KAFKA_STOP_AT_END": "true"},
-                        "-w", str(workers), "-r", str(recovery), "-s", "5", "-b", "0")
+    time.sleep(min(settings.batch_max_age_seconds, 10.0) + 5)  # the last trades' batches come of age
+    consumer.send_signal(signal.SIGTERM)  # a graceful stop: open batches are committed first
     if consumer.wait() != 0:
         _say(f"stock_consume failed with exit code {consumer.returncode}")
         return 1

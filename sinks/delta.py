@@ -40,6 +40,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.transaction import AddAction
 
+from marketstream.memory import release_free_memory
 from sinks.layout import object_key
 from sinks.object_store import ObjectStore
 from sinks.parquet import MAX_PENDING_UPLOADS, Batch, encode_parquet, offset_range
@@ -201,6 +202,8 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
             self._pending.append(self._committer.submit(self._commit_all, list(pending.values())))
 
     def _encode_and_put(self, key: str, rows: pa.Table) -> int:
+        # on an upload thread: Parquet encoding releases the GIL, so it overlaps with decoding
+        release_free_memory()  # the rows and files of the writes done so far are the largest blocks freed
         data = encode_parquet(rows, self._compression, self._dictionary_columns)
         self._store.put(self._bucket, key, data)
         return len(data)
