@@ -238,9 +238,16 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
         with table.commit_lock:
             while True:
                 try:
-                    return _retrying(f"committing {len(adds)} files to {table.uri}", attempt)
+                    _retrying(f"committing {len(adds)} files to {table.uri}", attempt)
+                    break
                 except _LostRace:  # another process committed first; the table is reloaded: try again
                     time.sleep(random.uniform(0.01, 0.1))
+            # delta-rs does not move the table object past its own commit: without this, the next commit
+            # would see this one as a concurrent transaction, fail, and load the whole table again
+            try:
+                table.current.update_incremental()
+            except Exception:  # noqa: BLE001 - loaded afresh before the next commit instead
+                table.current = None
 
     def _wait(self) -> None:
         while self._pending:
