@@ -103,10 +103,10 @@ def read_published_marks(kafka_config: dict, topic: str, incarnation: str, sourc
                          "enable.partition.eof": True, "auto.offset.reset": "earliest"})
     marks: dict[int, int] = {}
     try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        partitions = _settled(lambda: consumer.list_topics(topic, timeout=30).topics[topic].partitions)
         for dead_partition in sorted(partitions):
             expected = {p for p in range(source_partitions) if p % len(partitions) == dead_partition}
-            low, end = consumer.get_watermark_offsets(TopicPartition(topic, dead_partition), timeout=30)
+            low, end = _settled(lambda: consumer.get_watermark_offsets(TopicPartition(topic, dead_partition), timeout=30))
             extra_chunks = 1
             while end > low:
                 start = max(low, end - TAIL_CHUNK)
@@ -129,6 +129,23 @@ def read_published_marks(kafka_config: dict, topic: str, incarnation: str, sourc
     finally:
         consumer.close()
     return marks
+
+
+_NOT_SETTLED = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+                KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT, KafkaError._TRANSPORT}
+
+
+def _settled(ask: Callable[[], object], seconds: float = 60.0) -> object:
+    """`ask()`, again for a while if the broker has not settled yet (a topic created a moment ago has no
+    leader for a short time; a broker restarting answers nothing)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return ask()
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NOT_SETTLED or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _read_range(consumer: Consumer, topic: str, partition: int, start: int, end: int) -> list:
