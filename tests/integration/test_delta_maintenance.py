@@ -78,7 +78,7 @@ def test_a_vacuum_retention_shorter_than_an_hour_is_refused():
 def test_the_maintenance_dataflow_compacts_each_table_on_its_schedule(lake):
     from bytewax.testing import TestingSink, run_main
 
-    from marketstream.maintenance_flow import build_maintenance_flow
+    from dataflows.lake_maintenance import build_maintenance_flow
 
     settings, topic, bucket = lake
     produce(settings, topic, [trade(i) for i in range(3_000)])
