@@ -29,6 +29,7 @@ def stock_consume(topic: str, bucket: str, **overrides):
     settings = load_settings(**{"kafka_stop_at_end": True, **overrides})
     flow = build_consumer_flow(replace(STOCK_TRADES, topic=topic, bucket=bucket), settings)
     _started = time.perf_counter()
+    print(f"READY {time.time()}", flush=True)  # the streamed-day restart tells imports from start-up work
     return flow
 
 

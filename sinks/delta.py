@@ -131,12 +131,24 @@ def _retrying(what: str, action: Callable[[], object], sleep: Callable[[float], 
 
 
 @dataclass
+class _FileToAdd:
+    key: str
+    """The object's key in the bucket."""
+    path: str
+    """Its path relative to the table, as the Delta log records it."""
+    partition_values: dict[str, str | None]
+    rows: pa.Table
+
+
+@dataclass
 class _Pending:
-    """The files of one `write_batch` for one table, being uploaded, and the versions their commit records."""
+    """The files of one `write_batch` for one table and the versions their commit records; `sizes` (their
+    encoded sizes by key) completes once all are uploaded."""
 
     table: _Table
-    adds: list[tuple[Future, str, dict[str, str | None], int, int, int]]
+    files: list[_FileToAdd]
     versions: dict[str, int]
+    sizes: Future | None = None
 
 
 class _DeltaPartition(StatefulSinkPartition[Flush, None]):
@@ -184,10 +196,9 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
                 first, last = offset_range(rows)
                 name = f"{self._name_prefix}-p{flush.kafka_partition:04d}-{first:020d}-{last:020d}.parquet"
                 relative = object_key(path, name)
-                upload = self._uploads.submit(self._encode_and_put, object_key(table_name, relative), rows)
                 values = {field: partition_value(value) for field, value in batch.partition_values}
                 entry = pending.setdefault(table_name, _Pending(self._table(table_name), [], {}))
-                entry.adds.append((upload, relative, values, rows.num_rows, first, last))
+                entry.files.append(_FileToAdd(object_key(table_name, relative), relative, values, rows))
                 app_id = self._app_id(flush.kafka_partition)
                 entry.versions[app_id] = max(entry.versions.get(app_id, -1), last)
             # rows of a run arrive once, in order: what is handed to the committer counts as stored for
@@ -199,21 +210,29 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
         if pending:
             while len(self._pending) >= MAX_PENDING_UPLOADS:
                 self._pending.popleft().result()
+            for entry in pending.values():
+                entry.sizes = self._uploads.submit(self._encode_and_put, entry.files)
             self._pending.append(self._committer.submit(self._commit_all, list(pending.values())))
 
-    def _encode_and_put(self, key: str, rows: pa.Table) -> int:
-        # on an upload thread: Parquet encoding releases the GIL, so it overlaps with decoding
+    def _encode_and_put(self, files: list[_FileToAdd]) -> dict[str, int]:
+        # on an upload thread: Parquet encoding releases the GIL, so it overlaps with decoding; one
+        # concurrent put of all files of a write costs the event loop far less than one put per file
         release_free_memory()  # the rows and files of the writes done so far are the largest blocks freed
-        data = encode_parquet(rows, self._compression, self._dictionary_columns)
-        self._store.put(self._bucket, key, data)
-        return len(data)
+        objects = {file.key: encode_parquet(file.rows, self._compression, self._dictionary_columns) for file in files}
+        self._store.put_many(self._bucket, objects)
+        return {key: len(data) for key, data in objects.items()}
 
     def _commit_all(self, pending: list[_Pending]) -> None:
         for entry in pending:
-            adds = [AddAction(relative, upload.result(), values, int(time.time() * 1000), True,
-                              json.dumps({"numRecords": count, "minValues": {"kafka_offset": first},
-                                          "maxValues": {"kafka_offset": last}}))
-                    for upload, relative, values, count, first, last in entry.adds]
+            sizes = entry.sizes.result()
+            adds = []
+            for file in entry.files:
+                first, last = offset_range(file.rows)
+                stats = {"numRecords": file.rows.num_rows, "minValues": {"kafka_offset": first},
+                         "maxValues": {"kafka_offset": last}}
+                adds.append(AddAction(file.path, sizes[file.key], file.partition_values, int(time.time() * 1000), True,
+                                      json.dumps(stats)))
+            entry.files = []  # the rows are stored: free them before the commit
             self._commit(entry.table, adds, entry.versions)
 
     def _commit(self, table: _Table, adds: list[AddAction], versions: dict[str, int]) -> None:

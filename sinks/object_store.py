@@ -27,7 +27,10 @@ class ObjectStore:
             **settings.s3_storage_options(),
             skip_instance_cache=True,
             use_listings_cache=False,  # listings are read once per prefix; keeping them only costs memory
-            config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 1}},
+            # botocore's default CRC32 of every upload runs in Python on the event loop's thread and holds the GIL
+            # the decoder needs; S3 and MinIO check the Content-MD5-free PUT by its signed payload hash anyway
+            config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 1},
+                           "request_checksum_calculation": "when_required"},
         )
         self._fs.retries = 1  # `_retrying` below owns retries, with backoff and logging
         self._max_backoff = settings.s3_retry_max_seconds
