@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from deltalake import CommitProperties, DeltaTable, Transaction
+from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
 from marketstream.memory import release_free_memory
@@ -83,32 +84,41 @@ class DeltaLakeError(RuntimeError):
 
 
 class _Table:
-    """One Delta table of the bucket: created if missing, its transaction versions as of the start, and
-    the process's one committer. delta-rs refuses a commit carrying transaction ids when another commit
-    with transaction ids landed since the table was read, even for other app ids: the process's sink
-    partitions take turns, and only commits of other processes can race (and are retried)."""
+    """One Delta table of the bucket: created if missing, and the process's one committer. delta-rs
+    refuses a commit carrying transaction ids when another commit with transaction ids landed since the
+    table was read, even for other app ids: the process's sink partitions take turns, and only commits of
+    other processes can race (and are retried). The table is loaded once per process (loading reads the
+    last checkpoint, whose size grows with the table's files) and then moved past each commit."""
 
     def __init__(self, uri: str, storage_options: dict[str, str], schema: pa.Schema, partition_by: list[str]):
         self.uri = uri
         self.schema = schema
         self.partition_by = partition_by
         self._storage_options = storage_options
-        _retrying(f"opening {uri}", lambda: DeltaTable.create(uri, schema, mode="ignore", partition_by=partition_by,
-                                                               storage_options=storage_options))
-        self._at_start = self.load()
-        self._lock = threading.Lock()
+
+        def open_or_create() -> DeltaTable:
+            try:
+                return DeltaTable(uri, storage_options=storage_options)
+            except TableNotFoundError:
+                return DeltaTable.create(uri, schema, mode="ignore", partition_by=partition_by,
+                                         storage_options=storage_options)
+
         self.commit_lock = threading.Lock()
-        self.current: DeltaTable | None = None
-        """The table as the process's last commit left it (None: load it again)."""
+        self.current: DeltaTable | None = _retrying(f"opening {uri}", open_or_create)
+        """The table as the process's last commit left it (None: load it again); used under `commit_lock`."""
 
     def load(self) -> DeltaTable:
         """The table's newest version."""
         return _retrying(f"loading {self.uri}", lambda: DeltaTable(self.uri, storage_options=self._storage_options))
 
-    def version_at_start(self, app_id: str) -> int:
-        with self._lock:  # reading it may read the log: retried while the store is down
+    def committed_version(self, app_id: str) -> int:
+        """The last version committed for `app_id` (-1: none); as of this process's last commit or later,
+        which is safe: a version in the log is committed, whoever wrote it."""
+        with self.commit_lock:
+            if self.current is None:
+                self.current = self.load()
             version = _retrying(f"reading the committed offsets of {self.uri}",
-                                lambda: self._at_start.transaction_version(app_id))
+                                lambda: self.current.transaction_version(app_id))
         return -1 if version is None else version
 
 
@@ -172,7 +182,7 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
     def _stored_through(self, table_name: str, kafka_partition: int) -> int:
         key = (table_name, kafka_partition)
         if key not in self._committed:
-            self._committed[key] = self._table(table_name).version_at_start(self._app_id(kafka_partition))
+            self._committed[key] = self._table(table_name).committed_version(self._app_id(kafka_partition))
         return self._committed[key]
 
     def write_batch(self, items: list[Flush]) -> None:
