@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 ## demo: set everything up, then synthetic trades -> Kafka -> stock_consume -> MinIO, and show what landed
 demo: $(STAMP) .env stack
-	$(BIN)/python -m marketstream.cli demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
+	$(BIN)/python -m pipelines.cli demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
 
 ## test: the whole suite, integration tests against the real local stack included
 test: $(STAMP) stack
@@ -48,7 +48,7 @@ stack-status:
 	stack/stack.sh status
 
 report: $(STAMP) .env
-	$(BIN)/python -m marketstream.cli report
+	$(BIN)/python -m pipelines.cli report
 
 clean: stack-down
 	rm -rf .stack $(VENV)

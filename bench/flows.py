@@ -19,8 +19,8 @@ atexit.register(lambda: print(f"BENCH {time.perf_counter() - _started:.3f}", flu
 def stock_consume(topic: str, bucket: str, **overrides):
     """The real `dataflows.stock_consume`, pointed at the benchmark's topic and bucket."""
     global _started
-    from dataflows.stock_consume import STOCK_TRADES
-    from marketstream.consumer_flow import build_consumer_flow
+    from marketstream.datasets import STOCK_TRADES
+    from pipelines.consumer import build_consumer_flow
     from marketstream.settings import load_settings
 
     from marketstream import shutdown

@@ -1,7 +1,7 @@
 """Bluesky posts for static financial keywords and every company's name and related words -> Kafka topic
 `bluesky`, key = keyword. Run with recovery (-r) so the URIs already published survive restarts."""
 
-from marketstream.producer_flow import producer_dataflow
+from pipelines.producer import producer_dataflow
 from marketstream.runtime import COMPANIES_PRODUCER_NEEDS, lazy_flow
 from sources.bluesky_posts import bluesky_source
 

@@ -20,7 +20,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import Sink
 
 from marketstream.calendar import exchange_date
-from marketstream.cli import lake_tables
+from marketstream.datasets import lake_tables
 from marketstream.runtime import lazy_flow
 from marketstream.settings import Settings
 from sinks.delta_maintenance import MaintenanceReport, maintain_table
@@ -79,4 +79,4 @@ def build_maintenance_flow(settings: Settings, tables: dict[str, str], *,
     return flow
 
 
-__getattr__ = lazy_flow(lambda settings: build_maintenance_flow(settings, lake_tables(settings)), ("s3",))
+__getattr__ = lazy_flow(lambda settings: build_maintenance_flow(settings, lake_tables(settings.stock_synthetic_prefix)), ("s3",))

@@ -1,7 +1,7 @@
 """FRED observations (new or revised only) -> Kafka topic `macrodata`, key = alias. Run with recovery (-r)
 so the memory of what was published survives restarts."""
 
-from marketstream.producer_flow import producer_dataflow
+from pipelines.producer import producer_dataflow
 from marketstream.runtime import PRODUCER_NEEDS, lazy_flow
 from sources.fred import fred_source
 

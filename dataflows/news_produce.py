@@ -1,7 +1,7 @@
 """Finnhub company news for every ticker in companies_info -> Kafka topic `finnhub`, key = ticker. Run with
 recovery (-r) so the ids already published survive restarts."""
 
-from marketstream.producer_flow import producer_dataflow
+from pipelines.producer import producer_dataflow
 from marketstream.runtime import COMPANIES_PRODUCER_NEEDS, lazy_flow
 from sources.finnhub_news import finnhub_news_source
 

@@ -1,6 +1,6 @@
 """Trades (Alpaca live or synthetic, see sources.stock_trades) -> Kafka topic `stock_trades`, key = ticker."""
 
-from marketstream.producer_flow import producer_dataflow
+from pipelines.producer import producer_dataflow
 from marketstream.runtime import COMPANIES_PRODUCER_NEEDS, lazy_flow
 from sources.stock_trades import StockTradeSource
 

@@ -1,11 +1,11 @@
 """`marketstream` command line: run a dataflow with recovery, the bounded demo, a report of the lake, SQL
 over the lake's Delta tables and their maintenance.
 
-    python -m marketstream.cli run stock_consume [-w 2 | -i 0 -a "hostA:2101;hostB:2101" ...]
-    python -m marketstream.cli demo [--seconds 60] [--rate 5] [--workers 2]
-    python -m marketstream.cli report
-    python -m marketstream.cli sql "SELECT ticker, count(*) FROM stock_trades GROUP BY ALL" [--version N]
-    python -m marketstream.cli maintain [--table stock_trades] [--no-vacuum]
+    python -m pipelines.cli run stock_consume [-w 2 | -i 0 -a "hostA:2101;hostB:2101" ...]
+    python -m pipelines.cli demo [--seconds 60] [--rate 5] [--workers 2]
+    python -m pipelines.cli report
+    python -m pipelines.cli sql "SELECT ticker, count(*) FROM stock_trades GROUP BY ALL" [--version N]
+    python -m pipelines.cli maintain [--table stock_trades] [--no-vacuum]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from marketstream import schemas
+from marketstream.datasets import lake_tables
 from marketstream.lake import lake_filesystem, read_table
 from marketstream.settings import ConfigError, Settings, get_settings
 
@@ -92,7 +93,7 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
         return 1
     if report(settings) != 0 or settings.lake_format != "delta":
         return 0
-    synthetic = {"synthetic_trades": lake_tables(settings)["synthetic_trades"]}
+    synthetic = {"synthetic_trades": lake_tables(settings.stock_synthetic_prefix)["synthetic_trades"]}
     _say("compacting the table (today's partitions too, for the demo: `marketstream maintain` leaves open ones)")
     maintain(settings, synthetic, vacuum=False, closed_after_days=0)
     query = ("SELECT ticker, count(*) AS trades, round(sum(price * size) / sum(size), 2) AS vwap, min(timestamp) AS first, "
@@ -157,22 +158,6 @@ def report(settings: Settings) -> int:
     return 0
 
 
-def lake_tables(settings: Settings) -> dict[str, str]:
-    """Each Delta table of the lake by its SQL name, with its URI."""
-    from dataflows.bluesky_consume import BLUESKY_POSTS
-    from dataflows.macro_consume import MACRO_OBSERVATIONS
-    from dataflows.news_consume import NEWS_ARTICLES
-    from dataflows.stock_consume import STOCK_TRADES
-
-    return {
-        "stock_trades": f"s3://{STOCK_TRADES.bucket}",
-        "synthetic_trades": f"s3://{STOCK_TRADES.bucket}/{settings.stock_synthetic_prefix}",
-        "macro_observations": f"s3://{MACRO_OBSERVATIONS.bucket}",
-        "news_articles": f"s3://{NEWS_ARTICLES.bucket}",
-        "bluesky_posts": f"s3://{BLUESKY_POSTS.bucket}",
-    }
-
-
 def _existing_tables(settings: Settings, tables: dict[str, str]) -> dict[str, str]:
     from deltalake import DeltaTable
 
@@ -196,7 +181,7 @@ def sql(settings: Settings, query: str, tables: dict[str, str] | None = None, ve
 
     options = settings.delta_storage_options()
     connection = duckdb.connect()
-    for name, uri in _existing_tables(settings, tables or lake_tables(settings)).items():
+    for name, uri in _existing_tables(settings, tables or lake_tables(settings.stock_synthetic_prefix)).items():
         table = DeltaTable(uri, storage_options=options, version=version)
         connection.register(name, table.to_pyarrow_dataset())  # no DuckDB extension to download
     try:
@@ -216,7 +201,7 @@ def maintain(settings: Settings, tables: dict[str, str] | None = None, *, vacuum
     from sinks.delta_maintenance import maintain_table
 
     today = today or exchange_date(datetime.now(timezone.utc))
-    for name, uri in _existing_tables(settings, tables or lake_tables(settings)).items():
+    for name, uri in _existing_tables(settings, tables or lake_tables(settings.stock_synthetic_prefix)).items():
         done = maintain_table(uri, settings.delta_storage_options(), today=today,
                               closed_after_days=settings.lake_compact_closed_after_days
                               if closed_after_days is None else closed_after_days,
@@ -256,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sql":
             return sql(settings, args.query, version=args.version)
         if args.command == "maintain":
-            tables = lake_tables(settings)
+            tables = lake_tables(settings.stock_synthetic_prefix)
             chosen = {name: uri for name, uri in tables.items() if not args.table or name in args.table}
             return maintain(settings, chosen, vacuum=not args.no_vacuum)
         return report(settings)

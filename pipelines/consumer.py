@@ -1,6 +1,6 @@
 """The one consumer dataflow: Kafka topic -> decode and validate -> dead-letter -> key -> batch -> Parquet.
 
-Each `dataflows/*_consume.py` is a `Dataset` declaration handed to `build_consumer_flow`.
+Each `dataflows/*_consume.py` hands a dataset of the registry (`marketstream.datasets`) to `build_consumer_flow`.
 
 The hot path works on whole message batches: a poll of one Kafka partition is decoded into Arrow columns
 at once, split by hive partition, and travels as Arrow tables to the batcher and the sink, so no step pays
@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -32,8 +31,9 @@ from bytewax.outputs import Sink
 from marketstream.batching import BufferBudget, TableBatcher
 from marketstream.kafka import topic_incarnation
 from marketstream.memory import release_free_memory
-from marketstream.records import ROW_INDEX, decode_each
-from marketstream.schemas import decoded_columns, dictionary_paths
+from marketstream.datasets import Dataset
+from marketstream.records import ROW_INDEX
+from marketstream.schemas import dictionary_paths
 from marketstream.settings import Settings, get_settings
 from sinks.dead_letters import DeadLetter, DeadLetterSink
 from sinks.delta import DeltaLakeSink, Flush
@@ -45,45 +45,6 @@ from sources.kafka import InFlight, MessageBatch, TopicSource
 log = logging.getLogger(__name__)
 
 PREFIX = "__prefix"
-
-Decoder = Callable[[list], tuple[pa.Table, list[tuple[int, str]]]]
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """What a consumer needs to know about one dataset."""
-
-    name: str
-    topic: str
-    bucket: str
-    schema: pa.Schema
-    """The columns of each Parquet file, lineage included (`marketstream.schemas`)."""
-    partitioning: pa.Schema
-    """The hive partition columns, in path order."""
-    parse: Callable[[bytes | None], dict]
-    """The authoritative validation of one message: a row of partition and file columns, or InvalidRecord."""
-    decode_batch: Decoder | None = None
-    """A faster decoder of a whole batch with the same verdicts as `parse`; by default `parse` per message."""
-    prefix: Callable[[pa.Table, Settings], pa.Array] | None = None
-    """Per row, an object-key prefix above the hive partitions, for rows kept apart (synthetic trades)."""
-    skip: Callable[[pa.Table], tuple[pa.Array, str]] | None = None
-    """A mask of valid rows the dataset does not store (counted and logged), with the reason."""
-    few_values: tuple[str, ...] = ("kafka_partition",)
-    """Columns with few distinct values, dictionary-encoded in Parquet (`marketstream.schemas`)."""
-
-    @property
-    def dead_letter_topic(self) -> str:
-        return f"{self.topic}.dlq"
-
-    @property
-    def columns(self) -> pa.Schema:
-        return decoded_columns(self.schema, self.partitioning)
-
-    def decode(self, values: list) -> tuple[pa.Table, list[tuple[int, str]]]:
-        if self.decode_batch is not None:
-            return self.decode_batch(values)
-        return decode_each(self.parse, self.columns, values)
-
 
 def dead_letter(batch: MessageBatch, index: int, reason: str, dataset: str) -> DeadLetter:
     """The original message, with why and where from."""

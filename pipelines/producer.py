@@ -16,7 +16,8 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from marketstream.settings import Settings, get_settings
-from sinks.kafka import KafkaProducerSink, MessageBlock
+from marketstream.messages import MessageBlock
+from sinks.kafka import KafkaProducerSink
 
 
 class Record(Protocol):

@@ -8,25 +8,13 @@ dataflow loudly instead of dropping the message. The destination topics are crea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
 from marketstream.kafka import ensure_topics, producer_config
+from marketstream.messages import MessageBlock
 from marketstream.settings import Settings
-
-
-@dataclass
-class MessageBlock:
-    """Ready-to-publish Kafka messages (key, value), many per Bytewax item."""
-
-    keys: list[bytes]
-    values: list[bytes]
-
-    def __len__(self) -> int:
-        return len(self.values)
 
 
 class DeliveryError(RuntimeError):

@@ -30,7 +30,7 @@ from marketstream.calendar import nyse
 from marketstream.companies import CompanyDirectory
 from marketstream.settings import Settings
 from marketstream.trades import Trade
-from sinks.kafka import MessageBlock
+from marketstream.messages import MessageBlock
 from sources.alpaca_trades import AlpacaTradeStream
 from sources.synthetic_trades import SyntheticTrades
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from sinks.kafka import MessageBlock
+from marketstream.messages import MessageBlock
 
 EXCHANGES = np.array(["V", "P", "Q", "N", "Z", "K", "D"])
 ROUND_LOTS = np.array([100, 100, 100, 200, 300, 500])

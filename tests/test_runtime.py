@@ -86,7 +86,7 @@ def test_refused_credentials_are_not_waited_for(monkeypatch):
 def test_the_demo_keeps_its_recovery_state_with_the_stack_data():
     from pathlib import Path
 
-    from marketstream.cli import REPO, demo_recovery_directory
+    from pipelines.cli import REPO, demo_recovery_directory
 
     assert demo_recovery_directory({"STACK_DIR": "/srv/stack"}) == Path("/srv/stack/recovery/stock_consume")
     assert demo_recovery_directory({}) == REPO / ".stack" / "recovery" / "stock_consume"

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import orjson
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from dataflows.stock_consume import STOCK_TRADES
-from marketstream.consumer_flow import build_consumer_flow
+from marketstream.datasets import STOCK_TRADES
+from pipelines.consumer import build_consumer_flow
 from sources.kafka import MessageBatch
 from tests.conftest import lake_batches, make_settings
 

@@ -3,8 +3,8 @@
 
 from dataclasses import replace
 
-from dataflows.stock_consume import STOCK_TRADES
-from marketstream.consumer_flow import build_consumer_flow
+from marketstream.datasets import STOCK_TRADES
+from pipelines.consumer import build_consumer_flow
 from marketstream.runtime import PRODUCER_NEEDS, build_or_exit, consumer_needs
 from tests.conftest import make_settings
 

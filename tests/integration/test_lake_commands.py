@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 from deltalake import DeltaTable
 
-from marketstream.cli import maintain, sql
+from pipelines.cli import maintain, sql
 from tests.integration.kafka_helpers import produce
 from tests.conftest import STACK_ENV
 from tests.integration.test_fault_tolerance import consumer, trade
@@ -43,7 +43,7 @@ def test_sql_answers_over_the_tables_and_travels_back_to_an_earlier_version(lake
 
 
 def test_a_wrong_query_ends_with_one_line(stack, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "marketstream.cli", "sql", "SELEC nonsense"], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "sql", "SELEC nonsense"], cwd=tmp_path,
                           env={**os.environ, **STACK_ENV}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stderr.startswith("marketstream sql:")

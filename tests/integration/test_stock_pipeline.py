@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from bytewax.testing import run_main
 
-from dataflows.stock_consume import STOCK_TRADES
+from marketstream.datasets import STOCK_TRADES
 from marketstream import schemas
-from marketstream.consumer_flow import build_consumer_flow
+from pipelines.consumer import build_consumer_flow
 from marketstream.lake import lake_filesystem, read_table
 from sinks import parquet
 from sinks.parquet import FULL_LISTING_MAX_OBJECTS

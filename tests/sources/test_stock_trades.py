@@ -6,7 +6,7 @@ import pytest
 
 from marketstream.companies import Company, CompanyDirectory
 from marketstream.trades import Trade, parse_trade
-from sinks.kafka import MessageBlock
+from marketstream.messages import MessageBlock
 from sources.stock_trades import StockTradeSource
 from tests.conftest import make_settings
 

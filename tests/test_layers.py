@@ -1,0 +1,56 @@
+"""Imports point one way: the core (`marketstream/`) <- `sources/` and `sinks/` (never each other) <- the
+flow builders and command line (`pipelines/`) and the dataflow declarations (`dataflows/`).
+
+Every import counts, including those inside functions: a lazy import is still a dependency."""
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+MAY_IMPORT = {
+    "marketstream": {"marketstream"},
+    "sources": {"marketstream", "sources"},
+    "sinks": {"marketstream", "sinks"},
+    "pipelines": {"marketstream", "sources", "sinks", "pipelines"},
+    "dataflows": {"marketstream", "sources", "sinks", "pipelines", "dataflows"},
+}
+PROJECT_PACKAGES = {*MAY_IMPORT, "bench", "tests"}
+
+
+def imports_of(path: Path) -> list[tuple[str, int]]:
+    """(top-level package, line) of each absolute import of a project package in the module at `path`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [(name.split(".")[0], node.lineno) for name in names if name.split(".")[0] in PROJECT_PACKAGES]
+    return found
+
+
+def wrong_way_imports(root: Path) -> list[str]:
+    """`path:line: package imports other` for every import that points up or sideways."""
+    wrong = []
+    for package, allowed in MAY_IMPORT.items():
+        for path in sorted((root / package).rglob("*.py")):
+            for imported, line in imports_of(path):
+                if imported not in allowed:
+                    wrong.append(f"{path.relative_to(root)}:{line}: {package} imports {imported}")
+    return wrong
+
+
+def test_imports_point_one_way():
+    assert wrong_way_imports(REPO) == []
+
+
+def test_the_check_reports_an_import_pointing_up_even_inside_a_function(tmp_path):
+    (tmp_path / "marketstream").mkdir()
+    (tmp_path / "marketstream" / "calendar.py").write_text("def f():\n    from sinks.delta import Flush\n")
+    (tmp_path / "sources").mkdir()
+    (tmp_path / "sources" / "synthetic.py").write_text("import sinks.kafka\nimport marketstream.settings\n")
+    assert wrong_way_imports(tmp_path) == ["marketstream/calendar.py:2: marketstream imports sinks",
+                                           "sources/synthetic.py:1: sources imports sinks"]
