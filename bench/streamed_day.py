@@ -192,11 +192,13 @@ def run(settings: Settings, run_id: str, tickers: int, restart_command, prefill_
         print("==> compaction", flush=True)
         from deltalake import DeltaTable
 
-        rows_in_table = DeltaTable(uri, storage_options=settings.delta_storage_options()).to_pyarrow_dataset().count_rows()
+        # from the log's per-file statistics: counting rows by reading 117 000 footers took longer than compacting
+        rows_in_table = pa.table(DeltaTable(uri, storage_options=settings.delta_storage_options())
+                                 .get_add_actions(flatten=True)).column("num_records").to_numpy().sum()
         report = maintain_table(uri, settings.delta_storage_options(), today=DAY + timedelta(days=1),
                                 closed_after_days=1, vacuum=False)
         compaction = {"files_compacted": report.files_compacted, "files_written": report.files_written,
-                      "seconds": report.seconds, "rows": rows_in_table, "rows_per_s": rows_in_table / report.seconds}
+                      "seconds": report.seconds, "rows": int(rows_in_table), "rows_per_s": rows_in_table / report.seconds}
         print(f"    {report.files_compacted:,} files into {report.files_written} in {report.seconds:.1f} s: "
               f"{compaction['rows_per_s']:,.0f} rows/s", flush=True)
 
