@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from deltalake import DeltaTable
+
 from marketstream import schemas
 from marketstream.calendar import NEW_YORK
 from marketstream.lake import lake_filesystem
@@ -103,7 +105,6 @@ def write_streamed_day(settings: Settings, bucket: str, tickers: int, flushes: i
 def query_table(settings: Settings, uri: str) -> tuple[float, list]:
     """`QUERY` over the Delta table as `marketstream sql` answers it; seconds include loading the table."""
     import duckdb
-    from deltalake import DeltaTable
 
     started = time.perf_counter()
     connection = duckdb.connect()
@@ -144,8 +145,6 @@ def _median_of(runs: int, measure) -> tuple[float, list]:
 
 def measure_restart(settings: Settings, bucket: str, topic: str, command: list[str]) -> dict:
     """Launch the real consumer over the table; seconds until its first commit is in the log."""
-    from deltalake import DeltaTable
-
     uri = f"s3://{bucket}"
     next_version = DeltaTable(uri, storage_options=settings.delta_storage_options()).version() + 1
     fs = lake_filesystem(settings)
@@ -190,8 +189,6 @@ def run(settings: Settings, run_id: str, tickers: int, restart_command, prefill_
         print(f"    {before_s:.2f} s", flush=True)
 
         print("==> compaction", flush=True)
-        from deltalake import DeltaTable
-
         # from the log's per-file statistics: counting rows by reading 117 000 footers took longer than compacting
         rows_in_table = pa.table(DeltaTable(uri, storage_options=settings.delta_storage_options())
                                  .get_add_actions(flatten=True)).column("num_records").to_numpy().sum()
@@ -206,8 +203,6 @@ def run(settings: Settings, run_id: str, tickers: int, restart_command, prefill_
         one_file = f"{bucket}-one/ticker-day.parquet"
         if not fs.exists(f"{bucket}-one"):
             fs.mkdir(f"{bucket}-one")
-        from deltalake import DeltaTable
-
         rows = DeltaTable(uri, storage_options=settings.delta_storage_options()).to_pyarrow_dataset().to_table(
             filter=(ds.field("ticker") == "T000") & (ds.field("date") == DAY)).drop(["ticker", "date"])
         with fs.open(one_file, "wb") as handle:

@@ -148,6 +148,8 @@ class _FileToAdd:
     """Its path relative to the table, as the Delta log records it."""
     partition_values: dict[str, str | None]
     rows: pa.Table
+    first_offset: int
+    last_offset: int
 
 
 @dataclass
@@ -208,7 +210,7 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
                 relative = object_key(path, name)
                 values = {field: partition_value(value) for field, value in batch.partition_values}
                 entry = pending.setdefault(table_name, _Pending(self._table(table_name), [], {}))
-                entry.files.append(_FileToAdd(object_key(table_name, relative), relative, values, rows))
+                entry.files.append(_FileToAdd(object_key(table_name, relative), relative, values, rows, first, last))
                 app_id = self._app_id(flush.kafka_partition)
                 entry.versions[app_id] = max(entry.versions.get(app_id, -1), last)
             # rows of a run arrive once, in order: what is handed to the committer counts as stored for
@@ -237,9 +239,8 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
             sizes = entry.sizes.result()
             adds = []
             for file in entry.files:
-                first, last = offset_range(file.rows)
-                stats = {"numRecords": file.rows.num_rows, "minValues": {"kafka_offset": first},
-                         "maxValues": {"kafka_offset": last}}
+                stats = {"numRecords": file.rows.num_rows, "minValues": {"kafka_offset": file.first_offset},
+                         "maxValues": {"kafka_offset": file.last_offset}}
                 adds.append(AddAction(file.path, sizes[file.key], file.partition_values, int(time.time() * 1000), True,
                                       json.dumps(stats)))
             entry.files = []  # the rows are stored: free them before the commit
