@@ -55,7 +55,7 @@ def raw_limit(topic: str, bucket: str, rows_per_file: int = 100_000) -> None:
 
     global _started
     settings = load_settings()
-    store = ObjectStore(settings)
+    store = ObjectStore(settings.s3_storage_options())
     store.ensure_bucket(bucket)
     consumer, open_partitions = _consumer(settings, topic)
     _started = time.perf_counter()

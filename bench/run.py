@@ -32,7 +32,6 @@ from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
 from bench import streamed_day
-from marketstream.kafka import ensure_topics
 from marketstream.lake import lake_filesystem
 from marketstream.settings import Settings, load_settings
 
@@ -46,7 +45,7 @@ def say(text: str) -> None:
 
 def prefill(settings: Settings, topic: str, trades: int, tickers: int) -> None:
     """`trades` valid trades for `tickers` tickers, all inside the NYSE session of 24 Nov 2026."""
-    ensure_topics(settings, [topic])
+    settings.kafka_cluster().ensure_topics([topic])
     producer = Producer({**settings.kafka_client_config(), "linger.ms": 50, "batch.size": 1_000_000,
                          "compression.type": "zstd", "queue.buffering.max.messages": 1_000_000})
     symbols = [f"T{i:03d}" for i in range(tickers)]
@@ -141,7 +140,7 @@ def visible_files(fs, seen: dict[str, float]) -> dict[str, float]:
 def measure_freshness(settings: Settings, run: str, seconds: float, rate: float, max_age: float) -> dict:
     """At a steady `rate` trades/s from the synthetic producer: event produced -> object visible, per row."""
     topic, bucket = f"bench_fresh_{run}", f"bench-fresh-{run}"
-    ensure_topics(settings, [topic])
+    settings.kafka_cluster().ensure_topics([topic])
     fs = lake_filesystem(settings)
     seen: dict[str, float] = {}
     stop = threading.Event()
@@ -158,7 +157,7 @@ def measure_freshness(settings: Settings, run: str, seconds: float, rate: float,
 
     from marketstream.companies import load_companies
 
-    per_ticker = rate / len(load_companies(settings))
+    per_ticker = rate / len(load_companies(settings.postgres_connect_kwargs()))
     consumer = subprocess.Popen(bytewax(f"bench.flows:stock_consume({topic!r}, {bucket!r}, kafka_stop_at_end=False, "
                                         f"batch_max_age_seconds={max_age}, kafka_starting_offset='latest')"),
                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -188,7 +187,7 @@ def measure_freshness(settings: Settings, run: str, seconds: float, rate: float,
 
 def measure_producer(settings: Settings, run: str, seconds: float) -> dict:
     topic = f"bench_produce_{run}"
-    ensure_topics(settings, [topic])
+    settings.kafka_cluster().ensure_topics([topic])
     result = run_contender(bytewax(f"bench.flows:stock_produce({topic!r}, synthetic_trades_per_second=1e6, "
                                    f"produce_for_seconds={seconds})"))
     messages = topic_size(settings, topic)

@@ -78,7 +78,7 @@ def write_streamed_day(settings: Settings, bucket: str, tickers: int, flushes: i
     flush; returns its figures."""
     names = _tickers(tickers)
     opening = datetime.combine(DAY, datetime.min.time().replace(hour=9, minute=30), ZoneInfo(NEW_YORK)).astimezone(timezone.utc)
-    store = ObjectStore(settings)
+    store = ObjectStore(settings.s3_storage_options())
     sink = DeltaLakeSink(bucket=bucket, topic="bench_streamed_day", dataset="stock_trades", schema=schemas.STOCK_TRADES,
                          partitioning=schemas.STOCK_TRADES_PARTITIONING, topic_incarnation=lambda: "bench",
                          store=lambda: store, storage_options=settings.delta_storage_options(),

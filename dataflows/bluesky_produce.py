@@ -3,7 +3,7 @@
 
 from pipelines.producer import producer_dataflow
 from marketstream.runtime import COMPANIES_PRODUCER_NEEDS, lazy_flow
-from sources.bluesky_posts import bluesky_source
+from pipelines.connectors import bluesky_posts_source
 
-build_flow = producer_dataflow("bluesky_produce", "bluesky", bluesky_source)
+build_flow = producer_dataflow("bluesky_produce", "bluesky", bluesky_posts_source)
 __getattr__ = lazy_flow(build_flow, COMPANIES_PRODUCER_NEEDS)

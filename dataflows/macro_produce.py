@@ -3,7 +3,7 @@ so the memory of what was published survives restarts."""
 
 from pipelines.producer import producer_dataflow
 from marketstream.runtime import PRODUCER_NEEDS, lazy_flow
-from sources.fred import fred_source
+from pipelines.connectors import macro_source
 
-build_flow = producer_dataflow("macro_produce", "macrodata", fred_source)
+build_flow = producer_dataflow("macro_produce", "macrodata", macro_source)
 __getattr__ = lazy_flow(build_flow, PRODUCER_NEEDS)

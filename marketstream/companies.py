@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import psycopg
 
-from marketstream.settings import Settings
 from marketstream.trades import TICKER_PATTERN
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,10 @@ def _words(value: object) -> tuple[str, ...]:
     return tuple(word.strip() for word in items if word and word.strip())
 
 
-def load_companies(settings: Settings) -> list[Company]:
-    with psycopg.connect(**settings.postgres_connect_kwargs()) as conn:
+def load_companies(connect_kwargs: dict) -> list[Company]:
+    """`companies_info`, read with `psycopg.connect(**connect_kwargs)`; rows with a malformed ticker are
+    logged and left out."""
+    with psycopg.connect(**connect_kwargs) as conn:
         rows = conn.execute(QUERY).fetchall()
     companies = []
     for ticker, name, words in rows:
@@ -51,26 +52,27 @@ def load_companies(settings: Settings) -> list[Company]:
 
 
 class CompanyDirectory:
+    """The companies `loader` returns (e.g. `partial(load_companies, connect_kwargs)`), loaded again once
+    `refresh_seconds` have passed."""
+
     def __init__(
         self,
-        settings: Settings,
+        loader: Callable[[], list[Company]],
+        refresh_seconds: float,
         *,
-        loader: Callable[[Settings], list[Company]] = load_companies,
         clock: Callable[[], float] = time.monotonic,
     ):
-        if loader is load_companies:
-            settings.require("postgres_host", "postgres_db", "postgres_user", "postgres_password")
-        self._settings = settings
         self._loader = loader
+        self._refresh_seconds = refresh_seconds
         self._clock = clock
         self._companies: list[Company] | None = None
         self._loaded_at = 0.0
 
     def companies(self) -> list[Company]:
         now = self._clock()
-        if self._companies is None or now - self._loaded_at >= self._settings.tickers_refresh_seconds:
+        if self._companies is None or now - self._loaded_at >= self._refresh_seconds:
             try:
-                fresh = self._loader(self._settings)
+                fresh = self._loader()
             except psycopg.Error as exc:
                 if self._companies is None:
                     raise RuntimeError(f"cannot read companies_info from PostgreSQL: {exc}") from None

@@ -9,47 +9,9 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from marketstream.settings import Settings
-
 log = logging.getLogger(__name__)
 
-
-def producer_config(settings: Settings) -> dict[str, object]:
-    """Durable, ordered, compressed publishing: acks from all replicas and idempotence, so a retried send
-    never duplicates or reorders a message within a partition. lz4 costs the least CPU of the codecs."""
-    return {
-        **settings.kafka_client_config(),
-        "acks": "all",
-        "enable.idempotence": True,
-        "compression.type": "lz4",
-        "linger.ms": 5,
-        "batch.size": 1_000_000,
-    }
-
-
-def ensure_topics(settings: Settings, topics: list[str], timeout: float = 30.0, partitions: int | None = None) -> None:
-    """Create the topics that do not exist yet, with `partitions` (default `KAFKA_TOPIC_PARTITIONS`)
-    partitions."""
-    partitions = partitions or settings.kafka_topic_partitions
-    admin = AdminClient(settings.kafka_client_config())
-    existing = admin.list_topics(timeout=timeout).topics
-    missing = [t for t in topics if t not in existing]
-    if not missing:
-        return
-    futures = admin.create_topics(
-        [
-            NewTopic(t, num_partitions=partitions, replication_factor=settings.kafka_replication_factor)
-            for t in missing
-        ],
-        operation_timeout=timeout,
-    )
-    for topic, future in futures.items():
-        try:
-            future.result()
-            log.info("kafka: created topic %s with %d partitions", topic, partitions)
-        except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                raise
+_NOT_YET_KNOWN = ("UNKNOWN_TOPIC_OR_PART", "LEADER_NOT_AVAILABLE", "_TIMED_OUT", "REQUEST_TIMED_OUT")
 
 
 @dataclass(frozen=True)
@@ -60,36 +22,75 @@ class TopicInfo:
     partitions: int
 
 
-_NOT_YET_KNOWN = ("UNKNOWN_TOPIC_OR_PART", "LEADER_NOT_AVAILABLE", "_TIMED_OUT", "REQUEST_TIMED_OUT")
+@dataclass(frozen=True, eq=False)
+class KafkaCluster:
+    """How to reach the brokers (`client_config`: librdkafka settings such as `bootstrap.servers`), and how
+    the topics this project creates are made."""
 
+    client_config: dict[str, object]
+    topic_partitions: int
+    replication_factor: int
 
-def describe_topic(settings: Settings, topic: str, timeout: float = 30.0) -> TopicInfo:
-    """`topic`'s incarnation and partition count, creating the topic if missing."""
-    ensure_topics(settings, [topic], timeout)
-    admin = AdminClient(settings.kafka_client_config())
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            description = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)[topic].result()
-            break
-        except KafkaException as exc:
-            # a topic created a moment ago may not be known to every part of the broker yet
-            if exc.args[0].name() not in _NOT_YET_KNOWN or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    uuid = description.topic_id
-    incarnation = f"{uuid.get_most_significant_bits() & (2**64 - 1):016x}{uuid.get_least_significant_bits() & (2**64 - 1):016x}"
-    return TopicInfo(incarnation, len(description.partitions))
+    def producer_config(self) -> dict[str, object]:
+        """Durable, ordered, compressed publishing: acks from all replicas and idempotence, so a retried send
+        never duplicates or reorders a message within a partition. lz4 costs the least CPU of the codecs."""
+        return {
+            **self.client_config,
+            "acks": "all",
+            "enable.idempotence": True,
+            "compression.type": "lz4",
+            "linger.ms": 5,
+            "batch.size": 1_000_000,
+        }
 
+    def admin(self) -> AdminClient:
+        return AdminClient(self.client_config)
 
-def topic_incarnation(settings: Settings, topic: str, timeout: float = 30.0) -> str:
-    """`topic`'s incarnation (`TopicInfo.incarnation`), creating the topic if missing."""
-    return describe_topic(settings, topic, timeout).incarnation
+    def ensure_topics(self, topics: list[str], timeout: float = 30.0, partitions: int | None = None) -> None:
+        """Create the topics that do not exist yet, with `partitions` (default `topic_partitions`) partitions."""
+        partitions = partitions or self.topic_partitions
+        admin = self.admin()
+        existing = admin.list_topics(timeout=timeout).topics
+        missing = [t for t in topics if t not in existing]
+        if not missing:
+            return
+        futures = admin.create_topics(
+            [NewTopic(t, num_partitions=partitions, replication_factor=self.replication_factor) for t in missing],
+            operation_timeout=timeout,
+        )
+        for topic, future in futures.items():
+            try:
+                future.result()
+                log.info("kafka: created topic %s with %d partitions", topic, partitions)
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise
 
+    def describe_topic(self, topic: str, timeout: float = 30.0) -> TopicInfo:
+        """`topic`'s incarnation and partition count, creating the topic if missing."""
+        self.ensure_topics([topic], timeout)
+        admin = self.admin()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                description = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)[topic].result()
+                break
+            except KafkaException as exc:
+                # a topic created a moment ago may not be known to every part of the broker yet
+                if exc.args[0].name() not in _NOT_YET_KNOWN or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        uuid = description.topic_id
+        incarnation = (f"{uuid.get_most_significant_bits() & (2**64 - 1):016x}"
+                       f"{uuid.get_least_significant_bits() & (2**64 - 1):016x}")
+        return TopicInfo(incarnation, len(description.partitions))
 
-def topic_message_limit(settings: Settings, topic: str, timeout: float = 30.0) -> int:
-    """The largest record batch the broker accepts on `topic` (`max.message.bytes`)."""
-    admin = AdminClient(settings.kafka_client_config())
-    resource = ConfigResource(ResourceType.TOPIC, topic)
-    configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
-    return int(configs["max.message.bytes"].value)
+    def topic_incarnation(self, topic: str, timeout: float = 30.0) -> str:
+        """`topic`'s incarnation (`TopicInfo.incarnation`), creating the topic if missing."""
+        return self.describe_topic(topic, timeout).incarnation
+
+    def topic_message_limit(self, topic: str, timeout: float = 30.0) -> int:
+        """The largest record batch the broker accepts on `topic` (`max.message.bytes`)."""
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        configs = self.admin().describe_configs([resource], request_timeout=timeout)[resource].result()
+        return int(configs["max.message.bytes"].value)

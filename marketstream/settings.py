@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from marketstream.kafka import KafkaCluster
+
 
 class ConfigError(Exception):
     """A setting a dataflow needs is missing or malformed. The message names the variable."""
@@ -166,6 +168,9 @@ class Settings(BaseSettings):
         if self.kafka_ssl_ca_location:
             config["ssl.ca.location"] = self.kafka_ssl_ca_location
         return config
+
+    def kafka_cluster(self) -> KafkaCluster:
+        return KafkaCluster(self.kafka_client_config(), self.kafka_topic_partitions, self.kafka_replication_factor)
 
     def s3_storage_options(self) -> dict:
         """Keyword arguments for `s3fs.S3FileSystem`."""

@@ -14,7 +14,6 @@ too; the flow keeps running.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,18 +28,17 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from marketstream.batching import BufferBudget, TableBatcher
-from marketstream.kafka import topic_incarnation
 from marketstream.memory import release_free_memory
 from marketstream.datasets import Dataset
 from marketstream.records import ROW_INDEX
 from marketstream.schemas import dictionary_paths
 from marketstream.settings import Settings, get_settings
+from pipelines.connectors import shared_object_store, topic_source
 from sinks.dead_letters import DeadLetter, DeadLetterSink
 from sinks.delta import DeltaLakeSink, Flush
 from sinks.layout import object_key, partition_path
-from sinks.object_store import ObjectStore
 from sinks.parquet import Batch, ParquetSink
-from sources.kafka import InFlight, MessageBatch, TopicSource
+from sources.kafka import InFlight, MessageBatch
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +141,13 @@ def build_consumer_flow(
 
     flow = Dataflow(f"{dataset.name}_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)
-    batches = op.input("kafka_in", flow, source or TopicSource(settings, dataset.topic, in_flight))
+    batches = op.input("kafka_in", flow, source or topic_source(settings, dataset.topic, in_flight))
     decoded = op.map("decode", batches, partial(decode, dataset, settings, SkipCounter(dataset.name), in_flight))
 
     dead_letters = op.flat_map("dead_letters", decoded, lambda d: d.dead_letters)
-    store = functools.cache(lambda: ObjectStore(settings))  # one client per process: each loads botocore's models
+    store = shared_object_store(settings)
     op.output("dead_letter", dead_letters, dead_letter_sink or DeadLetterSink(
-        settings, topic=dataset.dead_letter_topic, source_topic=dataset.topic, bucket=dataset.bucket, store=store))
+        settings.kafka_cluster(), topic=dataset.dead_letter_topic, source_topic=dataset.topic, bucket=dataset.bucket, store=store))
 
     # batches are kept per Kafka partition and split per destination only when written: a poll holds
     # rows of many tickers, and a few large items cost far less than one per ticker and poll
@@ -157,7 +155,7 @@ def build_consumer_flow(
     budget = BufferBudget(settings.batch_max_buffered_rows)
     batcher = partial(TableBatcher, timedelta(seconds=settings.batch_max_age_seconds), budget)
     batched = op.stateful_batch("batch", per_partition, lambda state: batcher(state))
-    incarnation = partial(topic_incarnation, settings, dataset.topic)
+    incarnation = partial(settings.kafka_cluster().topic_incarnation, dataset.topic)
     dictionary_columns = dictionary_paths(dataset.schema, dataset.few_values)
     if settings.lake_format == "delta":
         # one item per flush of a Kafka partition: its files are committed together, in offset order
@@ -170,7 +168,8 @@ def build_consumer_flow(
             dictionary_columns=dictionary_columns))
         return flow
     files = op.flat_map("files", batched, partial(into_files, dataset, settings.batch_max_rows))
-    op.output("lake", files, lake_sink or ParquetSink(settings, bucket=dataset.bucket, topic=dataset.topic,
-                                                      topic_incarnation=incarnation,
+    op.output("lake", files, lake_sink or ParquetSink(bucket=dataset.bucket, topic=dataset.topic,
+                                                      topic_incarnation=incarnation, store=store,
+                                                      compression=settings.parquet_compression,
                                                       dictionary_columns=dictionary_columns))
     return flow

@@ -38,7 +38,7 @@ def build_producer_flow(name: str, settings: Settings, source: Source, topic: st
     flow = Dataflow(name)
     records = op.input("records", flow, source)
     messages = op.map("to_message", records, to_message)
-    op.output("kafka_out", messages, sink or KafkaProducerSink(settings, topic))
+    op.output("kafka_out", messages, sink or KafkaProducerSink(settings.kafka_cluster(), topic))
     return flow
 
 

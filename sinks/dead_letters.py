@@ -33,8 +33,7 @@ from functools import partial
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from marketstream.kafka import describe_topic, ensure_topics, producer_config, topic_message_limit
-from marketstream.settings import Settings
+from marketstream.kafka import KafkaCluster
 from sinks.layout import object_key
 from sinks.object_store import ObjectStore
 
@@ -277,9 +276,9 @@ class DeadLetterSink(DynamicSink[DeadLetter]):
     """Publishes `DeadLetter`s of `source_topic` to `topic`, once each; originals too large for a Kafka
     message are kept in `bucket` (see the module docstring)."""
 
-    def __init__(self, settings: Settings, *, topic: str, source_topic: str, bucket: str,
+    def __init__(self, cluster: KafkaCluster, *, topic: str, source_topic: str, bucket: str,
                  store: Callable[[], ObjectStore], delivery_timeout_ms: int = 300_000):
-        self._settings = settings
+        self._cluster = cluster
         self._delivery_timeout_ms = delivery_timeout_ms
         self._topic = topic
         self._source_topic = source_topic
@@ -291,18 +290,17 @@ class DeadLetterSink(DynamicSink[DeadLetter]):
     def _learn(self) -> _Published:
         with self._lock:
             if self._published is None:
-                settings = self._settings
-                source = describe_topic(settings, self._source_topic)
-                ensure_topics(settings, [self._topic], partitions=source.partitions)
-                partitions = describe_topic(settings, self._topic).partitions
-                inline_limit = topic_message_limit(settings, self._topic) - HEADROOM
-                marks = read_published_marks(settings.kafka_client_config(), self._topic, source.incarnation,
-                                             source.partitions)
+                cluster = self._cluster
+                source = cluster.describe_topic(self._source_topic)
+                cluster.ensure_topics([self._topic], partitions=source.partitions)
+                partitions = cluster.describe_topic(self._topic).partitions
+                inline_limit = cluster.topic_message_limit(self._topic) - HEADROOM
+                marks = read_published_marks(cluster.client_config, self._topic, source.incarnation, source.partitions)
                 self._published = _Published(partitions, inline_limit, source.incarnation, marks)
             return self._published
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
         published = self._learn()
-        config = {**producer_config(self._settings), "message.max.bytes": published.inline_limit + HEADROOM,
+        config = {**self._cluster.producer_config(), "message.max.bytes": published.inline_limit + HEADROOM,
                   "message.timeout.ms": self._delivery_timeout_ms}
         return _DeadLetterPartition(config, self._topic, published, self._store, self._bucket)

@@ -12,9 +12,8 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
-from marketstream.kafka import ensure_topics, producer_config
+from marketstream.kafka import KafkaCluster
 from marketstream.messages import MessageBlock
-from marketstream.settings import Settings
 
 
 class DeliveryError(RuntimeError):
@@ -74,11 +73,11 @@ class KafkaProducerSink(DynamicSink[KafkaSinkMessage | MessageBlock]):
     """Publishes `KafkaSinkMessage`s to `topic` (or to the topic a message names), and `MessageBlock`s of
     ready-serialised messages to `topic`."""
 
-    def __init__(self, settings: Settings, topic: str, *, also_create: tuple[str, ...] = ()):
-        self._settings = settings
+    def __init__(self, cluster: KafkaCluster, topic: str, *, also_create: tuple[str, ...] = ()):
+        self._cluster = cluster
         self._topic = topic
         self._topics = [topic, *also_create]
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
-        ensure_topics(self._settings, self._topics)
-        return _ProducerPartition(producer_config(self._settings), self._topic)
+        self._cluster.ensure_topics(self._topics)
+        return _ProducerPartition(self._cluster.producer_config(), self._topic)

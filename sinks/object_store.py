@@ -16,15 +16,17 @@ from collections.abc import Callable
 import fsspec.asyn
 import s3fs
 
-from marketstream.settings import Settings
-
 log = logging.getLogger(__name__)
 
 
 class ObjectStore:
-    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    """`storage_options`: keyword arguments for `s3fs.S3FileSystem` (key, secret, endpoint_url, ...);
+    `retry_max_seconds`: the longest pause between two attempts."""
+
+    def __init__(self, storage_options: dict, *, retry_max_seconds: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._fs = s3fs.S3FileSystem(
-            **settings.s3_storage_options(),
+            **storage_options,
             skip_instance_cache=True,
             use_listings_cache=False,  # listings are read once per prefix; keeping them only costs memory
             # botocore's default CRC32 of every upload runs in Python on the event loop's thread and holds the GIL
@@ -33,7 +35,7 @@ class ObjectStore:
                            "request_checksum_calculation": "when_required"},
         )
         self._fs.retries = 1  # `_retrying` below owns retries, with backoff and logging
-        self._max_backoff = settings.s3_retry_max_seconds
+        self._max_backoff = retry_max_seconds
         self._sleep = sleep
 
     @property

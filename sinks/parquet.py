@@ -37,7 +37,6 @@ import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from marketstream.memory import release_free_memory
-from marketstream.settings import Settings
 from sinks.layout import batch_object_name, object_key, parse_batch_object_name
 from sinks.object_store import ObjectStore
 
@@ -209,27 +208,22 @@ class ParquetSink(FixedPartitionedSink[Batch, None]):
     partition, so they overlap with reading and decoding; each partition waits for its uploads at every snapshot, so
     recovery never records input as done whose rows are not stored."""
 
-    def __init__(self, settings: Settings, *, bucket: str, topic: str, topic_incarnation: Callable[[], str],
-                 partitions: int = 4, dictionary_columns: list[str] | bool = True):
-        self._settings = settings
+    def __init__(self, *, bucket: str, topic: str, topic_incarnation: Callable[[], str],
+                 store: Callable[[], ObjectStore], compression: str, partitions: int = 4,
+                 dictionary_columns: list[str] | bool = True):
+        self._store = store
+        self._compression = compression
         self._bucket = bucket
         self._topic = topic
         self._topic_incarnation = topic_incarnation
         self._incarnation: str | None = None
         self._dictionary_columns = dictionary_columns
         self._partitions = partitions
-        self._store: ObjectStore | None = None
-
-    def _shared_store(self) -> ObjectStore:
-        """One client per process: each loads botocore's S3 model (tens of MB)."""
-        if self._store is None:
-            self._store = ObjectStore(self._settings)
-        return self._store
 
     def list_parts(self) -> list[str]:
         # called once per worker at start-up: create the bucket now, so refused credentials stop the flow
         # at once rather than at its first write
-        self._shared_store().ensure_bucket(self._bucket)
+        self._store().ensure_bucket(self._bucket)
         self._incarnation = self._topic_incarnation()
         return [str(i) for i in range(self._partitions)]
 
@@ -239,5 +233,5 @@ class ParquetSink(FixedPartitionedSink[Batch, None]):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ParquetPartition:
         if self._incarnation is None:
             self._incarnation = self._topic_incarnation()
-        return _ParquetPartition(self._shared_store(), self._bucket, self._topic, self._incarnation,
-                                 self._settings.parquet_compression, self._dictionary_columns)
+        return _ParquetPartition(self._store(), self._bucket, self._topic, self._incarnation, self._compression,
+                                 self._dictionary_columns)

@@ -19,7 +19,6 @@ import threading
 from alpaca.data.enums import DataFeed
 from alpaca.data.live import StockDataStream
 
-from marketstream.settings import Settings
 from marketstream.trades import Trade
 
 log = logging.getLogger(__name__)
@@ -44,15 +43,10 @@ class _Stream(StockDataStream):
 
 
 class AlpacaTradeStream:
-    def __init__(self, settings: Settings):
-        settings.require("api_key_alpaca", "api_secret_alpaca")
-        assert settings.api_key_alpaca and settings.api_secret_alpaca
-        self._stream = _Stream(
-            settings.api_key_alpaca.get_secret_value(),
-            settings.api_secret_alpaca.get_secret_value(),
-            feed=DataFeed(settings.alpaca_feed),
-            url_override=settings.alpaca_stream_url or None,
-        )
+    """`feed`: Alpaca's data feed (`iex`, `sip`); `url_override`: another websocket server (tests)."""
+
+    def __init__(self, api_key: str, api_secret: str, *, feed: str = "iex", url_override: str | None = None):
+        self._stream = _Stream(api_key, api_secret, feed=DataFeed(feed), url_override=url_override or None)
         self._trades: queue.SimpleQueue[Trade] = queue.SimpleQueue()
         self._symbols: set[str] = set()
         self._thread: threading.Thread | None = None

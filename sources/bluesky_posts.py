@@ -18,6 +18,7 @@ rejects stop the source with a message naming BLUESKY_IDENTIFIER / BLUESKY_PASSW
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from atproto import Client
@@ -25,16 +26,34 @@ from atproto_client import exceptions as at
 
 from marketstream.companies import CompanyDirectory
 from marketstream.dedup import RecentlySeen
-from marketstream.settings import Settings
 from marketstream.social import BlueskyPost
 from sources.polling import PermanentError, PollingSource, TransientError
 
 log = logging.getLogger(__name__)
 
 
-def keywords(settings: Settings, directory: CompanyDirectory) -> list[str]:
+@dataclass(frozen=True)
+class BlueskySearch:
+    """Who searches where, for what, and how often."""
+
+    identifier: str
+    password: str
+    api_url: str
+    static_keywords: tuple[str, ...]
+    keyword_delay_seconds: float
+    cycle_seconds: float
+    posts_per_search: int
+    max_pages: int
+    memory_per_keyword: int
+    """How many published post URIs are remembered per keyword."""
+
+    def __repr__(self) -> str:  # never the password
+        return f"BlueskySearch(identifier={self.identifier!r}, api_url={self.api_url!r})"
+
+
+def keywords(static_keywords: tuple[str, ...], directory: CompanyDirectory) -> list[str]:
     """Static terms, then each company's name and related words; each once, in that order."""
-    words = list(settings.bluesky_static_keywords)
+    words = list(static_keywords)
     for company in directory.companies():
         words += [company.company_name, *company.related_words]
     return list(dict.fromkeys(word for word in words if word))
@@ -56,35 +75,33 @@ def _transient(what: str, exc: Exception) -> TransientError:
 
 
 class BlueskyPoller:
-    def __init__(self, settings: Settings, directory: CompanyDirectory):
-        settings.require("bluesky_identifier", "bluesky_password")
-        assert settings.bluesky_password
-        self._settings = settings
+    def __init__(self, search: BlueskySearch, directory: CompanyDirectory):
+        self._search_config = search
         self._directory = directory
         self._client: Client | None = None
-        self._delay = timedelta(seconds=settings.bluesky_keyword_delay_seconds)
-        self._cycle = timedelta(seconds=settings.bluesky_cycle_seconds)
+        self._delay = timedelta(seconds=search.keyword_delay_seconds)
+        self._cycle = timedelta(seconds=search.cycle_seconds)
 
     def initial_state(self) -> dict:
         return {"queue": [], "cycle_started": None, "seen": {}}
 
     def _session(self) -> Client:
         if self._client is None:
-            client = Client(base_url=self._settings.bluesky_api_url)
+            search = self._search_config
+            client = Client(base_url=search.api_url)
             try:
-                client.login(self._settings.bluesky_identifier, self._settings.bluesky_password.get_secret_value(),
-                             fetch_bsky_profile=False)
+                client.login(search.identifier, search.password, fetch_bsky_profile=False)
             except (at.UnauthorizedError, at.BadRequestError) as exc:
                 raise PermanentError(f"Bluesky rejected BLUESKY_IDENTIFIER / BLUESKY_PASSWORD: {exc}") from None
             except at.AtProtocolError as exc:
                 raise _transient("Bluesky login", exc) from None
-            log.info("bluesky: logged in as %s", self._settings.bluesky_identifier)
+            log.info("bluesky: logged in as %s", search.identifier)
             self._client = client
         return self._client
 
     def _search(self, keyword: str, cursor: str | None):
         client = self._session()
-        params = {"q": keyword, "limit": self._settings.bluesky_posts_per_search, "sort": "latest"}
+        params = {"q": keyword, "limit": self._search_config.posts_per_search, "sort": "latest"}
         if cursor:
             params["cursor"] = cursor
         try:
@@ -112,13 +129,13 @@ class BlueskyPoller:
 
     def poll(self, state: dict, now: datetime) -> tuple[list[BlueskyPost], datetime]:
         if not state["queue"]:
-            state["queue"] = keywords(self._settings, self._directory)
+            state["queue"] = keywords(self._search_config.static_keywords, self._directory)
             state["cycle_started"] = now
             state["seen"] = {k: v for k, v in state["seen"].items() if k in state["queue"]}  # forget dropped keywords
         keyword = state["queue"][0]
-        seen = state["seen"].setdefault(keyword, RecentlySeen(self._settings.dedup_memory_per_key))
+        seen = state["seen"].setdefault(keyword, RecentlySeen(self._search_config.memory_per_keyword))
         posts, cursor = [], None
-        for _ in range(self._settings.bluesky_max_pages):
+        for _ in range(self._search_config.max_pages):
             page = self._search(keyword, cursor)
             fresh = [post for post in (self._post(keyword, view) for view in page.posts or []) if post]
             new = [post for post in fresh if post.uri not in seen and all(p.uri != post.uri for p in posts)]
@@ -137,8 +154,6 @@ class BlueskyPoller:
         self._client = None
 
 
-def bluesky_source(settings: Settings, directory: CompanyDirectory | None = None, **kwargs) -> PollingSource:
-    settings.require("bluesky_identifier", "bluesky_password")
-    directory = directory or CompanyDirectory(settings)
-    return PollingSource(["bluesky"], lambda _: BlueskyPoller(settings, directory),
-                         run_for=settings.produce_for_seconds, **kwargs)
+def bluesky_source(search: BlueskySearch, directory: CompanyDirectory, **kwargs) -> PollingSource:
+    """One partition walking every keyword; `kwargs` go to `PollingSource` (`run_for`, `now`, ...)."""
+    return PollingSource(["bluesky"], lambda _: BlueskyPoller(search, directory), **kwargs)

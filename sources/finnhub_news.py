@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import finnhub
@@ -23,25 +24,37 @@ import requests
 from marketstream.companies import CompanyDirectory
 from marketstream.dedup import RecentlySeen
 from marketstream.news import NewsArticle
-from marketstream.settings import Settings
 from sources.polling import PermanentError, PollingSource, TransientError
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class FinnhubNews:
+    """The key, the server (None: Finnhub's own), and the pace."""
+
+    api_key: str
+    api_url: str | None
+    cycle_seconds: float
+    calls_per_minute: float
+    memory: int
+    """How many published article ids are remembered."""
+
+    def __repr__(self) -> str:  # never the key
+        return f"FinnhubNews(api_url={self.api_url!r}, cycle_seconds={self.cycle_seconds})"
+
+
 class FinnhubNewsPoller:
-    def __init__(self, settings: Settings, directory: CompanyDirectory):
-        settings.require("finnhub_api_key")
-        assert settings.finnhub_api_key
-        self._key = settings.finnhub_api_key.get_secret_value()
+    def __init__(self, news: FinnhubNews, directory: CompanyDirectory):
+        self._key = news.api_key
         self._client = finnhub.Client(api_key=self._key)
-        if settings.finnhub_api_url:
-            self._client.API_URL = settings.finnhub_api_url.rstrip("/")
+        if news.api_url:
+            self._client.API_URL = news.api_url.rstrip("/")
         self._directory = directory
-        self._cycle = timedelta(seconds=settings.news_poll_seconds)
+        self._cycle = timedelta(seconds=news.cycle_seconds)
         # rounded up to the microsecond, so rounding never squeezes in one call too many per minute
-        self._min_gap = timedelta(microseconds=math.ceil(60_000_000 / settings.finnhub_calls_per_minute))
-        self._memory = settings.dedup_memory_per_key * 20
+        self._min_gap = timedelta(microseconds=math.ceil(60_000_000 / news.calls_per_minute))
+        self._memory = news.memory
 
     def initial_state(self) -> dict:
         return {"queue": [], "cycle_size": 0, "polled_on": {}, "seen": RecentlySeen(self._memory)}
@@ -102,8 +115,6 @@ class FinnhubNewsPoller:
         self._client.close()
 
 
-def finnhub_news_source(settings: Settings, directory: CompanyDirectory | None = None, **kwargs) -> PollingSource:
-    settings.require("finnhub_api_key")
-    directory = directory or CompanyDirectory(settings)
-    return PollingSource(["finnhub"], lambda _: FinnhubNewsPoller(settings, directory),
-                         run_for=settings.produce_for_seconds, **kwargs)
+def finnhub_news_source(news: FinnhubNews, directory: CompanyDirectory, **kwargs) -> PollingSource:
+    """One partition cycling through the tickers; `kwargs` go to `PollingSource` (`run_for`, `now`, ...)."""
+    return PollingSource(["finnhub"], lambda _: FinnhubNewsPoller(news, directory), **kwargs)

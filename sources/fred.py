@@ -16,13 +16,13 @@ from __future__ import annotations
 import socket
 import urllib.error
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import pandas as pd
 from fredapi import Fred
 
 from marketstream.macro import MacroObservation
-from marketstream.settings import Settings
 from sources.polling import PermanentError, PollingSource, TransientError
 
 EARLIEST_REALTIME = "1776-07-04"
@@ -30,19 +30,31 @@ REVISION_LOOKBACK = timedelta(days=7)
 HTTP_TIMEOUT_SECONDS = 60
 
 
+@dataclass(frozen=True)
+class FredSeries:
+    """The series to follow (alias -> FRED series id), the key, the server (None: FRED's own), and the pace."""
+
+    api_key: str
+    api_url: str | None
+    series: dict[str, str]
+    observation_start: date
+    poll_seconds: float
+
+    def __repr__(self) -> str:  # never the key
+        return f"FredSeries(series={self.series!r}, api_url={self.api_url!r})"
+
+
 class FredPoller:
-    def __init__(self, settings: Settings, alias: str, series_id: str):
-        settings.require("api_key_fred")
-        assert settings.api_key_fred
+    def __init__(self, fred: FredSeries, alias: str):
         if socket.getdefaulttimeout() is None:
             socket.setdefaulttimeout(HTTP_TIMEOUT_SECONDS)  # fredapi's urlopen has no timeout of its own
-        self._fred = Fred(api_key=settings.api_key_fred.get_secret_value())
-        if settings.fred_api_url:
-            self._fred.root_url = settings.fred_api_url.rstrip("/")
+        self._fred = Fred(api_key=fred.api_key)
+        if fred.api_url:
+            self._fred.root_url = fred.api_url.rstrip("/")
         self._alias = alias
-        self._series_id = series_id
-        self._since = settings.fred_observation_start
-        self._interval = timedelta(seconds=settings.macro_poll_seconds)
+        self._series_id = fred.series[alias]
+        self._since = fred.observation_start
+        self._interval = timedelta(seconds=fred.poll_seconds)
 
     def initial_state(self) -> dict:
         return {"published": {}, "polled_on": None}
@@ -91,8 +103,6 @@ class FredPoller:
         pass
 
 
-def fred_source(settings: Settings, **kwargs) -> PollingSource:
-    settings.require("api_key_fred")
-    series = settings.fred_series_aliases
-    return PollingSource(list(series), lambda alias: FredPoller(settings, alias, series[alias]),
-                         run_for=settings.produce_for_seconds, **kwargs)
+def fred_source(fred: FredSeries, **kwargs) -> PollingSource:
+    """One partition per series alias; `kwargs` go to `PollingSource` (`run_for`, `now`, ...)."""
+    return PollingSource(list(fred.series), lambda alias: FredPoller(fred, alias), **kwargs)

@@ -26,11 +26,9 @@ from datetime import datetime, timedelta, timezone
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from marketstream import shutdown
-from marketstream.kafka import topic_incarnation
-from marketstream.settings import Settings
+from marketstream.kafka import KafkaCluster
 
 log = logging.getLogger(__name__)
 
@@ -169,17 +167,27 @@ FETCH_MAX_BYTES = 256 * 1024
 
 
 class TopicSource(FixedPartitionedSource[MessageBatch, tuple[str, int]]):
-    def __init__(self, settings: Settings, topic: str, in_flight: InFlight | None = None):
-        self._settings = settings
+    """Every partition of `topic` on `cluster`, at most `batch_size` messages per item and `in_flight`
+    messages undecoded; without a snapshot from the `starting_offset` (`earliest` or `latest`); with
+    `stop_at_end` the input ends at the end of every partition."""
+
+    def __init__(self, cluster: KafkaCluster, topic: str, *, in_flight: InFlight, batch_size: int,
+                 starting_offset: str = "earliest", stop_at_end: bool = False):
+        if starting_offset not in ("earliest", "latest"):
+            raise ValueError(f"starting_offset must be earliest or latest, not {starting_offset!r}")
+        self._cluster = cluster
         self._topic = topic
+        self._batch_size = batch_size
+        self._starting_offset = starting_offset
+        self._stop_at_end = stop_at_end
         self._incarnation: str | None = None
-        self.in_flight = in_flight or InFlight(settings.kafka_max_in_flight_messages)
+        self.in_flight = in_flight
         self._consumers: dict[int, _SharedConsumer] = {}  # per worker thread
         self._lock = threading.Lock()
 
     def list_parts(self) -> list[str]:
-        self._incarnation = topic_incarnation(self._settings, self._topic)
-        metadata = AdminClient(self._settings.kafka_client_config()).list_topics(self._topic, timeout=30)
+        self._incarnation = self._cluster.topic_incarnation(self._topic)
+        metadata = self._cluster.admin().list_topics(self._topic, timeout=30)
         topic = metadata.topics[self._topic]
         if topic.error is not None:
             raise RuntimeError(f"cannot list the partitions of Kafka topic {self._topic!r}: {topic.error.str()}")
@@ -187,7 +195,7 @@ class TopicSource(FixedPartitionedSource[MessageBatch, tuple[str, int]]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: tuple[str, int] | int | None) -> _PartitionReader:
         if self._incarnation is None:
-            self._incarnation = topic_incarnation(self._settings, self._topic)
+            self._incarnation = self._cluster.topic_incarnation(self._topic)
         if isinstance(resume_state, int):  # snapshots taken before they named the incarnation
             resume_state = (self._incarnation, resume_state)
         if resume_state is not None and resume_state[0] == self._incarnation:
@@ -197,7 +205,7 @@ class TopicSource(FixedPartitionedSource[MessageBatch, tuple[str, int]]):
                         "of the new topic from its beginning", self._topic, for_part.split("-", 1)[0])
             offset = OFFSET_BEGINNING
         else:
-            offset = OFFSET_BEGINNING if self._settings.kafka_starting_offset == "earliest" else OFFSET_END
+            offset = OFFSET_BEGINNING if self._starting_offset == "earliest" else OFFSET_END
         return _PartitionReader(self._worker_consumer(), self._topic, self._incarnation, int(for_part.split("-", 1)[0]),
                                 offset, self.in_flight)
 
@@ -208,11 +216,11 @@ class TopicSource(FixedPartitionedSource[MessageBatch, tuple[str, int]]):
             consumer = self._consumers.get(worker)
             if consumer is None:
                 config = {
-                    **self._settings.kafka_client_config(),
+                    **self._cluster.client_config,
                     "group.id": "marketstream",  # required by librdkafka; offsets are kept in Bytewax state, not here
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
-                    "enable.partition.eof": self._settings.kafka_stop_at_end,
+                    "enable.partition.eof": self._stop_at_end,
                     # a resumed offset past the end (or before the start, after retention) reads from the
                     # first message there is: skipping to the end would lose what arrived meanwhile
                     "auto.offset.reset": "earliest",
@@ -228,7 +236,7 @@ class TopicSource(FixedPartitionedSource[MessageBatch, tuple[str, int]]):
                     # 1 s): with a small queue the default left the consumer idle most of the time
                     "fetch.queue.backoff.ms": 10,
                 }
-                consumer = _SharedConsumer(config, self._settings.kafka_consume_batch_size,
+                consumer = _SharedConsumer(config, self._batch_size,
                                            on_close=lambda: self._forget(worker))
                 self._consumers[worker] = consumer
             return consumer

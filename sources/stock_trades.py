@@ -28,7 +28,6 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from marketstream import shutdown
 from marketstream.calendar import nyse
 from marketstream.companies import CompanyDirectory
-from marketstream.settings import Settings
 from marketstream.trades import Trade
 from marketstream.messages import MessageBlock
 from sources.alpaca_trades import AlpacaTradeStream
@@ -44,33 +43,24 @@ def _owned(ticker: str, worker_index: int, worker_count: int) -> bool:
 
 
 class _StockTradePartition(StatelessSourcePartition[Trade | MessageBlock]):
-    def __init__(
-        self,
-        settings: Settings,
-        directory: CompanyDirectory,
-        worker_index: int,
-        worker_count: int,
-        now: Callable[[], datetime],
-        alpaca_factory: Callable[[Settings], AlpacaTradeStream],
-    ):
-        self._settings = settings
-        self._directory = directory
+    def __init__(self, source: StockTradeSource, worker_index: int, worker_count: int):
+        self._mode = source.mode
+        self._directory = source.directory
         self._worker_index = worker_index
         self._worker_count = worker_count
-        self._now = now
-        self._alpaca_factory = alpaca_factory
+        self._now = source.now
+        self._alpaca_stream = source.alpaca_stream
         self._alpaca: AlpacaTradeStream | None = None
-        self._synthetic = SyntheticTrades(settings.synthetic_trades_per_second)
+        self._synthetic = SyntheticTrades(source.synthetic_trades_per_second)
         self._live: bool | None = None
-        self._stop_at = now() + timedelta(seconds=settings.produce_for_seconds) if settings.produce_for_seconds else None
+        self._stop_at = self._now() + timedelta(seconds=source.run_for_seconds) if source.run_for_seconds else None
 
     def _wants_live(self, now: datetime) -> bool:
-        mode = self._settings.stock_source
-        if mode == "synthetic":
+        if self._mode == "synthetic":
             return False
-        if mode == "alpaca":
+        if self._mode == "alpaca":
             return True
-        return self._settings.alpaca_keys_set and nyse().is_open(now)
+        return self._alpaca_stream is not None and nyse().is_open(now)
 
     def next_batch(self) -> list[Trade | MessageBlock]:
         now = self._now()
@@ -87,7 +77,7 @@ class _StockTradePartition(StatelessSourcePartition[Trade | MessageBlock]):
             if self._worker_index != 0:
                 return []
             if self._alpaca is None:
-                self._alpaca = self._alpaca_factory(self._settings)
+                self._alpaca = self._alpaca_stream()
             self._alpaca.follow(tickers)
             return self._alpaca.drain()
         mine = [t for t in tickers if _owned(t, self._worker_index, self._worker_count)]
@@ -109,22 +99,29 @@ class _StockTradePartition(StatelessSourcePartition[Trade | MessageBlock]):
 
 
 class StockTradeSource(DynamicSource[Trade]):
+    """`mode`: `auto`, `alpaca` or `synthetic` (see above); `alpaca_stream` opens the live stream (None:
+    no keys, so `auto` stays synthetic); `run_for_seconds`: end the input that long after it starts."""
+
     def __init__(
         self,
-        settings: Settings,
+        directory: CompanyDirectory,
         *,
-        directory: CompanyDirectory | None = None,
+        mode: str = "auto",
+        alpaca_stream: Callable[[], AlpacaTradeStream] | None = None,
+        synthetic_trades_per_second: float = 1.0,
+        run_for_seconds: float | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-        alpaca_factory: Callable[[Settings], AlpacaTradeStream] = AlpacaTradeStream,
     ):
-        if settings.stock_source == "alpaca":
-            settings.require("api_key_alpaca", "api_secret_alpaca")
-        self._settings = settings
-        self._directory = directory or CompanyDirectory(settings)
-        self._now = now
-        self._alpaca_factory = alpaca_factory
+        if mode not in ("auto", "alpaca", "synthetic"):
+            raise ValueError(f"unknown stock source mode {mode!r}")
+        if mode == "alpaca" and alpaca_stream is None:
+            raise ValueError("the alpaca mode needs an alpaca_stream")
+        self.directory = directory
+        self.mode = mode
+        self.alpaca_stream = alpaca_stream
+        self.synthetic_trades_per_second = synthetic_trades_per_second
+        self.run_for_seconds = run_for_seconds
+        self.now = now
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StockTradePartition:
-        return _StockTradePartition(
-            self._settings, self._directory, worker_index, worker_count, self._now, self._alpaca_factory
-        )
+        return _StockTradePartition(self, worker_index, worker_count)

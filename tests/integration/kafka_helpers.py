@@ -6,12 +6,11 @@ import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from marketstream.kafka import ensure_topics
 from marketstream.settings import Settings
 
 
 def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
-    ensure_topics(settings, [topic])
+    settings.kafka_cluster().ensure_topics([topic])
     producer = Producer(settings.kafka_client_config())
     for key, value in messages:
         while True:

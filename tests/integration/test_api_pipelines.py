@@ -12,7 +12,7 @@ from marketstream.datasets import BLUESKY_POSTS, MACRO_OBSERVATIONS, NEWS_ARTICL
 from marketstream import schemas
 from pipelines.consumer import build_consumer_flow
 from marketstream.lake import lake_filesystem, read_table
-from sources.finnhub_news import finnhub_news_source
+from pipelines.connectors import news_source
 from tests.conftest import clock_from, make_settings
 from tests.fakes.bluesky import FakeBluesky
 from tests.fakes.finnhub import FakeFinnhub
@@ -76,7 +76,7 @@ def test_finnhub_to_finnhub_data(bucket, unique):
                                  news_poll_seconds=1, finnhub_calls_per_minute=60, produce_for_seconds=2.5)
         # the producer asks for the news of its today and yesterday: that is 2026-11-25 here, whatever the day
         clock = clock_from(datetime(2026, 11, 25, 15, 0, tzinfo=timezone.utc))
-        run_main(news_produce.build_flow(settings, topic=topic, source=finnhub_news_source(settings, now=clock)))
+        run_main(news_produce.build_flow(settings, topic=topic, source=news_source(settings, now=clock)))
     consume(settings, NEWS_ARTICLES, topic, bucket)
 
     table = read_table(settings, bucket, schemas.NEWS_ARTICLES_PARTITIONING, schema=schemas.NEWS_ARTICLES)

@@ -10,7 +10,6 @@ import pyarrow.compute as pc
 import pytest
 from confluent_kafka import Producer
 
-from marketstream.kafka import topic_incarnation, topic_message_limit
 from marketstream.lake import lake_filesystem
 from tests.integration.kafka_helpers import produce, read_topic
 from tests.integration.test_fault_tolerance import REPO, init_recovery, stored, trade
@@ -58,7 +57,7 @@ def oversized_trade(size: int) -> bytes:
 def test_dead_letters_of_messages_around_the_broker_limit_always_fit(lake):
     settings, topic, bucket = lake
     produce(settings, topic, [trade(0)])  # creates the topic
-    limit = topic_message_limit(settings, topic)
+    limit = settings.kafka_cluster().topic_message_limit(topic)
     sizes = {"well under": 100_000, "just under": limit - 2_000, "at": limit, "over": limit + 50_000}
     # compressed, each is accepted by the broker however large it is unpacked
     producer = Producer({**settings.kafka_client_config(), "compression.type": "lz4", "message.max.bytes": 2_000_000})
@@ -103,10 +102,10 @@ def test_dead_letters_wait_for_a_broker_that_is_down_and_are_published_once_it_i
     kafka.start()
     try:
         settings = make_settings(kafka_bootstrap_servers=kafka.bootstrap, kafka_topic_partitions=2)
-        sink = DeadLetterSink(settings, topic=f"dl_{unique}.dlq", source_topic=f"dl_{unique}", bucket="unused",
-                              store=cache(lambda: ObjectStore(settings)), delivery_timeout_ms=2_000)
+        sink = DeadLetterSink(settings.kafka_cluster(), topic=f"dl_{unique}.dlq", source_topic=f"dl_{unique}", bucket="unused",
+                              store=cache(lambda: ObjectStore(settings.s3_storage_options())), delivery_timeout_ms=2_000)
         part = sink.build("dead_letter", 0, 1)
-        incarnation = topic_incarnation(settings, f"dl_{unique}")
+        incarnation = settings.kafka_cluster().topic_incarnation(f"dl_{unique}")
         letters = [DeadLetter("stock_trades", f"dl_{unique}", incarnation, 1, offset, b"k", b"bad", "why")
                    for offset in (7, 8)]
         kafka.stop()

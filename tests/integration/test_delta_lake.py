@@ -130,7 +130,7 @@ def test_a_recreated_topic_is_committed_as_a_new_incarnation(lake, tmp_path, rec
 
 def test_the_object_store_refuses_to_overwrite_an_object_under_if_none_match(stack, unique):
     """Delta commits between concurrent writers are safe only if the store honours If-None-Match."""
-    store = ObjectStore(make_settings())
+    store = ObjectStore(make_settings().s3_storage_options())
     bucket = f"it-inm-{unique}"
     store.ensure_bucket(bucket)
     client = store.filesystem

@@ -16,7 +16,6 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from marketstream import schemas
-from marketstream.kafka import ensure_topics
 from marketstream.lake import lake_filesystem, read_table
 from sinks.layout import parse_batch_object_name
 from tests.conftest import STACK_ENV, make_settings
@@ -135,7 +134,7 @@ def recreate_topic(settings, topic: str) -> None:
     deadline = time.monotonic() + 30
     while True:  # the broker finishes a deletion in the background
         try:
-            ensure_topics(settings, [topic])
+            settings.kafka_cluster().ensure_topics([topic])
             return
         except KafkaException:
             assert time.monotonic() < deadline, "the topic could not be created again"

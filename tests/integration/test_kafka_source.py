@@ -22,7 +22,7 @@ def test_every_message_is_handed_out_once_per_partition_in_offset_order(stack, u
     produce(settings, topic, [(f"k{i % 7}".encode(), f"m{i}".encode()) for i in range(3_000)])
 
     in_flight = InFlight(in_flight_limit)
-    source = TopicSource(settings, topic, in_flight)
+    source = TopicSource(settings.kafka_cluster(), topic, in_flight=in_flight, batch_size=100, stop_at_end=True)
     flow = Dataflow("source_only")
     batches = op.input("in", flow, source)
 
@@ -53,7 +53,9 @@ def test_messages_larger_than_the_fetch_size_are_read_whole(stack, unique):
     in_flight = InFlight(100)
     flow = Dataflow("source_large")
     out = []
-    batches = op.map("decode", op.input("in", flow, TopicSource(settings, topic, in_flight)),
+    batches = op.map("decode", op.input("in", flow, TopicSource(settings.kafka_cluster(), topic, in_flight=in_flight,
+                                                              batch_size=settings.kafka_consume_batch_size,
+                                                              stop_at_end=True)),
                      lambda batch: in_flight.release(len(batch)) or batch)
     op.output("out", batches, TestingSink(out))
     run_main(flow)

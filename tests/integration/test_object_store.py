@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def store(stack, unique):
-    store = ObjectStore(make_settings())
+    store = ObjectStore(make_settings().s3_storage_options())
     bucket = f"it-store-{unique}"
     store.ensure_bucket(bucket)
     yield store, bucket

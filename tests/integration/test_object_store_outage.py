@@ -16,7 +16,8 @@ def test_put_retries_while_the_store_is_down_then_succeeds(stack, tmp_path):
     minio = PrivateMinio(tmp_path / "data")  # not started yet
     settings = make_settings(**minio.settings, s3_retry_max_seconds=1)
     pauses = []
-    store = ObjectStore(settings, sleep=lambda s: (pauses.append(s), time.sleep(s)))
+    store = ObjectStore(settings.s3_storage_options(), retry_max_seconds=1,
+                        sleep=lambda s: (pauses.append(s), time.sleep(s)))
     done = threading.Event()
 
     def write():
@@ -40,7 +41,7 @@ def test_put_retries_while_the_store_is_down_then_succeeds(stack, tmp_path):
 
 def test_rejected_credentials_raise_at_once(stack):
     settings = make_settings(s3_secret_key="not-the-secret")
-    store = ObjectStore(settings, sleep=lambda s: pytest.fail("must not retry a refused credential"))
+    store = ObjectStore(settings.s3_storage_options(), sleep=lambda s: pytest.fail("must not retry a refused credential"))
     with pytest.raises(PermissionError, match="S3_ACCESS_KEY / S3_SECRET_KEY") as error:
         store.ensure_bucket("never-created")
     assert "not-the-secret" not in str(error.value)

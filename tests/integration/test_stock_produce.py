@@ -10,8 +10,9 @@ import pytest
 from bytewax.testing import run_main
 
 from dataflows.stock_produce import build_flow
-from marketstream.companies import CompanyDirectory, load_companies
+from marketstream.companies import load_companies
 from marketstream.trades import parse_trade
+from pipelines.connectors import company_directory
 from tests.conftest import make_settings
 from tests.fakes.alpaca import FakeAlpacaStream
 from tests.integration.kafka_helpers import read_topic
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_companies_are_read_from_postgres(stack):
-    companies = {c.ticker: c for c in load_companies(make_settings())}
+    companies = {c.ticker: c for c in load_companies(make_settings().postgres_connect_kwargs())}
     assert len(companies) >= 30
     assert companies["AAPL"].company_name == "Apple"
     assert "iPhone" in companies["AAPL"].related_words
@@ -28,7 +29,7 @@ def test_companies_are_read_from_postgres(stack):
 
 def test_a_company_added_or_removed_takes_effect_without_restart(stack):
     settings = make_settings(tickers_refresh_seconds=0.01)
-    directory = CompanyDirectory(settings)
+    directory = company_directory(settings)
     assert "ZZTST" not in directory.tickers()
     with psycopg.connect(**settings.postgres_connect_kwargs(), autocommit=True) as conn:
         conn.execute("INSERT INTO companies_info VALUES (%s, %s, %s)", ("ZZTST", "Test Co; DROP TABLE x", ["t'1"]))
@@ -46,7 +47,7 @@ def test_synthetic_trades_for_every_company_reach_kafka(stack, unique):
     topic = f"it_produce_{unique}"
     run_main(build_flow(settings, topic=topic))
     messages = read_topic(settings, topic)
-    tickers = {c.ticker for c in load_companies(settings)}
+    tickers = {c.ticker for c in load_companies(settings.postgres_connect_kwargs())}
     assert len(messages) >= len(tickers) * 5  # ~3 s at 5 trades/s/ticker, allowing for start-up
     assert {m.key().decode() for m in messages} == tickers
     rows = [parse_trade(m.value()) for m in messages]
@@ -141,7 +142,7 @@ def test_a_message_kafka_refuses_is_raised_not_dropped(stack, unique):
     topic = f"it_refuse_{unique}"
     admin = AdminClient(settings.kafka_client_config())
     admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": "2000"})])[topic].result()
-    sink = KafkaProducerSink(settings, topic).build("out", 0, 1)
+    sink = KafkaProducerSink(settings.kafka_cluster(), topic).build("out", 0, 1)
     sink.write_batch([KafkaSinkMessage(b"k", b"small")])
     with pytest.raises(DeliveryError, match="1 message\\(s\\) not delivered"):
         sink.write_batch([KafkaSinkMessage(b"k", os.urandom(10_000))])  # incompressible

@@ -6,8 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from marketstream.companies import Company, CompanyDirectory
-from sources.bluesky_posts import bluesky_source, keywords
-from tests.conftest import make_settings
+from sources.bluesky_posts import BlueskySearch, bluesky_source, keywords
 from tests.fakes.bluesky import FakeBluesky
 from tests.fakes.http import Reply
 from tests.sources.clock import Clock
@@ -21,15 +20,15 @@ def bluesky():
         yield server
 
 
-def settings_for(server, **overrides):
-    return make_settings(**{"bluesky_identifier": "tester.bsky.social", "bluesky_password": "app-pass-1234",
-                            "bluesky_api_url": server.url, "bluesky_keywords": "earnings", **overrides})
+def search_on(server, **overrides) -> BlueskySearch:
+    return BlueskySearch(**{"identifier": "tester.bsky.social", "password": "app-pass-1234", "api_url": server.url,
+                            "static_keywords": ("earnings",), "keyword_delay_seconds": 2, "cycle_seconds": 30,
+                            "posts_per_search": 25, "max_pages": 3, "memory_per_keyword": 5_000, **overrides})
 
 
 def partition(server, clock, resume=None, companies=COMPANIES, **overrides):
-    settings = settings_for(server, **overrides)
-    directory = CompanyDirectory(settings, loader=lambda s: list(companies))
-    return bluesky_source(settings, directory, now=clock).build_part("bluesky", "bluesky", resume)
+    directory = CompanyDirectory(lambda: list(companies), refresh_seconds=300)
+    return bluesky_source(search_on(server, **overrides), directory, now=clock).build_part("bluesky", "bluesky", resume)
 
 
 def run_cycle(part, clock) -> list:
@@ -42,8 +41,8 @@ def run_cycle(part, clock) -> list:
 
 
 def test_keywords_are_static_terms_then_company_names_and_related_words(bluesky):
-    directory = CompanyDirectory(make_settings(), loader=lambda s: COMPANIES + [Company("X", "Apple", ())])
-    assert keywords(settings_for(bluesky), directory) == ["earnings", "Apple", "iPhone", "Tim Cook", "Tesla", "Elon Musk"]
+    directory = CompanyDirectory(lambda: COMPANIES + [Company("X", "Apple", ())], refresh_seconds=300)
+    assert keywords(("earnings",), directory) == ["earnings", "Apple", "iPhone", "Tim Cook", "Tesla", "Elon Musk"]
 
 
 def test_each_keyword_is_searched_two_seconds_apart_and_cycles_every_thirty(bluesky):
@@ -79,7 +78,7 @@ def test_pages_are_followed_until_a_seen_post_or_the_page_limit(bluesky):
     for n in range(60):
         bluesky.post(n, f"earnings call {n}")
     clock = Clock()
-    part = partition(bluesky, clock, companies=[], bluesky_posts_per_search=25, bluesky_max_pages=3)
+    part = partition(bluesky, clock, companies=[], posts_per_search=25, max_pages=3)
     first = part.next_batch()
     assert len(first) == 60 and len({p.uri for p in first}) == 60
     bluesky.post(60, "earnings surprise")
@@ -160,7 +159,7 @@ def test_empty_results_publish_nothing(bluesky):
 
 
 def test_rejected_credentials_stop_with_a_clear_message(bluesky):
-    part = partition(bluesky, Clock(), bluesky_password="wrong-password-77")
+    part = partition(bluesky, Clock(), password="wrong-password-77")
     with pytest.raises(RuntimeError, match="Bluesky rejected BLUESKY_IDENTIFIER / BLUESKY_PASSWORD") as error:
         part.next_batch()
     assert "wrong-password-77" not in str(error.value)

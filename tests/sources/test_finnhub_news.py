@@ -5,8 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from marketstream.companies import Company, CompanyDirectory
-from sources.finnhub_news import finnhub_news_source
-from tests.conftest import make_settings
+from sources.finnhub_news import FinnhubNews, finnhub_news_source
 from tests.fakes.finnhub import FakeFinnhub
 from tests.fakes.http import Reply
 from tests.sources.clock import Clock
@@ -21,9 +20,10 @@ def finnhub():
 
 
 def partition(server, clock, tickers=("AAPL", "MSFT"), resume=None, **overrides):
-    settings = make_settings(**{"finnhub_api_key": "finnhub-test-token", "finnhub_api_url": server.api_url, **overrides})
-    directory = CompanyDirectory(settings, loader=lambda s: [Company(t, t, ()) for t in tickers])
-    return finnhub_news_source(settings, directory, now=clock).build_part("news", "finnhub", resume)
+    news = FinnhubNews(**{"api_key": "finnhub-test-token", "api_url": server.api_url, "cycle_seconds": 60,
+                          "calls_per_minute": 55, "memory": 100_000, **overrides})
+    directory = CompanyDirectory(lambda: [Company(t, t, ()) for t in tickers], refresh_seconds=300)
+    return finnhub_news_source(news, directory, now=clock).build_part("news", "finnhub", resume)
 
 
 def drain(part, clock, polls):
@@ -118,7 +118,7 @@ def test_malformed_payloads_are_retried_or_skipped_with_a_warning(finnhub, caplo
 
 
 def test_rejected_api_key_stops_the_source_naming_the_variable(finnhub):
-    part = partition(finnhub, Clock(NOW), finnhub_api_key="not-the-token-42")
+    part = partition(finnhub, Clock(NOW), api_key="not-the-token-42")
     with pytest.raises(RuntimeError, match="Finnhub rejected FINNHUB_API_KEY") as error:
         part.next_batch()
     assert "not-the-token-42" not in str(error.value)

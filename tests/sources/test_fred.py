@@ -4,8 +4,7 @@ from datetime import date
 
 import pytest
 
-from sources.fred import fred_source
-from tests.conftest import make_settings
+from sources.fred import FredSeries, fred_source
 from tests.fakes.fred import FakeFred, error_xml
 from tests.fakes.http import Reply
 from tests.sources.clock import Clock
@@ -21,9 +20,10 @@ def fred():
         yield server
 
 
-def partition(fred, clock, alias="cpi", resume=None, **settings):
-    config = make_settings(**{"api_key_fred": "fred-test-key", "fred_api_url": fred.root_url,
-                              "fred_series": "cpi:CPIAUCSL,gdp:GDP,nope:NOSUCH", **settings})
+def partition(fred, clock, alias="cpi", resume=None, **overrides):
+    config = FredSeries(**{"api_key": "fred-test-key", "api_url": fred.root_url,
+                           "series": {"cpi": "CPIAUCSL", "gdp": "GDP", "nope": "NOSUCH"},
+                           "observation_start": date(2000, 1, 1), "poll_seconds": 3600, **overrides})
     return fred_source(config, now=clock).build_part("macro", alias, resume)
 
 
@@ -92,7 +92,7 @@ def test_transient_failures_are_retried_with_backoff(fred, fault, caplog):
 
 
 def test_rejected_api_key_stops_with_a_clear_message(fred):
-    part = partition(fred, Clock(), api_key_fred="wrong-key-0001")
+    part = partition(fred, Clock(), api_key="wrong-key-0001")
     with pytest.raises(RuntimeError, match="FRED rejected API_KEY_FRED") as error:
         part.next_batch()
     assert "wrong-key-0001" not in str(error.value)

@@ -8,7 +8,6 @@ from marketstream.companies import Company, CompanyDirectory
 from marketstream.trades import Trade, parse_trade
 from marketstream.messages import MessageBlock
 from sources.stock_trades import StockTradeSource
-from tests.conftest import make_settings
 
 
 class Clock:
@@ -22,7 +21,7 @@ class Clock:
 class FakeAlpaca:
     instances: list["FakeAlpaca"] = []
 
-    def __init__(self, settings):
+    def __init__(self):
         self.followed: list[str] = []
         self.closed = False
         FakeAlpaca.instances.append(self)
@@ -52,8 +51,8 @@ def tickers_of(items) -> set[str]:
     return {parse_trade(value)["ticker"] for item in items for value in item.values}
 
 
-def directory(settings, tickers):
-    return CompanyDirectory(settings, loader=lambda s: [Company(t, t, ()) for t in tickers])
+def directory(tickers):
+    return CompanyDirectory(lambda: [Company(t, t, ()) for t in tickers], refresh_seconds=300)
 
 
 @pytest.fixture(autouse=True)
@@ -62,11 +61,9 @@ def _reset():
 
 
 def build(mode="auto", keys=True, worker=(0, 1), start=datetime(2026, 11, 24, 14, 29, 59, tzinfo=timezone.utc)):
-    keyed = {"api_key_alpaca": "k", "api_secret_alpaca": "s"} if keys else {}
-    settings = make_settings(stock_source=mode, synthetic_trades_per_second=50, **keyed)
     clock = Clock(start)
-    source = StockTradeSource(settings, directory=directory(settings, ["AAPL", "MSFT", "TSLA"]), now=clock,
-                              alpaca_factory=FakeAlpaca)
+    source = StockTradeSource(directory(["AAPL", "MSFT", "TSLA"]), mode=mode, synthetic_trades_per_second=50,
+                              alpaca_stream=FakeAlpaca if keys else None, now=clock)
     return source.build("trades", *worker), clock
 
 
@@ -113,9 +110,8 @@ def test_synthetic_tickers_are_split_between_workers_and_alpaca_uses_worker_zero
 
 
 def test_produce_for_seconds_bounds_the_source():
-    settings = make_settings(stock_source="synthetic", produce_for_seconds=5)
     clock = Clock(datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc))
-    part = StockTradeSource(settings, directory=directory(settings, ["AAPL"]), now=clock).build("t", 0, 1)
+    part = StockTradeSource(directory(["AAPL"]), mode="synthetic", run_for_seconds=5, now=clock).build("t", 0, 1)
     part.next_batch()
     clock.now += timedelta(seconds=5)
     with pytest.raises(StopIteration):
