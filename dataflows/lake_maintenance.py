@@ -21,8 +21,8 @@ from bytewax.outputs import Sink
 
 from marketstream.calendar import exchange_date
 from marketstream.datasets import lake_tables
-from marketstream.runtime import lazy_flow
 from marketstream.settings import Settings
+from pipelines.runtime import build_or_exit
 from sinks.delta_maintenance import MaintenanceReport, maintain_table
 from sources.polling import PollingSource, TransientError
 
@@ -79,4 +79,6 @@ def build_maintenance_flow(settings: Settings, tables: dict[str, str], *,
     return flow
 
 
-__getattr__ = lazy_flow(lambda settings: build_maintenance_flow(settings, lake_tables(settings.stock_synthetic_prefix)), ("s3",))
+def flow() -> Dataflow:
+    return build_or_exit(lambda settings: build_maintenance_flow(settings, lake_tables(settings.stock_synthetic_prefix)),
+                         ("s3",))

@@ -1,7 +1,10 @@
 """macrodata -> s3://macro-data/alias=…/year=…/"""
 
-from marketstream.datasets import MACRO_OBSERVATIONS
-from marketstream.runtime import consumer_needs, lazy_flow
-from pipelines.consumer import build_consumer_flow
+from bytewax.dataflow import Dataflow
 
-__getattr__ = lazy_flow(lambda settings: build_consumer_flow(MACRO_OBSERVATIONS, settings), consumer_needs(MACRO_OBSERVATIONS.bucket))
+from marketstream.datasets import MACRO_OBSERVATIONS
+from pipelines.consumer import consumer_dataflow
+
+
+def flow() -> Dataflow:
+    return consumer_dataflow(MACRO_OBSERVATIONS)

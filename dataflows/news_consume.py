@@ -1,7 +1,10 @@
 """finnhub -> s3://finnhub-data/ticker=…/date=…/ (date: New York date of the article)."""
 
-from marketstream.datasets import NEWS_ARTICLES
-from marketstream.runtime import consumer_needs, lazy_flow
-from pipelines.consumer import build_consumer_flow
+from bytewax.dataflow import Dataflow
 
-__getattr__ = lazy_flow(lambda settings: build_consumer_flow(NEWS_ARTICLES, settings), consumer_needs(NEWS_ARTICLES.bucket))
+from marketstream.datasets import NEWS_ARTICLES
+from pipelines.consumer import consumer_dataflow
+
+
+def flow() -> Dataflow:
+    return consumer_dataflow(NEWS_ARTICLES)

@@ -1,9 +1,14 @@
 """Finnhub company news for every ticker in companies_info -> Kafka topic `finnhub`, key = ticker. Run with
 recovery (-r) so the ids already published survive restarts."""
 
-from pipelines.producer import producer_dataflow
-from marketstream.runtime import COMPANIES_PRODUCER_NEEDS, lazy_flow
+from bytewax.dataflow import Dataflow
+
 from pipelines.connectors import news_source
+from pipelines.producer import producer_dataflow
+from pipelines.runtime import COMPANIES_PRODUCER_NEEDS, build_or_exit
 
 build_flow = producer_dataflow("news_produce", "finnhub", news_source)
-__getattr__ = lazy_flow(build_flow, COMPANIES_PRODUCER_NEEDS)
+
+
+def flow() -> Dataflow:
+    return build_or_exit(build_flow, COMPANIES_PRODUCER_NEEDS)

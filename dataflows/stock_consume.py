@@ -1,7 +1,10 @@
 """stock_trades -> s3://stock-data/ticker=…/date=…/ (real trades inside NYSE sessions; synthetic apart)."""
 
-from marketstream.datasets import STOCK_TRADES
-from marketstream.runtime import consumer_needs, lazy_flow
-from pipelines.consumer import build_consumer_flow
+from bytewax.dataflow import Dataflow
 
-__getattr__ = lazy_flow(lambda settings: build_consumer_flow(STOCK_TRADES, settings), consumer_needs(STOCK_TRADES.bucket))
+from marketstream.datasets import STOCK_TRADES
+from pipelines.consumer import consumer_dataflow
+
+
+def flow() -> Dataflow:
+    return consumer_dataflow(STOCK_TRADES)

@@ -34,6 +34,7 @@ from marketstream.records import ROW_INDEX
 from marketstream.schemas import dictionary_paths
 from marketstream.settings import Settings, get_settings
 from pipelines.connectors import shared_object_store, topic_source
+from pipelines.runtime import build_or_exit, consumer_needs
 from sinks.dead_letters import DeadLetter, DeadLetterSink
 from sinks.delta import DeltaLakeSink, Flush
 from sinks.layout import object_key, partition_path
@@ -173,3 +174,9 @@ def build_consumer_flow(
                                                       compression=settings.parquet_compression,
                                                       dictionary_columns=dictionary_columns))
     return flow
+
+
+def consumer_dataflow(dataset: Dataset) -> Dataflow:
+    """What a `*_consume` module's `flow()` returns: the flow built from the environment's settings, once
+    the servers it needs answer (`pipelines.runtime`)."""
+    return build_or_exit(partial(build_consumer_flow, dataset), consumer_needs(dataset.bucket))

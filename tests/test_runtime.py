@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from marketstream import preflight
-from marketstream.runtime import RedactingFormatter, RepeatFilter
+from pipelines.runtime import RedactingFormatter, RepeatFilter
 from marketstream.settings import ConfigError
 from tests.conftest import make_settings
 

@@ -63,7 +63,7 @@ def test_postgres_password_is_passed_as_a_keyword_not_a_dsn():
 def test_log_lines_never_carry_a_configured_secret(caplog):
     import logging
 
-    from marketstream.runtime import RedactingFormatter
+    from pipelines.runtime import RedactingFormatter
 
     formatter = RedactingFormatter([SECRET], "%(message)s")
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "GET /news?token=%s failed", (SECRET,), None)

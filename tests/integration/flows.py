@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from marketstream.datasets import STOCK_TRADES
 from pipelines.consumer import build_consumer_flow
-from marketstream.runtime import PRODUCER_NEEDS, build_or_exit, consumer_needs
+from pipelines.runtime import PRODUCER_NEEDS, build_or_exit, consumer_needs
 from tests.conftest import make_settings
 
 

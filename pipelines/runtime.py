@@ -1,5 +1,9 @@
-"""What every dataflow module does when `python -m bytewax.run` imports it: set up logging, build its flow
-(or stop with one clear line about the configuration problem), then wait for the servers it needs."""
+"""What every dataflow module's `flow()` does when `python -m bytewax.run` calls it: set up logging, build
+the flow (or stop with one clear line about the configuration problem), then wait for the servers it needs.
+
+The modules follow Bytewax's own convention: `bytewax.run dataflows.<name>` finds the module's `flow` and,
+as it is a function, calls it. Importing a dataflow module (tests, docs, another dataflow) therefore has no
+side effects and needs no configuration; only running it does."""
 
 from __future__ import annotations
 
@@ -120,21 +124,3 @@ def build_or_exit(build: Callable[[Settings], Dataflow], needs: tuple, settings:
         return flow
     except ConfigError as exc:
         raise SystemExit(f"marketstream: configuration error: {exc}") from None
-
-
-def lazy_flow(build: Callable[[Settings], Dataflow], needs: tuple) -> Callable[[str], Dataflow]:
-    """A module `__getattr__` that builds the module's `flow` when `bytewax.run` asks for it.
-
-    Importing a dataflow module (tests, docs, another dataflow) then has no side effects and needs no
-    configuration; only running it does.
-    """
-    built: list[Dataflow] = []
-
-    def module_getattr(name: str) -> Dataflow:
-        if name != "flow":
-            raise AttributeError(name)
-        if not built:
-            built.append(build_or_exit(build, needs))
-        return built[0]
-
-    return module_getattr
