@@ -19,7 +19,7 @@ atexit.register(lambda: print(f"BENCH {time.perf_counter() - _started:.3f}", flu
 def stock_consume(topic: str, bucket: str, **overrides):
     """The real `dataflows.stock_consume`, pointed at the benchmark's topic and bucket."""
     global _started
-    from marketstream.datasets import STOCK_TRADES
+    from marketstream.datasets import STOCK
     from pipelines.consumer import build_consumer_flow
     from marketstream.settings import load_settings
 
@@ -27,7 +27,7 @@ def stock_consume(topic: str, bucket: str, **overrides):
 
     shutdown.install()
     settings = load_settings(**{"kafka_stop_at_end": True, **overrides})
-    flow = build_consumer_flow(replace(STOCK_TRADES, topic=topic, bucket=bucket), settings)
+    flow = build_consumer_flow(replace(STOCK, topic=topic, bucket=bucket), settings)
     _started = time.perf_counter()
     print(f"READY {time.time()}", flush=True)  # the streamed-day restart tells imports from start-up work
     return flow

@@ -79,7 +79,7 @@ def write_streamed_day(settings: Settings, bucket: str, tickers: int, flushes: i
     names = _tickers(tickers)
     opening = datetime.combine(DAY, datetime.min.time().replace(hour=9, minute=30), ZoneInfo(NEW_YORK)).astimezone(timezone.utc)
     store = ObjectStore(settings.s3_storage_options())
-    sink = DeltaLakeSink(bucket=bucket, topic="bench_streamed_day", dataset="stock_trades", schema=schemas.STOCK_TRADES,
+    sink = DeltaLakeSink(bucket=bucket, topic="bench_streamed_day", dataset="stock", schema=schemas.STOCK_TRADES,
                          partitioning=schemas.STOCK_TRADES_PARTITIONING, topic_incarnation=lambda: "bench",
                          store=lambda: store, storage_options=settings.delta_storage_options(),
                          compression=settings.parquet_compression,

@@ -2,9 +2,9 @@
 
 from bytewax.dataflow import Dataflow
 
-from marketstream.datasets import BLUESKY_POSTS
+from marketstream.datasets import BLUESKY
 from pipelines.consumer import consumer_dataflow
 
 
 def flow() -> Dataflow:
-    return consumer_dataflow(BLUESKY_POSTS)
+    return consumer_dataflow(BLUESKY)

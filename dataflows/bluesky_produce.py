@@ -3,11 +3,12 @@
 
 from bytewax.dataflow import Dataflow
 
+from marketstream.datasets import BLUESKY
 from pipelines.connectors import bluesky_posts_source
 from pipelines.producer import producer_dataflow
 from pipelines.runtime import COMPANIES_PRODUCER_NEEDS, build_or_exit
 
-build_flow = producer_dataflow("bluesky_produce", "bluesky", bluesky_posts_source)
+build_flow = producer_dataflow(BLUESKY, bluesky_posts_source)
 
 
 def flow() -> Dataflow:

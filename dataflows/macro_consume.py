@@ -2,9 +2,9 @@
 
 from bytewax.dataflow import Dataflow
 
-from marketstream.datasets import MACRO_OBSERVATIONS
+from marketstream.datasets import MACRO
 from pipelines.consumer import consumer_dataflow
 
 
 def flow() -> Dataflow:
-    return consumer_dataflow(MACRO_OBSERVATIONS)
+    return consumer_dataflow(MACRO)

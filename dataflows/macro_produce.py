@@ -3,11 +3,12 @@ so the memory of what was published survives restarts."""
 
 from bytewax.dataflow import Dataflow
 
+from marketstream.datasets import MACRO
 from pipelines.connectors import macro_source
 from pipelines.producer import producer_dataflow
 from pipelines.runtime import PRODUCER_NEEDS, build_or_exit
 
-build_flow = producer_dataflow("macro_produce", "macrodata", macro_source)
+build_flow = producer_dataflow(MACRO, macro_source)
 
 
 def flow() -> Dataflow:

@@ -2,9 +2,9 @@
 
 from bytewax.dataflow import Dataflow
 
-from marketstream.datasets import NEWS_ARTICLES
+from marketstream.datasets import NEWS
 from pipelines.consumer import consumer_dataflow
 
 
 def flow() -> Dataflow:
-    return consumer_dataflow(NEWS_ARTICLES)
+    return consumer_dataflow(NEWS)

@@ -3,11 +3,12 @@ recovery (-r) so the ids already published survive restarts."""
 
 from bytewax.dataflow import Dataflow
 
+from marketstream.datasets import NEWS
 from pipelines.connectors import news_source
 from pipelines.producer import producer_dataflow
 from pipelines.runtime import COMPANIES_PRODUCER_NEEDS, build_or_exit
 
-build_flow = producer_dataflow("news_produce", "finnhub", news_source)
+build_flow = producer_dataflow(NEWS, news_source)
 
 
 def flow() -> Dataflow:

@@ -2,9 +2,9 @@
 
 from bytewax.dataflow import Dataflow
 
-from marketstream.datasets import STOCK_TRADES
+from marketstream.datasets import STOCK
 from pipelines.consumer import consumer_dataflow
 
 
 def flow() -> Dataflow:
-    return consumer_dataflow(STOCK_TRADES)
+    return consumer_dataflow(STOCK)

@@ -2,11 +2,12 @@
 
 from bytewax.dataflow import Dataflow
 
+from marketstream.datasets import STOCK
 from pipelines.connectors import stock_trade_source
 from pipelines.producer import producer_dataflow
 from pipelines.runtime import COMPANIES_PRODUCER_NEEDS, build_or_exit
 
-build_flow = producer_dataflow("stock_produce", "stock_trades", stock_trade_source)
+build_flow = producer_dataflow(STOCK, stock_trade_source)
 
 
 def flow() -> Dataflow:

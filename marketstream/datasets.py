@@ -1,16 +1,18 @@
 """The one registry of datasets: what each is called, where it comes from and goes, and how its messages are
 checked. The consumer dataflows, the command line, the benchmark and the reports all read it.
 
-| dataset | topic | bucket (Delta table) | partitioned by | kept apart | not stored |
-|---|---|---|---|---|---|
-| stock_trades | `stock_trades` | `stock-data` | ticker, date (New York) | synthetic trades, in `_synthetic/` | real trades outside NYSE sessions |
-| macrodata | `macrodata` | `macro-data` | alias, year | | |
-| finnhub | `finnhub` | `finnhub-data` | ticker, date (New York) | | |
-| bluesky | `bluesky` | `bluesky-data` | date (UTC), keyword | | |
+| dataset | dataflows | topic | bucket (Delta table) | partitioned by | kept apart | not stored |
+|---|---|---|---|---|---|---|
+| stock | `stock_produce`, `stock_consume` | `stock_trades` | `stock-data` | ticker, date (New York) | synthetic trades, in `_synthetic/` (table `stock_synthetic`) | real trades outside NYSE sessions |
+| macro | `macro_produce`, `macro_consume` | `macrodata` | `macro-data` | alias, year | | |
+| news | `news_produce`, `news_consume` | `finnhub` | `finnhub-data` | ticker, date (New York) | | |
+| bluesky | `bluesky_produce`, `bluesky_consume` | `bluesky` | `bluesky-data` | date (UTC), keyword | | |
 
-A dataset's `name` is part of its stored identity (the Delta transaction ids `marketstream:<name>:…`, the
-dead letters' `dlq.dataset`, the Bytewax flow id `<name>_consume` its recovery state is kept under):
-renaming one is a migration, not an edit.
+A dataset's `name` is the one name it goes by: its dataflows are `<name>_produce` and `<name>_consume`
+(also their Bytewax flow ids), its SQL table is `<name>`, its dead letters say `dlq.dataset=<name>`, and its
+Delta transaction ids are `marketstream:<name>:…`. Topics and buckets keep the names the product was
+deployed with. A dataset renamed lists its earlier names in `former_names`, so the offsets committed under
+them still count (see the README on upgrading).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class Dataset:
     """A mask of valid rows the dataset does not store (counted and logged), with the reason."""
     few_values: tuple[str, ...] = ("kafka_partition",)
     """Columns with few distinct values, dictionary-encoded in Parquet (`marketstream.schemas`)."""
+    kept_apart_table: str | None = None
+    """The SQL name of the table of rows kept apart by `prefix`."""
+    former_names: tuple[str, ...] = ()
+    """Names the dataset had before: its tables' transaction ids under them are still read."""
 
     @property
     def dead_letter_topic(self) -> str:
@@ -68,8 +74,8 @@ class Dataset:
         return decode_each(self.parse, self.columns, values)
 
 
-STOCK_TRADES = Dataset(
-    name="stock_trades",
+STOCK = Dataset(
+    name="stock",
     topic="stock_trades",
     bucket="stock-data",
     schema=schemas.STOCK_TRADES,
@@ -78,30 +84,34 @@ STOCK_TRADES = Dataset(
     parse=parse_trade,
     decode_batch=decode_trades,
     prefix=synthetic_apart,
+    kept_apart_table="stock_synthetic",
     skip=outside_session,
+    former_names=("stock_trades",),
 )
 
-MACRO_OBSERVATIONS = Dataset(
-    name="macrodata",
+MACRO = Dataset(
+    name="macro",
     topic="macrodata",
     bucket="macro-data",
     schema=schemas.MACRO_OBSERVATIONS,
     partitioning=schemas.MACRO_OBSERVATIONS_PARTITIONING,
     few_values=schemas.MACRO_OBSERVATIONS_FEW_VALUES,
     parse=parse_macro,
+    former_names=("macrodata",),
 )
 
-NEWS_ARTICLES = Dataset(
-    name="finnhub",
+NEWS = Dataset(
+    name="news",
     topic="finnhub",
     bucket="finnhub-data",
     schema=schemas.NEWS_ARTICLES,
     partitioning=schemas.NEWS_ARTICLES_PARTITIONING,
     few_values=schemas.NEWS_ARTICLES_FEW_VALUES,
     parse=parse_news,
+    former_names=("finnhub",),
 )
 
-BLUESKY_POSTS = Dataset(
+BLUESKY = Dataset(
     name="bluesky",
     topic="bluesky",
     bucket="bluesky-data",
@@ -111,16 +121,15 @@ BLUESKY_POSTS = Dataset(
     parse=parse_post,
 )
 
-DATASETS = {dataset.name: dataset for dataset in (STOCK_TRADES, MACRO_OBSERVATIONS, NEWS_ARTICLES, BLUESKY_POSTS)}
+DATASETS = {dataset.name: dataset for dataset in (STOCK, MACRO, NEWS, BLUESKY)}
 
 
-def lake_tables(synthetic_prefix: str) -> dict[str, str]:
-    """Each Delta table of the lake by its SQL name, with its URI (synthetic trades are a table of their own,
-    under `synthetic_prefix` of the stock bucket)."""
-    return {
-        "stock_trades": f"s3://{STOCK_TRADES.bucket}",
-        "synthetic_trades": f"s3://{STOCK_TRADES.bucket}/{synthetic_prefix}",
-        "macro_observations": f"s3://{MACRO_OBSERVATIONS.bucket}",
-        "news_articles": f"s3://{NEWS_ARTICLES.bucket}",
-        "bluesky_posts": f"s3://{BLUESKY_POSTS.bucket}",
-    }
+def lake_tables(kept_apart_prefix: str) -> dict[str, str]:
+    """Each Delta table of the lake by its SQL name (the dataset's), with its URI; rows a dataset keeps
+    apart (synthetic trades) are a table of their own, under `kept_apart_prefix` of its bucket."""
+    tables = {}
+    for dataset in DATASETS.values():
+        tables[dataset.name] = f"s3://{dataset.bucket}"
+        if dataset.kept_apart_table:
+            tables[dataset.kept_apart_table] = f"s3://{dataset.bucket}/{kept_apart_prefix}"
+    return tables

@@ -44,7 +44,7 @@ STOCK_TRADES = pa.schema(
         pa.field("source", pa.string(), nullable=False),
         *LINEAGE_FIELDS,
     ],
-    metadata={"dataset": "stock_trades", "version": "1"},
+    metadata={"dataset": "stock", "version": "1"},
 )
 
 STOCK_TRADES_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])
@@ -59,7 +59,7 @@ MACRO_OBSERVATIONS = pa.schema(
         pa.field("fetched_at", TIMESTAMP, nullable=False),
         *LINEAGE_FIELDS,
     ],
-    metadata={"dataset": "macrodata", "version": "1"},
+    metadata={"dataset": "macro", "version": "1"},
 )
 
 MACRO_OBSERVATIONS_PARTITIONING = pa.schema([pa.field("alias", pa.string()), pa.field("year", pa.int32())])
@@ -78,7 +78,7 @@ NEWS_ARTICLES = pa.schema(
         pa.field("related", pa.string(), nullable=False),
         *LINEAGE_FIELDS,
     ],
-    metadata={"dataset": "finnhub", "version": "1"},
+    metadata={"dataset": "news", "version": "1"},
 )
 
 NEWS_ARTICLES_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])

@@ -4,8 +4,8 @@ over the lake's Delta tables and their maintenance.
     python -m pipelines.cli run stock_consume [-w 2 | -i 0 -a "hostA:2101;hostB:2101" ...]
     python -m pipelines.cli demo [--seconds 60] [--rate 5] [--workers 2]
     python -m pipelines.cli report
-    python -m pipelines.cli sql "SELECT ticker, count(*) FROM stock_trades GROUP BY ALL" [--version N]
-    python -m pipelines.cli maintain [--table stock_trades] [--no-vacuum]
+    python -m pipelines.cli sql "SELECT ticker, count(*) FROM stock GROUP BY ALL" [--version N]
+    python -m pipelines.cli maintain [--table stock] [--no-vacuum]
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from marketstream import schemas
-from marketstream.datasets import lake_tables
+from marketstream.datasets import DATASETS, STOCK, lake_tables
 from marketstream.lake import lake_filesystem, read_table
 from marketstream.settings import ConfigError, Settings, get_settings
 
 REPO = Path(__file__).resolve().parent.parent
-STOCK_TOPIC = "stock_trades"
-STOCK_BUCKET = "stock-data"
+STOCK_TOPIC = STOCK.topic
+STOCK_BUCKET = STOCK.bucket
 
 
 def _say(text: str) -> None:
@@ -93,17 +93,16 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
         return 1
     if report(settings) != 0 or settings.lake_format != "delta":
         return 0
-    synthetic = {"synthetic_trades": lake_tables(settings.stock_synthetic_prefix)["synthetic_trades"]}
+    synthetic = {STOCK.kept_apart_table: lake_tables(settings.stock_synthetic_prefix)[STOCK.kept_apart_table]}
     _say("compacting the table (today's partitions too, for the demo: `marketstream maintain` leaves open ones)")
     maintain(settings, synthetic, vacuum=False, closed_after_days=0)
     query = ("SELECT ticker, count(*) AS trades, round(sum(price * size) / sum(size), 2) AS vwap, min(timestamp) AS first, "
-             "max(timestamp) AS last FROM synthetic_trades GROUP BY ticker ORDER BY trades DESC LIMIT 5")
+             f"max(timestamp) AS last FROM {STOCK.kept_apart_table} GROUP BY ticker ORDER BY trades DESC LIMIT 5")
     _say(f'marketstream sql "{query}"')
     return sql(settings, query, synthetic)
 
 
-DATAFLOWS = ("stock_produce", "stock_consume", "macro_produce", "macro_consume", "news_produce", "news_consume",
-             "bluesky_produce", "bluesky_consume")
+DATAFLOWS = tuple(f"{name}_{role}" for name in DATASETS for role in ("produce", "consume")) + ("lake_maintenance",)
 
 
 def run(settings: Settings, dataflow: str, bytewax_args: list[str]) -> int:
@@ -221,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument("--rate", type=float, default=5.0, help="synthetic trades per second per ticker")
     demo_cmd.add_argument("--workers", type=int, default=2)
     commands.add_parser("report", help="what is in the stock-data bucket")
-    sql_cmd = commands.add_parser("sql", help="SQL (DuckDB) over the lake's Delta tables: " + ", ".join(
-        ("stock_trades", "synthetic_trades", "macro_observations", "news_articles", "bluesky_posts")))
+    sql_cmd = commands.add_parser("sql", help="SQL (DuckDB) over the lake's Delta tables: " + ", ".join(lake_tables("_")))
     sql_cmd.add_argument("query")
     sql_cmd.add_argument("--version", type=int, help="read the tables as of this Delta version (time travel)")
     maintain_cmd = commands.add_parser("maintain", help="compact, vacuum and checkpoint the lake's Delta tables")

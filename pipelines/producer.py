@@ -1,7 +1,7 @@
 """The one producer dataflow: an API source's records -> JSON messages keyed by `record.key` -> Kafka.
 
 A record is any object with a `key` (str) and `to_json()` (bytes); each `dataflows/*_produce.py` hands
-its source and topic to `build_producer_flow`.
+its dataset of the registry and the maker of its source to `producer_dataflow`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from marketstream.datasets import Dataset
 from marketstream.settings import Settings, get_settings
 from marketstream.messages import MessageBlock
 from sinks.kafka import KafkaProducerSink
@@ -42,17 +43,17 @@ def build_producer_flow(name: str, settings: Settings, source: Source, topic: st
     return flow
 
 
-def producer_dataflow(name: str, topic: str, make_source: Callable[[Settings], Source]) -> Callable[..., Dataflow]:
-    """`build_flow(settings=None, *, topic=topic, source=None, sink=None)` for a `*_produce` module.
+def producer_dataflow(dataset: Dataset, make_source: Callable[[Settings], Source]) -> Callable[..., Dataflow]:
+    """`build_flow(settings=None, *, topic=dataset.topic, source=None, sink=None)` for `<dataset>_produce`.
 
     `make_source` checks the settings its source needs, so a missing one stops the flow before it
     connects anywhere; tests pass their own `source`, `sink` or `topic`.
     """
 
     def build_flow(
-        settings: Settings | None = None, *, topic: str = topic, source: Source | None = None, sink: Sink | None = None
+        settings: Settings | None = None, *, topic: str = dataset.topic, source: Source | None = None, sink: Sink | None = None
     ) -> Dataflow:
         settings = settings or get_settings()
-        return build_producer_flow(name, settings, source or make_source(settings), topic, sink)
+        return build_producer_flow(f"{dataset.name}_produce", settings, source or make_source(settings), topic, sink)
 
     return build_flow

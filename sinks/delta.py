@@ -164,11 +164,11 @@ class _Pending:
 
 
 class _DeltaPartition(StatefulSinkPartition[Flush, None]):
-    def __init__(self, store: ObjectStore, bucket: str, app_id_prefix: str, name_prefix: str,
+    def __init__(self, store: ObjectStore, bucket: str, app_id_prefixes: list[str], name_prefix: str,
                  table: Callable[[str], _Table], compression: str, dictionary_columns: list[str] | bool):
         self._store = store
         self._bucket = bucket
-        self._app_id_prefix = app_id_prefix
+        self._app_id_prefix, *self._former_app_id_prefixes = app_id_prefixes
         self._name_prefix = name_prefix
         self._table = table
         self._compression = compression
@@ -184,7 +184,9 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
     def _stored_through(self, table_name: str, kafka_partition: int) -> int:
         key = (table_name, kafka_partition)
         if key not in self._committed:
-            self._committed[key] = self._table(table_name).committed_version(self._app_id(kafka_partition))
+            table = self._table(table_name)
+            self._committed[key] = max(table.committed_version(f"{prefix}:{kafka_partition}")
+                                       for prefix in (self._app_id_prefix, *self._former_app_id_prefixes))
         return self._committed[key]
 
     def write_batch(self, items: list[Flush]) -> None:
@@ -297,14 +299,16 @@ class DeltaLakeSink(FixedPartitionedSink[Flush, None]):
     """Writes `(key, Flush)` items, key = the Kafka partition, into the Delta table at `bucket` (and the
     tables of prefixes kept apart, such as `bucket/_synthetic`); creates bucket and tables if missing.
 
-    `schema`: the file columns; `partitioning`: the partition columns, in path order."""
+    `schema`: the file columns; `partitioning`: the partition columns, in path order; `former_datasets`:
+    names the dataset had before, whose transaction ids in the table still count as committed."""
 
     def __init__(self, *, bucket: str, topic: str, dataset: str, schema: pa.Schema, partitioning: pa.Schema,
                  topic_incarnation: Callable[[], str], store: Callable[[], ObjectStore], storage_options: dict[str, str],
-                 compression: str, partitions: int = 4, dictionary_columns: list[str] | bool = True):
+                 compression: str, partitions: int = 4, dictionary_columns: list[str] | bool = True,
+                 former_datasets: tuple[str, ...] = ()):
         self._bucket = bucket
         self._topic = topic
-        self._dataset = dataset
+        self._datasets = [dataset, *former_datasets]
         self._table_schema = pa.schema([*partitioning, *schema])
         self._partition_by = list(partitioning.names)
         self._topic_incarnation = topic_incarnation
@@ -337,7 +341,7 @@ class DeltaLakeSink(FixedPartitionedSink[Flush, None]):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _DeltaPartition:
         if self._incarnation is None:
             self._incarnation = self._topic_incarnation()
-        app_id_prefix = f"marketstream:{self._dataset}:{self._topic}:{self._incarnation}"
+        app_id_prefixes = [f"marketstream:{dataset}:{self._topic}:{self._incarnation}" for dataset in self._datasets]
         name_prefix = f"part-{self._topic}-i{self._incarnation}"
-        return _DeltaPartition(self._store(), self._bucket, app_id_prefix, name_prefix, self._table,
+        return _DeltaPartition(self._store(), self._bucket, app_id_prefixes, name_prefix, self._table,
                                self._compression, self._dictionary_columns)

@@ -7,7 +7,7 @@ import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from dataflows import bluesky_produce, macro_produce, news_produce
-from marketstream.datasets import BLUESKY_POSTS, MACRO_OBSERVATIONS, NEWS_ARTICLES
+from marketstream.datasets import BLUESKY, MACRO, NEWS
 from pipelines.consumer import build_consumer_flow
 from marketstream.macro import MacroObservation
 from marketstream.news import NewsArticle
@@ -22,9 +22,9 @@ POST = BlueskyPost("at://did:plc:a/app.bsky.feed.post/1", "bafy1", "a.bsky.socia
                    AT, AT, 3, 1, 0, "en", "Tim Cook/AI \"quoted\" é")
 
 CASES = {
-    "macro": (macro_produce, MACRO_OBSERVATIONS, OBSERVATION, b"cpi", "alias=cpi/year=2026"),
-    "news": (news_produce, NEWS_ARTICLES, ARTICLE, b"AAPL", "ticker=AAPL/date=2026-11-24"),
-    "bluesky": (bluesky_produce, BLUESKY_POSTS, POST, "Tim Cook/AI \"quoted\" é".encode(),
+    "macro": (macro_produce, MACRO, OBSERVATION, b"cpi", "alias=cpi/year=2026"),
+    "news": (news_produce, NEWS, ARTICLE, b"AAPL", "ticker=AAPL/date=2026-11-24"),
+    "bluesky": (bluesky_produce, BLUESKY, POST, "Tim Cook/AI \"quoted\" é".encode(),
                 "date=2026-11-24/keyword=Tim%20Cook%2FAI%20%22quoted%22%20é"),
 }
 

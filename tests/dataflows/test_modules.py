@@ -8,6 +8,7 @@ import socket
 import sys
 
 import pytest
+from bytewax.testing import TestingSink, TestingSource
 
 import dataflows
 
@@ -31,3 +32,17 @@ def test_importing_a_dataflow_module_needs_no_settings_and_connects_nowhere(name
     module = importlib.import_module(name)
     assert inspect.isfunction(module.flow)
     assert inspect.signature(module.flow).parameters == {}
+
+
+def test_each_dataset_goes_by_one_name():
+    """Its dataflow modules, their flow ids and its SQL table all carry the dataset's name."""
+    from marketstream.datasets import DATASETS, lake_tables
+    from pipelines.consumer import build_consumer_flow
+    from tests.conftest import make_settings
+
+    for name, dataset in DATASETS.items():
+        assert f"dataflows.{name}_consume" in MODULES and f"dataflows.{name}_produce" in MODULES
+        assert build_consumer_flow(dataset, make_settings()).flow_id == f"{name}_consume"
+        produce = importlib.import_module(f"dataflows.{name}_produce")
+        assert produce.build_flow(make_settings(), source=TestingSource([]), sink=TestingSink([])).flow_id == f"{name}_produce"
+        assert lake_tables("_synthetic")[name] == f"s3://{dataset.bucket}"

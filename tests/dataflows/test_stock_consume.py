@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import orjson
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from marketstream.datasets import STOCK_TRADES
+from marketstream.datasets import STOCK
 from pipelines.consumer import build_consumer_flow
 from sources.kafka import MessageBatch
 from tests.conftest import lake_batches, make_settings
@@ -22,7 +22,7 @@ def run(values: list[tuple[int, bytes]], **settings):
                for offset, (partition, value) in enumerate(values)]
     lake, dead = [], []
     flow = build_consumer_flow(
-        STOCK_TRADES, make_settings(**settings),
+        STOCK, make_settings(**settings),
         source=TestingSource(batches), lake_sink=TestingSink(lake), dead_letter_sink=TestingSink(dead),
     )
     run_main(flow)
@@ -56,7 +56,7 @@ def test_invalid_messages_go_to_the_dead_letter_topic_with_reason_and_origin():
     assert [m.value for m in dead] == [b"not json", trade(price=-1.0), trade(symbol="../x")]
     headers = [dict(m.headers()) for m in dead]
     assert headers[0]["dlq.reason"].startswith(b"not valid JSON")
-    assert headers[0]["dlq.dataset"] == b"stock_trades"
+    assert headers[0]["dlq.dataset"] == b"stock"
     assert headers[1]["dlq.reason"] == b"field 'price' must be finite and > 0, got -1.0"
     assert b"not a valid ticker" in headers[2]["dlq.reason"]
     assert [(h["dlq.topic"], h["dlq.partition"], h["dlq.offset"]) for h in headers] == [
@@ -92,7 +92,7 @@ def test_a_poll_of_many_tickers_becomes_one_file_per_ticker_with_rows_in_offset_
     values = [trade(symbols[i % 3], trade_id=str(i)) for i in range(30)]
     batch = MessageBatch("stock_trades", 2, list(range(100, 130)), [b"k"] * 30, values)
     lake = []
-    flow = build_consumer_flow(STOCK_TRADES, make_settings(), source=TestingSource([batch]),
+    flow = build_consumer_flow(STOCK, make_settings(), source=TestingSource([batch]),
                                lake_sink=TestingSink(lake), dead_letter_sink=TestingSink([]))
     run_main(flow)
     files = {b.prefix: b.table.to_pydict() for b in lake_batches(lake)}

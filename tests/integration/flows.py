@@ -3,7 +3,7 @@
 
 from dataclasses import replace
 
-from marketstream.datasets import STOCK_TRADES
+from marketstream.datasets import STOCK
 from pipelines.consumer import build_consumer_flow
 from pipelines.runtime import PRODUCER_NEEDS, build_or_exit, consumer_needs
 from tests.conftest import make_settings
@@ -11,8 +11,15 @@ from tests.conftest import make_settings
 
 def stock_consume(topic: str, bucket: str, **settings):
     """As `python -m bytewax.run dataflows.stock_consume` runs it, on the stack's settings plus `settings`."""
-    return build_or_exit(lambda config: build_consumer_flow(replace(STOCK_TRADES, topic=topic, bucket=bucket), config),
+    return build_or_exit(lambda config: build_consumer_flow(replace(STOCK, topic=topic, bucket=bucket), config),
                          consumer_needs(bucket), make_settings(**{"kafka_stop_at_end": True, **settings}))
+
+
+def stock_consume_before_renaming(topic: str, bucket: str, **settings):
+    """`stock_consume` as it was while the dataset was called `stock_trades` (flow id, transaction ids)."""
+    dataset = replace(STOCK, name="stock_trades", former_names=(), topic=topic, bucket=bucket)
+    return build_or_exit(lambda config: build_consumer_flow(dataset, config), consumer_needs(bucket),
+                         make_settings(**{"kafka_stop_at_end": True, **settings}))
 
 
 def macro_produce(topic: str, **settings):

@@ -8,7 +8,7 @@ import pytest
 from bytewax.testing import run_main
 
 from dataflows import bluesky_produce, macro_produce, news_produce
-from marketstream.datasets import BLUESKY_POSTS, MACRO_OBSERVATIONS, NEWS_ARTICLES
+from marketstream.datasets import BLUESKY, MACRO, NEWS
 from marketstream import schemas
 from pipelines.consumer import build_consumer_flow
 from marketstream.lake import lake_filesystem, read_table
@@ -52,7 +52,7 @@ def test_fred_to_macro_data(bucket, unique):
         run_main(macro_produce.build_flow(settings, topic=topic))
     assert sorted(m.key() for m in read_topic(settings, topic)) == [b"cpi", b"cpi", b"gdp"]
     produce(settings, topic, [(b"cpi", b'{"alias": "cpi", "value": "high"}')])
-    consume(settings, MACRO_OBSERVATIONS, topic, bucket)
+    consume(settings, MACRO, topic, bucket)
 
     table = read_table(settings, bucket, schemas.MACRO_OBSERVATIONS_PARTITIONING, schema=schemas.MACRO_OBSERVATIONS)
     rows = sorted((r["alias"], r["year"], r["series_id"], r["date"], r["value"]) for r in table.to_pylist())
@@ -77,7 +77,7 @@ def test_finnhub_to_finnhub_data(bucket, unique):
         # the producer asks for the news of its today and yesterday: that is 2026-11-25 here, whatever the day
         clock = clock_from(datetime(2026, 11, 25, 15, 0, tzinfo=timezone.utc))
         run_main(news_produce.build_flow(settings, topic=topic, source=news_source(settings, now=clock)))
-    consume(settings, NEWS_ARTICLES, topic, bucket)
+    consume(settings, NEWS, topic, bucket)
 
     table = read_table(settings, bucket, schemas.NEWS_ARTICLES_PARTITIONING, schema=schemas.NEWS_ARTICLES)
     rows = sorted((r["ticker"], r["date"], r["id"], r["headline"]) for r in table.to_pylist())
@@ -94,7 +94,7 @@ def test_bluesky_to_bluesky_data_with_readable_reversible_keyword_partitions(buc
                                  bluesky_api_url=bluesky.url, bluesky_keywords="earnings",
                                  bluesky_keyword_delay_seconds=0, produce_for_seconds=4)
         run_main(bluesky_produce.build_flow(settings, topic=topic))
-    consume(settings, BLUESKY_POSTS, topic, bucket)
+    consume(settings, BLUESKY, topic, bucket)
 
     table = read_table(settings, bucket, schemas.BLUESKY_POSTS_PARTITIONING, schema=schemas.BLUESKY_POSTS)
     rows = sorted((str(r["date"]), r["keyword"], r["text"], r["language"]) for r in table.to_pylist())

@@ -106,7 +106,7 @@ def test_dead_letters_wait_for_a_broker_that_is_down_and_are_published_once_it_i
                               store=cache(lambda: ObjectStore(settings.s3_storage_options())), delivery_timeout_ms=2_000)
         part = sink.build("dead_letter", 0, 1)
         incarnation = settings.kafka_cluster().topic_incarnation(f"dl_{unique}")
-        letters = [DeadLetter("stock_trades", f"dl_{unique}", incarnation, 1, offset, b"k", b"bad", "why")
+        letters = [DeadLetter("stock", f"dl_{unique}", incarnation, 1, offset, b"k", b"bad", "why")
                    for offset in (7, 8)]
         kafka.stop()
         writer = Thread(target=part.write_batch, args=(letters,))

@@ -94,6 +94,19 @@ def test_an_upload_held_back_then_kill_9_commits_nothing_past_it_and_loses_nothi
     assert len(ids) == total and pc.count_distinct(ids).as_py() == total
 
 
+def test_offsets_committed_under_the_former_dataset_name_still_count(lake):
+    settings, topic, bucket = lake
+    produce(settings, topic, [trade(i) for i in range(1_000)])
+    assert consumer(topic, bucket, factory="stock_consume_before_renaming", lake_format="delta").wait(120) == 0
+    table = DeltaTable(f"s3://{bucket}", storage_options=settings.delta_storage_options())
+    incarnation = settings.kafka_cluster().topic_incarnation(topic)
+    assert table.transaction_version(f"marketstream:stock_trades:{topic}:{incarnation}:0") is not None
+    produce(settings, topic, [trade(i) for i in range(1_000, 1_500)])
+    assert consumer(topic, bucket, lake_format="delta").wait(120) == 0  # new name, no recovery: reads from 0
+    ids = committed_ids(settings, bucket)
+    assert len(ids) == 1_500 and pc.count_distinct(ids).as_py() == 1_500
+
+
 def test_synthetic_trades_are_a_table_of_their_own(lake):
     settings, topic, bucket = lake
     synthetic = [(b"T01", orjson.dumps(orjson.loads(trade(i)[1]) | {"source": "synthetic", "symbol": "T01"}))

@@ -88,7 +88,7 @@ def test_the_maintenance_dataflow_compacts_each_table_on_its_schedule(lake):
     files_before = len(DeltaTable(f"s3://{bucket}", storage_options=settings.delta_storage_options()).file_uris())
     out = []
     flow = build_maintenance_flow(settings.model_copy(update={"produce_for_seconds": 3}),
-                                  {"stock_trades": f"s3://{bucket}", "missing": f"s3://{bucket}/_none"},
+                                  {"stock": f"s3://{bucket}", "missing": f"s3://{bucket}/_none"},
                                   today=lambda now: TODAY, sink=TestingSink(out))
     run_main(flow)
     assert len(out) == 1 and out[0].startswith(f"s3://{bucket}: version ")

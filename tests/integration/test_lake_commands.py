@@ -25,21 +25,21 @@ def answer(settings, query: str, tables: dict[str, str], **options) -> str:
 
 def test_sql_answers_over_the_tables_and_travels_back_to_an_earlier_version(lake):
     settings, topic, bucket = lake
-    tables = {"stock_trades": f"s3://{bucket}", "synthetic_trades": f"s3://{bucket}/_synthetic"}
+    tables = {"stock": f"s3://{bucket}", "stock_synthetic": f"s3://{bucket}/_synthetic"}
     produce(settings, topic, [trade(i) for i in range(600)])
     assert consumer(topic, bucket, lake_format="delta").wait(120) == 0
-    first = answer(settings, "SELECT count(*) AS n FROM stock_trades", tables)
+    first = answer(settings, "SELECT count(*) AS n FROM stock", tables)
     assert first.split() == ["n", "600"]
     after_first = DeltaTable(f"s3://{bucket}", storage_options=settings.delta_storage_options()).version()
 
     produce(settings, topic, [trade(i) for i in range(600, 1000)])
     assert consumer(topic, bucket, lake_format="delta").wait(120) == 0
-    by_day = answer(settings, "SELECT date, count(*) AS n FROM stock_trades GROUP BY date ORDER BY date", tables)
+    by_day = answer(settings, "SELECT date, count(*) AS n FROM stock GROUP BY date ORDER BY date", tables)
     assert by_day.split()[2:] == ["2026-11-23", "334", "2026-11-24", "333", "2026-11-25", "333"]
-    assert answer(settings, "SELECT count(*) AS n FROM stock_trades", tables, version=after_first).split() == ["n", "600"]
+    assert answer(settings, "SELECT count(*) AS n FROM stock", tables, version=after_first).split() == ["n", "600"]
 
     maintain(settings, tables, vacuum=False, today=date(2026, 11, 26))
-    assert answer(settings, "SELECT count(DISTINCT trade_id) AS n FROM stock_trades", tables).split() == ["n", "1000"]
+    assert answer(settings, "SELECT count(DISTINCT trade_id) AS n FROM stock", tables).split() == ["n", "1000"]
 
 
 def test_a_wrong_query_ends_with_one_line(stack, tmp_path):

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from bytewax.testing import run_main
 
-from marketstream.datasets import STOCK_TRADES
+from marketstream.datasets import STOCK
 from marketstream import schemas
 from pipelines.consumer import build_consumer_flow
 from marketstream.lake import lake_filesystem, read_table
@@ -29,7 +29,7 @@ def trade(symbol: str, trade_id: str, ts: str = "2026-11-24T15:30:00.000001Z", s
 @pytest.fixture
 def pipeline(stack, unique):
     settings = make_settings(kafka_stop_at_end=True, kafka_topic_partitions=3, batch_max_rows=40)
-    dataset = replace(STOCK_TRADES, topic=f"it_trades_{unique}", bucket=f"it-stock-{unique}")
+    dataset = replace(STOCK, topic=f"it_trades_{unique}", bucket=f"it-stock-{unique}")
     yield settings, dataset
     fs = lake_filesystem(settings)
     if fs.exists(dataset.bucket):
