@@ -39,7 +39,7 @@ from sinks.delta import DeltaLakeSink, Flush
 from sinks.delta_maintenance import maintain_table
 from sinks.layout import partition_path
 from sinks.object_store import ObjectStore
-from sinks.parquet import Batch
+from sinks.files import Batch
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = date(2026, 11, 24)  # a full NYSE session: 09:30-16:00 New York

@@ -4,7 +4,7 @@
 from bytewax.dataflow import Dataflow
 
 from marketstream.datasets import BLUESKY
-from pipelines.connectors import bluesky_posts_source
+from pipelines.api_sources import bluesky_posts_source
 from pipelines.producer import producer_dataflow
 from pipelines.runtime import COMPANIES_PRODUCER_NEEDS, build_or_exit
 

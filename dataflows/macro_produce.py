@@ -4,7 +4,7 @@ so the memory of what was published survives restarts."""
 from bytewax.dataflow import Dataflow
 
 from marketstream.datasets import MACRO
-from pipelines.connectors import macro_source
+from pipelines.api_sources import macro_source
 from pipelines.producer import producer_dataflow
 from pipelines.runtime import PRODUCER_NEEDS, build_or_exit
 

@@ -4,7 +4,7 @@ recovery (-r) so the ids already published survive restarts."""
 from bytewax.dataflow import Dataflow
 
 from marketstream.datasets import NEWS
-from pipelines.connectors import news_source
+from pipelines.api_sources import news_source
 from pipelines.producer import producer_dataflow
 from pipelines.runtime import COMPANIES_PRODUCER_NEEDS, build_or_exit
 

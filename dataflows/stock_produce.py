@@ -3,7 +3,7 @@
 from bytewax.dataflow import Dataflow
 
 from marketstream.datasets import STOCK
-from pipelines.connectors import stock_trade_source
+from pipelines.api_sources import stock_trade_source
 from pipelines.producer import producer_dataflow
 from pipelines.runtime import COMPANIES_PRODUCER_NEEDS, build_or_exit
 

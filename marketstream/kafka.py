@@ -92,5 +92,6 @@ class KafkaCluster:
     def topic_message_limit(self, topic: str, timeout: float = 30.0) -> int:
         """The largest record batch the broker accepts on `topic` (`max.message.bytes`)."""
         resource = ConfigResource(ResourceType.TOPIC, topic)
-        configs = self.admin().describe_configs([resource], request_timeout=timeout)[resource].result()
+        admin = self.admin()  # kept until the answer is in: a client freed earlier fails its requests
+        configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
         return int(configs["max.message.bytes"].value)

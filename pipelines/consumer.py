@@ -38,7 +38,8 @@ from pipelines.runtime import build_or_exit, consumer_needs
 from sinks.dead_letters import DeadLetter, DeadLetterSink
 from sinks.delta import DeltaLakeSink, Flush
 from sinks.layout import object_key, partition_path
-from sinks.parquet import Batch, ParquetSink
+from sinks.files import Batch
+from sinks.parquet import ParquetSink
 from sources.kafka import InFlight, MessageBatch
 
 log = logging.getLogger(__name__)

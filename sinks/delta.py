@@ -1,7 +1,7 @@
 """The Delta Lake sink: each flush of a Kafka partition becomes Parquet files committed to a Delta table.
 
 Delivery guarantee: exactly-once in the table, for input that is delivered at least once. Data files are
-encoded and uploaded first (concurrently, `MAX_PENDING_UPLOADS` writes in flight); then one Delta commit
+encoded and uploaded first (concurrently, `MAX_PENDING_WRITES` writes in flight); then one Delta commit
 adds them together with a transaction identifier per Kafka partition it covers (`txn`: app id naming the
 dataset, topic, topic incarnation and partition; version = the last offset of that partition the commit
 stores). The commit is atomic: a reader sees all of its files or none, and a file uploaded but never
@@ -25,30 +25,28 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 import zlib
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from deltalake import CommitProperties, DeltaTable, Transaction
-from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
 from marketstream.memory import release_free_memory
+from sinks.delta_commits import CommittedOffsets, DeltaCommitter
+from sinks.files import Batch, encode_parquet, offset_range
 from sinks.layout import object_key
 from sinks.object_store import ObjectStore
-from sinks.parquet import MAX_PENDING_UPLOADS, Batch, encode_parquet, offset_range
+from sinks.pending import PendingWrites
 
 log = logging.getLogger(__name__)
 
-RETRY_MAX_SECONDS = 30.0
+MAX_PENDING_WRITES = 8
+"""Writes in flight per sink partition (encoding, uploading, waiting for their commit)."""
 
 
 @dataclass(frozen=True)
@@ -75,71 +73,6 @@ def partition_value(value: object) -> str | None:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-class _LostRace(Exception):
-    """Another writer's commit came first."""
-
-
-class DeltaLakeError(RuntimeError):
-    """A failure retrying cannot cure (refused credentials)."""
-
-
-class _Table:
-    """One Delta table of the bucket: created if missing, and the process's one committer. delta-rs
-    refuses a commit carrying transaction ids when another commit with transaction ids landed since the
-    table was read, even for other app ids: the process's sink partitions take turns, and only commits of
-    other processes can race (and are retried). The table is loaded once per process (loading reads the
-    last checkpoint, whose size grows with the table's files) and then moved past each commit."""
-
-    def __init__(self, uri: str, storage_options: dict[str, str], schema: pa.Schema, partition_by: list[str]):
-        self.uri = uri
-        self.schema = schema
-        self.partition_by = partition_by
-        self._storage_options = storage_options
-
-        def open_or_create() -> DeltaTable:
-            try:
-                return DeltaTable(uri, storage_options=storage_options)
-            except TableNotFoundError:
-                return DeltaTable.create(uri, schema, mode="ignore", partition_by=partition_by,
-                                         storage_options=storage_options)
-
-        self.commit_lock = threading.Lock()
-        self.current: DeltaTable | None = _retrying(f"opening {uri}", open_or_create)
-        """The table as the process's last commit left it (None: load it again); used under `commit_lock`."""
-
-    def load(self) -> DeltaTable:
-        """The table's newest version."""
-        return _retrying(f"loading {self.uri}", lambda: DeltaTable(self.uri, storage_options=self._storage_options))
-
-    def committed_version(self, app_id: str) -> int:
-        """The last version committed for `app_id` (-1: none); as of this process's last commit or later,
-        which is safe: a version in the log is committed, whoever wrote it."""
-        with self.commit_lock:
-            if self.current is None:
-                self.current = self.load()
-            version = _retrying(f"reading the committed offsets of {self.uri}",
-                                lambda: self.current.transaction_version(app_id))
-        return -1 if version is None else version
-
-
-def _retrying(what: str, action: Callable[[], object], sleep: Callable[[float], None] = time.sleep) -> object:
-    delay, attempt = 0.5, 1
-    while True:
-        try:
-            return action()
-        except _LostRace:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the store being down is retried; refusals are raised
-            text = str(exc)
-            if any(word in text for word in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")):
-                raise DeltaLakeError(f"object store refused {what}: check S3_ACCESS_KEY / S3_SECRET_KEY") from None
-            log.warning("delta: %s failed (attempt %d, %s: %s); retrying in %.1fs", what, attempt, type(exc).__name__,
-                        text.splitlines()[0][:300] if text else "", delay)
-            sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
-            attempt += 1
-
-
 @dataclass
 class _FileToAdd:
     key: str
@@ -157,54 +90,48 @@ class _Pending:
     """The files of one `write_batch` for one table and the versions their commit records; `sizes` (their
     encoded sizes by key) completes once all are uploaded."""
 
-    table: _Table
+    table: DeltaCommitter
     files: list[_FileToAdd]
     versions: dict[str, int]
     sizes: Future | None = None
 
 
+def add_action(file: _FileToAdd, size: int) -> AddAction:
+    """The log entry of an uploaded file: its path, size, partition values and row statistics."""
+    stats = {"numRecords": file.rows.num_rows, "minValues": {"kafka_offset": file.first_offset},
+             "maxValues": {"kafka_offset": file.last_offset}}
+    return AddAction(file.path, size, file.partition_values, int(time.time() * 1000), True, json.dumps(stats))
+
+
 class _DeltaPartition(StatefulSinkPartition[Flush, None]):
-    def __init__(self, store: ObjectStore, bucket: str, app_id_prefixes: list[str], name_prefix: str,
-                 table: Callable[[str], _Table], compression: str, dictionary_columns: list[str] | bool):
+    """Per write: drop rows already stored (`CommittedOffsets`), then for each table one background task
+    encodes and uploads the files, and the partition's one committer thread commits them in the order the
+    writes arrived."""
+
+    def __init__(self, store: ObjectStore, bucket: str, committed: CommittedOffsets, name_prefix: str,
+                 table: Callable[[str], DeltaCommitter], compression: str, dictionary_columns: list[str] | bool):
         self._store = store
         self._bucket = bucket
-        self._app_id_prefix, *self._former_app_id_prefixes = app_id_prefixes
+        self._committed = committed
         self._name_prefix = name_prefix
         self._table = table
         self._compression = compression
         self._dictionary_columns = dictionary_columns
-        self._committed: dict[tuple[str, int], int] = {}
-        self._uploads = ThreadPoolExecutor(max_workers=MAX_PENDING_UPLOADS, thread_name_prefix="delta-upload")
+        self._uploads = ThreadPoolExecutor(max_workers=MAX_PENDING_WRITES, thread_name_prefix="delta-upload")
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delta-commit")
-        self._pending: deque[Future] = deque()
-
-    def _app_id(self, kafka_partition: int) -> str:
-        return f"{self._app_id_prefix}:{kafka_partition}"
-
-    def _stored_through(self, table_name: str, kafka_partition: int) -> int:
-        key = (table_name, kafka_partition)
-        if key not in self._committed:
-            table = self._table(table_name)
-            self._committed[key] = max(table.committed_version(f"{prefix}:{kafka_partition}")
-                                       for prefix in (self._app_id_prefix, *self._former_app_id_prefixes))
-        return self._committed[key]
+        self._pending = PendingWrites(MAX_PENDING_WRITES)
 
     def write_batch(self, items: list[Flush]) -> None:
         pending: dict[str, _Pending] = {}
         for flush in items:
-            # one check per flush: its files hold interleaved offsets of one Kafka partition
-            stored_through = {name: self._stored_through(name, flush.kafka_partition)
-                              for name in {split_prefix(batch.prefix)[0] for batch in flush.batches}}
+            app_id = self._committed.app_id(flush.kafka_partition)
             for batch in flush.batches:
                 table_name, path = split_prefix(batch.prefix)
-                stored = stored_through[table_name]
-                rows = batch.table
-                if stored >= 0:
-                    rows = rows.filter(pc.greater(rows.column("kafka_offset"), stored))
-                    if rows.num_rows < batch.table.num_rows:
-                        log.info("s3://%s/%s: %d replayed rows of Kafka partition %d already committed, not written "
-                                 "again", self._bucket, batch.prefix, batch.table.num_rows - rows.num_rows,
-                                 flush.kafka_partition)
+                rows = self._committed.not_stored(table_name, flush.kafka_partition, batch.table)
+                if rows.num_rows < batch.table.num_rows:
+                    log.info("s3://%s/%s: %d replayed rows of Kafka partition %d already committed, not written "
+                             "again", self._bucket, batch.prefix, batch.table.num_rows - rows.num_rows,
+                             flush.kafka_partition)
                 if not rows.num_rows:
                     continue
                 first, last = offset_range(rows)
@@ -213,20 +140,16 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
                 values = {field: partition_value(value) for field, value in batch.partition_values}
                 entry = pending.setdefault(table_name, _Pending(self._table(table_name), [], {}))
                 entry.files.append(_FileToAdd(object_key(table_name, relative), relative, values, rows, first, last))
-                app_id = self._app_id(flush.kafka_partition)
                 entry.versions[app_id] = max(entry.versions.get(app_id, -1), last)
-            # rows of a run arrive once, in order: what is handed to the committer counts as stored for
-            # the rest of the run (a crash before the commit replays it from the last snapshot)
+            # checked per flush, not per file: a flush's files hold interleaved offsets of one Kafka partition
             for table_name, entry in pending.items():
-                version = entry.versions.get(self._app_id(flush.kafka_partition))
-                if version is not None:
-                    self._committed[(table_name, flush.kafka_partition)] = version
+                if app_id in entry.versions:
+                    self._committed.handed_over(table_name, flush.kafka_partition, entry.versions[app_id])
         if pending:
-            while len(self._pending) >= MAX_PENDING_UPLOADS:
-                self._pending.popleft().result()
+            self._pending.make_room()
             for entry in pending.values():
                 entry.sizes = self._uploads.submit(self._encode_and_put, entry.files)
-            self._pending.append(self._committer.submit(self._commit_all, list(pending.values())))
+            self._pending.add(self._committer.submit(self._commit_all, list(pending.values())))
 
     def _encode_and_put(self, files: list[_FileToAdd]) -> dict[str, int]:
         # on an upload thread: Parquet encoding releases the GIL, so it overlaps with decoding; one
@@ -239,58 +162,16 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
     def _commit_all(self, pending: list[_Pending]) -> None:
         for entry in pending:
             sizes = entry.sizes.result()
-            adds = []
-            for file in entry.files:
-                stats = {"numRecords": file.rows.num_rows, "minValues": {"kafka_offset": file.first_offset},
-                         "maxValues": {"kafka_offset": file.last_offset}}
-                adds.append(AddAction(file.path, sizes[file.key], file.partition_values, int(time.time() * 1000), True,
-                                      json.dumps(stats)))
+            adds = [add_action(file, sizes[file.key]) for file in entry.files]
             entry.files = []  # the rows are stored: free them before the commit
-            self._commit(entry.table, adds, entry.versions)
-
-    def _commit(self, table: _Table, adds: list[AddAction], versions: dict[str, int]) -> None:
-        properties = CommitProperties(app_transactions=[Transaction(app, version) for app, version in versions.items()])
-
-        def attempt() -> None:
-            if table.current is None:
-                table.current = table.load()
-            try:
-                table.current.create_write_transaction(adds, mode="append", schema=table.schema,
-                                                       partition_by=table.partition_by, commit_properties=properties)
-            except Exception as exc:
-                # the attempt may have landed although its answer was lost: never commit the same rows twice
-                table.current = table.load()
-                landed = {app: table.current.transaction_version(app) for app in versions}
-                if all(landed[app] is not None and landed[app] >= version for app, version in versions.items()):
-                    return
-                if "Concurrent transaction" in str(exc):
-                    raise _LostRace from None
-                raise
-
-        with table.commit_lock:
-            while True:
-                try:
-                    _retrying(f"committing {len(adds)} files to {table.uri}", attempt)
-                    break
-                except _LostRace:  # another process committed first; the table is reloaded: try again
-                    time.sleep(random.uniform(0.01, 0.1))
-            # delta-rs does not move the table object past its own commit: without this, the next commit
-            # would see this one as a concurrent transaction, fail, and load the whole table again
-            try:
-                table.current.update_incremental()
-            except Exception:  # noqa: BLE001 - loaded afresh before the next commit instead
-                table.current = None
-
-    def _wait(self) -> None:
-        while self._pending:
-            self._pending.popleft().result()
+            entry.table.commit(adds, entry.versions)
 
     def snapshot(self) -> None:
         """Called at the end of every epoch, before its state is committed: every commit must be done."""
-        self._wait()
+        self._pending.wait_all()
 
     def close(self) -> None:
-        self._wait()
+        self._pending.wait_all()
         self._uploads.shutdown()
         self._committer.shutdown()
 
@@ -318,15 +199,15 @@ class DeltaLakeSink(FixedPartitionedSink[Flush, None]):
         self._partitions = partitions
         self._dictionary_columns = dictionary_columns
         self._incarnation: str | None = None
-        self._tables: dict[str, _Table] = {}
+        self._tables: dict[str, DeltaCommitter] = {}
         self._lock = threading.Lock()
 
-    def _table(self, name: str) -> _Table:
-        """One `_Table` per table folder and process: loading a table's log once is enough."""
+    def _table(self, name: str) -> DeltaCommitter:
+        """One committer per table folder and process: loading a table's log once is enough."""
         with self._lock:
             if name not in self._tables:
                 uri = f"s3://{self._bucket}/{name}".rstrip("/")
-                self._tables[name] = _Table(uri, self._storage_options, self._table_schema, self._partition_by)
+                self._tables[name] = DeltaCommitter(uri, self._storage_options, self._table_schema, self._partition_by)
             return self._tables[name]
 
     def list_parts(self) -> list[str]:
@@ -342,6 +223,7 @@ class DeltaLakeSink(FixedPartitionedSink[Flush, None]):
         if self._incarnation is None:
             self._incarnation = self._topic_incarnation()
         app_id_prefixes = [f"marketstream:{dataset}:{self._topic}:{self._incarnation}" for dataset in self._datasets]
+        committed = CommittedOffsets(app_id_prefixes, lambda table, app_id: self._table(table).committed_version(app_id))
         name_prefix = f"part-{self._topic}-i{self._incarnation}"
-        return _DeltaPartition(self._store(), self._bucket, app_id_prefixes, name_prefix, self._table,
+        return _DeltaPartition(self._store(), self._bucket, committed, name_prefix, self._table,
                                self._compression, self._dictionary_columns)

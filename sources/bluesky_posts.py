@@ -18,7 +18,7 @@ rejects stop the source with a message naming BLUESKY_IDENTIFIER / BLUESKY_PASSW
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from atproto import Client
@@ -37,7 +37,7 @@ class BlueskySearch:
     """Who searches where, for what, and how often."""
 
     identifier: str
-    password: str
+    password: str = field(repr=False)
     api_url: str
     static_keywords: tuple[str, ...]
     keyword_delay_seconds: float
@@ -46,9 +46,6 @@ class BlueskySearch:
     max_pages: int
     memory_per_keyword: int
     """How many published post URIs are remembered per keyword."""
-
-    def __repr__(self) -> str:  # never the password
-        return f"BlueskySearch(identifier={self.identifier!r}, api_url={self.api_url!r})"
 
 
 def keywords(static_keywords: tuple[str, ...], directory: CompanyDirectory) -> list[str]:

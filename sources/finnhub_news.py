@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import finnhub
@@ -33,15 +33,12 @@ log = logging.getLogger(__name__)
 class FinnhubNews:
     """The key, the server (None: Finnhub's own), and the pace."""
 
-    api_key: str
+    api_key: str = field(repr=False)
     api_url: str | None
     cycle_seconds: float
     calls_per_minute: float
     memory: int
     """How many published article ids are remembered."""
-
-    def __repr__(self) -> str:  # never the key
-        return f"FinnhubNews(api_url={self.api_url!r}, cycle_seconds={self.cycle_seconds})"
 
 
 class FinnhubNewsPoller:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 import urllib.error
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import pandas as pd
@@ -34,14 +34,11 @@ HTTP_TIMEOUT_SECONDS = 60
 class FredSeries:
     """The series to follow (alias -> FRED series id), the key, the server (None: FRED's own), and the pace."""
 
-    api_key: str
+    api_key: str = field(repr=False)
     api_url: str | None
     series: dict[str, str]
     observation_start: date
     poll_seconds: float
-
-    def __repr__(self) -> str:  # never the key
-        return f"FredSeries(series={self.series!r}, api_url={self.api_url!r})"
 
 
 class FredPoller:

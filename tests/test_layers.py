@@ -4,6 +4,8 @@ flow builders and command line (`pipelines/`) and the dataflow declarations (`da
 Every import counts, including those inside functions: a lazy import is still a dependency."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,3 +56,13 @@ def test_the_check_reports_an_import_pointing_up_even_inside_a_function(tmp_path
     (tmp_path / "sources" / "synthetic.py").write_text("import sinks.kafka\nimport marketstream.settings\n")
     assert wrong_way_imports(tmp_path) == ["marketstream/calendar.py:2: marketstream imports sinks",
                                            "sources/synthetic.py:1: sources imports sinks"]
+
+
+def test_a_consumer_does_not_load_the_producers_api_clients():
+    """Each client library costs memory in every consumer process that imports it (atproto alone ~30 MB)."""
+    code = ("import sys, dataflows.stock_consume, pipelines.consumer; "
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).resolve().parent.parent).stdout.split())
+    assert "pyarrow" in loaded and "bytewax" in loaded
+    assert not loaded & {"atproto", "atproto_client", "alpaca", "finnhub", "fredapi", "psycopg", "duckdb"}

@@ -12,7 +12,7 @@ from marketstream.datasets import BLUESKY, MACRO, NEWS
 from marketstream import schemas
 from pipelines.consumer import build_consumer_flow
 from marketstream.lake import lake_filesystem, read_table
-from pipelines.connectors import news_source
+from pipelines.api_sources import news_source
 from tests.conftest import clock_from, make_settings
 from tests.fakes.bluesky import FakeBluesky
 from tests.fakes.finnhub import FakeFinnhub

@@ -12,7 +12,7 @@ from bytewax.testing import run_main
 from dataflows.stock_produce import build_flow
 from marketstream.companies import load_companies
 from marketstream.trades import parse_trade
-from pipelines.connectors import company_directory
+from pipelines.api_sources import company_directory
 from tests.conftest import make_settings
 from tests.fakes.alpaca import FakeAlpacaStream
 from tests.integration.kafka_helpers import read_topic
