@@ -13,7 +13,7 @@ import ctypes.util
 import threading
 import time
 
-MIN_INTERVAL_SECONDS = 1.0
+MIN_INTERVAL_SECONDS = 0.25
 
 try:
     _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
