@@ -13,12 +13,13 @@ def test_freed_memory_is_returned_at_most_once_per_interval(monkeypatch):
     calls = []
     monkeypatch.setattr(memory, "_malloc_trim", lambda pad: calls.append(pad) or 1)
     monkeypatch.setattr(memory, "_last", 0.0)
-    clock = iter([1000.0, 1000.4, 1001.2])
+    interval = memory.MIN_INTERVAL_SECONDS
+    clock = iter([1000.0, 1000.0 + interval * 0.4, 1000.0 + interval * 1.2])
     monkeypatch.setattr(memory.time, "monotonic", lambda: next(clock))
 
     assert memory.release_free_memory() is True
-    assert memory.release_free_memory() is False  # 0.4 s later: too soon
-    assert memory.release_free_memory() is True  # 1.2 s after the first
+    assert memory.release_free_memory() is False  # within the interval: too soon
+    assert memory.release_free_memory() is True  # past it
     assert calls == [0, 0]
 
 
