@@ -109,8 +109,7 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
     writes arrived."""
 
     def __init__(self, store: ObjectStore, bucket: str, committed: CommittedOffsets, name_prefix: str,
-                 table: Callable[[str], DeltaCommitter], compression: str, dictionary_columns: list[str] | bool,
-                 max_pending_rows: int | None):
+                 table: Callable[[str], DeltaCommitter], compression: str, dictionary_columns: list[str] | bool):
         self._store = store
         self._bucket = bucket
         self._committed = committed
@@ -120,7 +119,7 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
         self._dictionary_columns = dictionary_columns
         self._uploads = ThreadPoolExecutor(max_workers=MAX_PENDING_WRITES, thread_name_prefix="delta-upload")
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delta-commit")
-        self._pending = PendingWrites(MAX_PENDING_WRITES, max_pending_rows)
+        self._pending = PendingWrites(MAX_PENDING_WRITES)
 
     def write_batch(self, items: list[Flush]) -> None:
         pending: dict[str, _Pending] = {}
@@ -147,11 +146,10 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
                 if app_id in entry.versions:
                     self._committed.handed_over(table_name, flush.kafka_partition, entry.versions[app_id])
         if pending:
-            rows = sum(file.rows.num_rows for entry in pending.values() for file in entry.files)
-            self._pending.make_room(rows)
+            self._pending.make_room()
             for entry in pending.values():
                 entry.sizes = self._uploads.submit(self._encode_and_put, entry.files)
-            self._pending.add(self._committer.submit(self._commit_all, list(pending.values())), rows)
+            self._pending.add(self._committer.submit(self._commit_all, list(pending.values())))
 
     def _encode_and_put(self, files: list[_FileToAdd]) -> dict[str, int]:
         # on an upload thread: Parquet encoding releases the GIL, so it overlaps with decoding; one
@@ -183,18 +181,15 @@ class DeltaLakeSink(FixedPartitionedSink[Flush, None]):
     tables of prefixes kept apart, such as `bucket/_synthetic`); creates bucket and tables if missing.
 
     `schema`: the file columns; `partitioning`: the partition columns, in path order; `former_datasets`:
-    names the dataset had before, whose transaction ids in the table still count as committed;
-    `max_pending_rows`: the rows this process's writes in flight may hold together (shared evenly by the
-    sink's partitions), past which a write waits for the oldest."""
+    names the dataset had before, whose transaction ids in the table still count as committed."""
 
     def __init__(self, *, bucket: str, topic: str, dataset: str, schema: pa.Schema, partitioning: pa.Schema,
                  topic_incarnation: Callable[[], str], store: Callable[[], ObjectStore], storage_options: dict[str, str],
                  compression: str, partitions: int = 4, dictionary_columns: list[str] | bool = True,
-                 former_datasets: tuple[str, ...] = (), max_pending_rows: int | None = None):
+                 former_datasets: tuple[str, ...] = ()):
         self._bucket = bucket
         self._topic = topic
         self._datasets = [dataset, *former_datasets]
-        self._max_pending_rows = None if max_pending_rows is None else max(1, max_pending_rows // partitions)
         self._table_schema = pa.schema([*partitioning, *schema])
         self._partition_by = list(partitioning.names)
         self._topic_incarnation = topic_incarnation
@@ -231,4 +226,4 @@ class DeltaLakeSink(FixedPartitionedSink[Flush, None]):
         committed = CommittedOffsets(app_id_prefixes, lambda table, app_id: self._table(table).committed_version(app_id))
         name_prefix = f"part-{self._topic}-i{self._incarnation}"
         return _DeltaPartition(self._store(), self._bucket, committed, name_prefix, self._table,
-                               self._compression, self._dictionary_columns, self._max_pending_rows)
+                               self._compression, self._dictionary_columns)

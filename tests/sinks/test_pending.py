@@ -37,19 +37,3 @@ def test_a_failed_write_is_raised_by_the_wait_that_meets_it():
 def test_a_limit_below_one_is_refused():
     with pytest.raises(ValueError):
         PendingWrites(0)
-
-
-def test_writes_wait_once_the_rows_in_flight_would_pass_the_bound():
-    pending = PendingWrites(8, max_rows=100)
-    with ThreadPoolExecutor(2) as pool:
-        gate = threading.Event()
-        slow = pool.submit(gate.wait)
-        pending.add(slow, 60)
-        pending.make_room(40)  # 60 + 40 fit: no wait
-        pending.add(pool.submit(lambda: None), 40)
-        assert pending.rows == 100 and not slow.done()
-        threading.Timer(0.1, gate.set).start()
-        pending.make_room(1)  # waits for the oldest
-        assert slow.done() and pending.rows == 40
-        pending.make_room(500)  # larger than the bound: waits for all, then starts alone
-        assert len(pending) == 0 and pending.rows == 0
