@@ -1,7 +1,7 @@
 """The bound on writes in flight (no server)."""
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import pytest
 
@@ -9,18 +9,17 @@ from sinks.pending import PendingWrites
 
 
 def test_a_new_write_waits_for_the_oldest_once_the_limit_is_reached():
-    pending, gate = PendingWrites(2), threading.Event()
-    with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(gate.wait)
-        pending.add(first)
-        pending.add(pool.submit(lambda: None))
-        made_room = threading.Event()
-        waiter = threading.Thread(target=lambda: (pending.make_room(), made_room.set()))
-        waiter.start()
-        assert not made_room.wait(0.2)  # the oldest write is still in flight
-        gate.set()
-        assert made_room.wait(5) and len(pending) == 1 and first.done()
-        waiter.join()
+    # no timed waits: the suite also runs under a faked clock
+    pending, oldest, newer = PendingWrites(2), Future(), Future()
+    newer.set_result(None)
+    pending.add(oldest)
+    pending.add(newer)
+    waiter = threading.Thread(target=pending.make_room)
+    waiter.start()
+    assert waiter.is_alive()  # it cannot return while the oldest write is in flight
+    oldest.set_result(None)
+    waiter.join()
+    assert len(pending) == 1
 
 
 def test_a_failed_write_is_raised_by_the_wait_that_meets_it():
