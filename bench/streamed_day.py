@@ -39,7 +39,7 @@ from sinks.delta import DeltaLakeSink, Flush
 from sinks.delta_maintenance import maintain_table
 from sinks.layout import partition_path
 from sinks.object_store import ObjectStore
-from sinks.files import Batch
+from sinks.files import FileRows
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = date(2026, 11, 24)  # a full NYSE session: 09:30-16:00 New York
@@ -89,10 +89,10 @@ def write_streamed_day(settings: Settings, bucket: str, tickers: int, flushes: i
     flushes = min(flushes or SESSION_SECONDS, SESSION_SECONDS // flush_seconds)
     started = time.perf_counter()
     for flush in range(flushes):
-        batches = [Batch(partition_path([("ticker", name), ("date", DAY)]), 0,
-                         _flush_rows(index, tickers, flush, flush_seconds, opening), (("ticker", name), ("date", DAY)))
-                   for index, name in enumerate(names)]
-        partition.write_batch([Flush(0, batches)])
+        files = [FileRows(partition_path([("ticker", name), ("date", DAY)]), 0,
+                          _flush_rows(index, tickers, flush, flush_seconds, opening), (("ticker", name), ("date", DAY)))
+                 for index, name in enumerate(names)]
+        partition.write_batch([Flush(0, files)])
         if flush % 200 == 0:
             print(f"    {flush:>5,} / {flushes:,} flushes ({flush * tickers:,} files) at "
                   f"{time.perf_counter() - started:.0f} s", flush=True)

@@ -12,10 +12,10 @@ import logging
 from datetime import date
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from marketstream.kafka import KafkaCluster
+from marketstream.kafka_cluster import KafkaCluster
 
 
 class ConfigError(Exception):
@@ -42,7 +42,10 @@ class Settings(BaseSettings):
     kafka_ssl_ca_location: str | None = None
     kafka_stop_at_end: bool = False
     kafka_starting_offset: Literal["earliest", "latest"] = "earliest"
-    kafka_consume_batch_size: int = Field(5_000, ge=1)
+    kafka_poll_max_messages: int = Field(
+        5_000, ge=1, description="messages one poll returns at most",
+        # KAFKA_CONSUME_BATCH_SIZE: its name before 2026-11 (it is no window batch), still read
+        validation_alias=AliasChoices("kafka_poll_max_messages", "kafka_consume_batch_size"))
     kafka_max_in_flight_messages: int = Field(20_000, ge=1, description="read but not yet decoded, per process")
 
     # --- consumers: batching and Parquet

@@ -38,15 +38,15 @@ from pipelines.runtime import build_or_exit, consumer_needs
 from sinks.dead_letters import DeadLetter, DeadLetterSink
 from sinks.delta import DeltaLakeSink, Flush
 from sinks.layout import object_key, partition_path
-from sinks.files import Batch
+from sinks.files import FileRows
 from sinks.parquet import ParquetSink
-from sources.kafka import InFlight, MessageBatch
+from sources.kafka_topic import InFlight, PolledMessages
 
 log = logging.getLogger(__name__)
 
 PREFIX = "__prefix"
 
-def dead_letter(batch: MessageBatch, index: int, reason: str, dataset: str) -> DeadLetter:
+def dead_letter(batch: PolledMessages, index: int, reason: str, dataset: str) -> DeadLetter:
     """The original message, with why and where from."""
     return DeadLetter(dataset, batch.topic, batch.incarnation, batch.partition, batch.offsets[index],
                       batch.keys[index], batch.values[index], reason)
@@ -82,7 +82,7 @@ class Decoded:
     dead_letters: list[DeadLetter]
 
 
-def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight: InFlight, batch: MessageBatch) -> Decoded:
+def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight: InFlight, batch: PolledMessages) -> Decoded:
     release_free_memory()  # what the batches decoded and written so far freed (at most once a second)
     table, rejects = dataset.decode(batch.values)
     in_flight.release(len(batch))
@@ -105,8 +105,8 @@ def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight
     return Decoded(batch.partition, table, dead)
 
 
-def into_files(dataset: Dataset, max_rows: int, kafka_partition_rows: tuple[str, pa.Table]) -> list[tuple[str, Batch]]:
-    """A flushed batch of one Kafka partition -> one `Batch` per destination (hive partition), of at most
+def into_files(dataset: Dataset, max_rows: int, kafka_partition_rows: tuple[str, pa.Table]) -> list[tuple[str, FileRows]]:
+    """A flushed batch of one Kafka partition -> one `FileRows` per destination (hive partition), of at most
     `max_rows` rows each, keyed `<object key prefix>|<Kafka partition>`."""
     kafka_partition, table = kafka_partition_rows
     names = list(dataset.partitioning.names)
@@ -116,16 +116,16 @@ def into_files(dataset: Dataset, max_rows: int, kafka_partition_rows: tuple[str,
     table = table.sort_by([(name, "ascending") for name in names])
     runs = table.select(names).group_by(names, use_threads=False).aggregate([([], "count_all")])
     rows = table.select(dataset.schema.names).cast(dataset.schema)
-    batches, start = [], 0
+    files, start = [], 0
     for run in runs.to_pylist():
         values = tuple((name, run[name]) for name in dataset.partitioning.names)
         prefix = object_key(run.get(PREFIX, ""), partition_path(list(values)))
         for offset in range(0, run["count_all"], max_rows):
             length = min(max_rows, run["count_all"] - offset)
-            batches.append((f"{prefix}|{kafka_partition}",
-                            Batch(prefix, int(kafka_partition), rows.slice(start + offset, length), values)))
+            files.append((f"{prefix}|{kafka_partition}",
+                          FileRows(prefix, int(kafka_partition), rows.slice(start + offset, length), values)))
         start += run["count_all"]
-    return batches
+    return files
 
 
 def build_consumer_flow(
@@ -143,8 +143,8 @@ def build_consumer_flow(
 
     flow = Dataflow(f"{dataset.name}_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)
-    batches = op.input("kafka_in", flow, source or topic_source(settings, dataset.topic, in_flight))
-    decoded = op.map("decode", batches, partial(decode, dataset, settings, SkipCounter(dataset.name), in_flight))
+    polls = op.input("kafka_in", flow, source or topic_source(settings, dataset.topic, in_flight))
+    decoded = op.map("decode", polls, partial(decode, dataset, settings, SkipCounter(dataset.name), in_flight))
 
     dead_letters = op.flat_map("dead_letters", decoded, lambda d: d.dead_letters)
     store = shared_object_store(settings)

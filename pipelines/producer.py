@@ -18,7 +18,7 @@ from bytewax.outputs import Sink
 from marketstream.datasets import Dataset
 from marketstream.settings import Settings, get_settings
 from marketstream.messages import MessageBlock
-from sinks.kafka import KafkaProducerSink
+from sinks.kafka_producer import KafkaProducerSink
 
 
 class Record(Protocol):

@@ -23,7 +23,7 @@ PRODUCER_NEEDS = ("kafka",)
 COMPANIES_PRODUCER_NEEDS = ("kafka", "postgres")
 
 
-THROTTLED_LOGGERS = ("librdkafka", "sources.kafka")
+THROTTLED_LOGGERS = ("librdkafka", "sources.kafka_topic")
 """Loggers that report each failed poll or connection attempt while a broker is down."""
 
 

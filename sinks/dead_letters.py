@@ -33,7 +33,7 @@ from functools import partial
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from marketstream.kafka import KafkaCluster
+from marketstream.kafka_cluster import KafkaCluster
 from sinks.layout import object_key
 from sinks.object_store import ObjectStore
 

@@ -38,7 +38,7 @@ from deltalake.transaction import AddAction
 
 from marketstream.memory import release_free_memory
 from sinks.delta_commits import CommittedOffsets, DeltaCommitter
-from sinks.files import Batch, encode_parquet, offset_range
+from sinks.files import FileRows, encode_parquet, offset_range
 from sinks.layout import object_key
 from sinks.object_store import ObjectStore
 from sinks.pending import PendingWrites
@@ -51,10 +51,10 @@ MAX_PENDING_WRITES = 8
 
 @dataclass(frozen=True)
 class Flush:
-    """Every row one flush of one Kafka partition stores, as one `Batch` per file."""
+    """Every row one flush of one Kafka partition stores, as one `FileRows` per file."""
 
     kafka_partition: int
-    batches: list[Batch]
+    files: list[FileRows]
 
 
 def split_prefix(prefix: str) -> tuple[str, str]:
@@ -125,19 +125,19 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
         pending: dict[str, _Pending] = {}
         for flush in items:
             app_id = self._committed.app_id(flush.kafka_partition)
-            for batch in flush.batches:
-                table_name, path = split_prefix(batch.prefix)
-                rows = self._committed.not_stored(table_name, flush.kafka_partition, batch.table)
-                if rows.num_rows < batch.table.num_rows:
+            for file in flush.files:
+                table_name, path = split_prefix(file.prefix)
+                rows = self._committed.not_stored(table_name, flush.kafka_partition, file.table)
+                if rows.num_rows < file.table.num_rows:
                     log.info("s3://%s/%s: %d replayed rows of Kafka partition %d already committed, not written "
-                             "again", self._bucket, batch.prefix, batch.table.num_rows - rows.num_rows,
+                             "again", self._bucket, file.prefix, file.table.num_rows - rows.num_rows,
                              flush.kafka_partition)
                 if not rows.num_rows:
                     continue
                 first, last = offset_range(rows)
                 name = f"{self._name_prefix}-p{flush.kafka_partition:04d}-{first:020d}-{last:020d}.parquet"
                 relative = object_key(path, name)
-                values = {field: partition_value(value) for field, value in batch.partition_values}
+                values = {field: partition_value(value) for field, value in file.partition_values}
                 entry = pending.setdefault(table_name, _Pending(self._table(table_name), [], {}))
                 entry.files.append(_FileToAdd(object_key(table_name, relative), relative, values, rows, first, last))
                 entry.versions[app_id] = max(entry.versions.get(app_id, -1), last)

@@ -1,4 +1,4 @@
-"""What the lake sinks write: a `Batch` of rows bound for one file, and its Parquet encoding.
+"""What the lake sinks write: `FileRows`, the rows bound for one file, and their Parquet encoding.
 
 Delivery guarantee: not applicable (no I/O); the sinks that use it state theirs.
 """
@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 
 @dataclass(frozen=True)
-class Batch:
+class FileRows:
     """Rows bound for one object: one hive partition (`prefix`), one Kafka partition."""
 
     prefix: str

@@ -33,7 +33,7 @@ import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from marketstream.memory import release_free_memory
-from sinks.files import Batch, encode_parquet, offset_range
+from sinks.files import FileRows, encode_parquet, offset_range
 from sinks.layout import batch_object_name, object_key, parse_batch_object_name
 from sinks.object_store import ObjectStore
 from sinks.pending import PendingWrites
@@ -80,7 +80,7 @@ class StoredRanges:
         return bool(len(self._firsts)) or self._written is not None
 
 
-class _ParquetPartition(StatefulSinkPartition[Batch, None]):
+class _ParquetPartition(StatefulSinkPartition[FileRows, None]):
     def __init__(self, store: ObjectStore, bucket: str, topic: str, incarnation: str, compression: str,
                  dictionary_columns: list[str] | bool):
         self._store = store
@@ -130,7 +130,7 @@ class _ParquetPartition(StatefulSinkPartition[Batch, None]):
         for key in unknown:
             self._stored[key] = StoredRanges(ranges.get(key, []))
 
-    def write_batch(self, items: list[Batch]) -> None:
+    def write_batch(self, items: list[FileRows]) -> None:
         tables: dict[str, pa.Table] = {}
         self._learn_ranges({(batch.prefix, batch.kafka_partition) for batch in items})
         for batch in items:
@@ -169,8 +169,8 @@ class _ParquetPartition(StatefulSinkPartition[Batch, None]):
         self._uploads.shutdown()
 
 
-class ParquetSink(FixedPartitionedSink[Batch, None]):
-    """Writes `(key, Batch)` items as Parquet objects under `bucket`; creates the bucket if missing.
+class ParquetSink(FixedPartitionedSink[FileRows, None]):
+    """Writes `(key, FileRows)` items as Parquet objects under `bucket`; creates the bucket if missing.
     `dictionary_columns`: the Parquet column paths to dictionary-encode (True: all, Arrow's default).
 
     Encoding and uploading run in the background, at most `MAX_PENDING_UPLOADS` writes at a time per

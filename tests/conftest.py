@@ -90,9 +90,9 @@ def clock_from(start: datetime):
     return lambda: start + timedelta(seconds=time.monotonic() - began)
 
 
-def lake_batches(items: list) -> list:
-    """The `Batch`es (one per file) a consumer flow handed its lake sink: as they are for plain Parquet,
+def lake_files(items: list) -> list:
+    """The `FileRows` (one per file) a consumer flow handed its lake sink: as they are for plain Parquet,
     from each `Flush` (one per flush of a Kafka partition) for Delta."""
     from sinks.delta import Flush
 
-    return [batch for _, item in items for batch in (item.batches if isinstance(item, Flush) else [item])]
+    return [file for _, item in items for file in (item.files if isinstance(item, Flush) else [item])]

@@ -53,7 +53,7 @@ def test_the_check_reports_an_import_pointing_up_even_inside_a_function(tmp_path
     (tmp_path / "marketstream").mkdir()
     (tmp_path / "marketstream" / "calendar.py").write_text("def f():\n    from sinks.delta import Flush\n")
     (tmp_path / "sources").mkdir()
-    (tmp_path / "sources" / "synthetic.py").write_text("import sinks.kafka\nimport marketstream.settings\n")
+    (tmp_path / "sources" / "synthetic.py").write_text("import sinks.kafka_producer\nimport marketstream.settings\n")
     assert wrong_way_imports(tmp_path) == ["marketstream/calendar.py:2: marketstream imports sinks",
                                            "sources/synthetic.py:1: sources imports sinks"]
 

@@ -32,8 +32,8 @@ def test_a_repeated_warning_passes_once_per_interval_and_then_says_how_many_were
 
 def test_redaction_leaves_logger_names_alone_and_masks_the_message():
     formatter = RedactingFormatter(["marketstream"], "%(name)s: %(message)s")
-    line = logging.LogRecord("marketstream.kafka", logging.INFO, __file__, 1, "password=%s", ("marketstream",), None)
-    assert formatter.format(line) == "marketstream.kafka: password=***"
+    line = logging.LogRecord("marketstream.kafka_cluster", logging.INFO, __file__, 1, "password=%s", ("marketstream",), None)
+    assert formatter.format(line) == "marketstream.kafka_cluster: password=***"
 
 
 def test_redaction_reaches_tracebacks():

@@ -12,8 +12,8 @@ from pipelines.consumer import build_consumer_flow
 from marketstream.macro import MacroObservation
 from marketstream.news import NewsArticle
 from marketstream.social import BlueskyPost
-from sources.kafka import MessageBatch
-from tests.conftest import lake_batches, make_settings
+from sources.kafka_topic import PolledMessages
+from tests.conftest import lake_files, make_settings
 
 AT = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 OBSERVATION = MacroObservation("cpi", "CPIAUCSL", date(2026, 9, 1), 323.9, date(2026, 10, 15), AT)
@@ -43,10 +43,10 @@ def test_consumer_stores_valid_messages_under_their_partitions_and_dead_letters_
     broken = orjson.loads(record.to_json())
     broken.pop(next(iter(broken)))  # drop the first field
     values = [record.to_json(), b"\x00\xff", orjson.dumps(broken), b"[]"]
-    messages = [MessageBatch(dataset.topic, 1, list(range(len(values))), [key] * len(values), values)]
+    messages = [PolledMessages(dataset.topic, 1, list(range(len(values))), [key] * len(values), values)]
     lake, dead = [], []
     run_main(build_consumer_flow(dataset, make_settings(), source=TestingSource(messages),
                                  lake_sink=TestingSink(lake), dead_letter_sink=TestingSink(dead)))
-    assert [(b.prefix, b.kafka_partition, b.table.num_rows) for b in lake_batches(lake)] == [(prefix, 1, 1)]
+    assert [(b.prefix, b.kafka_partition, b.table.num_rows) for b in lake_files(lake)] == [(prefix, 1, 1)]
     assert [m.offset for m in dead] == [1, 2, 3]
     assert all(m.reason for m in dead)

@@ -7,8 +7,8 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from marketstream.datasets import STOCK
 from pipelines.consumer import build_consumer_flow
-from sources.kafka import MessageBatch
-from tests.conftest import lake_batches, make_settings
+from sources.kafka_topic import PolledMessages
+from tests.conftest import lake_files, make_settings
 
 
 def trade(symbol="AAPL", ts="2026-11-24T15:30:00Z", source="alpaca", trade_id="1", price=100.0) -> bytes:
@@ -18,7 +18,7 @@ def trade(symbol="AAPL", ts="2026-11-24T15:30:00Z", source="alpaca", trade_id="1
 
 def run(values: list[tuple[int, bytes]], **settings):
     """Messages as (Kafka partition, value); the offset is the position in the list."""
-    batches = [MessageBatch("stock_trades", partition, [offset], [b"k"], [value])
+    batches = [PolledMessages("stock_trades", partition, [offset], [b"k"], [value])
                for offset, (partition, value) in enumerate(values)]
     lake, dead = [], []
     flow = build_consumer_flow(
@@ -27,7 +27,7 @@ def run(values: list[tuple[int, bytes]], **settings):
     )
     run_main(flow)
     views = [SimpleNamespace(prefix=b.prefix, kafka_partition=b.kafka_partition, rows=b.table.to_pylist())
-             for b in lake_batches(lake)]
+             for b in lake_files(lake)]
     return views, dead
 
 
@@ -90,12 +90,12 @@ def test_batches_split_at_the_row_limit():
 def test_a_poll_of_many_tickers_becomes_one_file_per_ticker_with_rows_in_offset_order():
     symbols = ["MSFT", "AAPL", "NVDA"]
     values = [trade(symbols[i % 3], trade_id=str(i)) for i in range(30)]
-    batch = MessageBatch("stock_trades", 2, list(range(100, 130)), [b"k"] * 30, values)
+    batch = PolledMessages("stock_trades", 2, list(range(100, 130)), [b"k"] * 30, values)
     lake = []
     flow = build_consumer_flow(STOCK, make_settings(), source=TestingSource([batch]),
                                lake_sink=TestingSink(lake), dead_letter_sink=TestingSink([]))
     run_main(flow)
-    files = {b.prefix: b.table.to_pydict() for b in lake_batches(lake)}
+    files = {b.prefix: b.table.to_pydict() for b in lake_files(lake)}
     assert sorted(files) == [f"ticker={s}/date=2026-11-24" for s in sorted(symbols)]
     for position, symbol in enumerate(symbols):
         rows = files[f"ticker={symbol}/date=2026-11-24"]

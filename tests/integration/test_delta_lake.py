@@ -74,7 +74,7 @@ def test_an_upload_held_back_then_kill_9_commits_nothing_past_it_and_loses_nothi
     fs = lake_filesystem(settings)
     process = consumer(topic, bucket, recovery, factory="stock_consume_stalling_upload", stalled_upload=3,
                        lake_format="delta", batch_max_rows=500, batch_max_buffered_rows=500,
-                       kafka_consume_batch_size=250)
+                       kafka_poll_max_messages=250)
     deadline = time.monotonic() + 120
     while len([k for k in (fs.find(bucket) if fs.exists(bucket) else []) if k.endswith(".parquet")]) < 8:
         assert time.monotonic() < deadline and process.poll() is None, log_of(process)[-2000:]

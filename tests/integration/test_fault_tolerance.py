@@ -112,7 +112,7 @@ def test_uploads_completing_out_of_order_then_kill_9_lose_nothing(lake, tmp_path
     fs = lake_filesystem(settings)
     process = consumer(topic, bucket, recovery, factory="stock_consume_stalling_upload", stalled_upload=3,
                        lake_format="parquet", batch_max_rows=500, batch_max_buffered_rows=500,
-                       kafka_consume_batch_size=250)
+                       kafka_poll_max_messages=250)
     deadline = time.monotonic() + 120
     while not (fs.exists(bucket) and len(fs.find(bucket)) >= 12):  # uploads after the stalled one completed
         assert time.monotonic() < deadline and process.poll() is None, log_of(process)[-2000:]

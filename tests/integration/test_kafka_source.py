@@ -7,7 +7,7 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from sources.kafka import FETCH_MAX_BYTES, InFlight, TopicSource
+from sources.kafka_topic import FETCH_MAX_BYTES, InFlight, TopicSource
 from tests.conftest import make_settings
 from tests.integration.kafka_helpers import produce
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("in_flight_limit", [150, 100_000])
 def test_every_message_is_handed_out_once_per_partition_in_offset_order(stack, unique, in_flight_limit):
     """A tiny in-flight limit exercises handing out partial batches while the decoder lags behind."""
-    settings = make_settings(kafka_stop_at_end=True, kafka_topic_partitions=3, kafka_consume_batch_size=100)
+    settings = make_settings(kafka_stop_at_end=True, kafka_topic_partitions=3, kafka_poll_max_messages=100)
     topic = f"it_source_{unique}"
     produce(settings, topic, [(f"k{i % 7}".encode(), f"m{i}".encode()) for i in range(3_000)])
 
@@ -54,7 +54,7 @@ def test_messages_larger_than_the_fetch_size_are_read_whole(stack, unique):
     flow = Dataflow("source_large")
     out = []
     batches = op.map("decode", op.input("in", flow, TopicSource(settings.kafka_cluster(), topic, in_flight=in_flight,
-                                                              batch_size=settings.kafka_consume_batch_size,
+                                                              batch_size=settings.kafka_poll_max_messages,
                                                               stop_at_end=True)),
                      lambda batch: in_flight.release(len(batch)) or batch)
     op.output("out", batches, TestingSink(out))

@@ -136,7 +136,7 @@ def test_a_message_kafka_refuses_is_raised_not_dropped(stack, unique):
     from bytewax.connectors.kafka import KafkaSinkMessage
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from sinks.kafka import DeliveryError, KafkaProducerSink
+    from sinks.kafka_producer import DeliveryError, KafkaProducerSink
 
     settings = make_settings()
     topic = f"it_refuse_{unique}"

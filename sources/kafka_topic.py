@@ -1,7 +1,7 @@
 """The consumers' input: every partition of one Kafka topic, read in batches.
 
 Each worker reads all its partitions with one librdkafka consumer and hands each partition's messages
-over in batches: one `MessageBatch` item (values, keys and offsets as lists), so the
+over in batches: one `PolledMessages` item (values, keys and offsets as lists), so the
 dataflow pays Bytewax's per-item cost once per poll instead of once per message; the hot path downstream
 decodes whole batches into Arrow columns.
 
@@ -28,7 +28,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from marketstream import shutdown
-from marketstream.kafka import KafkaCluster
+from marketstream.kafka_cluster import KafkaCluster
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class InFlight:
 
 
 @dataclass
-class MessageBatch:
+class PolledMessages:
     """Consecutive messages of one topic partition."""
 
     topic: str
@@ -65,7 +65,7 @@ class MessageBatch:
     keys: list[bytes | None] = field(default_factory=list)
     values: list[bytes | None] = field(default_factory=list)
     incarnation: str = ""
-    """The topic's Kafka topic id (`marketstream.kafka.TopicInfo`)."""
+    """The topic's Kafka topic id (`marketstream.kafka_cluster.TopicInfo`)."""
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -130,7 +130,7 @@ class _SharedConsumer:
         in_flight.add(read)
 
 
-class _PartitionReader(StatefulSourcePartition[MessageBatch, int]):
+class _PartitionReader(StatefulSourcePartition[PolledMessages, int]):
     def __init__(self, consumer: _SharedConsumer, topic: str, incarnation: str, partition: int, offset: int,
                  in_flight: InFlight):
         self._consumer = consumer
@@ -141,13 +141,13 @@ class _PartitionReader(StatefulSourcePartition[MessageBatch, int]):
         self._at_end = False
         consumer.add(topic, partition, offset)
 
-    def next_batch(self) -> list[MessageBatch]:
+    def next_batch(self) -> list[PolledMessages]:
         if self._at_end or shutdown.requested():
             raise StopIteration
         messages, self._at_end = self._consumer.take(self._partition, self._in_flight)
         if not messages:
             return []
-        batch = MessageBatch(self._topic, self._partition, [m.offset() for m in messages],
+        batch = PolledMessages(self._topic, self._partition, [m.offset() for m in messages],
                              [m.key() for m in messages], [m.value() for m in messages], self._incarnation)
         self._next_offset = batch.offsets[-1] + 1
         return [batch]
@@ -166,7 +166,7 @@ _WAIT_FOR_DECODER = timedelta(milliseconds=5)
 FETCH_MAX_BYTES = 256 * 1024
 
 
-class TopicSource(FixedPartitionedSource[MessageBatch, tuple[str, int]]):
+class TopicSource(FixedPartitionedSource[PolledMessages, tuple[str, int]]):
     """Every partition of `topic` on `cluster`, at most `batch_size` messages per item and `in_flight`
     messages undecoded; without a snapshot from the `starting_offset` (`earliest` or `latest`); with
     `stop_at_end` the input ends at the end of every partition."""

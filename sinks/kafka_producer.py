@@ -1,6 +1,6 @@
 """Publishing to Kafka: the producer sink of every `*_produce` dataflow and of the dead-letter topics.
 
-Delivery guarantee: at-least-once. The producer is idempotent with `acks=all` (`marketstream.kafka`), so
+Delivery guarantee: at-least-once. The producer is idempotent with `acks=all` (`marketstream.kafka_cluster`), so
 librdkafka's own retries neither duplicate nor reorder. `write_batch` returns only after every message of
 the batch is acknowledged; a message that still fails is raised as `DeliveryError`, which stops the
 dataflow loudly instead of dropping the message. The destination topics are created if missing.
@@ -12,7 +12,7 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
-from marketstream.kafka import KafkaCluster
+from marketstream.kafka_cluster import KafkaCluster
 from marketstream.messages import MessageBlock
 
 
