@@ -4,6 +4,14 @@ import pytest
 
 from marketstream.lake import lake_filesystem
 from tests.conftest import make_settings
+from tests.integration.processes import kill_leftovers
+
+
+@pytest.fixture(autouse=True)
+def kill_leftover_processes():
+    """A test that fails while its consumer is stalled on purpose must not leave that consumer running."""
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture

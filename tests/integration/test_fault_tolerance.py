@@ -5,7 +5,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from marketstream.lake import lake_filesystem, read_table
 from sinks.layout import parse_batch_object_name
 from tests.conftest import STACK_ENV, make_settings
 from tests.integration.kafka_helpers import produce, read_topic
+from tests.integration.processes import logged
 from tests.integration.private_servers import PrivateKafka, PrivateMinio
 
 pytestmark = pytest.mark.integration
@@ -34,15 +34,6 @@ def trade(i: int) -> tuple[bytes, bytes]:
         "symbol": symbol, "price": 100.0 + i % 97, "size": 1 + i % 300, "exchange": "V", "conditions": ["@"],
         "timestamp": f"2026-11-{23 + i % 3}T15:{i % 60:02d}:00.{i % 1_000_000:06d}Z", "trade_id": f"t{i}",
         "source": "alpaca"})
-
-
-def logged(command: list[str], **kwargs) -> subprocess.Popen:
-    """Start `command` with its log in a file: a pipe nobody reads while the test waits would fill and
-    block the process."""
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, **kwargs)
-    process.log = log
-    return process
 
 
 def consumer(topic: str, bucket: str, recovery: Path | None = None, factory: str = "stock_consume", **settings) -> subprocess.Popen:
