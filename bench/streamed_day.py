@@ -11,11 +11,16 @@ flush. Then, on that table:
    commit landing in the log;
 2. one ticker-day **queried with DuckDB** the way `marketstream sql` does (table load included);
 3. a **compaction** of the day (`sinks.delta_maintenance`), its rows/s;
-4. the same query again, against DuckDB reading the same rows as **one Parquet file** from MinIO.
+4. the same query again, right after the compaction, while the checkpoint still lists every replaced
+   file as a tombstone, and once those have expired (`LAKE_VACUUM_RETENTION_HOURS` after the compaction
+   the next maintenance run's checkpoint no longer lists them; here the table's retention is set to a
+   second to stand for those hours), against DuckDB reading the same rows as **one Parquet file** from
+   MinIO.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -36,7 +41,7 @@ from marketstream.calendar import NEW_YORK
 from marketstream.lake import lake_filesystem
 from marketstream.settings import Settings
 from sinks.delta import DeltaLakeSink, Flush
-from sinks.delta_maintenance import maintain_table
+from sinks.delta_maintenance import TOMBSTONE_RETENTION, maintain_table
 from sinks.layout import partition_path
 from sinks.object_store import ObjectStore
 from sinks.files import FileRows
@@ -135,6 +140,16 @@ def query_one_file(settings: Settings, path: str) -> tuple[float, list]:
     return time.perf_counter() - started, answer
 
 
+def tombstones_in_checkpoint(settings: Settings, uri: str) -> int:
+    """The remove actions the table's last checkpoint lists: what every reader loading the table reads."""
+    fs = lake_filesystem(settings)
+    log_folder = f"{uri.removeprefix('s3://')}/_delta_log"
+    version = json.loads(fs.cat(f"{log_folder}/_last_checkpoint"))["version"]
+    with fs.open(f"{log_folder}/{version:020d}.checkpoint.parquet", "rb") as handle:
+        removes = pq.read_table(handle, columns=["remove"]).column("remove")
+    return len(removes) - removes.null_count
+
+
 def _median_of(runs: int, measure) -> tuple[float, list]:
     results = [measure() for _ in range(runs)]
     answers = {tuple(answer[0]) for _, answer in results}
@@ -200,6 +215,14 @@ def run(settings: Settings, run_id: str, tickers: int, restart_command, prefill_
               f"{compaction['rows_per_s']:,.0f} rows/s", flush=True)
 
         after_s, after = _median_of(5, lambda: query_table(settings, uri))
+        tombstones = tombstones_in_checkpoint(settings, uri)
+        print(f"    right after compaction {after_s:.3f} s ({tombstones:,} tombstones in the checkpoint)", flush=True)
+        table = DeltaTable(uri, storage_options=settings.delta_storage_options())
+        table.alter.set_table_properties({TOMBSTONE_RETENTION: "interval 1 seconds"})
+        time.sleep(1.5)
+        DeltaTable(uri, storage_options=settings.delta_storage_options()).create_checkpoint()
+        expired_s, expired = _median_of(5, lambda: query_table(settings, uri))
+        tombstones_left = tombstones_in_checkpoint(settings, uri)
         one_file = f"{bucket}-one/ticker-day.parquet"
         if not fs.exists(f"{bucket}-one"):
             fs.mkdir(f"{bucket}-one")
@@ -208,13 +231,17 @@ def run(settings: Settings, run_id: str, tickers: int, restart_command, prefill_
         with fs.open(one_file, "wb") as handle:
             pq.write_table(rows, handle, compression=settings.parquet_compression)
         single_s, single = _median_of(5, lambda: query_one_file(settings, one_file))
-        if not (before == after == single):
-            raise SystemExit(f"the ticker-day differs: before {before}, after {after}, one file {single}")
-        print(f"    after compaction {after_s:.3f} s, one Parquet file {single_s:.3f} s "
-              f"({after_s / single_s:.1f}x)", flush=True)
+        if not (before == after == expired == single):
+            raise SystemExit(f"the ticker-day differs: before {before}, after {after}, tombstones expired "
+                             f"{expired}, one file {single}")
+        print(f"    compacted: right after {after_s:.3f} s ({after_s / single_s:.1f}x), tombstones expired "
+              f"{expired_s:.3f} s ({expired_s / single_s:.1f}x, {tombstones_left} left); one Parquet file "
+              f"{single_s:.3f} s", flush=True)
         return {"written": written, "restart": restart, "query_before_s": before_s, "compaction": compaction,
-                "query_after_s": after_s, "query_one_file_s": single_s,
-                "after_vs_one_file": after_s / single_s, "before_vs_after": before_s / after_s,
+                "query_after_s": after_s, "tombstones_after": tombstones,
+                "query_tombstones_expired_s": expired_s, "tombstones_expired_left": tombstones_left,
+                "query_one_file_s": single_s, "after_vs_one_file": after_s / single_s,
+                "expired_vs_one_file": expired_s / single_s, "before_vs_after": before_s / after_s,
                 "answer": list(before[0])}
     finally:
         for name in (bucket, f"{bucket}-one"):

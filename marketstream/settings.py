@@ -57,7 +57,8 @@ class Settings(BaseSettings):
         "delta", description="delta: a Delta Lake table per dataset; parquet: plain hive-partitioned files")
     lake_compact_closed_after_days: int = Field(1, ge=1, description="a date partition this old is closed: compacted")
     lake_target_file_mb: int = Field(128, ge=1, le=4096)
-    lake_vacuum_retention_hours: float = Field(168.0, ge=1)
+    lake_vacuum_retention_hours: float = Field(
+        6.0, ge=1, description="replaced files and their tombstones are kept this long (delta.deletedFileRetentionDuration)")
     lake_maintenance_interval_seconds: float = Field(3600.0, gt=0, description="dataflows.lake_maintenance")
     s3_retry_max_seconds: float = Field(30.0, gt=0)
     stock_synthetic_prefix: str = Field("_synthetic", pattern=r"^(_[A-Za-z0-9_\-]*)?$")

@@ -7,10 +7,15 @@
   is atomic: a reader sees the old files or the new ones, never both. A compaction that loses a race with
   a streaming commit is simply tried again on the next run; it never touches the open partitions that
   consumers are writing to.
-- **Vacuum** deletes files no version younger than `retention_hours` refers to (the compacted small files,
-  uploads of a crashed consumer that were never committed). The retention must outlast the longest
-  reader and any upload waiting for its commit: at least one hour is enforced, a week is the default.
+- **Vacuum** deletes the files replaced more than `retention_hours` ago and the files no version refers to
+  that are older than that (uploads of a crashed consumer that were never committed). The retention must
+  outlast the longest reader and any upload waiting for its commit: at least one hour is enforced.
   Folders starting with `_` (`_delta_log`, `_synthetic`, `_dead_letters`) are not part of the table.
+- **Tombstones.** A replaced file stays in the log as a tombstone for the table's
+  `delta.deletedFileRetentionDuration`, and every reader loading the table reads them all from the
+  checkpoint: a day of 10-second files for 50 tickers leaves 117 000 of them, which made loading the table
+  20 times slower than the rows it reads. The retention is set on each table to `retention_hours`, so
+  tombstones last exactly as long as the files they protect, for delta-rs, Spark and every other engine.
 - **Checkpoints** keep the log short: loading a table reads its last checkpoint and the commits after it;
   log entries older than the table's log retention are removed.
 
@@ -31,6 +36,12 @@ from deltalake.exceptions import CommitFailedError
 log = logging.getLogger(__name__)
 
 MIN_RETENTION_HOURS = 1
+TOMBSTONE_RETENTION = "delta.deletedFileRetentionDuration"
+
+
+def tombstone_retention(hours: float) -> str:
+    """`hours` as a Delta interval (`interval 21600 seconds`)."""
+    return f"interval {round(hours * 3600)} seconds"
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,7 @@ def partitions_to_compact(table: DeltaTable, today: date, closed_after_days: int
 
 
 def maintain_table(uri: str, storage_options: dict[str, str], *, today: date, closed_after_days: int = 1,
-                   target_file_bytes: int = 128 * 1024 * 1024, retention_hours: float = 168,
+                   target_file_bytes: int = 128 * 1024 * 1024, retention_hours: float = 6,
                    vacuum: bool = True) -> MaintenanceReport:
     """Compact the closed partitions of the table at `uri`, vacuum what no recent version needs, and
     checkpoint the log."""
@@ -84,6 +95,13 @@ def maintain_table(uri: str, storage_options: dict[str, str], *, today: date, cl
     started = time.monotonic()
     table = DeltaTable(uri, storage_options=storage_options)
     version_before, files_before = table.version(), len(table.file_uris())
+    if vacuum and table.metadata().configuration.get(TOMBSTONE_RETENTION) != tombstone_retention(retention_hours):
+        try:
+            table.alter.set_table_properties({TOMBSTONE_RETENTION: tombstone_retention(retention_hours)})
+        except CommitFailedError as exc:
+            log.warning("%s: setting the tombstone retention lost a race (%s); it is tried again on the next run",
+                        uri, str(exc).splitlines()[0][:200])
+        table = DeltaTable(uri, storage_options=storage_options)
     compacted = written = 0
     # one partition at a time, each its own commit: delta-rs compacting a whole day of 10-second files
     # (117 000) in one call held 6.4 GB and ran for over 20 minutes; one partition of 2 340 files takes a
@@ -103,8 +121,10 @@ def maintain_table(uri: str, storage_options: dict[str, str], *, today: date, cl
     vacuumed = []
     if vacuum:
         table = DeltaTable(uri, storage_options=storage_options)
+        # full: also the uploads no version refers to; a file is kept while it is younger than the
+        # retention or its tombstone is
         vacuumed = table.vacuum(retention_hours=int(retention_hours), dry_run=False,
-                                enforce_retention_duration=False)
+                                enforce_retention_duration=False, full=True)
         if vacuumed:
             log.info("%s: vacuumed %d files no version of the last %g h refers to", uri, len(vacuumed), retention_hours)
     table = DeltaTable(uri, storage_options=storage_options)
