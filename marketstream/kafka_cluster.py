@@ -69,6 +69,15 @@ class KafkaCluster:
     def describe_topic(self, topic: str, timeout: float = 30.0) -> TopicInfo:
         """`topic`'s incarnation and partition count, creating the topic if missing."""
         self.ensure_topics([topic], timeout)
+        return self._describe(topic, timeout)
+
+    def existing_topic(self, topic: str, timeout: float = 30.0) -> TopicInfo | None:
+        """`topic`'s incarnation and partition count; None when there is no such topic (none is created)."""
+        if topic not in self.admin().list_topics(timeout=timeout).topics:
+            return None
+        return self._describe(topic, timeout)
+
+    def _describe(self, topic: str, timeout: float) -> TopicInfo:
         admin = self.admin()
         deadline = time.monotonic() + timeout
         while True:

@@ -6,6 +6,8 @@ over the lake's Delta tables and their maintenance.
     python -m pipelines.cli report
     python -m pipelines.cli sql "SELECT ticker, count(*) FROM stock GROUP BY ALL" [--version N]
     python -m pipelines.cli maintain [--table stock] [--no-vacuum]
+    python -m pipelines.cli status [--json] [--dataset stock] [--max-lag-messages N] [--max-lag-seconds S]
+                                   [--max-commit-age S] [--max-dead-letters N]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -212,6 +215,39 @@ def maintain(settings: Settings, tables: dict[str, str] | None = None, *, vacuum
     return 0
 
 
+def status(settings: Settings, as_json: bool, thresholds, datasets: list[str] | None = None,
+           now: datetime | None = None, out=sys.stdout) -> int:
+    """Lag, tables and dead letters of every dataset (`pipelines.status`); 1 when a threshold is passed,
+    3 when Kafka or the object store cannot be read."""
+    from marketstream.calendar import exchange_date
+    from pipelines import status as lake
+
+    from confluent_kafka import KafkaException
+
+    now = now or datetime.now(timezone.utc)
+    cluster = settings.kafka_cluster()
+    # librdkafka's own log lines (a refused connection, once per retry) would bury the one line that matters
+    quiet = replace(cluster, client_config={**cluster.client_config, "log_level": 0})
+    try:
+        found = lake.lake_status(quiet, settings.delta_storage_options(), settings.stock_synthetic_prefix, now=now,
+                                 today=exchange_date(now), closed_after_days=settings.lake_compact_closed_after_days,
+                                 datasets=datasets)
+    except KafkaException as exc:
+        error = exc.args[0]
+        print(f"marketstream status: cannot read Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS): "
+              f"{error.str() if hasattr(error, 'str') else error}", file=sys.stderr)
+        return 3
+    except Exception as exc:  # noqa: BLE001 - one line for a monitor, whatever the object store's client raised
+        print(f"marketstream status: cannot read the object store at {settings.s3_endpoint_url} (S3_ENDPOINT_URL): "
+              f"{lake.one_line(exc)}", file=sys.stderr)
+        return 3
+    passed = lake.alerts(found, thresholds)
+    print(lake.to_json(found, passed, now) if as_json else lake.render(found), file=out)
+    for line in passed if not as_json else ():
+        print(f"ALERT {line}", file=out)
+    return 1 if passed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="marketstream")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -226,6 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     maintain_cmd = commands.add_parser("maintain", help="compact, vacuum and checkpoint the lake's Delta tables")
     maintain_cmd.add_argument("--table", action="append", help="only this table (repeatable)")
     maintain_cmd.add_argument("--no-vacuum", action="store_true")
+    status_cmd = commands.add_parser("status", help="lag, tables and dead letters of every dataset; exit 1 past a threshold")
+    status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    status_cmd.add_argument("--dataset", action="append", choices=list(DATASETS), help="only this dataset (repeatable)")
+    status_cmd.add_argument("--max-lag-messages", type=int, help="alert when a dataset's lag passes this many messages")
+    status_cmd.add_argument("--max-lag-seconds", type=float, help="alert when a dataset's lag passes this many seconds")
+    status_cmd.add_argument("--max-commit-age", type=float,
+                            help="alert when a dataset whose topic holds messages has committed nothing for this many seconds")
+    status_cmd.add_argument("--max-dead-letters", type=int, help="alert when a dead-letter topic holds more")
     run_cmd = commands.add_parser("run", help="run a dataflow, with recovery when RECOVERY_DIRECTORY is set")
     run_cmd.add_argument("dataflow", choices=DATAFLOWS)
     run_cmd.add_argument("bytewax_args", nargs=argparse.REMAINDER, help="passed to bytewax.run (-w, -i, -a)")
@@ -238,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
             return run(settings, args.dataflow, args.bytewax_args)
         if args.command == "sql":
             return sql(settings, args.query, version=args.version)
+        if args.command == "status":
+            from pipelines.status import Thresholds
+
+            limits = Thresholds(args.max_lag_messages, args.max_lag_seconds, args.max_commit_age, args.max_dead_letters)
+            return status(settings, args.json, limits, args.dataset)
         if args.command == "maintain":
             tables = lake_tables(settings.stock_synthetic_prefix)
             chosen = {name: uri for name, uri in tables.items() if not args.table or name in args.table}

@@ -37,7 +37,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from deltalake.transaction import AddAction
 
 from marketstream.memory import release_free_memory
-from sinks.delta_commits import CommittedOffsets, DeltaCommitter
+from sinks.delta_commits import CommittedOffsets, DeltaCommitter, app_id_prefix
 from sinks.files import FileRows, encode_parquet, offset_range
 from sinks.layout import object_key
 from sinks.object_store import ObjectStore
@@ -222,7 +222,7 @@ class DeltaLakeSink(FixedPartitionedSink[Flush, None]):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _DeltaPartition:
         if self._incarnation is None:
             self._incarnation = self._topic_incarnation()
-        app_id_prefixes = [f"marketstream:{dataset}:{self._topic}:{self._incarnation}" for dataset in self._datasets]
+        app_id_prefixes = [app_id_prefix(dataset, self._topic, self._incarnation) for dataset in self._datasets]
         committed = CommittedOffsets(app_id_prefixes, lambda table, app_id: self._table(table).committed_version(app_id))
         name_prefix = f"part-{self._topic}-i{self._incarnation}"
         return _DeltaPartition(self._store(), self._bucket, committed, name_prefix, self._table,

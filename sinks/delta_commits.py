@@ -133,6 +133,12 @@ class DeltaCommitter:
                 self._current = None
 
 
+def app_id_prefix(dataset: str, topic: str, incarnation: str) -> str:
+    """The Delta transaction id of Kafka partition `p` of one topic incarnation, as a dataset's tables
+    record it, is this prefix followed by `:p`."""
+    return f"marketstream:{dataset}:{topic}:{incarnation}"
+
+
 class CommittedOffsets:
     """What one writer knows is stored: per (table, Kafka partition) the last offset committed, read once
     through `committed_version(table, app_id)` under the app id of each of `app_id_prefixes` (the current
