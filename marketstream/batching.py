@@ -10,6 +10,7 @@ tables, so a batch of 100 000 rows is a handful of objects, cheap to hold and to
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
@@ -53,10 +54,13 @@ class TableBatcher(StatefulBatchLogic[pa.Table, pa.Table, tuple[list[pa.Table], 
     """Holds the tables of one key and emits them as one table when the first is `max_age` old, when the
     process holds more rows than its `BufferBudget` allows, and at end of input."""
 
-    def __init__(self, max_age: timedelta, budget: BufferBudget, state=None, now=lambda: datetime.now(timezone.utc)):
+    def __init__(self, max_age: timedelta, budget: BufferBudget, state=None, now=lambda: datetime.now(timezone.utc),
+                 on_flush: Callable[[int, timedelta], None] | None = None):
+        """`on_flush(rows, age)` is told of each flush: its rows and how long ago its first row arrived."""
         self._max_age = max_age
         self._budget = budget
         self._now = now
+        self._on_flush = on_flush
         self._tables, self._deadline = state if state is not None else ([], None)
         self._rows = sum(t.num_rows for t in self._tables)
         budget.add(self._rows, 0)
@@ -81,6 +85,8 @@ class TableBatcher(StatefulBatchLogic[pa.Table, pa.Table, tuple[list[pa.Table], 
     def _flush(self):
         tables, rows, self._tables, self._rows = self._tables, self._rows, [], 0
         self._budget.release(rows)
+        if tables and self._on_flush is not None and self._deadline is not None:
+            self._on_flush(rows, self._now() - (self._deadline - self._max_age))
         return ((pa.concat_tables(tables),) if tables else _NOTHING), StatefulBatchLogic.DISCARD
 
     def notify_at(self) -> datetime | None:

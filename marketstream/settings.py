@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     postgres_password: SecretStr | None = None
 
     # --- Bytewax recovery, used by `marketstream run`
+    metrics_port: int | None = Field(None, ge=1, le=65_535,
+                                     description="serve Prometheus metrics from this port (the next free one per process)")
+    metrics_address: str = "0.0.0.0"
     recovery_directory: str | None = None
     snapshot_interval_seconds: float = Field(10.0, gt=0)
 

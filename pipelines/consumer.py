@@ -27,6 +27,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from marketstream import metrics
 from marketstream.batching import BufferBudget, TableBatcher
 from marketstream.memory import release_free_memory
 from marketstream.datasets import Dataset
@@ -63,6 +64,7 @@ class SkipCounter:
 
     def add(self, reason: str, count: int) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + count
+        metrics.SKIPPED_ROWS.labels(self.dataset, metrics.reason_kind(reason)).inc(count)
         if time.monotonic() - self._logged_at >= self.interval:
             self.report()
 
@@ -155,7 +157,13 @@ def build_consumer_flow(
     # rows of many tickers, and a few large items cost far less than one per ticker and poll
     per_partition = op.filter_map("rows", decoded, lambda d: (str(d.kafka_partition), d.rows) if d.rows is not None else None)
     budget = BufferBudget(settings.batch_max_buffered_rows)
-    batcher = partial(TableBatcher, timedelta(seconds=settings.batch_max_age_seconds), budget)
+    batch_rows, batch_age = metrics.BATCH_ROWS.labels(dataset.name), metrics.BATCH_AGE.labels(dataset.name)
+
+    def flushed(rows: int, age: timedelta) -> None:
+        batch_rows.observe(rows)
+        batch_age.observe(age.total_seconds())
+
+    batcher = partial(TableBatcher, timedelta(seconds=settings.batch_max_age_seconds), budget, on_flush=flushed)
     batched = op.stateful_batch("batch", per_partition, lambda state: batcher(state))
     incarnation = partial(settings.kafka_cluster().topic_incarnation, dataset.topic)
     dictionary_columns = dictionary_paths(dataset.schema, dataset.few_values)

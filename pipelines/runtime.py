@@ -112,6 +112,24 @@ def configure_logging(settings: Settings | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+METRICS_PORTS_TRIED = 64
+
+
+def serve_metrics(port: int, address: str) -> int:
+    """Serve this process's Prometheus metrics (`marketstream.metrics`) on the first free port from
+    `port`: the processes of `bytewax.run -p N` on one host each take the next one. Returns the port."""
+    from prometheus_client import start_http_server
+
+    for candidate in range(port, port + METRICS_PORTS_TRIED):
+        try:
+            start_http_server(candidate, addr=address)
+        except OSError:
+            continue
+        logging.getLogger(__name__).info("metrics: http://%s:%d/metrics", address, candidate)
+        return candidate
+    raise ConfigError(f"METRICS_PORT: no free port in {port}..{port + METRICS_PORTS_TRIED - 1}")
+
+
 def build_or_exit(build: Callable[[Settings], Dataflow], needs: tuple, settings: Settings | None = None) -> Dataflow:
     """Build the flow with `settings` (default: the environment's), then wait for the servers it `needs`
     (`marketstream.preflight`). A configuration problem ends the process with one line naming the setting."""
@@ -121,6 +139,8 @@ def build_or_exit(build: Callable[[Settings], Dataflow], needs: tuple, settings:
         shutdown.install(settings.shutdown_timeout_seconds)
         flow = build(settings)
         preflight.wait_for(settings, needs)
+        if settings.metrics_port:
+            serve_metrics(settings.metrics_port, settings.metrics_address)
         return flow
     except ConfigError as exc:
         raise SystemExit(f"marketstream: configuration error: {exc}") from None

@@ -33,6 +33,7 @@ from functools import partial
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from marketstream import metrics
 from marketstream.kafka_cluster import KafkaCluster
 from sinks.layout import object_key
 from sinks.object_store import ObjectStore
@@ -249,6 +250,8 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
             self._produce(letter)
         self._flush()
         self._published.record(letters)
+        for letter in letters:
+            metrics.DEAD_LETTERS.labels(letter.dataset, metrics.reason_kind(letter.reason)).inc()
 
     def _flush(self) -> None:
         """Wait until every dead letter is acknowledged, publishing again those that failed transiently."""
@@ -263,6 +266,7 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
                 raise DeadLetterError(f"{self._topic}: Kafka refused {len(permanent)} dead letter(s): {permanent[0].str()}")
             log.warning("%s: %d dead letter(s) not published (%s); publishing them again in %.1fs",
                         self._topic, len(failures), failures[0][1].str(), delay)
+            metrics.RETRIES.labels("dead_letter").inc()
             self._sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
             for letter, err in failures:

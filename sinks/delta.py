@@ -36,6 +36,7 @@ import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from deltalake.transaction import AddAction
 
+from marketstream import metrics
 from marketstream.memory import release_free_memory
 from sinks.delta_commits import CommittedOffsets, DeltaCommitter, app_id_prefix
 from sinks.files import FileRows, encode_parquet, offset_range
@@ -156,15 +157,20 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
         # concurrent put of all files of a write costs the event loop far less than one put per file
         release_free_memory()  # the rows and files of the writes done so far are the largest blocks freed
         objects = {file.key: encode_parquet(file.rows, self._compression, self._dictionary_columns) for file in files}
-        self._store.put_many(self._bucket, objects)
+        with metrics.UPLOAD_SECONDS.time():
+            self._store.put_many(self._bucket, objects)
         return {key: len(data) for key, data in objects.items()}
 
     def _commit_all(self, pending: list[_Pending]) -> None:
         for entry in pending:
             sizes = entry.sizes.result()
             adds = [add_action(file, sizes[file.key]) for file in entry.files]
+            rows = sum(file.rows.num_rows for file in entry.files)
             entry.files = []  # the rows are stored: free them before the commit
-            entry.table.commit(adds, entry.versions)
+            with metrics.COMMIT_SECONDS.labels(entry.table.uri).time():
+                entry.table.commit(adds, entry.versions)
+            metrics.ROWS_COMMITTED.labels(entry.table.uri).inc(rows)
+            metrics.FILES_COMMITTED.labels(entry.table.uri).inc(len(adds))
 
     def snapshot(self) -> None:
         """Called at the end of every epoch, before its state is committed: every commit must be done."""

@@ -22,6 +22,8 @@ from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
+from marketstream import metrics
+
 log = logging.getLogger(__name__)
 
 RETRY_MAX_SECONDS = 30.0
@@ -51,6 +53,7 @@ def retrying(what: str, action: Callable[[], object], sleep: Callable[[float], N
                 raise DeltaLakeError(f"object store refused {what}: check S3_ACCESS_KEY / S3_SECRET_KEY") from None
             log.warning("delta: %s failed (attempt %d, %s: %s); retrying in %.1fs", what, attempt, type(exc).__name__,
                         text.splitlines()[0][:300] if text else "", delay)
+            metrics.RETRIES.labels("delta").inc()
             sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
             attempt += 1

@@ -12,6 +12,7 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
+from marketstream import metrics
 from marketstream.kafka_cluster import KafkaCluster
 from marketstream.messages import MessageBlock
 
@@ -22,18 +23,21 @@ class DeliveryError(RuntimeError):
 
 class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage | MessageBlock]):
     def __init__(self, config: dict, default_topic: str):
-        self._failures: list[str] = []
+        self._failures: list[tuple[str, str]] = []
         # delivery reports only for failures: no Python callback per delivered message
         self._producer = Producer({**config, "delivery.report.only.error": True, "on_delivery": self._on_delivery})
         self._default_topic = default_topic
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
-            self._failures.append(f"{msg.topic()}: {err.str()}")
+            self._failures.append((msg.topic(), err.str()))
 
     def write_batch(self, items: list[KafkaSinkMessage | MessageBlock]) -> None:
         produce, topic = self._producer.produce, self._default_topic
+        sent: dict[str, int] = {}
         for item in items:
+            destination = item.topic if isinstance(item, KafkaSinkMessage) and item.topic else topic
+            sent[destination] = sent.get(destination, 0) + (len(item.values) if isinstance(item, MessageBlock) else 1)
             if isinstance(item, MessageBlock):
                 for key, value in zip(item.keys, item.values):
                     try:
@@ -47,6 +51,10 @@ class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage | MessageBlock]
                 except BufferError:
                     self._wait_for_room(item.topic or topic, item.value, item.key, item.headers or None)
         self._producer.flush()
+        for failed, _ in self._failures:
+            sent[failed] -= 1
+        for destination, count in sent.items():
+            metrics.MESSAGES_PUBLISHED.labels(destination).inc(count)
         self._raise_failures()
 
     def _wait_for_room(self, topic: str, value, key, headers=None) -> None:
@@ -62,7 +70,9 @@ class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage | MessageBlock]
     def _raise_failures(self) -> None:
         if self._failures:
             failures, self._failures = self._failures, []
-            raise DeliveryError(f"{len(failures)} message(s) not delivered, first: {failures[0]}")
+            for failed, _ in failures:
+                metrics.DELIVERY_FAILURES.labels(failed).inc()
+            raise DeliveryError(f"{len(failures)} message(s) not delivered, first: {failures[0][0]}: {failures[0][1]}")
 
     def close(self) -> None:
         self._producer.flush()

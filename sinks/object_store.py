@@ -16,6 +16,8 @@ from collections.abc import Callable
 import fsspec.asyn
 import s3fs
 
+from marketstream import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -53,6 +55,7 @@ class ObjectStore:
             except Exception as exc:  # noqa: BLE001 - every other failure is retried: losing the batch is worse
                 log.warning("object store: %s failed (attempt %d, %s: %s); retrying in %.1fs",
                             what, attempt, type(exc).__name__, exc, delay)
+                metrics.RETRIES.labels("object_store").inc()
                 self._sleep(delay)
                 delay = min(delay * 2, self._max_backoff)
                 attempt += 1

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
-from marketstream import shutdown
+from marketstream import metrics, shutdown
 from marketstream.kafka_cluster import KafkaCluster
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,18 @@ class _SharedConsumer:
             else:
                 log.warning("%s: Kafka consumer error (librdkafka retries): %s", message.topic(), error)
         in_flight.add(read)
+        if read:
+            self._count(messages, read)
+
+    def _count(self, messages: list, read: int) -> None:
+        topic = messages[0].topic()
+        metrics.MESSAGES_READ.labels(topic).inc(read)
+        last_offsets = {m.partition(): m.offset() for m in messages if m.error() is None}
+        for partition, offset in last_offsets.items():
+            # the high watermark of the last fetch: no request to the broker
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            if high >= 0:
+                metrics.CONSUMER_LAG.labels(topic, str(partition)).set(max(high - offset - 1, 0))
 
 
 class _PartitionReader(StatefulSourcePartition[PolledMessages, int]):

@@ -27,7 +27,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from marketstream import shutdown
+from marketstream import metrics, shutdown
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,10 @@ class Poller(Protocol[S, R]):
 
 class _PollingPartition(StatefulSourcePartition[Any, Any], Generic[S, R]):
     def __init__(
-        self, name: str, poller: Poller[S, R], state: S | None, now: Callable[[], datetime], stop_at: datetime | None
+        self, source: str, name: str, poller: Poller[S, R], state: S | None, now: Callable[[], datetime],
+        stop_at: datetime | None,
     ):
+        self._source = source
         self._name = name
         self._poller = poller
         self._state = state if state is not None else poller.initial_state()
@@ -80,16 +82,21 @@ class _PollingPartition(StatefulSourcePartition[Any, Any], Generic[S, R]):
         try:
             records, self._due = self._poller.poll(self._state, now)
         except TransientError as exc:
+            metrics.API_CALLS.labels(self._source, "retried").inc()
             self._failures += 1
             backoff = min(timedelta(seconds=2 ** min(self._failures, 10)), MAX_BACKOFF)
             backoff *= 0.75 + random.random() / 2  # jitter, so several producers do not retry in step
             if exc.retry_after is not None:
                 backoff = timedelta(seconds=max(exc.retry_after, 0.0))
+                metrics.RATE_LIMIT_WAITS.labels(self._source).inc()
+                metrics.RATE_LIMIT_WAIT_SECONDS.labels(self._source).inc(backoff.total_seconds())
             self._due = now + backoff
             log.warning("%s: %s; retry %d in %.1fs", self._name, exc, self._failures, backoff.total_seconds())
             return []
         except PermanentError as exc:
+            metrics.API_CALLS.labels(self._source, "refused").inc()
             raise RuntimeError(f"{self._name}: {exc}") from None
+        metrics.API_CALLS.labels(self._source, "ok").inc()
         self._failures = 0
         return records
 
@@ -126,4 +133,5 @@ class PollingSource(FixedPartitionedSource[Any, Any]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _PollingPartition:
         stop_at = self._now() + timedelta(seconds=self._run_for) if self._run_for else None
-        return _PollingPartition(f"{step_id}[{for_part}]", self._make_poller(for_part), resume_state, self._now, stop_at)
+        return _PollingPartition(step_id, f"{step_id}[{for_part}]", self._make_poller(for_part), resume_state, self._now,
+                                 stop_at)

@@ -1,0 +1,68 @@
+"""Scraping a running consumer's Prometheus metrics: the figures match what it processed."""
+
+import signal
+import socket
+import time
+import urllib.request
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.kafka_helpers import produce
+from tests.integration.test_fault_tolerance import consumer, log_of, stored, trade
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def total(samples, name: str, **labels) -> float:
+    return sum(value for (sample, sample_labels), value in samples.items()
+               if sample == name and all(dict(sample_labels).get(k) == v for k, v in labels.items()))
+
+
+def test_a_scrape_of_a_running_consumer_counts_what_it_read_stored_dead_lettered_and_skipped(lake):
+    settings, topic, bucket = lake
+    good = [trade(i) for i in range(400)]
+    at_night = [(key, orjson.dumps(orjson.loads(value) | {"timestamp": "2026-11-24T03:00:00Z", "trade_id": f"n{i}"}))
+                for i, (key, value) in enumerate(trade(i) for i in range(400, 407))]
+    bad = [(b"T01", b"not json")] * 3 + [(b"T02", orjson.dumps({"symbol": "T02", "price": -1}))] * 2
+    produce(settings, topic, good + at_night + bad)
+    port = free_port()
+    process = consumer(topic, bucket, kafka_stop_at_end=False, metrics_port=port, metrics_address="127.0.0.1",
+                       batch_max_age_seconds=1.0)
+    try:
+        deadline = time.monotonic() + 120
+        samples = {}
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log_of(process)[-2000:]
+            try:
+                samples = scrape(port)
+            except OSError:  # not serving yet
+                samples = {}
+            if total(samples, "marketstream_rows_committed_total") >= 400 and \
+                    total(samples, "marketstream_dead_letters_total") >= 5:
+                break
+            time.sleep(0.5)
+        assert total(samples, "marketstream_messages_read_total", topic=topic) == 412
+        assert total(samples, "marketstream_rows_committed_total") == 400 == len(stored(settings, bucket))
+        assert total(samples, "marketstream_files_committed_total") >= 20
+        assert total(samples, "marketstream_dead_letters_total", dataset="stock") == 5
+        assert total(samples, "marketstream_dead_letters_total", reason="not valid JSON") == 3
+        assert total(samples, "marketstream_dead_letters_total", reason="field price") == 2
+        assert total(samples, "marketstream_skipped_rows_total", dataset="stock") == 7
+        assert total(samples, "marketstream_batch_rows_sum", dataset="stock") == 400
+        assert total(samples, "marketstream_commit_seconds_count") >= 1
+        assert total(samples, "marketstream_upload_seconds_count") >= 1
+        assert total(samples, "marketstream_consumer_lag_messages", topic=topic) == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
