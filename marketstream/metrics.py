@@ -1,6 +1,6 @@
 """The Prometheus metrics of every dataflow, in one place: the sources and sinks count into them, each
 process serves them on `METRICS_PORT` (`pipelines.runtime`), and the Grafana dashboard
-(`grafana/marketstream.json`) is built on these names (a test checks that every name it queries is here).
+(`monitoring/grafana/dashboards/marketstream.json`) is built on these names (a test checks that every name it queries is here).
 
 Labels stay few: a topic, a table, a dataset, a source step, and for dead letters and skipped rows a
 *kind* of reason (`reason_kind`), never a raw message or value, so the series count stays bounded.
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+DATAFLOW = Info("marketstream_dataflow", "the dataflow this process runs (its flow id)")
 
 # --- consumers
 MESSAGES_READ = Counter("marketstream_messages_read", "Kafka messages a consumer read", ["topic"])
@@ -46,7 +48,7 @@ RATE_LIMIT_WAITS = Counter("marketstream_rate_limit_waits", "waits an upstream a
 RATE_LIMIT_WAIT_SECONDS = Counter("marketstream_rate_limit_wait_seconds", "seconds spent in those waits",
                                   ["source"])
 
-ALL = (MESSAGES_READ, CONSUMER_LAG, DEAD_LETTERS, SKIPPED_ROWS, BATCH_ROWS, BATCH_AGE, ROWS_COMMITTED,
+ALL = (DATAFLOW, MESSAGES_READ, CONSUMER_LAG, DEAD_LETTERS, SKIPPED_ROWS, BATCH_ROWS, BATCH_AGE, ROWS_COMMITTED,
        FILES_COMMITTED, COMMIT_SECONDS, UPLOAD_SECONDS, RETRIES, MESSAGES_PUBLISHED, DELIVERY_FAILURES, API_CALLS,
        RATE_LIMIT_WAITS, RATE_LIMIT_WAIT_SECONDS)
 

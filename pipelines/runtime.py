@@ -115,11 +115,14 @@ def configure_logging(settings: Settings | None = None) -> None:
 METRICS_PORTS_TRIED = 64
 
 
-def serve_metrics(port: int, address: str) -> int:
+def serve_metrics(flow_id: str, port: int, address: str) -> int:
     """Serve this process's Prometheus metrics (`marketstream.metrics`) on the first free port from
     `port`: the processes of `bytewax.run -p N` on one host each take the next one. Returns the port."""
     from prometheus_client import start_http_server
 
+    from marketstream import metrics
+
+    metrics.DATAFLOW.info({"flow": flow_id})
     for candidate in range(port, port + METRICS_PORTS_TRIED):
         try:
             start_http_server(candidate, addr=address)
@@ -140,7 +143,7 @@ def build_or_exit(build: Callable[[Settings], Dataflow], needs: tuple, settings:
         flow = build(settings)
         preflight.wait_for(settings, needs)
         if settings.metrics_port:
-            serve_metrics(settings.metrics_port, settings.metrics_address)
+            serve_metrics(flow.flow_id, settings.metrics_port, settings.metrics_address)
         return flow
     except ConfigError as exc:
         raise SystemExit(f"marketstream: configuration error: {exc}") from None

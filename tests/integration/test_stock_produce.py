@@ -136,6 +136,8 @@ def test_a_message_kafka_refuses_is_raised_not_dropped(stack, unique):
     from bytewax.connectors.kafka import KafkaSinkMessage
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from prometheus_client import REGISTRY
+
     from sinks.kafka_producer import DeliveryError, KafkaProducerSink
 
     settings = make_settings()
@@ -147,3 +149,6 @@ def test_a_message_kafka_refuses_is_raised_not_dropped(stack, unique):
     with pytest.raises(DeliveryError, match="1 message\\(s\\) not delivered"):
         sink.write_batch([KafkaSinkMessage(b"k", os.urandom(10_000))])  # incompressible
     assert [m.value() for m in read_topic(settings, topic)] == [b"small"]
+    # what the metrics say: one published, one refused
+    assert REGISTRY.get_sample_value("marketstream_messages_published_total", {"topic": topic}) == 1
+    assert REGISTRY.get_sample_value("marketstream_delivery_failures_total", {"topic": topic}) == 1
