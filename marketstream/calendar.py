@@ -82,6 +82,17 @@ class NyseCalendar:
             return self.next_open(_from_us(opens[-1]) + timedelta(days=1))
         return _from_us(opens[i])
 
+    def sessions(self, first: date, last: date) -> list[Session]:
+        """The regular sessions of the trading days from `first` to `last` (New York dates), in order."""
+        found = []
+        for year in range(first.year, last.year + 1):
+            opens, closes = self._year(year)
+            for open_us, close_us in zip(opens, closes):
+                session = Session(_from_us(open_us), _from_us(close_us))
+                if first <= exchange_date(session.open) <= last:
+                    found.append(session)
+        return found
+
     def in_session_us(self, micros: np.ndarray) -> np.ndarray:
         """Vectorised `is_open` for an int64 array of UTC epoch microseconds."""
         micros = np.asarray(micros, dtype=np.int64)

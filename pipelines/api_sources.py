@@ -7,9 +7,10 @@ from functools import partial
 
 from marketstream.companies import CompanyDirectory, load_companies
 from marketstream.settings import Settings
+from sources.alpaca_history import AlpacaTradeHistory
 from sources.alpaca_trades import AlpacaTradeStream
 from sources.bluesky_posts import BlueskySearch, bluesky_source
-from sources.finnhub_news import FinnhubNews, finnhub_news_source
+from sources.finnhub_news import FinnhubNews, FinnhubNewsHistory, finnhub_news_source
 from sources.fred import FredSeries, fred_source
 from sources.polling import PollingSource
 from sources.stock_trades import StockTradeSource
@@ -72,3 +73,19 @@ def news_source(settings: Settings, directory: CompanyDirectory | None = None, *
                        settings.dedup_memory_per_key * NEWS_MEMORY_FACTOR)
     return finnhub_news_source(news, directory or company_directory(settings), run_for=settings.produce_for_seconds,
                                **polling)
+
+
+def alpaca_history(settings: Settings) -> AlpacaTradeHistory:
+    settings.require("api_key_alpaca", "api_secret_alpaca")
+    assert settings.api_key_alpaca and settings.api_secret_alpaca
+    return AlpacaTradeHistory(settings.api_key_alpaca.get_secret_value(), settings.api_secret_alpaca.get_secret_value(),
+                              feed=settings.alpaca_feed, url_override=settings.alpaca_data_url,
+                              requests_per_minute=settings.alpaca_requests_per_minute)
+
+
+def news_history(settings: Settings) -> FinnhubNewsHistory:
+    settings.require("finnhub_api_key")
+    assert settings.finnhub_api_key
+    news = FinnhubNews(settings.finnhub_api_key.get_secret_value(), settings.finnhub_api_url,
+                       settings.news_poll_seconds, settings.finnhub_calls_per_minute, memory=0)
+    return FinnhubNewsHistory(news)

@@ -6,6 +6,7 @@ over the lake's Delta tables and their maintenance.
     python -m pipelines.cli report
     python -m pipelines.cli sql "SELECT ticker, count(*) FROM stock GROUP BY ALL" [--version N]
     python -m pipelines.cli maintain [--table stock] [--no-vacuum]
+    python -m pipelines.cli backfill trades|news --start 2026-11-02 --end 2026-11-24 [--tickers AAPL,MSFT] [--again]
     python -m pipelines.cli status [--json] [--dataset stock] [--max-lag-messages N] [--max-lag-seconds S]
                                    [--max-commit-age S] [--max-dead-letters N]
 """
@@ -80,11 +81,15 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
          f"while stock_consume ({workers} workers) streams them into MinIO bucket '{STOCK_BUCKET}'")
     consumer = _bytewax("dataflows.stock_consume", env, "-w", str(workers), "-r", str(recovery), "-s", "5", "-b", "0")
     producer = _bytewax("dataflows.stock_produce", env)
+    from pipelines.progress import Progress
+
     started = time.monotonic()
+    progress = Progress("demo: trades in Kafka", int(seconds), "s", counting="trades", out=sys.stdout, every=5.0)
     while producer.poll() is None:
         time.sleep(min(5.0, max(seconds / 6, 1.0)))
         produced = _topic_size(settings, STOCK_TOPIC) - before
-        print(f"    {time.monotonic() - started:5.0f} s  {produced:>9,} trades in Kafka", flush=True)
+        progress.advance(units=min(int(time.monotonic() - started), progress.total) - progress.done,
+                         rows=produced - progress.rows)
     if producer.returncode != 0:
         consumer.terminate()
         _say(f"producer failed with exit code {producer.returncode}")
@@ -202,8 +207,12 @@ def maintain(settings: Settings, tables: dict[str, str] | None = None, *, vacuum
     from marketstream.calendar import exchange_date
     from sinks.delta_maintenance import maintain_table
 
+    from pipelines.progress import Progress
+
     today = today or exchange_date(datetime.now(timezone.utc))
-    for name, uri in _existing_tables(settings, tables or lake_tables(settings.stock_synthetic_prefix)).items():
+    existing = _existing_tables(settings, tables or lake_tables(settings.stock_synthetic_prefix))
+    progress = Progress("maintain", len(existing), "tables", counting="files compacted")
+    for name, uri in existing.items():
         done = maintain_table(uri, settings.delta_storage_options(), today=today,
                               closed_after_days=settings.lake_compact_closed_after_days
                               if closed_after_days is None else closed_after_days,
@@ -212,6 +221,7 @@ def maintain(settings: Settings, tables: dict[str, str] | None = None, *, vacuum
         _say(f"{name}: version {done.version_before} -> {done.version_after}, files {done.files_before} -> "
              f"{done.files_after} ({done.files_compacted} compacted into {done.files_written}, "
              f"{done.files_vacuumed} vacuumed) in {done.seconds:.1f} s")
+        progress.advance(rows=done.files_compacted)
     return 0
 
 
@@ -248,6 +258,37 @@ def status(settings: Settings, as_json: bool, thresholds, datasets: list[str] | 
     return 1 if passed else 0
 
 
+def backfill(settings: Settings, what: str, start: date, end: date, tickers: list[str] | None, again: bool,
+             today: date | None = None) -> int:
+    """Historical trades (Alpaca) or company news (Finnhub) for closed days into their tables
+    (`pipelines.backfill`); tickers default to `companies_info`."""
+    from marketstream.calendar import exchange_date
+    from pipelines import api_sources
+    from pipelines import backfill as history
+    from pipelines.connectors import shared_object_store
+
+    today = today or exchange_date(datetime.now(timezone.utc))
+    try:
+        history.check_range(start, end, today)
+        source = api_sources.alpaca_history(settings) if what == "trades" else api_sources.news_history(settings)
+        tickers = tickers or api_sources.company_directory(settings).tickers()
+        run = history.backfill_trades if what == "trades" else history.backfill_news
+        report = run(source, tickers, start, end, store=shared_object_store(settings)(),
+                     storage_options=settings.delta_storage_options(), today=today, again=again)
+    except history.BackfillError as exc:
+        print(f"marketstream backfill: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # the API refused, or kept failing: one line, no traceback
+        print(f"marketstream backfill: {exc} (the days done so far are kept: run it again to resume)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("marketstream backfill: interrupted; the days done so far are kept: run it again to resume",
+              file=sys.stderr)
+        return 130
+    _say(report.summary(f"backfill {what} {start}..{end}"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="marketstream")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -262,6 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     maintain_cmd = commands.add_parser("maintain", help="compact, vacuum and checkpoint the lake's Delta tables")
     maintain_cmd.add_argument("--table", action="append", help="only this table (repeatable)")
     maintain_cmd.add_argument("--no-vacuum", action="store_true")
+    backfill_cmd = commands.add_parser("backfill", help="historical trades (Alpaca) or news (Finnhub) for closed days")
+    backfill_cmd.add_argument("what", choices=["trades", "news"])
+    backfill_cmd.add_argument("--start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD (New York)")
+    backfill_cmd.add_argument("--end", type=date.fromisoformat, required=True, help="last day, YYYY-MM-DD, before today")
+    backfill_cmd.add_argument("--tickers", type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
+                              help="comma-separated; default: every ticker of companies_info")
+    backfill_cmd.add_argument("--again", action="store_true", help="fetch days done before again (still no duplicates)")
     status_cmd = commands.add_parser("status", help="lag, tables and dead letters of every dataset; exit 1 past a threshold")
     status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     status_cmd.add_argument("--dataset", action="append", choices=list(DATASETS), help="only this dataset (repeatable)")
@@ -282,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             return run(settings, args.dataflow, args.bytewax_args)
         if args.command == "sql":
             return sql(settings, args.query, version=args.version)
+        if args.command == "backfill":
+            return backfill(settings, args.what, args.start, args.end, args.tickers, args.again)
         if args.command == "status":
             from pipelines.status import Thresholds
 

@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import finnhub
 import requests
 
+from marketstream import metrics
 from marketstream.companies import CompanyDirectory
 from marketstream.dedup import RecentlySeen
 from marketstream.news import NewsArticle
 from sources.polling import PermanentError, PollingSource, TransientError
 
 log = logging.getLogger(__name__)
+
+HISTORY_SOURCE = "finnhub_history"
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class FinnhubNews:
 
 
 class FinnhubNewsPoller:
-    def __init__(self, news: FinnhubNews, directory: CompanyDirectory):
+    def __init__(self, news: FinnhubNews, directory: CompanyDirectory | None):
         self._key = news.api_key
         self._client = finnhub.Client(api_key=self._key)
         if news.api_url:
@@ -110,6 +114,56 @@ class FinnhubNewsPoller:
 
     def close(self) -> None:
         self._client.close()
+
+
+class FinnhubNewsHistory:
+    """Company news of one ticker and one day, for a backfill: the call and the article checks of the
+    poller, paced to `calls_per_minute`; 429s (after Retry-After) and 5xx are waited out up to
+    `MAX_RETRIES` times, a rejected key raises at once.
+
+    Delivery guarantee: what Finnhub serves for the day, each article once per call (the backfill
+    records what it finished in the table)."""
+
+    MAX_RETRIES = 8
+
+    def __init__(self, news: FinnhubNews, *, clock=time.monotonic, sleep=time.sleep):
+        self._poller = FinnhubNewsPoller(news, directory=None)
+        self._interval = 60.0 / news.calls_per_minute
+        self._clock, self._sleep = clock, sleep
+        self._last_call: float | None = None
+        self.calls = 0
+
+    def messages_for_day(self, ticker: str, day: date) -> list[bytes]:
+        failures = 0
+        while True:
+            if self._last_call is not None and (wait := self._last_call + self._interval - self._clock()) > 0:
+                self._sleep(wait)
+            self._last_call = self._clock()
+            self.calls += 1
+            try:
+                items = self._poller._company_news(ticker, day.isoformat(), day.isoformat())
+                if not isinstance(items, list):
+                    raise TransientError(f"Finnhub answered {type(items).__name__} instead of a list for {ticker}")
+            except TransientError as exc:
+                metrics.API_CALLS.labels(HISTORY_SOURCE, "retried").inc()
+                failures += 1
+                if failures > self.MAX_RETRIES:
+                    raise RuntimeError(f"finnhub: {ticker} {day}: still failing after {failures} tries: {exc}") from None
+                pause = exc.retry_after if exc.retry_after is not None else min(2.0 ** failures, 60.0)
+                if exc.retry_after is not None:
+                    metrics.RATE_LIMIT_WAITS.labels(HISTORY_SOURCE).inc()
+                    metrics.RATE_LIMIT_WAIT_SECONDS.labels(HISTORY_SOURCE).inc(pause)
+                self._sleep(pause)
+                continue
+            except PermanentError as exc:
+                metrics.API_CALLS.labels(HISTORY_SOURCE, "refused").inc()
+                raise RuntimeError(f"finnhub: {exc}") from None
+            metrics.API_CALLS.labels(HISTORY_SOURCE, "ok").inc()
+            articles = (self._poller._article(ticker, item) for item in items)
+            return [article.to_json() for article in articles if article is not None]
+
+    def close(self) -> None:
+        self._poller.close()
 
 
 def finnhub_news_source(news: FinnhubNews, directory: CompanyDirectory, **kwargs) -> PollingSource:
