@@ -106,9 +106,16 @@ def _store(dataset: Dataset, uri: str, storage_options: dict[str, str], ticker: 
     return inserted
 
 
-def _units(dataset: Dataset, uri: str, storage_options: dict[str, str], tickers: list[str], days: list,
-           again: bool, report: BackfillReport, day_of: Callable[[object], date]):
-    """(ticker, day) to fetch, skipping those done before unless `again`."""
+def _backfill(dataset: Dataset, what: str, tickers: list[str], days: list, day_of: Callable[[object], date],
+              fetch: Callable[[str, object], list[bytes]], *, store: ObjectStore, bucket: str,
+              storage_options: dict[str, str], again: bool, progress: Progress | None) -> BackfillReport:
+    """Each (ticker, day) not done before (or every one, `again`): `fetch` its messages, keep what the
+    dataset stores, merge it with the day's done mark."""
+    store.ensure_bucket(bucket)
+    uri = f"s3://{bucket}"
+    report = BackfillReport()
+    progress = progress or Progress(what, 0, "ticker-days")
+    progress.total = len(tickers) * len(days)
     table = open_table(uri, storage_options, pa.schema([*dataset.partitioning, *dataset.schema]),
                        list(dataset.partitioning.names))
     for ticker in tickers:
@@ -116,9 +123,11 @@ def _units(dataset: Dataset, uri: str, storage_options: dict[str, str], tickers:
             report.units += 1
             if not again and is_done(table, done_app_id(dataset.name, ticker, day_of(day))):
                 report.already_done += 1
-                yield None
+                progress.advance()
                 continue
-            yield ticker, day
+            rows = stored_rows(dataset, fetch(ticker, day), report)
+            progress.advance(rows=_store(dataset, uri, storage_options, ticker, day_of(day), rows, report))
+    return report
 
 
 def backfill_trades(history, tickers: list[str], start: date, end: date, *, store: ObjectStore,
@@ -127,26 +136,17 @@ def backfill_trades(history, tickers: list[str], start: date, end: date, *, stor
     """Every regular-session trade of `tickers` from `start` to `end` (New York dates) from `history`
     (`sources.alpaca_history.AlpacaTradeHistory`) into the trades table of `bucket` (created if missing)."""
     check_range(start, end, today)
-    store.ensure_bucket(bucket)
-    uri = f"s3://{bucket}"
-    sessions = nyse().sessions(start, end)
-    report = BackfillReport()
-    progress = progress or Progress("backfill trades", len(tickers) * len(sessions), "ticker-days")
-    progress.total = len(tickers) * len(sessions)
-    for unit in _units(STOCK, uri, storage_options, tickers, sessions, again, report, session_day):
-        if unit is None:
-            progress.advance()
-            continue
-        ticker, session = unit
-        messages = []
-        opening = session.open
+
+    def session_trades(ticker: str, session) -> list[bytes]:
+        messages, opening = [], session.open
         while opening < session.close:
             closing = min(opening + WINDOW, session.close)
             messages.extend(trade.to_json() for trade in history.trades(ticker, opening, closing))
             opening = closing
-        rows = stored_rows(STOCK, messages, report)
-        progress.advance(rows=_store(STOCK, uri, storage_options, ticker, session_day(session), rows, report))
-    return report
+        return messages
+
+    return _backfill(STOCK, "backfill trades", tickers, nyse().sessions(start, end), session_day, session_trades,
+                     store=store, bucket=bucket, storage_options=storage_options, again=again, progress=progress)
 
 
 def backfill_news(news, tickers: list[str], start: date, end: date, *, store: ObjectStore,
@@ -155,19 +155,6 @@ def backfill_news(news, tickers: list[str], start: date, end: date, *, store: Ob
     """Company news of `tickers` published from `start` to `end` (New York dates) from `news`
     (`sources.finnhub_news.FinnhubNewsHistory`) into the news table of `bucket` (created if missing)."""
     check_range(start, end, today)
-    store.ensure_bucket(bucket)
-    uri = f"s3://{bucket}"
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
-    report = BackfillReport()
-    progress = progress or Progress("backfill news", len(tickers) * len(days), "ticker-days")
-    progress.total = len(tickers) * len(days)
-    for unit in _units(NEWS, uri, storage_options, tickers, days, again, report, lambda d: d):
-        if unit is None:
-            progress.advance()
-            continue
-        ticker, day = unit
-        messages = news.messages_for_day(ticker, day)
-        rows = stored_rows(NEWS, messages, report)
-        progress.advance(rows=_store(NEWS, uri, storage_options, ticker, day, rows, report))
-    return report
-
+    return _backfill(NEWS, "backfill news", tickers, days, lambda day: day, news.messages_for_day,
+                     store=store, bucket=bucket, storage_options=storage_options, again=again, progress=progress)
