@@ -7,6 +7,14 @@ from tests.conftest import make_settings
 from tests.integration.processes import kill_leftovers
 
 
+def pytest_collection_modifyitems(items):
+    """Every test here is an integration test, whether or not its module says so: `make test-clock-ahead`
+    runs the others under a faked clock, where librdkafka's timed waits never end."""
+    for item in items:
+        if "tests/integration/" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(autouse=True)
 def kill_leftover_processes():
     """A test that fails while its consumer is stalled on purpose must not leave that consumer running."""
