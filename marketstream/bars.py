@@ -1,0 +1,72 @@
+"""One-minute OHLCV bars of trades: the state of one ticker's minute, which can be built from trades in any
+order and merged with another part of the same minute in any order, always giving the same bar.
+
+Open and close are the first and last trade by event time, ties broken by Kafka offset (then by trade id,
+for trades that never came through Kafka). That order is total, so `merge` is associative and commutative:
+a bar built live, rebuilt after a crash from a different split of its trades, or corrected by a late trade
+ends up the same. Volume and trade count are sums; VWAP is sum(price × size) / sum(size), kept as its two
+sums so that merging stays exact up to floating-point addition order.
+
+Minutes are UTC minutes of the event time (a trade at 14:30:59.999 belongs to 14:30).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MINUTE_US = 60_000_000
+
+OrderKey = tuple[int, int, str]
+"""(event time in µs since the epoch, Kafka offset, trade id): the order of trades within a minute."""
+
+
+def minute_of(timestamp_us: int) -> int:
+    """The start of the UTC minute holding `timestamp_us`, in µs since the epoch."""
+    return timestamp_us - timestamp_us % MINUTE_US
+
+
+def to_datetime(timestamp_us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=timestamp_us)
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    minute_us: int
+    open_key: OrderKey
+    open: float
+    close_key: OrderKey
+    close: float
+    high: float
+    low: float
+    volume: float
+    trades: int
+    notional: float
+    """sum(price × size): VWAP's numerator."""
+
+    @staticmethod
+    def of_trade(timestamp_us: int, offset: int, trade_id: str, price: float, size: float) -> Bar:
+        key = (timestamp_us, offset, trade_id)
+        return Bar(minute_of(timestamp_us), key, price, key, price, price, price, size, 1, price * size)
+
+    def merge(self, other: Bar) -> Bar:
+        """This minute's bar over the trades of both; both must be of the same minute."""
+        if other.minute_us != self.minute_us:
+            raise ValueError(f"bars of different minutes: {self.minute_us} and {other.minute_us}")
+        first = self if self.open_key <= other.open_key else other
+        last = self if self.close_key >= other.close_key else other
+        return Bar(self.minute_us, first.open_key, first.open, last.close_key, last.close,
+                   max(self.high, other.high), min(self.low, other.low), self.volume + other.volume,
+                   self.trades + other.trades, self.notional + other.notional)
+
+    def add(self, timestamp_us: int, offset: int, trade_id: str, price: float, size: float) -> Bar:
+        return self.merge(Bar.of_trade(timestamp_us, offset, trade_id, price, size))
+
+    @property
+    def vwap(self) -> float:
+        return self.notional / self.volume if self.volume else self.close
+
+    @property
+    def minute(self) -> datetime:
+        return to_datetime(self.minute_us)

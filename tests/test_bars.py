@@ -1,0 +1,90 @@
+"""A minute's bar is the same however its trades are split, ordered and merged, and equals the SQL
+aggregate of those trades."""
+
+
+import duckdb
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from marketstream.bars import MINUTE_US, Bar, minute_of
+
+START_US = 1_795_000_000 * 1_000_000 - (1_795_000_000 * 1_000_000) % MINUTE_US
+
+trades = st.lists(
+    st.tuples(st.integers(0, 3 * MINUTE_US - 1),                     # event time within three minutes
+              st.integers(1, 9_999_900).map(lambda cents: cents / 100),  # price
+              st.integers(1, 5_000).map(float)),                       # size
+    min_size=1, max_size=60)
+
+
+def rows_of(drawn):
+    # offsets in arrival order; equal event times are common, as on a busy tape
+    return [(START_US + (t // 1_000_000) * 1_000_000, offset, f"id{offset}", price, size)
+            for offset, (t, price, size) in enumerate(drawn)]
+
+
+def fold(rows):
+    bars = {}
+    for row in rows:
+        bar = Bar.of_trade(*row)
+        bars[bar.minute_us] = bars[bar.minute_us].merge(bar) if bar.minute_us in bars else bar
+    return bars
+
+
+def same(a: Bar, b: Bar) -> bool:
+    exact = (a.minute_us, a.open_key, a.open, a.close_key, a.close, a.high, a.low, a.volume, a.trades)
+    return exact == (b.minute_us, b.open_key, b.open, b.close_key, b.close, b.high, b.low, b.volume, b.trades) \
+        and a.notional == pytest.approx(b.notional, rel=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(trades, st.randoms(use_true_random=False))
+def test_any_order_and_any_split_give_the_same_bars(drawn, rnd):
+    rows = rows_of(drawn)
+    in_order = fold(rows)
+    shuffled = rows[:]
+    rnd.shuffle(shuffled)
+    cut = rnd.randint(0, len(shuffled))
+    left, right = fold(shuffled[:cut]), fold(shuffled[cut:])
+    merged = dict(left)
+    for minute, bar in right.items():
+        merged[minute] = bar.merge(merged[minute]) if minute in merged else bar
+    assert in_order.keys() == merged.keys()
+    assert all(same(in_order[m], merged[m]) for m in in_order)
+
+
+@settings(max_examples=100, deadline=None)
+@given(trades)
+def test_bars_equal_the_sql_aggregate_of_their_trades(drawn):
+    rows = rows_of(drawn)
+    table = pa.table({"ts": [r[0] for r in rows], "kafka_offset": [r[1] for r in rows],
+                      "trade_id": [r[2] for r in rows], "price": [r[3] for r in rows], "size": [r[4] for r in rows]})
+    connection = duckdb.connect()
+    connection.register("trades", table)
+    answer = connection.sql(f"""
+        SELECT ts - ts % {MINUTE_US} AS minute,
+               first(price ORDER BY ts, kafka_offset, trade_id) AS open,
+               max(price) AS high, min(price) AS low,
+               last(price ORDER BY ts, kafka_offset, trade_id) AS close,
+               sum(size) AS volume, count(*) AS trades, sum(price * size) / sum(size) AS vwap
+        FROM trades GROUP BY ALL ORDER BY minute""").fetchall()
+    bars = fold(rows)
+    assert [m for m, *_ in answer] == sorted(bars)
+    for minute, open_, high, low, close, volume, count, vwap in answer:
+        bar = bars[minute]
+        assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades) == (open_, high, low, close, volume, count)
+        assert bar.vwap == pytest.approx(vwap, rel=1e-12)
+
+
+def test_a_trade_belongs_to_the_minute_it_happened_in_and_minutes_do_not_mix():
+    last_microsecond = START_US + MINUTE_US - 1
+    assert minute_of(last_microsecond) == START_US and minute_of(last_microsecond + 1) == START_US + MINUTE_US
+    with pytest.raises(ValueError, match="different minutes"):
+        Bar.of_trade(START_US, 0, "a", 1.0, 1.0).merge(Bar.of_trade(START_US + MINUTE_US, 1, "b", 1.0, 1.0))
+
+
+def test_ties_in_time_go_by_offset_for_open_and_close():
+    bar = Bar.of_trade(START_US, 7, "x", 10.0, 1.0).add(START_US, 3, "y", 11.0, 1.0).add(START_US, 9, "z", 12.0, 2.0)
+    assert (bar.open, bar.close, bar.high, bar.low, bar.volume, bar.trades) == (11.0, 12.0, 12.0, 10.0, 4.0, 3)
+    assert bar.vwap == pytest.approx((10 + 11 + 24) / 4)
