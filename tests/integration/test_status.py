@@ -82,3 +82,15 @@ def test_status_says_in_one_line_that_the_object_store_cannot_be_reached(tmp_pat
     assert done.returncode == 3
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("marketstream status: cannot read the object store at http://127.0.0.1:1 (S3_ENDPOINT_URL): ")
+
+
+def test_status_json_is_one_document_a_script_can_read(stack, tmp_path):
+    import json
+
+    env = {**STACK_ENV, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "status", "--json", "--dataset", "macro",
+                           "--dataset", "news"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert [d["dataset"] for d in document["datasets"]] == ["macro", "news"] and document["alerts"] == []
+    assert {"lag_messages", "lag_seconds", "tables", "dead_letters", "top_reasons"} <= set(document["datasets"][0])
