@@ -44,11 +44,14 @@ class Bar:
     trades: int
     notional: float
     """sum(price × size): VWAP's numerator."""
+    last_offset: int
+    """The highest Kafka offset folded in: the trades of one ticker arrive in offset order, so a part of this
+    minute whose offsets are all at or below it has been folded in already."""
 
     @staticmethod
     def of_trade(timestamp_us: int, offset: int, trade_id: str, price: float, size: float) -> Bar:
         key = (timestamp_us, offset, trade_id)
-        return Bar(minute_of(timestamp_us), key, price, key, price, price, price, size, 1, price * size)
+        return Bar(minute_of(timestamp_us), key, price, key, price, price, price, size, 1, price * size, offset)
 
     def merge(self, other: Bar) -> Bar:
         """This minute's bar over the trades of both; both must be of the same minute."""
@@ -58,7 +61,7 @@ class Bar:
         last = self if self.close_key >= other.close_key else other
         return Bar(self.minute_us, first.open_key, first.open, last.close_key, last.close,
                    max(self.high, other.high), min(self.low, other.low), self.volume + other.volume,
-                   self.trades + other.trades, self.notional + other.notional)
+                   self.trades + other.trades, self.notional + other.notional, max(self.last_offset, other.last_offset))
 
     def add(self, timestamp_us: int, offset: int, trade_id: str, price: float, size: float) -> Bar:
         return self.merge(Bar.of_trade(timestamp_us, offset, trade_id, price, size))
