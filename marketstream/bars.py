@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import pyarrow as pa
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MINUTE_US = 60_000_000
 
@@ -44,14 +46,16 @@ class Bar:
     trades: int
     notional: float
     """sum(price × size): VWAP's numerator."""
+    first_offset: int
     last_offset: int
-    """The highest Kafka offset folded in: the trades of one ticker arrive in offset order, so a part of this
-    minute whose offsets are all at or below it has been folded in already."""
+    """The lowest and highest Kafka offsets folded in. The trades of one ticker arrive in offset order and
+    each part of a minute holds trades that arrived after those of the parts before it, so a part whose
+    first offset is at or below the stored bar's last offset has been folded in already."""
 
     @staticmethod
     def of_trade(timestamp_us: int, offset: int, trade_id: str, price: float, size: float) -> Bar:
         key = (timestamp_us, offset, trade_id)
-        return Bar(minute_of(timestamp_us), key, price, key, price, price, price, size, 1, price * size, offset)
+        return Bar(minute_of(timestamp_us), key, price, key, price, price, price, size, 1, price * size, offset, offset)
 
     def merge(self, other: Bar) -> Bar:
         """This minute's bar over the trades of both; both must be of the same minute."""
@@ -61,7 +65,8 @@ class Bar:
         last = self if self.close_key >= other.close_key else other
         return Bar(self.minute_us, first.open_key, first.open, last.close_key, last.close,
                    max(self.high, other.high), min(self.low, other.low), self.volume + other.volume,
-                   self.trades + other.trades, self.notional + other.notional, max(self.last_offset, other.last_offset))
+                   self.trades + other.trades, self.notional + other.notional, min(self.first_offset, other.first_offset),
+                   max(self.last_offset, other.last_offset))
 
     def add(self, timestamp_us: int, offset: int, trade_id: str, price: float, size: float) -> Bar:
         return self.merge(Bar.of_trade(timestamp_us, offset, trade_id, price, size))
@@ -73,3 +78,20 @@ class Bar:
     @property
     def minute(self) -> datetime:
         return to_datetime(self.minute_us)
+
+
+def bar_rows(bars: list[tuple[str, Bar]]) -> pa.Table:
+    """(ticker, bar) pairs as rows of the bars table (`marketstream.schemas.BARS` and its partitioning)."""
+    from marketstream import schemas
+    from marketstream.calendar import exchange_date
+
+    columns: dict[str, list] = {name: [] for name in (*schemas.BARS_PARTITIONING.names, *schemas.BARS.names)}
+    for ticker, bar in bars:
+        values = {"ticker": ticker, "date": exchange_date(bar.minute), "minute": bar.minute, "open": bar.open,
+                  "high": bar.high, "low": bar.low, "close": bar.close, "volume": bar.volume, "trades": bar.trades,
+                  "vwap": bar.vwap, "notional": bar.notional, "open_ts": to_datetime(bar.open_key[0]),
+                  "open_offset": bar.open_key[1], "close_ts": to_datetime(bar.close_key[0]),
+                  "close_offset": bar.close_key[1], "first_offset": bar.first_offset, "last_offset": bar.last_offset}
+        for name, value in values.items():
+            columns[name].append(value)
+    return pa.table(columns, schema=pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS]))

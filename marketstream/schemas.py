@@ -104,3 +104,28 @@ BLUESKY_POSTS = pa.schema(
 
 BLUESKY_POSTS_PARTITIONING = pa.schema([pa.field("date", pa.date32()), pa.field("keyword", pa.string())])
 BLUESKY_POSTS_FEW_VALUES = ("language", "kafka_partition")
+
+BARS = pa.schema(
+    [
+        pa.field("minute", TIMESTAMP, nullable=False),
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("trades", pa.int64(), nullable=False),
+        pa.field("vwap", pa.float64(), nullable=False),
+        pa.field("notional", pa.float64(), nullable=False),
+        # which trades opened and closed the minute, and which offsets it holds: what merging a later part
+        # of the minute needs (`marketstream.bars`)
+        pa.field("open_ts", TIMESTAMP, nullable=False),
+        pa.field("open_offset", pa.int64(), nullable=False),
+        pa.field("close_ts", TIMESTAMP, nullable=False),
+        pa.field("close_offset", pa.int64(), nullable=False),
+        pa.field("first_offset", pa.int64(), nullable=False),
+        pa.field("last_offset", pa.int64(), nullable=False),
+    ],
+    metadata={"dataset": "bars", "version": "1"},
+)
+
+BARS_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])

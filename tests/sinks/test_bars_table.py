@@ -1,0 +1,67 @@
+"""The bars table's MERGE folds parts as `Bar.merge` does, once each, on a table in a local folder."""
+
+import random
+
+from deltalake import DeltaTable
+
+from marketstream.bars import MINUTE_US, Bar
+from sinks.bars_table import merge_parts, turns
+
+START = 1_795_530_600_000_000  # 2026-11-24 14:30 UTC
+
+
+def parts_of_a_tape(seed: int) -> list[tuple[str, Bar]]:
+    """Parts as the builder emits them: per ticker and minute, consecutive runs of trades in offset order."""
+    rnd = random.Random(seed)
+    parts, offset = [], 0
+    for ticker in ("AAPL", "MSFT"):
+        for minute in range(3):
+            bar = None
+            for n in range(rnd.randint(1, 12)):
+                trade = Bar.of_trade(START + minute * MINUTE_US + rnd.randrange(MINUTE_US), offset, f"t{offset}",
+                                     round(rnd.uniform(90, 110), 2), float(rnd.randint(1, 100)))
+                offset += 1
+                bar = trade if bar is None else bar.merge(trade)
+                if rnd.random() < 0.3:  # the part ends here: the rest are corrections
+                    parts.append((ticker, bar))
+                    bar = None
+            if bar is not None:
+                parts.append((ticker, bar))
+    return parts
+
+
+def stored(path) -> dict:
+    rows = DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+    return {(r["ticker"], r["minute"]): r for r in rows}
+
+
+def expected(parts) -> dict:
+    bars = {}
+    for ticker, bar in parts:
+        key = (ticker, bar.minute_us)
+        bars[key] = bars[key].merge(bar) if key in bars else bar
+    return bars
+
+
+def test_parts_fold_into_the_bar_merge_gives_and_a_replay_changes_nothing(tmp_path):
+    parts = parts_of_a_tape(5)
+    assert merge_parts(str(tmp_path), {}, parts[: len(parts) // 2]) > 0
+    merge_parts(str(tmp_path), {}, parts)  # a replay of the first half, then the rest
+    rows = stored(tmp_path)
+    assert merge_parts(str(tmp_path), {}, parts) == 0, "a replay folds nothing in"
+    assert stored(tmp_path) == rows
+    bars = expected(parts)
+    assert len(rows) == len(bars)
+    for (ticker, minute_us), bar in bars.items():
+        row = next(r for (t, m), r in rows.items() if t == ticker and m == bar.minute)
+        assert (row["open"], row["high"], row["low"], row["close"], row["volume"], row["trades"]) == \
+            (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades)
+        assert (row["first_offset"], row["last_offset"]) == (bar.first_offset, bar.last_offset)
+        assert abs(row["vwap"] - bar.vwap) <= 1e-9 * bar.vwap
+
+
+def test_parts_of_one_minute_in_one_call_are_merged_in_turns():
+    a = Bar.of_trade(START, 0, "a", 1.0, 1.0)
+    b = Bar.of_trade(START + 5, 1, "b", 2.0, 1.0)
+    c = Bar.of_trade(START + MINUTE_US, 2, "c", 3.0, 1.0)
+    assert turns([("X", a), ("X", b), ("X", c), ("Y", a)]) == [[("X", a), ("X", c), ("Y", a)], [("X", b)]]
