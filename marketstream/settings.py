@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     batch_max_age_seconds: float = Field(10.0, gt=0)
     batch_max_buffered_rows: int = Field(500_000, ge=1, description="rows held by all open batches of a process")
     parquet_compression: Literal["zstd", "snappy"] = "zstd"
+    bars_bucket: str = Field("bars-data", description="bucket of the one-minute bars tables")
     bars_allowed_lateness_seconds: float = Field(
         30.0, ge=0, description="a minute's bar is emitted once a trade this much newer has been seen")
     lake_format: Literal["delta", "parquet"] = Field(

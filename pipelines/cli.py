@@ -110,7 +110,8 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
     return sql(settings, query, synthetic)
 
 
-DATAFLOWS = tuple(f"{name}_{role}" for name in DATASETS for role in ("produce", "consume")) + ("lake_maintenance",)
+DATAFLOWS = tuple(f"{name}_{role}" for name in DATASETS for role in ("produce", "consume")) + (
+    "bars_consume", "lake_maintenance")
 
 
 def run(settings: Settings, dataflow: str, bytewax_args: list[str]) -> int:

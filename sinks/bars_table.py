@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import pyarrow as pa
 from deltalake import DeltaTable
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from marketstream import metrics, schemas
@@ -94,3 +95,44 @@ def merge_parts(uri: str, storage_options: dict[str, str], parts: list[tuple[str
         else:
             raise RuntimeError(f"{uri}: a bars merge lost {MAX_LOST_RACES} races in a row")
     return folded
+
+
+def stored_last_offsets(uri: str, storage_options: dict[str, str], ticker: str, day) -> dict[int, int]:
+    """For one ticker and day, the last offset each stored minute holds (µs since the epoch -> offset)."""
+    try:
+        table = DeltaTable(uri, storage_options=storage_options)
+    except TableNotFoundError:
+        return {}
+    rows = table.to_pyarrow_table(partitions=[("ticker", "=", ticker), ("date", "=", day.isoformat())],
+                                  columns=["minute", "last_offset"])
+    minutes = rows.column("minute").cast(pa.int64()).to_pylist()
+    return dict(zip(minutes, rows.column("last_offset").to_pylist()))
+
+
+class BarsSink(DynamicSink):
+    """Writes `(key, (kind, Bar))` items, key `<table folder>|<ticker>`, into the bars tables of `bucket`
+    (the folder `""` is the bucket's root table); each batch is merged before `write_batch` returns, so a
+    recovery snapshot never runs ahead of what is stored."""
+
+    def __init__(self, bucket: str, storage_options: dict[str, str], ensure_bucket: Callable[[str], None]):
+        self._bucket = bucket
+        self._storage_options = storage_options
+        self._ensure_bucket = ensure_bucket
+
+    def uri(self, folder: str) -> str:
+        return f"s3://{self._bucket}/{folder}".rstrip("/")
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition:
+        self._ensure_bucket(self._bucket)
+        sink = self
+
+        class _Partition(StatelessSinkPartition):
+            def write_batch(self, items) -> None:
+                by_folder: dict[str, list[tuple[str, Bar]]] = {}
+                for key, (_, bar) in items:
+                    folder, ticker = key.split("|", 1)
+                    by_folder.setdefault(folder, []).append((ticker, bar))
+                for folder, parts in by_folder.items():
+                    merge_parts(sink.uri(folder), sink._storage_options, parts)
+
+        return _Partition()

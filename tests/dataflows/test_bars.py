@@ -49,7 +49,7 @@ def tape(seed: int = 7) -> tuple[list[bytes], list[dict]]:
     return messages, kept
 
 
-def run(messages: list[bytes], poll_sizes: list[int]) -> list:
+def run(messages: list[bytes], poll_sizes: list[int], stored=None) -> list:
     polls, start, i = [], 0, 0
     while start < len(messages):
         size = poll_sizes[i % len(poll_sizes)]
@@ -59,7 +59,7 @@ def run(messages: list[bytes], poll_sizes: list[int]) -> list:
         start, i = end, i + 1
     out = []
     run_main(build_bars_flow(make_settings(bars_allowed_lateness_seconds=30), source=TestingSource(polls),
-                             sink=TestingSink(out)))
+                             sink=TestingSink(out), stored=stored))
     return out
 
 
@@ -118,3 +118,12 @@ def test_a_minute_is_emitted_once_a_trade_lateness_newer_arrives_and_not_before(
     assert kinds == [("closed", OPEN, 2, 100.0, 99.0),
                      ("late", OPEN, 1, 98.0, 98.0),
                      ("closed", OPEN + timedelta(minutes=1), 2, 101.0, 102.0)]
+
+
+def test_after_a_restart_only_the_trades_the_table_lacks_are_folded_again():
+    messages = [message("AAPL", OPEN + timedelta(seconds=s), f"t{s}", 100.0 + s) for s in (1, 2, 3, 4)]
+    messages.append(message("AAPL", OPEN + timedelta(seconds=95), "later", 99.0))  # closes 14:30
+    held = {("|AAPL", int((OPEN - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1))): 1}
+    parts = run(messages, [2], stored=lambda key, minute: held.get((key, minute), -1))
+    first = parts[0][1][1]
+    assert (first.trades, first.first_offset, first.last_offset, first.open, first.close) == (2, 2, 3, 103.0, 104.0)
