@@ -80,5 +80,7 @@ def build_maintenance_flow(settings: Settings, tables: dict[str, str], *,
 
 
 def flow() -> Dataflow:
-    return build_or_exit(lambda settings: build_maintenance_flow(settings, lake_tables(settings.stock_synthetic_prefix)),
-                         ("s3",))
+    def build(settings):
+        return build_maintenance_flow(settings, lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket))
+
+    return build_or_exit(build, ("s3",))

@@ -124,12 +124,19 @@ BLUESKY = Dataset(
 DATASETS = {dataset.name: dataset for dataset in (STOCK, MACRO, NEWS, BLUESKY)}
 
 
-def lake_tables(kept_apart_prefix: str) -> dict[str, str]:
+BARS_TABLES = ("bars", "bars_synthetic")
+"""The one-minute bars derived from `stock` (`dataflows.bars_consume`): real trades' and synthetic trades'."""
+
+
+def lake_tables(kept_apart_prefix: str, bars_bucket: str = "bars-data") -> dict[str, str]:
     """Each Delta table of the lake by its SQL name (the dataset's), with its URI; rows a dataset keeps
-    apart (synthetic trades) are a table of their own, under `kept_apart_prefix` of its bucket."""
+    apart (synthetic trades) are a table of their own, under `kept_apart_prefix` of its bucket, and so are
+    the bars of synthetic trades in `bars_bucket`."""
     tables = {}
     for dataset in DATASETS.values():
         tables[dataset.name] = f"s3://{dataset.bucket}"
         if dataset.kept_apart_table:
             tables[dataset.kept_apart_table] = f"s3://{dataset.bucket}/{kept_apart_prefix}"
+    tables[BARS_TABLES[0]] = f"s3://{bars_bucket}"
+    tables[BARS_TABLES[1]] = f"s3://{bars_bucket}/{kept_apart_prefix}"
     return tables

@@ -7,6 +7,7 @@ over the lake's Delta tables and their maintenance.
     python -m pipelines.cli sql "SELECT ticker, count(*) FROM stock GROUP BY ALL" [--version N]
     python -m pipelines.cli maintain [--table stock] [--no-vacuum]
     python -m pipelines.cli backfill trades|news --start 2026-11-02 --end 2026-11-24 [--tickers AAPL,MSFT] [--again]
+    python -m pipelines.cli chart AAPL [--date 2026-11-24] [--synthetic] [--out AAPL.html]
     python -m pipelines.cli status [--json] [--dataset stock] [--max-lag-messages N] [--max-lag-seconds S]
                                    [--max-commit-age S] [--max-dead-letters N]
 """
@@ -34,6 +35,10 @@ from marketstream.settings import ConfigError, Settings, get_settings
 REPO = Path(__file__).resolve().parent.parent
 STOCK_TOPIC = STOCK.topic
 STOCK_BUCKET = STOCK.bucket
+
+
+def _lake_tables(settings: Settings) -> dict[str, str]:
+    return lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket)
 
 
 def _say(text: str) -> None:
@@ -101,7 +106,7 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
         return 1
     if report(settings) != 0 or settings.lake_format != "delta":
         return 0
-    synthetic = {STOCK.kept_apart_table: lake_tables(settings.stock_synthetic_prefix)[STOCK.kept_apart_table]}
+    synthetic = {STOCK.kept_apart_table: _lake_tables(settings)[STOCK.kept_apart_table]}
     _say("compacting the table (today's partitions too, for the demo: `marketstream maintain` leaves open ones)")
     maintain(settings, synthetic, vacuum=False, closed_after_days=0)
     query = ("SELECT ticker, count(*) AS trades, round(sum(price * size) / sum(size), 2) AS vwap, min(timestamp) AS first, "
@@ -189,7 +194,7 @@ def sql(settings: Settings, query: str, tables: dict[str, str] | None = None, ve
 
     options = settings.delta_storage_options()
     connection = duckdb.connect()
-    for name, uri in _existing_tables(settings, tables or lake_tables(settings.stock_synthetic_prefix)).items():
+    for name, uri in _existing_tables(settings, tables or _lake_tables(settings)).items():
         table = DeltaTable(uri, storage_options=options, version=version)
         connection.register(name, table.to_pyarrow_dataset())  # no DuckDB extension to download
     try:
@@ -211,7 +216,7 @@ def maintain(settings: Settings, tables: dict[str, str] | None = None, *, vacuum
     from pipelines.progress import Progress
 
     today = today or exchange_date(datetime.now(timezone.utc))
-    existing = _existing_tables(settings, tables or lake_tables(settings.stock_synthetic_prefix))
+    existing = _existing_tables(settings, tables or _lake_tables(settings))
     progress = Progress("maintain", len(existing), "tables", counting="files compacted")
     for name, uri in existing.items():
         done = maintain_table(uri, settings.delta_storage_options(), today=today,
@@ -290,6 +295,26 @@ def backfill(settings: Settings, what: str, start: date, end: date, tickers: lis
     return 0
 
 
+def chart(settings: Settings, ticker: str, day: date | None, synthetic: bool, out: Path | None) -> int:
+    """One ticker-day of the bars table as a candlestick chart in a self-contained HTML file."""
+    from deltalake import DeltaTable
+
+    from marketstream.calendar import exchange_date
+    from pipelines.chart import render
+
+    day = day or exchange_date(datetime.now(timezone.utc))
+    uri = _lake_tables(settings)["bars_synthetic" if synthetic else "bars"]
+    bars = []
+    if _existing_tables(settings, {"bars": uri}):
+        bars = DeltaTable(uri, storage_options=settings.delta_storage_options()).to_pyarrow_table(
+            partitions=[("ticker", "=", ticker), ("date", "=", day.isoformat())],
+            columns=["minute", "open", "high", "low", "close", "volume"]).to_pylist()
+    out = out or Path(f"{ticker}-{day.isoformat()}.html")
+    out.write_text(render(ticker, day, bars), encoding="utf-8")
+    _say(f"{len(bars)} one-minute bars of {ticker} on {day} drawn into {out}")
+    return 0 if bars else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="marketstream")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -311,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     backfill_cmd.add_argument("--tickers", type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
                               help="comma-separated; default: every ticker of companies_info")
     backfill_cmd.add_argument("--again", action="store_true", help="fetch days done before again (still no duplicates)")
+    chart_cmd = commands.add_parser("chart", help="one ticker-day of one-minute bars as a candlestick chart (HTML)")
+    chart_cmd.add_argument("ticker")
+    chart_cmd.add_argument("--date", type=date.fromisoformat, help="YYYY-MM-DD (New York); default: today")
+    chart_cmd.add_argument("--synthetic", action="store_true", help="the bars of synthetic trades")
+    chart_cmd.add_argument("--out", type=Path, help="the HTML file (default: <ticker>-<date>.html)")
     status_cmd = commands.add_parser("status", help="lag, tables and dead letters of every dataset; exit 1 past a threshold")
     status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     status_cmd.add_argument("--dataset", action="append", choices=list(DATASETS), help="only this dataset (repeatable)")
@@ -333,13 +363,15 @@ def main(argv: list[str] | None = None) -> int:
             return sql(settings, args.query, version=args.version)
         if args.command == "backfill":
             return backfill(settings, args.what, args.start, args.end, args.tickers, args.again)
+        if args.command == "chart":
+            return chart(settings, args.ticker, args.date, args.synthetic, args.out)
         if args.command == "status":
             from pipelines.status import Thresholds
 
             limits = Thresholds(args.max_lag_messages, args.max_lag_seconds, args.max_commit_age, args.max_dead_letters)
             return status(settings, args.json, limits, args.dataset)
         if args.command == "maintain":
-            tables = lake_tables(settings.stock_synthetic_prefix)
+            tables = _lake_tables(settings)
             chosen = {name: uri for name, uri in tables.items() if not args.table or name in args.table}
             return maintain(settings, chosen, vacuum=not args.no_vacuum)
         return report(settings)

@@ -45,7 +45,7 @@ def bars_bucket(lake):
         fs.rm(f"{bucket}-bars", recursive=True)
 
 
-def test_bars_equal_the_sql_aggregate_of_the_trades_table_across_a_kill_and_a_restart(lake, bars_bucket):
+def test_bars_equal_the_sql_aggregate_of_the_trades_table_across_a_kill_and_a_restart(lake, bars_bucket, tmp_path):
     settings, topic, bucket = lake
     messages, _ = tape(seed=11)
     # keyed by ticker, as the producer does: one ticker's trades stay in one partition, in order
@@ -88,3 +88,14 @@ def test_bars_equal_the_sql_aggregate_of_the_trades_table_across_a_kill_and_a_re
             assert abs(have[8] - want[8]) <= 1e-9 * want[8]
     duplicates = connection.sql("SELECT count(*) FROM (SELECT ticker, minute FROM bars GROUP BY ALL HAVING count(*) > 1)")
     assert duplicates.fetchall() == [(0,)]
+
+    # and drawn: one candle per stored minute of the ticker-day
+    from datetime import date
+
+    from pipelines import cli
+    from tests.conftest import make_settings
+
+    aapl = connection.sql("SELECT count(*) FROM bars WHERE ticker = 'AAPL'").fetchall()[0][0]
+    out = tmp_path / "AAPL.html"
+    assert cli.chart(make_settings(bars_bucket=bars_bucket), "AAPL", date(2026, 11, 24), False, out) == 0
+    assert out.read_text().count('class="candle ') == aapl > 0
