@@ -74,8 +74,13 @@ class BarBuilder(StatefulBatchLogic[tuple[str, list[TradeRow]], Part, BarsState]
         state = self._state
         for timestamp_us, offset, trade_id, price, size in rows:
             minute = minute_of(timestamp_us)
-            if self._stored is not None and offset <= self._stored(key, minute):
-                continue
+            if self._stored is not None:
+                held = self._stored(key, minute)
+                if offset <= held:
+                    continue
+                if minute in state.open and state.open[minute].first_offset <= held:
+                    # restored from a snapshot older than the part that stored this bar: the table has it all
+                    del state.open[minute]
             watermark = self._watermark()
             if minute not in state.open and watermark is not None and minute + MINUTE_US <= watermark:
                 parts.append(("late", Bar.of_trade(timestamp_us, offset, trade_id, price, size)))

@@ -10,7 +10,7 @@ import orjson
 import pyarrow as pa
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from marketstream.bars import MINUTE_US
+from marketstream.bars import MINUTE_US, Bar
 from pipelines.bars import build_bars_flow
 from sources.kafka_topic import PolledMessages
 from tests.conftest import make_settings
@@ -127,3 +127,16 @@ def test_after_a_restart_only_the_trades_the_table_lacks_are_folded_again():
     parts = run(messages, [2], stored=lambda key, minute: held.get((key, minute), -1))
     first = parts[0][1][1]
     assert (first.trades, first.first_offset, first.last_offset, first.open, first.close) == (2, 2, 3, 103.0, 104.0)
+
+
+def test_an_open_minute_restored_from_an_older_snapshot_is_dropped_once_the_table_holds_it():
+    from pipelines.bars import BarBuilder, BarsState
+
+    minute = int((OPEN - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1))
+    restored = BarsState({minute: Bar.of_trade(minute + 1, 0, "a", 100.0, 1.0)}, minute + 1)
+    # after the snapshot the minute was stored through offset 2 (trades 0-2); then the process died
+    builder = BarBuilder(timedelta(seconds=30), restored, stored=lambda key, m: 2 if m == minute else -1)
+    parts = builder.fold("|AAPL", [(minute + 2_000_000, 1, "b", 101.0, 1.0), (minute + 3_000_000, 2, "c", 102.0, 1.0),
+                                   (minute + 4_000_000, 3, "d", 103.0, 1.0)])
+    parts += builder.on_eof()[0]
+    assert [(kind, bar.trades, bar.first_offset, bar.open) for kind, bar in parts] == [("closed", 1, 3, 103.0)]

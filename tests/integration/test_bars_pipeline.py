@@ -1,6 +1,6 @@
 """The property that proves the bars: on the real stack, for every minute, the bars table equals the SQL
 aggregate of the trades table over the same trades — with late and out-of-order trades, minutes written at
-the end of one run and completed by the next, across a kill -9 and restarts without recovery."""
+the end of one run and completed by the next, across a kill -9 and restarts, with and without Bytewax recovery."""
 
 import signal
 import time
@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from marketstream.lake import lake_filesystem
 from tests.dataflows.test_bars import tape
 from tests.integration.kafka_helpers import produce
-from tests.integration.test_fault_tolerance import consumer, log_of
+from tests.integration.test_fault_tolerance import consumer, init_recovery, log_of
 
 AGGREGATE = """
     SELECT ticker, minute, open, high, low, close, volume, trades, vwap FROM (
@@ -25,8 +25,8 @@ AGGREGATE = """
 BARS = "SELECT ticker, minute, open, high, low, close, volume, trades, vwap FROM {bars} ORDER BY ticker, minute"
 
 
-def bars_process(topic, bars_bucket, **settings):
-    return consumer(topic, bars_bucket, factory="bars_consume", **settings)
+def bars_process(topic, bars_bucket, recovery=None, **settings):
+    return consumer(topic, bars_bucket, recovery, factory="bars_consume", **settings)
 
 
 def version(uri, options) -> int:
@@ -45,8 +45,11 @@ def bars_bucket(lake):
         fs.rm(f"{bucket}-bars", recursive=True)
 
 
-def test_bars_equal_the_sql_aggregate_of_the_trades_table_across_a_kill_and_a_restart(lake, bars_bucket, tmp_path):
+@pytest.mark.parametrize("recovery_on", [False, True], ids=["without-recovery", "with-recovery"])
+def test_bars_equal_the_sql_aggregate_of_the_trades_table_across_a_kill_and_a_restart(lake, bars_bucket, tmp_path,
+                                                                                      recovery_on):
     settings, topic, bucket = lake
+    recovery = init_recovery(tmp_path / "recovery") if recovery_on else None
     messages, _ = tape(seed=11)
     # keyed by ticker, as the producer does: one ticker's trades stay in one partition, in order
     keyed = [(m.split(b'"')[3] if m.startswith(b"{") else b"x", m) for m in messages]
@@ -55,7 +58,7 @@ def test_bars_equal_the_sql_aggregate_of_the_trades_table_across_a_kill_and_a_re
 
     # the first half, to its end: the minutes still open are written as they are...
     produce(settings, topic, keyed[:250])
-    early = bars_process(topic, bars_bucket)
+    early = bars_process(topic, bars_bucket, recovery)
     assert early.wait(120) == 0, log_of(early)[-2000:]
     # ...and the rest of their trades come later; restarts without recovery read the topic from its start
     produce(settings, topic, keyed[250:])
@@ -63,7 +66,7 @@ def test_bars_equal_the_sql_aggregate_of_the_trades_table_across_a_kill_and_a_re
     assert trades.wait(120) == 0, log_of(trades)[-2000:]
 
     start = version(bars_uri, options)
-    first = bars_process(topic, bars_bucket, kafka_stop_at_end=False, kafka_poll_max_messages=5)
+    first = bars_process(topic, bars_bucket, recovery, kafka_stop_at_end=False, kafka_poll_max_messages=5)
     deadline = time.monotonic() + 120
     while version(bars_uri, options) < start + 3:
         assert first.poll() is None and time.monotonic() < deadline, log_of(first)[-2000:]
@@ -72,7 +75,7 @@ def test_bars_equal_the_sql_aggregate_of_the_trades_table_across_a_kill_and_a_re
     first.wait(10)
     stored_before = DeltaTable(bars_uri, storage_options=options).to_pyarrow_table().num_rows
 
-    second = bars_process(topic, bars_bucket)
+    second = bars_process(topic, bars_bucket, recovery)
     assert second.wait(120) == 0, log_of(second)[-2000:]
 
     connection = duckdb.connect()
