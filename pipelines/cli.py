@@ -67,24 +67,28 @@ def _bytewax(module: str, env: dict, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bytewax.run", module, *args], cwd=REPO, env=env)
 
 
-def demo_recovery_directory(environ: Mapping[str, str]) -> Path:
-    """The demo consumer's recovery state lives with the stack's data (`STACK_DIR`, as stack/stack.sh)."""
-    return Path(environ.get("STACK_DIR") or REPO / ".stack") / "recovery" / "stock_consume"
+def demo_recovery_directory(environ: Mapping[str, str], flow: str = "stock_consume") -> Path:
+    """The demo consumers' recovery state lives with the stack's data (`STACK_DIR`, as stack/stack.sh)."""
+    return Path(environ.get("STACK_DIR") or REPO / ".stack") / "recovery" / flow
 
 
 def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
     """Synthetic trades -> Kafka -> stock_consume -> the Delta table, the consumer streaming while the
-    producer runs (a commit every BATCH_MAX_AGE_SECONDS), then a report, a compaction and a SQL query."""
+    producer runs (a commit every BATCH_MAX_AGE_SECONDS), and bars_consume -> the bars table; then a
+    report, a compaction, SQL queries and a candlestick chart of the busiest ticker-day."""
     env = {**os.environ, "STOCK_SOURCE": "synthetic", "PRODUCE_FOR_SECONDS": str(seconds),
            "SYNTHETIC_TRADES_PER_SECOND": str(rate)}
-    recovery = demo_recovery_directory(os.environ)
-    if not recovery.exists():
-        recovery.mkdir(parents=True)
-        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    recovery, bars_recovery = demo_recovery_directory(os.environ), demo_recovery_directory(os.environ, "bars_consume")
+    for directory in (recovery, bars_recovery):
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(directory), "1"], check=True)
     before = _topic_size(settings, STOCK_TOPIC)
     _say(f"producing synthetic trades into Kafka topic '{STOCK_TOPIC}' for {seconds:g} s ({rate:g}/s per ticker), "
-         f"while stock_consume ({workers} workers) streams them into MinIO bucket '{STOCK_BUCKET}'")
+         f"while stock_consume ({workers} workers) streams them into MinIO bucket '{STOCK_BUCKET}' and "
+         f"bars_consume builds one-minute bars into '{settings.bars_bucket}'")
     consumer = _bytewax("dataflows.stock_consume", env, "-w", str(workers), "-r", str(recovery), "-s", "5", "-b", "0")
+    bars = _bytewax("dataflows.bars_consume", env, "-r", str(bars_recovery), "-s", "5", "-b", "0")
     producer = _bytewax("dataflows.stock_produce", env)
     from pipelines.progress import Progress
 
@@ -97,13 +101,16 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
                          rows=produced - progress.rows)
     if producer.returncode != 0:
         consumer.terminate()
+        bars.terminate()
         _say(f"producer failed with exit code {producer.returncode}")
         return 1
     time.sleep(min(settings.batch_max_age_seconds, 10.0) + 5)  # the last trades' batches come of age
-    consumer.send_signal(signal.SIGTERM)  # a graceful stop: open batches are committed first
-    if consumer.wait() != 0:
-        _say(f"stock_consume failed with exit code {consumer.returncode}")
-        return 1
+    for process in (consumer, bars):
+        process.send_signal(signal.SIGTERM)  # a graceful stop: open batches and minutes are written first
+    for name, process in (("stock_consume", consumer), ("bars_consume", bars)):
+        if process.wait() != 0:
+            _say(f"{name} failed with exit code {process.returncode}")
+            return 1
     if report(settings) != 0 or settings.lake_format != "delta":
         return 0
     synthetic = {STOCK.kept_apart_table: _lake_tables(settings)[STOCK.kept_apart_table]}
@@ -112,7 +119,23 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
     query = ("SELECT ticker, count(*) AS trades, round(sum(price * size) / sum(size), 2) AS vwap, min(timestamp) AS first, "
              f"max(timestamp) AS last FROM {STOCK.kept_apart_table} GROUP BY ticker ORDER BY trades DESC LIMIT 5")
     _say(f'marketstream sql "{query}"')
-    return sql(settings, query, synthetic)
+    if sql(settings, query, synthetic) != 0:
+        return 1
+    bars_table = {"bars_synthetic": _lake_tables(settings)["bars_synthetic"]}
+    query = ("SELECT ticker, date, count(*) AS minutes, sum(trades) AS trades, min(low) AS low, max(high) AS high "
+             "FROM bars_synthetic GROUP BY ALL ORDER BY date DESC, trades DESC LIMIT 3")
+    _say(f'marketstream sql "{query}"')
+    if sql(settings, query, bars_table) != 0:
+        return 1
+    from deltalake import DeltaTable
+
+    latest = DeltaTable(bars_table["bars_synthetic"], storage_options=settings.delta_storage_options())
+    rows = latest.to_pyarrow_table(columns=["ticker", "date", "trades"]).group_by(["ticker", "date"]).aggregate(
+        [("trades", "sum")]).sort_by([("date", "descending"), ("trades_sum", "descending")]).slice(0, 1).to_pylist()
+    if not rows:
+        _say("no bars yet")
+        return 1
+    return chart(settings, rows[0]["ticker"], rows[0]["date"], True, None)
 
 
 DATAFLOWS = tuple(f"{name}_{role}" for name in DATASETS for role in ("produce", "consume")) + (
@@ -307,7 +330,7 @@ def chart(settings: Settings, ticker: str, day: date | None, synthetic: bool, ou
     bars = []
     if _existing_tables(settings, {"bars": uri}):
         bars = DeltaTable(uri, storage_options=settings.delta_storage_options()).to_pyarrow_table(
-            partitions=[("ticker", "=", ticker), ("date", "=", day.isoformat())],
+            filters=[("ticker", "=", ticker), ("date", "=", day)],
             columns=["minute", "open", "high", "low", "close", "volume"]).to_pylist()
     out = out or Path(f"{ticker}-{day.isoformat()}.html")
     out.write_text(render(ticker, day, bars), encoding="utf-8")

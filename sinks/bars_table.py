@@ -103,7 +103,7 @@ def stored_last_offsets(uri: str, storage_options: dict[str, str], ticker: str, 
         table = DeltaTable(uri, storage_options=storage_options)
     except TableNotFoundError:
         return {}
-    rows = table.to_pyarrow_table(partitions=[("ticker", "=", ticker), ("date", "=", day.isoformat())],
+    rows = table.to_pyarrow_table(filters=[("ticker", "=", ticker), ("date", "=", day)],
                                   columns=["minute", "last_offset"])
     minutes = rows.column("minute").cast(pa.int64()).to_pylist()
     return dict(zip(minutes, rows.column("last_offset").to_pylist()))
