@@ -33,6 +33,20 @@ def stock_consume(topic: str, bucket: str, **overrides):
     return flow
 
 
+def bars_consume(topic: str, bucket: str, **overrides):
+    """The real `dataflows.bars_consume`, reading the benchmark's topic, writing its bars to `bucket`."""
+    global _started
+    from marketstream import shutdown
+    from marketstream.settings import load_settings
+    from pipelines.bars import build_bars_flow
+
+    shutdown.install()
+    settings = load_settings(**{"kafka_stop_at_end": True, "bars_bucket": bucket, **overrides})
+    flow = build_bars_flow(settings, topic=topic)
+    _started = time.perf_counter()
+    return flow
+
+
 def _consumer(settings, topic: str):
     from confluent_kafka import Consumer, TopicPartition
 
