@@ -8,6 +8,10 @@ ends up the same. Volume and trade count are sums; VWAP is sum(price × size) / 
 sums so that merging stays exact up to floating-point addition order.
 
 Minutes are UTC minutes of the event time (a trade at 14:30:59.999 belongs to 14:30).
+
+The same fold in Arrow, for the stream: `trade_parts` folds trades into rows of the bars table, one per
+ticker and minute (and any further group column), and `combine_parts` merges rows of one minute as
+`Bar.merge` does; no Python object per trade or per bar.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MINUTE_US = 60_000_000
@@ -95,3 +100,56 @@ def bar_rows(bars: list[tuple[str, Bar]]) -> pa.Table:
         for name, value in values.items():
             columns[name].append(value)
     return pa.table(columns, schema=pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS]))
+
+
+_BAR_KEYS = ["ticker", "date", "minute"]
+_SUMS = [("high", "max"), ("low", "min"), ("volume", "sum"), ("trades", "sum"), ("notional", "sum"),
+         ("first_offset", "min"), ("last_offset", "max")]
+
+
+def _bars_table(columns: dict[str, pa.Array], extra: list[str]) -> pa.Table:
+    from marketstream import schemas
+
+    columns["vwap"] = pc.divide(columns["notional"], columns["volume"])
+    schema = pa.schema([*(pa.field(name, columns[name].type) for name in extra), *schemas.BARS_PARTITIONING,
+                        *schemas.BARS])
+    return pa.table([columns[field.name].cast(field.type) for field in schema], schema=schema)
+
+
+def trade_parts(trades: pa.Table, extra: list[str] = ()) -> pa.Table:
+    """Trades (`ticker`, `date`, `timestamp`, `kafka_offset`, `price`, `size`, and the `extra` columns) ->
+    one row of the bars table per `extra` columns, ticker, date and minute, `extra` columns first."""
+    extra = list(extra)
+    minute = pc.floor_temporal(trades.column("timestamp"), unit="minute")
+    table = pa.table({**{name: trades.column(name) for name in extra}, "ticker": trades.column("ticker"),
+                      "date": trades.column("date"), "minute": minute, "ts": trades.column("timestamp"),
+                      "offset": trades.column("kafka_offset"), "price": trades.column("price"),
+                      "size": trades.column("size"),
+                      "notional": pc.multiply(trades.column("price"), trades.column("size"))})
+    keys = [*extra, *_BAR_KEYS]
+    # in trade order within each group, so that its first and last rows are the open and close trades
+    table = table.sort_by([(name, "ascending") for name in [*keys, "ts", "offset"]])
+    groups = table.group_by(keys, use_threads=False).aggregate([
+        ("price", "first"), ("ts", "first"), ("offset", "first"), ("price", "last"), ("ts", "last"), ("offset", "last"),
+        ("price", "max"), ("price", "min"), ("size", "sum"), ("ts", "count"), ("notional", "sum"),
+        ("offset", "min"), ("offset", "max")])
+    names = {"price_first": "open", "ts_first": "open_ts", "offset_first": "open_offset", "price_last": "close",
+             "ts_last": "close_ts", "offset_last": "close_offset", "price_max": "high", "price_min": "low",
+             "size_sum": "volume", "ts_count": "trades", "notional_sum": "notional", "offset_min": "first_offset",
+             "offset_max": "last_offset"}
+    return _bars_table({names.get(name, name): groups.column(name) for name in groups.column_names}, extra)
+
+
+def combine_parts(parts: pa.Table) -> pa.Table:
+    """Rows of the bars table with the same ticker, date and minute merged into one, as `Bar.merge` does."""
+    by_open = parts.sort_by([(name, "ascending") for name in [*_BAR_KEYS, "open_ts", "open_offset"]])
+    opened = by_open.group_by(_BAR_KEYS, use_threads=False).aggregate(
+        [("open", "first"), ("open_ts", "first"), ("open_offset", "first"), *_SUMS])
+    by_close = parts.sort_by([(name, "ascending") for name in [*_BAR_KEYS, "close_ts", "close_offset"]])
+    closed = by_close.group_by(_BAR_KEYS, use_threads=False).aggregate(
+        [("close", "last"), ("close_ts", "last"), ("close_offset", "last")])
+    # both grouped in key order: their rows line up
+    columns = {name.removesuffix("_first").removesuffix("_last").removesuffix("_max").removesuffix("_min")
+               .removesuffix("_sum"): table.column(name)
+               for table in (opened, closed) for name in table.column_names}
+    return _bars_table(columns, [])

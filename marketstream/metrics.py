@@ -36,6 +36,9 @@ UPLOAD_SECONDS = Histogram("marketstream_upload_seconds", "time to upload one fl
                            buckets=_LATENCY_BUCKETS)
 RETRIES = Counter("marketstream_retries", "operations tried again after a failure",
                   ["operation"])  # object_store, delta, dead_letter
+BARS_LATE_TRADES = Counter("marketstream_bars_late_trades",
+                           "trades older than their ticker's watermark, folded into their bar by a correction",
+                           ["table"])
 
 # --- producers
 MESSAGES_PUBLISHED = Counter("marketstream_messages_published", "messages Kafka acknowledged", ["topic"])
@@ -49,7 +52,7 @@ RATE_LIMIT_WAIT_SECONDS = Counter("marketstream_rate_limit_wait_seconds", "secon
                                   ["source"])
 
 ALL = (DATAFLOW, MESSAGES_READ, CONSUMER_LAG, DEAD_LETTERS, SKIPPED_ROWS, BATCH_ROWS, BATCH_AGE, ROWS_COMMITTED,
-       FILES_COMMITTED, COMMIT_SECONDS, UPLOAD_SECONDS, RETRIES, MESSAGES_PUBLISHED, DELIVERY_FAILURES, API_CALLS,
+       FILES_COMMITTED, COMMIT_SECONDS, UPLOAD_SECONDS, RETRIES, BARS_LATE_TRADES, MESSAGES_PUBLISHED, DELIVERY_FAILURES, API_CALLS,
        RATE_LIMIT_WAITS, RATE_LIMIT_WAIT_SECONDS)
 
 _FIELD = re.compile(r"field '([A-Za-z_][A-Za-z0-9_.]{0,40})'")

@@ -18,18 +18,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from marketstream import metrics, schemas
-from marketstream.bars import Bar, bar_rows
+from sinks.pending import PendingWrites
 
 log = logging.getLogger(__name__)
 
 MAX_LOST_RACES = 20
+MAX_PENDING_MERGES = 2
+"""Batches handed to the merging thread and not merged yet: what slows the dataflow down when the store is slow."""
+MAX_TICKERS_PER_MERGE = 25
 TABLE_SCHEMA = pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS])
 
 _EARLIER_OPEN = "s.open_ts < t.open_ts OR (s.open_ts = t.open_ts AND s.open_offset < t.open_offset)"
@@ -58,61 +63,123 @@ def _open(uri: str, storage_options: dict[str, str]) -> DeltaTable:
                                  storage_options=storage_options)
 
 
-def turns(parts: list[tuple[str, Bar]]) -> list[list[tuple[str, Bar]]]:
+def turns(parts: pa.Table) -> list[pa.Table]:
     """`parts` split so that no turn holds two parts of one (ticker, minute), each minute's parts in order."""
-    rounds: list[list[tuple[str, Bar]]] = []
     seen: dict[tuple[str, int], int] = {}
-    for ticker, bar in parts:
-        turn = seen.get((ticker, bar.minute_us), -1) + 1
-        seen[(ticker, bar.minute_us)] = turn
-        if turn == len(rounds):
-            rounds.append([])
-        rounds[turn].append((ticker, bar))
-    return rounds
+    rank = []
+    for slot in zip(parts.column("ticker").to_pylist(), pc.cast(parts.column("minute"), pa.int64()).to_pylist()):
+        seen[slot] = seen.get(slot, -1) + 1
+        rank.append(seen[slot])
+    if not rank or max(rank) == 0:
+        return [parts] if parts.num_rows else []
+    ranks = pa.array(rank)
+    return [parts.filter(pc.equal(ranks, turn)) for turn in range(max(rank) + 1)]
 
 
-def merge_parts(uri: str, storage_options: dict[str, str], parts: list[tuple[str, Bar]],
-                sleep: Callable[[float], None] = time.sleep) -> int:
-    """Fold `parts` ((ticker, Bar)) into the bars table at `uri` (created if missing); returns the parts
+def _target_bounds(rows: pa.Table) -> str:
+    """The stored rows a MERGE of `rows` can match, as literals delta-rs prunes files with: without them it
+    reads every file of the table (a day of small files makes each MERGE slower than the last)."""
+    low, high = pc.min_max(rows.column("minute").cast(pa.int64())).values()
+    tickers = ", ".join(_quoted(ticker) for ticker in pc.unique(rows.column("ticker")).to_pylist())
+    days = ", ".join(f"'{day}'" for day in pc.unique(rows.column("date")).to_pylist())
+    return (f"t.ticker IN ({tickers}) AND t.date IN ({days}) AND t.minute >= arrow_cast({low.as_py()}, '{_MINUTE_TYPE}')"
+            f" AND t.minute <= arrow_cast({high.as_py()}, '{_MINUTE_TYPE}')")
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_MINUTE_TYPE = 'Timestamp(Microsecond, Some("UTC"))'
+
+
+def open_table(uri: str, storage_options: dict[str, str]) -> DeltaTable:
+    """The bars table at `uri`, created if missing."""
+    return _open(uri, storage_options)
+
+
+def merge_parts(table: DeltaTable, parts: pa.Table, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Fold `parts` (rows of the bars table, in the order they were made) into the bars `table` (kept open
+    by the caller: loading its log again for each merge costs more than the merge); returns the parts
     folded in (the others were in already)."""
     folded = 0
-    for turn in turns(parts):
-        rows = bar_rows(turn)
+    for rows in turns(parts):
+        predicate = f"t.ticker = s.ticker AND t.date = s.date AND t.minute = s.minute AND {_target_bounds(rows)}"
         for attempt in range(MAX_LOST_RACES):
-            table = _open(uri, storage_options)
             try:
-                outcome = (table.merge(rows, predicate="t.ticker = s.ticker AND t.date = s.date AND t.minute = s.minute",
-                                       source_alias="s", target_alias="t")
+                outcome = (table.merge(rows, predicate=predicate, source_alias="s", target_alias="t")
                            .when_matched_update(updates=FOLD, predicate="s.first_offset > t.last_offset")
                            .when_not_matched_insert_all().execute())
             except CommitFailedError as exc:
-                log.info("%s: a bars merge lost a race (%s); trying again", uri, str(exc).splitlines()[0][:120])
+                log.info("%s: a bars merge lost a race (%s); trying again", table.table_uri,
+                         str(exc).splitlines()[0][:120])
                 metrics.RETRIES.labels("delta").inc()
                 sleep(min(0.1 * 2 ** attempt, 5.0))
+                table.update_incremental()
                 continue
             folded += int(outcome.get("num_target_rows_inserted", 0)) + int(outcome.get("num_target_rows_updated", 0))
             break
         else:
-            raise RuntimeError(f"{uri}: a bars merge lost {MAX_LOST_RACES} races in a row")
+            raise RuntimeError(f"{table.table_uri}: a bars merge lost {MAX_LOST_RACES} races in a row")
     return folded
 
 
-def stored_last_offsets(uri: str, storage_options: dict[str, str], ticker: str, day) -> dict[int, int]:
-    """For one ticker and day, the last offset each stored minute holds (µs since the epoch -> offset)."""
+def stored_minutes(uri: str, storage_options: dict[str, str], day) -> pa.Table:
+    """For one date, each stored minute's ticker, minute (µs since the epoch) and `held`: the last Kafka
+    offset folded into it."""
     try:
         table = DeltaTable(uri, storage_options=storage_options)
     except TableNotFoundError:
-        return {}
-    rows = table.to_pyarrow_table(filters=[("ticker", "=", ticker), ("date", "=", day)],
-                                  columns=["minute", "last_offset"])
-    minutes = rows.column("minute").cast(pa.int64()).to_pylist()
-    return dict(zip(minutes, rows.column("last_offset").to_pylist()))
+        rows = pa.table({"ticker": [], "minute": [], "last_offset": []})
+    else:
+        rows = table.to_pyarrow_table(filters=[("date", "=", day)], columns=["ticker", "minute", "last_offset"])
+    return pa.table({"ticker": rows.column("ticker").cast(pa.string()), "minute": rows.column("minute").cast(pa.int64()),
+                     "held": rows.column("last_offset").cast(pa.int64())})
 
 
-class BarsSink(DynamicSink):
-    """Writes `(key, (kind, Bar))` items, key `<table folder>|<ticker>`, into the bars tables of `bucket`
-    (the folder `""` is the bucket's root table); each batch is merged before `write_batch` returns, so a
-    recovery snapshot never runs ahead of what is stored."""
+class _BarsPartition(StatefulSinkPartition[pa.Table, None]):
+    """Merges each batch on a thread of its own, in the order the batches arrived, at most
+    `MAX_PENDING_MERGES` in flight; every snapshot waits for them."""
+
+    def __init__(self, uri: Callable[[str], str], storage_options: dict[str, str]):
+        self._uri = uri
+        self._storage_options = storage_options
+        self._merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bars-merge")
+        self._pending = PendingWrites(MAX_PENDING_MERGES)
+        self._tables: dict[str, DeltaTable] = {}
+
+    def write_batch(self, items: list[tuple[str, pa.Table]]) -> None:
+        by_folder: dict[str, list[pa.Table]] = {}
+        for folder, parts in items:
+            by_folder.setdefault(folder, []).append(parts)
+        for folder, parts in by_folder.items():
+            self._pending.make_room()
+            self._pending.add(self._merger.submit(self._merge, self._uri(folder), pa.concat_tables(parts)))
+
+    def _merge(self, uri: str, parts: pa.Table) -> None:
+        if uri not in self._tables:
+            self._tables[uri] = open_table(uri, self._storage_options)
+        table = self._tables[uri]
+        # a few tickers per MERGE: delta-rs holds a Parquet writer per partition it writes (~1 MB each)
+        tickers = pc.unique(parts.column("ticker"))
+        for start in range(0, len(tickers), MAX_TICKERS_PER_MERGE):
+            chunk = parts.filter(pc.is_in(parts.column("ticker"), tickers.slice(start, MAX_TICKERS_PER_MERGE)))
+            with metrics.COMMIT_SECONDS.labels(uri).time():
+                merge_parts(table, chunk)
+            metrics.ROWS_COMMITTED.labels(uri).inc(chunk.num_rows)
+
+    def snapshot(self) -> None:
+        """Called at the end of every epoch, before its state is committed: every merge must be done."""
+        self._pending.wait_all()
+
+    def close(self) -> None:
+        self._pending.wait_all()
+        self._merger.shutdown()
+
+
+class BarsSink(FixedPartitionedSink[pa.Table, None]):
+    """Writes `(folder, parts)` items (a batch of rows of the table in that folder of `bucket`; `""` is the
+    bucket's root table). One sink partition writes every table, so a table has one writer."""
 
     def __init__(self, bucket: str, storage_options: dict[str, str], ensure_bucket: Callable[[str], None]):
         self._bucket = bucket
@@ -122,17 +189,12 @@ class BarsSink(DynamicSink):
     def uri(self, folder: str) -> str:
         return f"s3://{self._bucket}/{folder}".rstrip("/")
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition:
-        self._ensure_bucket(self._bucket)
-        sink = self
+    def list_parts(self) -> list[str]:
+        self._ensure_bucket(self._bucket)  # before anything reads the tables
+        return ["bars"]
 
-        class _Partition(StatelessSinkPartition):
-            def write_batch(self, items) -> None:
-                by_folder: dict[str, list[tuple[str, Bar]]] = {}
-                for key, (_, bar) in items:
-                    folder, ticker = key.split("|", 1)
-                    by_folder.setdefault(folder, []).append((ticker, bar))
-                for folder, parts in by_folder.items():
-                    merge_parts(sink.uri(folder), sink._storage_options, parts)
+    def part_fn(self, item_key: str) -> int:
+        return 0
 
-        return _Partition()
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _BarsPartition:
+        return _BarsPartition(self.uri, self._storage_options)

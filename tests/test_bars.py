@@ -88,3 +88,43 @@ def test_ties_in_time_go_by_offset_for_open_and_close():
     bar = Bar.of_trade(START_US, 7, "x", 10.0, 1.0).add(START_US, 3, "y", 11.0, 1.0).add(START_US, 9, "z", 12.0, 2.0)
     assert (bar.open, bar.close, bar.high, bar.low, bar.volume, bar.trades) == (11.0, 12.0, 12.0, 10.0, 4.0, 3)
     assert bar.vwap == pytest.approx((10 + 11 + 24) / 4)
+
+
+def trades_table(rows) -> pa.Table:
+    from datetime import date
+
+    return pa.table({"ticker": ["X"] * len(rows), "date": pa.array([date(2026, 11, 19)] * len(rows), pa.date32()),
+                     "timestamp": pa.array([r[0] for r in rows], pa.timestamp("us", tz="UTC")),
+                     "kafka_offset": pa.array([r[1] for r in rows], pa.int64()),
+                     "price": [r[3] for r in rows], "size": [r[4] for r in rows]})
+
+
+def bars_by_minute(table: pa.Table) -> dict:
+    keys = ("open", "high", "low", "close", "volume", "trades", "first_offset", "last_offset", "open_offset", "close_offset")
+    return {int(row["minute"].timestamp()) * 1_000_000: tuple(row[k] for k in keys) + (row["notional"],)
+            for row in table.to_pylist()}
+
+
+def expected_by_minute(bars: dict) -> dict:
+    return {minute: (b.open, b.high, b.low, b.close, b.volume, b.trades, b.first_offset, b.last_offset,
+                     b.open_key[1], b.close_key[1], b.notional) for minute, b in bars.items()}
+
+
+def approx_equal(got: dict, want: dict) -> bool:
+    return got.keys() == want.keys() and all(
+        g[:-1] == w[:-1] and g[-1] == pytest.approx(w[-1], rel=1e-12) for g, w in ((got[k], want[k]) for k in got))
+
+
+@settings(max_examples=150, deadline=None)
+@given(trades, st.integers(1, 59), st.randoms(use_true_random=False))
+def test_the_arrow_fold_of_trades_and_of_parts_in_any_split_gives_the_bars_of_bar_merge(drawn, cut, rnd):
+    from marketstream.bars import combine_parts, trade_parts
+
+    rows = rows_of(drawn)
+    want = expected_by_minute(fold(rows))
+    assert approx_equal(bars_by_minute(trade_parts(trades_table(rows))), want)
+    # parts of any split of the trades, in any order, combine to the same bars
+    cut = min(cut, len(rows))
+    parts = [trade_parts(trades_table(rows[:cut]))] + ([trade_parts(trades_table(rows[cut:]))] if rows[cut:] else [])
+    rnd.shuffle(parts)
+    assert approx_equal(bars_by_minute(combine_parts(pa.concat_tables(parts))), want)

@@ -7,11 +7,13 @@ from datetime import datetime, timedelta, timezone
 
 import duckdb
 import orjson
+import pytest
 import pyarrow as pa
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from marketstream.bars import MINUTE_US, Bar
-from pipelines.bars import build_bars_flow
+from marketstream import metrics
+from marketstream.bars import MINUTE_US, Bar, bar_rows
+from pipelines.bars import StoredBars, TradeTimeClock, build_bars_flow, restored_minute
 from sources.kafka_topic import PolledMessages
 from tests.conftest import make_settings
 
@@ -49,7 +51,27 @@ def tape(seed: int = 7) -> tuple[list[bytes], list[dict]]:
     return messages, kept
 
 
-def run(messages: list[bytes], poll_sizes: list[int], stored=None) -> list:
+FIXED_NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)  # the wall clock stands still: watermarks move with trades only
+
+
+def as_bars(folder: str, parts: pa.Table) -> list[tuple[str, Bar]]:
+    def us(moment: datetime) -> int:
+        return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+
+    return [(f"{folder}|{r['ticker']}",
+             Bar(us(r["minute"]), (us(r["open_ts"]), r["open_offset"], ""), r["open"], (us(r["close_ts"]), r["close_offset"], ""),
+                 r["close"], r["high"], r["low"], r["volume"], r["trades"], r["notional"], r["first_offset"],
+                 r["last_offset"]))
+            for r in parts.to_pylist()]
+
+
+def late_trades() -> float:
+    return sum(metrics.BARS_LATE_TRADES.labels(table)._value.get() for table in ("/", "_synthetic"))
+
+
+def run(messages: list[bytes], poll_sizes: list[int], stored: StoredBars | None = None, **settings) -> list:
+    """The flow over `messages` in polls of `poll_sizes` (cycled); its parts as `(key, Bar)`, in the order
+    they were emitted."""
     polls, start, i = [], 0, 0
     while start < len(messages):
         size = poll_sizes[i % len(poll_sizes)]
@@ -58,14 +80,14 @@ def run(messages: list[bytes], poll_sizes: list[int], stored=None) -> list:
                                     messages[start:end]))
         start, i = end, i + 1
     out = []
-    run_main(build_bars_flow(make_settings(bars_allowed_lateness_seconds=30), source=TestingSource(polls),
-                             sink=TestingSink(out), stored=stored))
-    return out
+    run_main(build_bars_flow(make_settings(bars_allowed_lateness_seconds=30, **settings), source=TestingSource(polls),
+                             sink=TestingSink(out), stored=stored, now=lambda: FIXED_NOW))
+    return [part for _, (folder, parts) in out for part in as_bars(folder, parts)]
 
 
 def merged(parts) -> dict:
     bars = {}
-    for key, (_, bar) in parts:
+    for key, bar in parts:
         slot = (key, bar.minute_us)
         bars[slot] = bars[slot].merge(bar) if slot in bars else bar
     return bars
@@ -83,10 +105,13 @@ def sql_bars(kept: list[dict]) -> dict:
     return {(key, minute): rest for key, minute, *rest in rows}
 
 
-def test_bars_with_their_corrections_equal_the_sql_aggregate_of_the_kept_trades():
+@pytest.mark.parametrize("poll_sizes", [[1], [50], [7, 300], [10_000]], ids=["1", "50", "7-300", "all"])
+def test_bars_with_their_corrections_equal_the_sql_aggregate_of_the_kept_trades(poll_sizes):
     messages, kept = tape()
-    parts = run(messages, [50])
-    assert any(kind == "late" for _, (kind, _) in parts), "the tape has trades beyond the lateness"
+    late_before = late_trades()
+    parts = run(messages, poll_sizes)
+    if poll_sizes != [10_000]:
+        assert late_trades() > late_before, "the tape has trades beyond the lateness"
     bars, expected = merged(parts), sql_bars(kept)
     assert bars.keys() == expected.keys()
     for slot, (open_, high, low, close, volume, count, vwap) in expected.items():
@@ -95,48 +120,92 @@ def test_bars_with_their_corrections_equal_the_sql_aggregate_of_the_kept_trades(
         assert abs(bar.vwap - vwap) <= 1e-9 * vwap
 
 
-def per_key(parts) -> dict:
-    sequences = {}
-    for key, part in parts:
-        sequences.setdefault(key, []).append(part)
-    return sequences
+def test_a_batch_holds_at_most_the_parts_setting_allows():
+    messages, _ = tape()
+    polls = []
+    out = []
+    for start in range(0, len(messages), 50):
+        polls.append(PolledMessages("stock_trades", 0, list(range(start, min(start + 50, len(messages)))),
+                                    [b"k"] * 50, messages[start:start + 50]))
+    run_main(build_bars_flow(make_settings(bars_batch_max_parts=7), source=TestingSource(polls),
+                             sink=TestingSink(out), now=lambda: FIXED_NOW))
+    # flushed as the process holds more than 7 parts, not only at the end (one batch per table)
+    assert len(out) > 10 and max(parts.num_rows for _, (_, parts) in out) < 20
 
 
-def test_the_same_trades_in_other_polls_give_the_same_parts():
-    messages, _ = tape(seed=3)
-    assert per_key(run(messages, [50])) == per_key(run(messages, [1, 7, 300]))
-
-
-def test_a_minute_is_emitted_once_a_trade_lateness_newer_arrives_and_not_before():
+def test_a_minute_closes_once_a_trade_lateness_newer_arrives_and_older_trades_are_corrections():
     messages = [message("AAPL", OPEN + timedelta(seconds=10), "a", 100.0),
                 message("AAPL", OPEN + timedelta(seconds=89), "b", 101.0),   # watermark 59 s: 14:30 still open
-                message("AAPL", OPEN + timedelta(seconds=50), "c", 99.0),    # in time for 14:30
-                message("AAPL", OPEN + timedelta(seconds=91), "d", 102.0),   # watermark 61 s: 14:30 closes
-                message("AAPL", OPEN + timedelta(seconds=55), "e", 98.0)]    # late: a correction
+                message("AAPL", OPEN + timedelta(seconds=59.5), "c", 99.0),  # newer than the watermark: in time
+                message("AAPL", OPEN + timedelta(seconds=50), "d", 97.0),    # older than the watermark: a correction
+                message("AAPL", OPEN + timedelta(seconds=91), "e", 102.0),   # watermark 61 s: 14:30 closes
+                message("AAPL", OPEN + timedelta(seconds=55), "f", 98.0)]    # its minute closed: a correction
+    late_before = late_trades()
     parts = run(messages, [1])
-    kinds = [(kind, bar.minute, bar.trades, bar.open, bar.close) for _, (kind, bar) in parts]
-    assert kinds == [("closed", OPEN, 2, 100.0, 99.0),
-                     ("late", OPEN, 1, 98.0, 98.0),
-                     ("closed", OPEN + timedelta(minutes=1), 2, 101.0, 102.0)]
+    assert [(bar.minute, bar.trades, bar.open, bar.close) for _, bar in parts] == [
+        (OPEN, 1, 97.0, 97.0),  # d, at once
+        (OPEN, 2, 100.0, 99.0),  # 14:30's window: a and c
+        (OPEN, 1, 98.0, 98.0),  # f, at once
+        (OPEN + timedelta(minutes=1), 2, 101.0, 102.0)]  # 14:31 at the end of input
+    assert late_trades() - late_before == 2
 
 
-def test_after_a_restart_only_the_trades_the_table_lacks_are_folded_again():
+def stored_table(rows: list[tuple[str, int, int]]) -> StoredBars:
+    """A bars table holding `rows` (ticker, minute in µs, last offset) in its root folder."""
+    table = pa.table({"ticker": [r[0] for r in rows], "minute": pa.array([r[1] for r in rows], pa.int64()),
+                      "held": pa.array([r[2] for r in rows], pa.int64())})
+    return StoredBars(lambda folder, day: table if folder == "" else table.slice(0, 0))
+
+
+OPEN_US = int((OPEN - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1))
+
+
+@pytest.mark.parametrize("poll_sizes", [[1], [2], [10]])
+def test_after_a_restart_only_the_trades_the_table_lacks_are_folded_again(poll_sizes):
     messages = [message("AAPL", OPEN + timedelta(seconds=s), f"t{s}", 100.0 + s) for s in (1, 2, 3, 4)]
     messages.append(message("AAPL", OPEN + timedelta(seconds=95), "later", 99.0))  # closes 14:30
-    held = {("|AAPL", int((OPEN - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1))): 1}
-    parts = run(messages, [2], stored=lambda key, minute: held.get((key, minute), -1))
-    first = parts[0][1][1]
-    assert (first.trades, first.first_offset, first.last_offset, first.open, first.close) == (2, 2, 3, 103.0, 104.0)
+    messages.append(message("AAPL", OPEN + timedelta(seconds=5), "late", 90.0))  # offset 5: 14:30 lacks it
+    messages.append(message("MSFT", OPEN + timedelta(seconds=5), "m", 50.0))  # a ticker the table lacks
+    stored = stored_table([("AAPL", OPEN_US, 1), ("AAPL", OPEN_US + MINUTE_US, 4)])
+    bars = merged(run(messages, poll_sizes, stored))
+    first = bars[("|AAPL", OPEN_US)]  # offsets 2, 3 and 5; 0 and 1 are held
+    assert (first.trades, first.first_offset, first.last_offset, first.open, first.close) == (3, 2, 5, 103.0, 90.0)
+    assert ("|AAPL", OPEN_US + 60_000_000) not in bars  # offset 4 is held by its minute
+    assert bars[("|MSFT", OPEN_US)].trades == 1
 
 
 def test_an_open_minute_restored_from_an_older_snapshot_is_dropped_once_the_table_holds_it():
-    from pipelines.bars import BarBuilder, BarsState
+    restored = ("|0", [bar_rows([("AAPL", Bar.of_trade(OPEN_US + 1, 0, "a", 100.0, 1.0)),
+                                 ("MSFT", Bar.of_trade(OPEN_US + 1, 1, "m", 50.0, 1.0))])])
+    # after the snapshot AAPL's minute was stored through offset 2 (trades 0-2); then the process died
+    logic = restored_minute(stored_table([("AAPL", OPEN_US, 2)]), restored)
+    [(_, _, kept)] = logic.on_close()
+    assert kept.column("ticker").to_pylist() == ["MSFT"]
+    logic = restored_minute(stored_table([("AAPL", OPEN_US, 2)]), restored)
+    logic.on_value(("|0", OPEN_US + 4_000_000, bar_rows([("AAPL", Bar.of_trade(OPEN_US + 4_000_000, 3, "d", 103.0, 1.0))])))
+    [(key, _, bars)] = logic.on_close()
+    by_ticker = {key.split("|")[1]: bar for key, bar in as_bars("", bars)}
+    assert (by_ticker["AAPL"].trades, by_ticker["AAPL"].first_offset, by_ticker["AAPL"].open) == (1, 3, 103.0)
+    assert by_ticker["MSFT"].trades == 1
+    # a minute the table does not hold yet is kept as restored
+    kept = restored_minute(stored_table([("AAPL", OPEN_US + MINUTE_US, 9)]), restored)
+    [(_, _, bars)] = kept.on_close()
+    assert bars.num_rows == 2
 
-    minute = int((OPEN - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1))
-    restored = BarsState({minute: Bar.of_trade(minute + 1, 0, "a", 100.0, 1.0)}, minute + 1)
-    # after the snapshot the minute was stored through offset 2 (trades 0-2); then the process died
-    builder = BarBuilder(timedelta(seconds=30), restored, stored=lambda key, m: 2 if m == minute else -1)
-    parts = builder.fold("|AAPL", [(minute + 2_000_000, 1, "b", 101.0, 1.0), (minute + 3_000_000, 2, "c", 102.0, 1.0),
-                                   (minute + 4_000_000, 3, "d", 103.0, 1.0)])
-    parts += builder.on_eof()[0]
-    assert [(kind, bar.trades, bar.first_offset, bar.open) for kind, bar in parts] == [("closed", 1, 3, 103.0)]
+
+def test_a_quiet_tickers_minute_closes_lateness_after_its_end_by_the_wall_clock():
+    wall = [FIXED_NOW]
+    clock = TradeTimeClock(timedelta(seconds=30), now=lambda: wall[0]).build(None)
+    assert clock.to_system_utc(OPEN + timedelta(minutes=1)) is None  # nothing seen: no wake-up
+    timestamp, watermark = clock.on_item(("|0", OPEN_US + 45_000_000, pa.table({})))
+    assert (timestamp, watermark) == (OPEN + timedelta(seconds=45), OPEN + timedelta(seconds=15))
+    # the window 14:30-14:31 closes when the watermark reaches 14:31: 45 s of wall time later
+    wake = clock.to_system_utc(OPEN + timedelta(minutes=1))
+    assert wake == FIXED_NOW + timedelta(seconds=45)
+    wall[0] = wake - timedelta(seconds=1)
+    assert clock.on_notify() < OPEN + timedelta(minutes=1)
+    wall[0] = wake
+    assert clock.on_notify() == OPEN + timedelta(minutes=1)
+    # restored from its snapshot an hour later, it has moved on by that hour
+    later = TradeTimeClock(timedelta(seconds=30), now=lambda: wake + timedelta(hours=1)).build(clock.snapshot())
+    assert later.on_notify() == OPEN + timedelta(hours=1, minutes=1)

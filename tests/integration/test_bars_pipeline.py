@@ -66,7 +66,8 @@ def test_bars_equal_the_sql_aggregate_of_the_trades_table_across_a_kill_and_a_re
     assert trades.wait(120) == 0, log_of(trades)[-2000:]
 
     start = version(bars_uri, options)
-    first = bars_process(topic, bars_bucket, recovery, kafka_stop_at_end=False, kafka_poll_max_messages=5)
+    first = bars_process(topic, bars_bucket, recovery, kafka_stop_at_end=False, kafka_poll_max_messages=5,
+                         batch_max_age_seconds=0.5)
     deadline = time.monotonic() + 120
     while version(bars_uri, options) < start + 3:
         assert first.poll() is None and time.monotonic() < deadline, log_of(first)[-2000:]

@@ -4,8 +4,8 @@ import random
 
 from deltalake import DeltaTable
 
-from marketstream.bars import MINUTE_US, Bar
-from sinks.bars_table import merge_parts, turns
+from marketstream.bars import MINUTE_US, Bar, bar_rows
+from sinks.bars_table import merge_parts, open_table, turns
 
 START = 1_795_530_600_000_000  # 2026-11-24 14:30 UTC
 
@@ -45,10 +45,13 @@ def expected(parts) -> dict:
 
 def test_parts_fold_into_the_bar_merge_gives_and_a_replay_changes_nothing(tmp_path):
     parts = parts_of_a_tape(5)
-    assert merge_parts(str(tmp_path), {}, parts[: len(parts) // 2]) > 0
-    merge_parts(str(tmp_path), {}, parts)  # a replay of the first half, then the rest
+    table = open_table(str(tmp_path), {})
+    assert merge_parts(table, bar_rows(parts[: len(parts) // 2])) > 0
+    merge_parts(table, bar_rows(parts))  # a replay of the first half, then the rest
     rows = stored(tmp_path)
-    assert merge_parts(str(tmp_path), {}, parts) == 0, "a replay folds nothing in"
+    # a replay folds nothing in, also through another writer's view of the table
+    assert merge_parts(open_table(str(tmp_path), {}), bar_rows(parts)) == 0
+    assert merge_parts(table, bar_rows(parts)) == 0
     assert stored(tmp_path) == rows
     bars = expected(parts)
     assert len(rows) == len(bars)
@@ -64,4 +67,22 @@ def test_parts_of_one_minute_in_one_call_are_merged_in_turns():
     a = Bar.of_trade(START, 0, "a", 1.0, 1.0)
     b = Bar.of_trade(START + 5, 1, "b", 2.0, 1.0)
     c = Bar.of_trade(START + MINUTE_US, 2, "c", 3.0, 1.0)
-    assert turns([("X", a), ("X", b), ("X", c), ("Y", a)]) == [[("X", a), ("X", c), ("Y", a)], [("X", b)]]
+    split = turns(bar_rows([("X", a), ("X", b), ("X", c), ("Y", a)]))
+    assert [turn.to_pydict()["first_offset"] for turn in split] == [[0, 2, 0], [1]]
+    assert [turn.to_pydict()["ticker"] for turn in split] == [["X", "X", "Y"], ["X"]]
+
+
+def test_a_correction_within_the_literal_bounds_folds_into_its_row_and_rewrites_only_its_file(tmp_path):
+    """The MERGE names the tickers, dates and minutes it may match (so delta-rs prunes the other files):
+    a correction still finds its stored row."""
+    table = open_table(str(tmp_path), {})
+    merge_parts(table, bar_rows([(t, Bar.of_trade(START + m * MINUTE_US, m, "x", 1.0, 1.0))
+                                 for t in ("AAPL", "MSFT") for m in range(3)]))
+    before = set(table.file_uris())
+    merge_parts(table, bar_rows([("AAPL", Bar.of_trade(START + 1 * MINUTE_US + 7, 9, "y", 2.0, 1.0))]))
+    after = set(table.file_uris())
+    # only AAPL's file was rewritten; the new row folded into its minute
+    assert len(before - after) == 1 and "ticker=AAPL" in (before - after).pop()
+    row = [r for r in DeltaTable(str(tmp_path)).to_pyarrow_table().to_pylist()
+           if r["ticker"] == "AAPL" and r["trades"] == 2]
+    assert len(row) == 1 and row[0]["high"] == 2.0
