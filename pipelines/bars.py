@@ -65,15 +65,19 @@ class StoredBars:
     """What the bars tables held when this process first looked at a table and date: per ticker and
     minute, the last Kafka offset folded in (`held`). Read once per table folder and date (`load(folder,
     day)` -> ticker, minute in µs, held). Looking late is harmless: a ticker's trades arrive in offset order,
-    so trades read after this process stored some of them are newer than all it stored."""
+    so trades read after this process stored some of them are newer than all it stored, and a table and date
+    read again after `keep` others is simply read again."""
 
-    def __init__(self, load: Callable[[str, date], pa.Table]):
+    def __init__(self, load: Callable[[str, date], pa.Table], keep: int = 8):
         self._load = load
+        self._keep = keep
         self._tables: dict[tuple[str, date], tuple[pa.Table, pa.Table]] = {}
 
     def _table(self, folder: str, day: date) -> tuple[pa.Table, pa.Table]:
         """(held per ticker and minute, newest held per ticker)."""
         if (folder, day) not in self._tables:
+            if len(self._tables) >= self._keep:  # a long-running process moves on to new days
+                del self._tables[next(iter(self._tables))]
             table = self._load(folder, day).select(["ticker", "minute", "held"])
             newest = table.group_by("ticker").aggregate([("held", "max")]).rename_columns(["ticker", "newest_held"])
             self._tables[(folder, day)] = (table, newest)

@@ -209,3 +209,21 @@ def test_a_quiet_tickers_minute_closes_lateness_after_its_end_by_the_wall_clock(
     # restored from its snapshot an hour later, it has moved on by that hour
     later = TradeTimeClock(timedelta(seconds=30), now=lambda: wake + timedelta(hours=1)).build(clock.snapshot())
     assert later.on_notify() == OPEN + timedelta(hours=1, minutes=1)
+
+
+def test_stored_bars_are_read_once_per_table_and_day_and_the_oldest_are_let_go():
+    reads = []
+
+    def load(folder, day):
+        reads.append((folder, day))
+        return pa.table({"ticker": ["AAPL"], "minute": pa.array([OPEN_US], pa.int64()), "held": pa.array([5], pa.int64())})
+
+    stored = StoredBars(load, keep=2)
+    trades = pa.table({"ticker": ["AAPL", "AAPL"], "date": pa.array([OPEN.date()] * 2, pa.date32()),
+                       "timestamp": pa.array([OPEN_US + 1, OPEN_US + 2], pa.timestamp("us", tz="UTC")),
+                       "kafka_offset": pa.array([5, 6], pa.int64())})
+    assert stored.unstored("", trades).column("kafka_offset").to_pylist() == [6]
+    assert stored.unstored("", trades).num_rows == 1 and reads == [("", OPEN.date())]
+    for n in (1, 2):  # two other days: the first is let go, and read again when needed
+        stored.unstored("", trades.set_column(1, "date", pa.array([OPEN.date() + timedelta(days=n)] * 2, pa.date32())))
+    assert stored.unstored("", trades).num_rows == 1 and len(reads) == 4

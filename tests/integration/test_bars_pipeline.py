@@ -1,6 +1,7 @@
 """The property that proves the bars: on the real stack, for every minute, the bars table equals the SQL
 aggregate of the trades table over the same trades — with late and out-of-order trades, minutes written at
-the end of one run and completed by the next, across a kill -9 and restarts, with and without Bytewax recovery."""
+the end of one run and completed by the next, across a kill -9 and a restart with two workers, with and
+without Bytewax recovery."""
 
 import signal
 import time
@@ -25,8 +26,8 @@ AGGREGATE = """
 BARS = "SELECT ticker, minute, open, high, low, close, volume, trades, vwap FROM {bars} ORDER BY ticker, minute"
 
 
-def bars_process(topic, bars_bucket, recovery=None, **settings):
-    return consumer(topic, bars_bucket, recovery, factory="bars_consume", **settings)
+def bars_process(topic, bars_bucket, recovery=None, workers=1, **settings):
+    return consumer(topic, bars_bucket, recovery, factory="bars_consume", workers=workers, **settings)
 
 
 def version(uri, options) -> int:
@@ -76,7 +77,7 @@ def test_bars_equal_the_sql_aggregate_of_the_trades_table_across_a_kill_and_a_re
     first.wait(10)
     stored_before = DeltaTable(bars_uri, storage_options=options).to_pyarrow_table().num_rows
 
-    second = bars_process(topic, bars_bucket, recovery)
+    second = bars_process(topic, bars_bucket, recovery, workers=2)  # and another worker count
     assert second.wait(120) == 0, log_of(second)[-2000:]
 
     connection = duckdb.connect()

@@ -36,11 +36,12 @@ def trade(i: int) -> tuple[bytes, bytes]:
         "source": "alpaca"})
 
 
-def consumer(topic: str, bucket: str, recovery: Path | None = None, factory: str = "stock_consume", **settings) -> subprocess.Popen:
+def consumer(topic: str, bucket: str, recovery: Path | None = None, factory: str = "stock_consume", *,
+             workers: int = 1, **settings) -> subprocess.Popen:
     """`python -m bytewax.run` on the stock consumer for `topic` -> `bucket` (literal keyword arguments only:
     bytewax.run parses the factory call with ast.literal_eval)."""
     arguments = ", ".join([repr(topic), repr(bucket), *(f"{name}={value!r}" for name, value in settings.items())])
-    command = [sys.executable, "-m", "bytewax.run", f"tests.integration.flows:{factory}({arguments})"]
+    command = [sys.executable, "-m", "bytewax.run", f"tests.integration.flows:{factory}({arguments})", "-w", str(workers)]
     if recovery is not None:
         command += ["-r", str(recovery), "-s", "1", "-b", "0"]
     return logged(command, cwd=REPO)
