@@ -264,7 +264,7 @@ def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Sou
         settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
         options = settings.delta_storage_options()
         store = shared_object_store(settings)
-        sink = BarsSink(settings.bars_bucket, options, lambda bucket: store().ensure_bucket(bucket))
+        sink = BarsSink(settings.bars_bucket, options, store, settings.parquet_compression)
         stored = stored or StoredBars(lambda folder, day: stored_minutes(sink.uri(folder), options, day))
     flow = Dataflow("bars_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)

@@ -15,18 +15,25 @@ make a MERGE lose a race at worst, and it is tried again.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction
 
 from marketstream import metrics, schemas
+from sinks.delta_commits import DeltaCommitter
+from sinks.layout import object_key, partition_path
+from sinks.object_store import ObjectStore
 from sinks.pending import PendingWrites
 
 log = logging.getLogger(__name__)
@@ -137,16 +144,137 @@ def stored_minutes(uri: str, storage_options: dict[str, str], day) -> pa.Table:
                      "held": rows.column("last_offset").cast(pa.int64())})
 
 
+_KEYS = pa.schema([TABLE_SCHEMA.field("ticker").with_nullable(True), TABLE_SCHEMA.field("minute").with_nullable(True)])
+
+
+class _Present:
+    """Which (ticker, minute) rows one bars table holds, per date: read from the table once, then kept up
+    to date by its one writer. The last `keep` dates are kept; an older one is read again if needed."""
+
+    def __init__(self, read: Callable[[object], pa.Table], keep: int = 8):
+        self._read = read
+        self._keep = keep
+        self._days: dict[object, pa.Table] = {}
+
+    def _day(self, day) -> pa.Table:
+        if day not in self._days:
+            if len(self._days) >= self._keep:
+                del self._days[next(iter(self._days))]
+            self._days[day] = self._read(day).select(["ticker", "minute"]).cast(_KEYS)
+        return self._days[day]
+
+    def split(self, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """(`rows` whose minute the table lacks, those it holds)."""
+        keys = rows.append_column("_row", pa.array(range(rows.num_rows), pa.int64()))
+        held = []
+        for day in pc.unique(rows.column("date")).to_pylist():
+            present = self._day(day)
+            if present.num_rows:
+                held.append(keys.select(["ticker", "minute", "_row"]).join(present, ["ticker", "minute"],
+                                                                           join_type="left semi").column("_row"))
+        if not held:
+            return rows, rows.slice(0, 0)
+        held_mask = pc.is_in(keys.column("_row"), pa.chunked_array([c for h in held for c in h.chunks], pa.int64()))
+        return rows.filter(pc.invert(held_mask)), rows.filter(held_mask)
+
+    def add(self, rows: pa.Table) -> None:
+        for day in pc.unique(rows.column("date")).to_pylist():
+            added = rows.filter(pc.equal(rows.column("date"), pa.scalar(day, pa.date32()))).select(["ticker", "minute"]).cast(_KEYS)
+            self._days[day] = pa.concat_tables([self._day(day), added]).combine_chunks()
+
+
+class _BarsTable:
+    """One bars table as its one writer sees it: minutes it lacks are added as new files in one commit
+    (files written here, committed with a transaction id so that a commit whose answer was lost is not made
+    twice); parts of minutes it holds are merged (`merge_parts`)."""
+
+    def __init__(self, uri: str, bucket: str, folder: str, storage_options: dict[str, str], store: ObjectStore,
+                 compression: str):
+        self.uri = uri
+        self._bucket = bucket
+        self._folder = folder
+        self._store = store
+        self._compression = compression
+        self._committer = DeltaCommitter(uri, storage_options, TABLE_SCHEMA, list(schemas.BARS_PARTITIONING.names))
+        self._merging = open_table(uri, storage_options)
+        self._present = _Present(lambda day: _rows_of_day(self._merging, day, ["ticker", "minute"]))
+        self._files = ThreadPoolExecutor(max_workers=FILE_WRITERS, thread_name_prefix="bars-files")
+
+    def write(self, parts: pa.Table) -> None:
+        for turn in turns(parts):
+            new, held = self._present.split(turn)
+            if new.num_rows:
+                self._insert(new)
+                self._merging.update_incremental()
+            if held.num_rows:
+                # a few tickers per MERGE: delta-rs holds a Parquet writer per partition it writes (~1 MB each)
+                tickers = pc.unique(held.column("ticker"))
+                for start in range(0, len(tickers), MAX_TICKERS_PER_MERGE):
+                    chunk = held.filter(pc.is_in(held.column("ticker"), tickers.slice(start, MAX_TICKERS_PER_MERGE)))
+                    with metrics.COMMIT_SECONDS.labels(self.uri).time():
+                        merge_parts(self._merging, chunk)
+                    metrics.ROWS_COMMITTED.labels(self.uri).inc(chunk.num_rows)
+                self._committer.refresh()
+
+    def _insert(self, rows: pa.Table) -> None:
+        rows = rows.sort_by([("ticker", "ascending"), ("date", "ascending"), ("minute", "ascending")])
+        runs = rows.select(["ticker", "date"]).group_by(["ticker", "date"], use_threads=False).aggregate([([], "count_all")])
+        files, start = [], 0
+        for ticker, day, count in zip(*(runs.column(n).to_pylist() for n in ("ticker", "date", "count_all"))):
+            files.append((ticker, day, rows.slice(start, count)))
+            start += count
+        # a file per ticker: encoded and uploaded by several threads (Parquet encoding releases the GIL)
+        shares = [files[i::FILE_WRITERS] for i in range(FILE_WRITERS)]
+        adds = [add for share in self._files.map(self._put_files, shares) for add in share]
+        version = self._committer.committed_version(WRITER_APP_ID) + 1
+        with metrics.COMMIT_SECONDS.labels(self.uri).time():
+            self._committer.commit(adds, {WRITER_APP_ID: version})
+        self._present.add(rows)
+        metrics.ROWS_COMMITTED.labels(self.uri).inc(rows.num_rows)
+        metrics.FILES_COMMITTED.labels(self.uri).inc(len(adds))
+
+    def _put_files(self, files: list[tuple[str, object, pa.Table]]) -> list[AddAction]:
+        objects, adds = {}, []
+        for ticker, day, chunk in files:
+            relative = object_key(partition_path([("ticker", ticker), ("date", day)]), f"bars-{uuid.uuid4().hex}.parquet")
+            data = _parquet(chunk.drop_columns(list(schemas.BARS_PARTITIONING.names)), self._compression)
+            objects[object_key(self._folder, relative)] = data
+            low, high = pc.min_max(chunk.column("minute")).values()
+            stats = {"numRecords": chunk.num_rows, "minValues": {"minute": _stat(low.as_py())},
+                     "maxValues": {"minute": _stat(high.as_py())}}
+            adds.append(AddAction(relative, len(data), {"ticker": ticker, "date": day.isoformat()},
+                                  int(time.time() * 1000), True, json.dumps(stats)))
+        self._store.put_many(self._bucket, objects)
+        return adds
+
+
+FILE_WRITERS = 4
+WRITER_APP_ID = "marketstream-bars"
+"""The transaction id of the bars table's writer; its version counts the commits that added minutes."""
+
+
+def _stat(moment) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _parquet(table: pa.Table, compression: str) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=compression)
+    return sink.getvalue().to_pybytes()
+
+
+def _rows_of_day(table: DeltaTable, day, columns: list[str]) -> pa.Table:
+    return table.to_pyarrow_table(filters=[("date", "=", day)], columns=columns)
+
+
 class _BarsPartition(StatefulSinkPartition[pa.Table, None]):
-    """Merges each batch on a thread of its own, in the order the batches arrived, at most
+    """Writes each batch on a thread of its own, in the order the batches arrived, at most
     `MAX_PENDING_MERGES` in flight; every snapshot waits for them."""
 
-    def __init__(self, uri: Callable[[str], str], storage_options: dict[str, str]):
-        self._uri = uri
-        self._storage_options = storage_options
-        self._merger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bars-merge")
+    def __init__(self, table: Callable[[str], _BarsTable]):
+        self._table = table
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bars-write")
         self._pending = PendingWrites(MAX_PENDING_MERGES)
-        self._tables: dict[str, DeltaTable] = {}
 
     def write_batch(self, items: list[tuple[str, pa.Table]]) -> None:
         by_folder: dict[str, list[pa.Table]] = {}
@@ -154,47 +282,48 @@ class _BarsPartition(StatefulSinkPartition[pa.Table, None]):
             by_folder.setdefault(folder, []).append(parts)
         for folder, parts in by_folder.items():
             self._pending.make_room()
-            self._pending.add(self._merger.submit(self._merge, self._uri(folder), pa.concat_tables(parts)))
+            self._pending.add(self._writer.submit(self._write, folder, pa.concat_tables(parts)))
 
-    def _merge(self, uri: str, parts: pa.Table) -> None:
-        if uri not in self._tables:
-            self._tables[uri] = open_table(uri, self._storage_options)
-        table = self._tables[uri]
-        # a few tickers per MERGE: delta-rs holds a Parquet writer per partition it writes (~1 MB each)
-        tickers = pc.unique(parts.column("ticker"))
-        for start in range(0, len(tickers), MAX_TICKERS_PER_MERGE):
-            chunk = parts.filter(pc.is_in(parts.column("ticker"), tickers.slice(start, MAX_TICKERS_PER_MERGE)))
-            with metrics.COMMIT_SECONDS.labels(uri).time():
-                merge_parts(table, chunk)
-            metrics.ROWS_COMMITTED.labels(uri).inc(chunk.num_rows)
+    def _write(self, folder: str, parts: pa.Table) -> None:
+        self._table(folder).write(parts)
 
     def snapshot(self) -> None:
-        """Called at the end of every epoch, before its state is committed: every merge must be done."""
+        """Called at the end of every epoch, before its state is committed: every write must be done."""
         self._pending.wait_all()
 
     def close(self) -> None:
         self._pending.wait_all()
-        self._merger.shutdown()
+        self._writer.shutdown()
 
 
 class BarsSink(FixedPartitionedSink[pa.Table, None]):
     """Writes `(folder, parts)` items (a batch of rows of the table in that folder of `bucket`; `""` is the
-    bucket's root table). One sink partition writes every table, so a table has one writer."""
+    bucket's root table). One sink partition writes every table: each table has one writer, which is what
+    lets it add a minute it lacks as a plain new file."""
 
-    def __init__(self, bucket: str, storage_options: dict[str, str], ensure_bucket: Callable[[str], None]):
+    def __init__(self, bucket: str, storage_options: dict[str, str], store: Callable[[], ObjectStore],
+                 compression: str = "zstd"):
         self._bucket = bucket
         self._storage_options = storage_options
-        self._ensure_bucket = ensure_bucket
+        self._store = store
+        self._compression = compression
+        self._tables: dict[str, _BarsTable] = {}
 
     def uri(self, folder: str) -> str:
         return f"s3://{self._bucket}/{folder}".rstrip("/")
 
+    def _table(self, folder: str) -> _BarsTable:
+        if folder not in self._tables:
+            self._tables[folder] = _BarsTable(self.uri(folder), self._bucket, folder, self._storage_options,
+                                              self._store(), self._compression)
+        return self._tables[folder]
+
     def list_parts(self) -> list[str]:
-        self._ensure_bucket(self._bucket)  # before anything reads the tables
+        self._store().ensure_bucket(self._bucket)  # before anything reads the tables
         return ["bars"]
 
     def part_fn(self, item_key: str) -> int:
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _BarsPartition:
-        return _BarsPartition(self.uri, self._storage_options)
+        return _BarsPartition(self._table)

@@ -101,6 +101,15 @@ class DeltaCommitter:
                                lambda: self._current.transaction_version(app_id), self._sleep)
         return -1 if version is None else version
 
+    def refresh(self) -> None:
+        """Move past commits made through another table object of this process (a MERGE, say)."""
+        with self._lock:
+            try:
+                if self._current is not None:
+                    self._current.update_incremental()
+            except Exception:  # noqa: BLE001 - loaded afresh before the next commit instead
+                self._current = None
+
     def commit(self, adds: list[AddAction], versions: dict[str, int]) -> None:
         """Add the files `adds` and set each app id of `versions` to its version, in one commit."""
         properties = CommitProperties(app_transactions=[Transaction(app, version) for app, version in versions.items()])
