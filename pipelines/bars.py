@@ -197,7 +197,7 @@ class _TradeTimeClockLogic(ClockLogic[MinuteParts, TradeTimeState | None]):
 
 @dataclass
 class TradeTimeClock(Clock[MinuteParts, TradeTimeState | None]):
-    """Bytewax's event clock, waking up when a quiet ticker's watermark reaches a window's end: the
+    """Bytewax's event clock, waking up when a quiet partition's watermark reaches a window's end: the
     watermark is the newest trade time minus `lateness`, plus the wall time since that trade was seen."""
 
     lateness: timedelta
@@ -257,9 +257,9 @@ MINUTE = timedelta(minutes=1)
 def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Source | None = None,
                     stored: StoredBars | None = None, topic: str = STOCK.topic,
                     now: Callable[[], datetime] = _utc_now) -> Dataflow:
-    """Trades topic -> the trades consumer's decoder -> per table and ticker -> one-minute bar parts ->
-    gathered per table folder: `(folder, [(ticker, "closed" | "late", Bar), …])` -> `sink` (default: the
-    bars tables of `BARS_BUCKET`)."""
+    """Trades topic -> the trades consumer's decoder -> bar rows per poll, table and minute -> one-minute
+    windows per table and Kafka partition (closed windows and late rows alike) -> gathered per table folder:
+    `(folder, (folder, bar rows))` -> `sink` (default: the bars tables of `BARS_BUCKET`)."""
     if sink is None:
         settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
         options = settings.delta_storage_options()

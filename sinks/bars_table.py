@@ -1,16 +1,21 @@
-"""The bars table: parts of one-minute bars merged into a Delta table, one row per (ticker, date, minute).
+"""The bars table: parts of one-minute bars folded into a Delta table, one row per (ticker, date, minute).
 
-A part is a whole minute emitted when it closed, or a correction holding later trades of a closed minute
-(`pipelines.bars`). `merge_parts` folds each part into the stored row with a Delta MERGE whose update
-mirrors `marketstream.bars.Bar.merge` (open and close by event time then offset, high, low, sums) and
-inserts a minute not stored yet. Parts sharing a minute within one call are merged in turns, one MERGE per
-turn, so that each keeps its own first offset.
+A part is a minute's bars emitted when its window closed, or a correction holding later trades of it
+(`pipelines.bars`). `BarsSink` has one writer per table (one sink partition), which knows the minutes its
+table holds (read once per date, then kept up to date by its own commits). A batch's parts for minutes the
+table lacks are written as new Parquet files, one per ticker and date, added in one commit (the trades
+table's protocol: `sinks.delta_commits.DeltaCommitter`, with a transaction id, so a commit whose answer was
+lost is not made again). Parts for minutes it holds are folded into the stored row by `merge_parts`: a
+Delta MERGE whose update mirrors `marketstream.bars.Bar.merge` (open and close by event time then offset,
+high, low, sums). Parts sharing a minute within one batch are written in turns, so that each keeps its own
+first offset.
 
-Delivery guarantee: each part folds in once. The trades of a ticker arrive in offset order, and every part
-of a minute holds trades that arrived after those of the parts before it, so a part whose first offset is
-at or below the stored row's last offset is already in it: the MERGE skips it. Replaying parts (after a
-crash, a restart, another worker count) therefore changes nothing; concurrent commits of other writers
-make a MERGE lose a race at worst, and it is tried again.
+Delivery guarantee: each part folds in once. A minute is added only when the table lacks it. The trades of
+a ticker arrive in offset order, and every part of a minute holds trades that arrived after those of the
+parts before it, so a part whose first offset is at or below the stored row's last offset is already in
+it: the MERGE skips it. Replaying parts (after a crash, a restart, another worker count) therefore changes
+nothing. One bars_consume deployment writes a bars bucket (as one Bytewax cluster; its workers and
+processes share the one writer): two separate deployments could both add a minute.
 """
 
 from __future__ import annotations

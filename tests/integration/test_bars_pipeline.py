@@ -104,3 +104,29 @@ def test_bars_equal_the_sql_aggregate_of_the_trades_table_across_a_kill_and_a_re
     out = tmp_path / "AAPL.html"
     assert cli.chart(make_settings(bars_bucket=bars_bucket), "AAPL", date(2026, 11, 24), False, out) == 0
     assert out.read_text().count('class="candle ') == aapl > 0
+
+
+def test_a_quiet_tickers_last_minute_is_written_by_the_wall_clock_while_the_flow_runs(lake, bars_bucket):
+    """No later trade and no shutdown: the watermark moves on with the wall clock, the minute closes
+    `BARS_ALLOWED_LATENESS_SECONDS` after its end, and its bar is written while the dataflow keeps running."""
+    from datetime import timedelta
+
+    from tests.dataflows.test_bars import OPEN, message
+
+    settings, topic, _ = lake
+    trades = [message("AAPL", OPEN + timedelta(seconds=s), f"q{s}", 100.0 + s) for s in (50, 57, 58)]
+    produce(settings, topic, [(b"AAPL", m) for m in trades])
+    process = bars_process(topic, bars_bucket, kafka_stop_at_end=False, bars_allowed_lateness_seconds=1,
+                           batch_max_age_seconds=0.5)
+    try:
+        options = settings.delta_storage_options()
+        deadline = time.monotonic() + 60
+        while version(f"s3://{bars_bucket}", options) < 1:  # created at version 0, the minute comes after
+            assert process.poll() is None and time.monotonic() < deadline, log_of(process)[-2000:]
+            time.sleep(0.2)
+        [bar] = DeltaTable(f"s3://{bars_bucket}", storage_options=options).to_pyarrow_table().to_pylist()
+        assert (bar["ticker"], bar["trades"], bar["open"], bar["close"]) == ("AAPL", 3, 150.0, 158.0)
+        assert process.poll() is None, "written while running, not at shutdown"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
