@@ -30,7 +30,8 @@ from marketstream.datasets import NEWS, STOCK, Dataset
 from marketstream.metrics import reason_kind
 from marketstream.records import ROW_INDEX
 from pipelines.progress import Progress
-from sinks.delta_merge import is_done, merge_new_rows, open_table
+from sinks.delta_commits import open_or_create
+from sinks.delta_merge import is_done, merge_new_rows
 from sinks.object_store import ObjectStore
 
 WINDOW = timedelta(hours=1)
@@ -116,7 +117,7 @@ def _backfill(dataset: Dataset, what: str, tickers: list[str], days: list, day_o
     report = BackfillReport()
     progress = progress or Progress(what, 0, "ticker-days")
     progress.total = len(tickers) * len(days)
-    table = open_table(uri, storage_options, pa.schema([*dataset.partitioning, *dataset.schema]),
+    table = open_or_create(uri, storage_options, pa.schema([*dataset.partitioning, *dataset.schema]),
                        list(dataset.partitioning.names))
     for ticker in tickers:
         for day in days:

@@ -32,18 +32,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
 from marketstream import metrics, schemas
-from sinks.delta_commits import DeltaCommitter
+from sinks.delta_commits import DeltaCommitter, open_or_create, racing
 from sinks.layout import object_key, partition_path
 from sinks.object_store import ObjectStore
 from sinks.pending import PendingWrites
 
 log = logging.getLogger(__name__)
 
-MAX_LOST_RACES = 20
 MAX_PENDING_MERGES = 2
 """Batches handed to the merging thread and not merged yet: what slows the dataflow down when the store is slow."""
 MAX_TICKERS_PER_MERGE = 25
@@ -65,14 +64,6 @@ FOLD = {
     "last_offset": "CASE WHEN s.last_offset > t.last_offset THEN s.last_offset ELSE t.last_offset END",
 }
 """`Bar.merge` as the MERGE's update of a stored row `t` by a part `s`."""
-
-
-def _open(uri: str, storage_options: dict[str, str]) -> DeltaTable:
-    try:
-        return DeltaTable(uri, storage_options=storage_options)
-    except TableNotFoundError:
-        return DeltaTable.create(uri, TABLE_SCHEMA, mode="ignore", partition_by=list(schemas.BARS_PARTITIONING.names),
-                                 storage_options=storage_options)
 
 
 def turns(parts: pa.Table) -> list[pa.Table]:
@@ -107,7 +98,7 @@ _MINUTE_TYPE = 'Timestamp(Microsecond, Some("UTC"))'
 
 def open_table(uri: str, storage_options: dict[str, str]) -> DeltaTable:
     """The bars table at `uri`, created if missing."""
-    return _open(uri, storage_options)
+    return open_or_create(uri, storage_options, TABLE_SCHEMA, list(schemas.BARS_PARTITIONING.names))
 
 
 def merge_parts(table: DeltaTable, parts: pa.Table, sleep: Callable[[float], None] = time.sleep) -> int:
@@ -117,22 +108,14 @@ def merge_parts(table: DeltaTable, parts: pa.Table, sleep: Callable[[float], Non
     folded = 0
     for rows in turns(parts):
         predicate = f"t.ticker = s.ticker AND t.date = s.date AND t.minute = s.minute AND {_target_bounds(rows)}"
-        for attempt in range(MAX_LOST_RACES):
-            try:
-                outcome = (table.merge(rows, predicate=predicate, source_alias="s", target_alias="t")
-                           .when_matched_update(updates=FOLD, predicate="s.first_offset > t.last_offset")
-                           .when_not_matched_insert_all().execute())
-            except CommitFailedError as exc:
-                log.info("%s: a bars merge lost a race (%s); trying again", table.table_uri,
-                         str(exc).splitlines()[0][:120])
-                metrics.RETRIES.labels("delta").inc()
-                sleep(min(0.1 * 2 ** attempt, 5.0))
-                table.update_incremental()
-                continue
-            folded += int(outcome.get("num_target_rows_inserted", 0)) + int(outcome.get("num_target_rows_updated", 0))
-            break
-        else:
-            raise RuntimeError(f"{table.table_uri}: a bars merge lost {MAX_LOST_RACES} races in a row")
+
+        def merge() -> dict:
+            return (table.merge(rows, predicate=predicate, source_alias="s", target_alias="t")
+                    .when_matched_update(updates=FOLD, predicate="s.first_offset > t.last_offset")
+                    .when_not_matched_insert_all().execute())
+
+        outcome = racing(f"{table.table_uri}: a bars merge", merge, again=table.update_incremental, sleep=sleep)
+        folded += int(outcome.get("num_target_rows_inserted", 0)) + int(outcome.get("num_target_rows_updated", 0))
     return folded
 
 

@@ -15,11 +15,12 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from marketstream import metrics
@@ -27,6 +28,7 @@ from marketstream import metrics
 log = logging.getLogger(__name__)
 
 RETRY_MAX_SECONDS = 30.0
+T = TypeVar("T")
 REFUSALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")
 
 
@@ -59,6 +61,32 @@ def retrying(what: str, action: Callable[[], object], sleep: Callable[[float], N
             attempt += 1
 
 
+MAX_LOST_RACES = 20
+
+
+def open_or_create(uri: str, storage_options: dict[str, str], schema: pa.Schema, partition_by: list[str]) -> DeltaTable:
+    """The table at `uri`, created with `schema` and `partition_by` when there is none."""
+    try:
+        return DeltaTable(uri, storage_options=storage_options)
+    except TableNotFoundError:
+        return DeltaTable.create(uri, schema, mode="ignore", partition_by=partition_by, storage_options=storage_options)
+
+
+def racing(what: str, attempt: Callable[[], T], *, again: Callable[[], None] = lambda: None,
+           sleep: Callable[[float], None] = time.sleep) -> T:
+    """`attempt()` (a MERGE, say) tried again, after `again()` (reload the table), each time another writer's
+    commit came first (delta-rs's `CommitFailedError`), with growing pauses, at most `MAX_LOST_RACES` times."""
+    for lost in range(MAX_LOST_RACES):
+        try:
+            return attempt()
+        except CommitFailedError as exc:
+            log.info("%s lost a race (%s); trying again", what, str(exc).splitlines()[0][:120])
+            metrics.RETRIES.labels("delta").inc()
+            sleep(min(0.1 * 2 ** lost, 5.0))
+            again()
+    raise RuntimeError(f"{what} lost {MAX_LOST_RACES} races in a row")
+
+
 class DeltaCommitter:
     """One Delta table as this process writes it: created if missing (with `schema`, partitioned by
     `partition_by`), loaded once (loading reads the last checkpoint, whose size grows with the table's
@@ -77,14 +105,8 @@ class DeltaCommitter:
         self._sleep = sleep
         self._lock = threading.Lock()
 
-        def open_or_create() -> DeltaTable:
-            try:
-                return DeltaTable(uri, storage_options=storage_options)
-            except TableNotFoundError:
-                return DeltaTable.create(uri, schema, mode="ignore", partition_by=partition_by,
-                                         storage_options=storage_options)
-
-        self._current: DeltaTable | None = retrying(f"opening {uri}", open_or_create, sleep)
+        self._current: DeltaTable | None = retrying(
+            f"opening {uri}", lambda: open_or_create(uri, storage_options, schema, partition_by), sleep)
         """The table as this process's last commit left it (None: load it again); used under `_lock`."""
 
     def _load(self) -> DeltaTable:

@@ -13,33 +13,19 @@ the newer table, which is safe because the merge inserts only what is missing.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from marketstream import metrics
-
-log = logging.getLogger(__name__)
-
-MAX_LOST_RACES = 20
+from sinks.delta_commits import open_or_create, racing
 
 
 def _literal(value: object) -> str:
     text = value.isoformat() if hasattr(value, "isoformat") else str(value)
     return "'" + text.replace("'", "''") + "'"
-
-
-def open_table(uri: str, storage_options: dict[str, str], schema: pa.Schema, partition_by: list[str]) -> DeltaTable:
-    """The table at `uri`, created with `schema` and `partition_by` when there is none."""
-    try:
-        return DeltaTable(uri, storage_options=storage_options)
-    except TableNotFoundError:
-        return DeltaTable.create(uri, schema, mode="ignore", partition_by=partition_by, storage_options=storage_options)
 
 
 def is_done(table: DeltaTable, done_app_id: str) -> bool:
@@ -63,23 +49,17 @@ def merge_new_rows(uri: str, storage_options: dict[str, str], schema: pa.Schema,
     predicate = " AND ".join([*(f"t.{name} = {_literal(value)}" for name, value in partition.items()),
                               *(f"t.{key} = s.{key}" for key in keys)])
     properties = CommitProperties(app_transactions=[Transaction(done_app_id, 1)] if done_app_id else None)
-    for attempt in range(MAX_LOST_RACES):
-        table = open_table(uri, storage_options, schema, partition_by)
-        try:
-            outcome = (table.merge(rows, predicate=predicate, source_alias="s", target_alias="t",
-                                   commit_properties=properties)
-                       .when_not_matched_insert_all().execute())
-        except CommitFailedError as exc:
-            log.info("%s: merging %s lost a race (%s); trying again", uri, partition, str(exc).splitlines()[0][:120])
-            metrics.RETRIES.labels("delta").inc()
-            sleep(min(0.1 * 2 ** attempt, 5.0))
-            continue
-        inserted = int(outcome.get("num_target_rows_inserted", 0))
-        if not inserted:
-            # nothing new: no commit was made, so the mark is committed on its own
-            table = DeltaTable(uri, storage_options=storage_options)
-            if done_app_id and not is_done(table, done_app_id):
-                table.create_write_transaction([], mode="append", schema=schema, partition_by=partition_by,
-                                               commit_properties=properties)
-        return inserted
-    raise RuntimeError(f"{uri}: merging {partition} lost {MAX_LOST_RACES} races in a row")
+
+    def merge() -> dict:
+        return (open_or_create(uri, storage_options, schema, partition_by)
+                .merge(rows, predicate=predicate, source_alias="s", target_alias="t", commit_properties=properties)
+                .when_not_matched_insert_all().execute())
+
+    inserted = int(racing(f"{uri}: merging {partition}", merge, sleep=sleep).get("num_target_rows_inserted", 0))
+    if not inserted:
+        # nothing new: no commit was made, so the mark is committed on its own
+        table = DeltaTable(uri, storage_options=storage_options)
+        if done_app_id and not is_done(table, done_app_id):
+            table.create_write_transaction([], mode="append", schema=schema, partition_by=partition_by,
+                                           commit_properties=properties)
+    return inserted

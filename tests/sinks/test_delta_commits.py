@@ -111,3 +111,27 @@ def test_rows_at_or_below_what_is_committed_or_handed_over_are_not_stored_again(
     assert offsets.not_stored("", 0, rows).column("kafka_offset").to_pylist() == [7]
     offsets.handed_over("", 0, 5)  # never moves back
     assert offsets.through("", 0) == 6
+
+
+def test_a_merge_that_loses_races_is_tried_again_after_reloading_and_gives_up_after_the_limit():
+    from deltalake.exceptions import CommitFailedError
+
+    from sinks.delta_commits import MAX_LOST_RACES, racing
+
+    outcomes = [CommitFailedError("Concurrent transaction"), CommitFailedError("Concurrent transaction"), "merged"]
+    reloads, pauses = [], []
+
+    def attempt():
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert racing("a merge", attempt, again=lambda: reloads.append(1), sleep=pauses.append) == "merged"
+    assert len(reloads) == 2 and pauses == [0.1, 0.2]
+
+    def always_lost():
+        raise CommitFailedError("Concurrent transaction")
+
+    with pytest.raises(RuntimeError, match=f"lost {MAX_LOST_RACES} races"):
+        racing("a merge", always_lost, sleep=lambda _: None)
