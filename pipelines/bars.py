@@ -136,13 +136,11 @@ def minute_parts(decoded: Decoded, stored: StoredBars | None = None) -> list[tup
     parts = trade_parts(trades, [PREFIX])
     # rows come grouped by folder, then ticker: split into runs of one folder and minute
     parts = parts.sort_by([(PREFIX, "ascending"), ("minute", "ascending")])
-    runs = parts.select([PREFIX, "minute"]).group_by([PREFIX, "minute"], use_threads=False).aggregate(
-        [([], "count_all")])
-    newest = parts.select([PREFIX, "minute", "close_ts"]).group_by([PREFIX, "minute"], use_threads=False).aggregate(
-        [("close_ts", "max")])
+    runs = parts.select([PREFIX, "minute", "close_ts"]).group_by([PREFIX, "minute"], use_threads=False).aggregate(
+        [([], "count_all"), ("close_ts", "max")])
     items, start = [], 0
     for folder, count, latest in zip(runs.column(PREFIX).to_pylist(), runs.column("count_all").to_pylist(),
-                                     pc.cast(newest.column("close_ts_max"), pa.int64()).to_pylist()):
+                                     pc.cast(runs.column("close_ts_max"), pa.int64()).to_pylist()):
         key = f"{folder}|{decoded.kafka_partition}"
         items.append((key, (key, latest, parts.slice(start, count).drop_columns([PREFIX]))))
         start += count

@@ -43,8 +43,8 @@ from sinks.pending import PendingWrites
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING_MERGES = 2
-"""Batches handed to the merging thread and not merged yet: what slows the dataflow down when the store is slow."""
+MAX_PENDING_BATCHES = 2
+"""Batches handed to the writing thread and not written yet: what slows the dataflow down when the store is slow."""
 MAX_TICKERS_PER_MERGE = 25
 TABLE_SCHEMA = pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS])
 
@@ -185,7 +185,7 @@ class _BarsTable:
         self._compression = compression
         self._committer = DeltaCommitter(uri, storage_options, TABLE_SCHEMA, list(schemas.BARS_PARTITIONING.names))
         self._merging = open_table(uri, storage_options)
-        self._present = _Present(lambda day: _rows_of_day(self._merging, day, ["ticker", "minute"]))
+        self._present = _Present(lambda day: stored_minutes(uri, storage_options, day))
         self._files = ThreadPoolExecutor(max_workers=FILE_WRITERS, thread_name_prefix="bars-files")
 
     def write(self, parts: pa.Table) -> None:
@@ -251,18 +251,14 @@ def _parquet(table: pa.Table, compression: str) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _rows_of_day(table: DeltaTable, day, columns: list[str]) -> pa.Table:
-    return table.to_pyarrow_table(filters=[("date", "=", day)], columns=columns)
-
-
 class _BarsPartition(StatefulSinkPartition[pa.Table, None]):
     """Writes each batch on a thread of its own, in the order the batches arrived, at most
-    `MAX_PENDING_MERGES` in flight; every snapshot waits for them."""
+    `MAX_PENDING_BATCHES` in flight; every snapshot waits for them."""
 
     def __init__(self, table: Callable[[str], _BarsTable]):
         self._table = table
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bars-write")
-        self._pending = PendingWrites(MAX_PENDING_MERGES)
+        self._pending = PendingWrites(MAX_PENDING_BATCHES)
 
     def write_batch(self, items: list[tuple[str, pa.Table]]) -> None:
         by_folder: dict[str, list[pa.Table]] = {}

@@ -6,6 +6,7 @@ from deltalake import DeltaTable
 
 from marketstream.bars import MINUTE_US, Bar, bar_rows
 from sinks.bars_table import merge_parts, open_table, turns
+from tests.dataflows.test_bars import merged
 
 START = 1_795_530_600_000_000  # 2026-11-24 14:30 UTC
 
@@ -35,14 +36,6 @@ def stored(path) -> dict:
     return {(r["ticker"], r["minute"]): r for r in rows}
 
 
-def expected(parts) -> dict:
-    bars = {}
-    for ticker, bar in parts:
-        key = (ticker, bar.minute_us)
-        bars[key] = bars[key].merge(bar) if key in bars else bar
-    return bars
-
-
 def test_parts_fold_into_the_bar_merge_gives_and_a_replay_changes_nothing(tmp_path):
     parts = parts_of_a_tape(5)
     table = open_table(str(tmp_path), {})
@@ -53,7 +46,7 @@ def test_parts_fold_into_the_bar_merge_gives_and_a_replay_changes_nothing(tmp_pa
     assert merge_parts(open_table(str(tmp_path), {}), bar_rows(parts)) == 0
     assert merge_parts(table, bar_rows(parts)) == 0
     assert stored(tmp_path) == rows
-    bars = expected(parts)
+    bars = merged(parts)
     assert len(rows) == len(bars)
     for (ticker, minute_us), bar in bars.items():
         row = next(r for (t, m), r in rows.items() if t == ticker and m == bar.minute)
