@@ -11,7 +11,8 @@ Minutes are UTC minutes of the event time (a trade at 14:30:59.999 belongs to 14
 
 The same fold in Arrow, for the stream: `trade_parts` folds trades into rows of the bars table, one per
 ticker and minute (and any further group column), and `combine_parts` merges rows of one minute as
-`Bar.merge` does; no Python object per trade or per bar.
+`Bar.merge` does; no Python object per trade or per bar. `unheld_parts` tells the parts a stored row holds
+already, so that folding the same parts in again changes nothing.
 """
 
 from __future__ import annotations
@@ -141,15 +142,47 @@ def trade_parts(trades: pa.Table, extra: list[str] = ()) -> pa.Table:
 
 
 def combine_parts(parts: pa.Table) -> pa.Table:
-    """Rows of the bars table with the same ticker, date and minute merged into one, as `Bar.merge` does."""
+    """Rows of the bars table with the same ticker, date and minute merged into one, as `Bar.merge` does;
+    in ticker, date and minute order."""
     by_open = parts.sort_by([(name, "ascending") for name in [*_BAR_KEYS, "open_ts", "open_offset"]])
-    opened = by_open.group_by(_BAR_KEYS, use_threads=False).aggregate(
+    repeated = _repeated_keys(by_open)
+    alone = _bars_table({name: by_open.column(name) for name in by_open.column_names}, [])
+    if not pc.any(repeated).as_py():  # the common case: nothing to merge
+        return alone
+    several = by_open.filter(repeated)
+    opened = several.group_by(_BAR_KEYS, use_threads=False).aggregate(
         [("open", "first"), ("open_ts", "first"), ("open_offset", "first"), *_SUMS])
-    by_close = parts.sort_by([(name, "ascending") for name in [*_BAR_KEYS, "close_ts", "close_offset"]])
+    by_close = several.sort_by([(name, "ascending") for name in [*_BAR_KEYS, "close_ts", "close_offset"]])
     closed = by_close.group_by(_BAR_KEYS, use_threads=False).aggregate(
         [("close", "last"), ("close_ts", "last"), ("close_offset", "last")])
     # both grouped in key order: their rows line up
     columns = {name.removesuffix("_first").removesuffix("_last").removesuffix("_max").removesuffix("_min")
                .removesuffix("_sum"): table.column(name)
                for table in (opened, closed) for name in table.column_names}
-    return _bars_table(columns, [])
+    merged = pa.concat_tables([alone.filter(pc.invert(repeated)), _bars_table(columns, [])])
+    return merged.sort_by([(name, "ascending") for name in _BAR_KEYS])
+
+
+def _repeated_keys(rows: pa.Table) -> pa.ChunkedArray:
+    """For `rows` in key order: whether each row's ticker, date and minute are those of a neighbour."""
+    if rows.num_rows < 2:
+        return pa.chunked_array([pa.array([False] * rows.num_rows, pa.bool_())])
+    same = None  # same[i]: rows i and i + 1 have the same key
+    for name in _BAR_KEYS:
+        column = rows.column(name)
+        equal = pc.equal(column.slice(0, rows.num_rows - 1), column.slice(1))
+        same = equal if same is None else pc.and_(same, equal)
+    edge = pa.chunked_array([[False]], pa.bool_())
+    return pc.or_(pa.chunked_array([*edge.chunks, *same.chunks]), pa.chunked_array([*same.chunks, *edge.chunks]))
+
+
+def unheld_parts(stored: pa.Table, parts: pa.Table) -> pa.Table:
+    """The `parts` (rows of the bars table) that the `stored` rows do not hold yet: a part whose first offset
+    is at or below the last offset of the stored row of its ticker, date and minute is in that row already.
+    That holds because a ticker's trades arrive in offset order and each part of a minute holds trades that
+    arrived after those of the parts before it (`pipelines.bars`)."""
+    held = stored.select([*_BAR_KEYS, "last_offset"]).rename_columns([*_BAR_KEYS, "_held"])
+    numbered = parts.append_column("_part", pa.array(range(parts.num_rows), pa.int64()))
+    matched = numbered.select([*_BAR_KEYS, "first_offset", "_part"]).join(held, _BAR_KEYS, join_type="inner")
+    already = matched.filter(pc.less_equal(matched.column("first_offset"), matched.column("_held"))).column("_part")
+    return parts.filter(pc.invert(pc.is_in(numbered.column("_part"), already)))

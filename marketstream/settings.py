@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     bars_allowed_lateness_seconds: float = Field(
         30.0, ge=0, description="a minute's bar is emitted once a trade this much newer has been seen")
     bars_batch_max_parts: int = Field(
-        50_000, ge=1, description="bar parts merged into a bars table at once (else every BATCH_MAX_AGE_SECONDS)")
+        200_000, ge=1, description="bar parts written to the bars tables at once (else every BATCH_MAX_AGE_SECONDS)")
     lake_format: Literal["delta", "parquet"] = Field(
         "delta", description="delta: a Delta Lake table per dataset; parquet: plain hive-partitioned files")
     lake_compact_closed_after_days: int = Field(1, ge=1, description="a date partition this old is closed: compacted")

@@ -13,7 +13,7 @@ with the wall clock while the partition is quiet, so the last minute before a pa
 after its end instead of waiting for the next trade. A window's bars are emitted when it closes.
 
 Late trades: bar rows older than the watermark are Bytewax's "late" items; they are emitted at once as
-**corrections** of their minute, which the bars table merges into the stored bar (`Bar.merge` gives the
+**corrections** of their minute, which the bars table folds into the stored bar (`Bar.merge` gives the
 same bar in any order and split). So every trade the trades table keeps ends in its bar, however late; the
 trades that came late are counted (`marketstream_bars_late_trades`). At the end of input every open
 minute is emitted.
@@ -22,7 +22,7 @@ Restarts: a flow that reads trades again (from the topic's start without recover
 it) folds only the trades its bars table lacks (`StoredBars`: a trade whose offset is at or below its
 minute's stored last offset is in), and bars of a minute restored open from a snapshot older than the
 part that stored them are dropped. Bar rows are gathered per table for `BATCH_MAX_AGE_SECONDS` or until
-the process holds `BARS_BATCH_MAX_PARTS` of them, then merged (`sinks.bars_table`).
+the process holds `BARS_BATCH_MAX_PARTS` of them, then written (`sinks.bars_table`).
 """
 
 from __future__ import annotations

@@ -2,20 +2,20 @@
 
 A part is a minute's bars emitted when its window closed, or a correction holding later trades of it
 (`pipelines.bars`). `BarsSink` has one writer per table (one sink partition), which knows the minutes its
-table holds (read once per date, then kept up to date by its own commits). A batch's parts for minutes the
-table lacks are written as new Parquet files, one per ticker and date, added in one commit (the trades
-table's protocol: `sinks.delta_commits.DeltaCommitter`, with a transaction id, so a commit whose answer was
-lost is not made again). Parts for minutes it holds are folded into the stored row by `merge_parts`: a
-Delta MERGE whose update mirrors `marketstream.bars.Bar.merge` (open and close by event time then offset,
-high, low, sums). Parts sharing a minute within one batch are written in turns, so that each keeps its own
-first offset.
+table holds (read once per date, then kept up to date by its own commits). Each batch makes one commit per
+date it touches (the trades table's protocol: `sinks.delta_commits.DeltaCommitter`, with a transaction id,
+so a commit whose answer was lost is not made again). Minutes the table lacks are added as new Parquet
+files, one per ticker. A ticker with parts for minutes the table holds has its whole partition of that date
+(a day of one ticker: at most 1 440 rows) read, the parts it does not hold folded in as `Bar.merge` does
+(`marketstream.bars.unheld_parts`, `combine_parts`), and written again as one file that replaces the
+partition's files in the same commit, which also compacts it.
 
-Delivery guarantee: each part folds in once. A minute is added only when the table lacks it. The trades of
-a ticker arrive in offset order, and every part of a minute holds trades that arrived after those of the
-parts before it, so a part whose first offset is at or below the stored row's last offset is already in
-it: the MERGE skips it. Replaying parts (after a crash, a restart, another worker count) therefore changes
-nothing. One bars_consume deployment writes a bars bucket (as one Bytewax cluster; its workers and
-processes share the one writer): two separate deployments could both add a minute.
+Delivery guarantee: each part folds in once. A minute is added only when the table lacks it, and a part of a
+minute the table holds only when its row does not hold it yet (its first offset is above the row's last
+offset: the trades of a ticker arrive in offset order). Replaying parts (after a crash, a restart, another
+worker count) therefore changes nothing. One bars_consume deployment writes a bars bucket (as one Bytewax
+cluster; its workers and processes share the one writer): two separate deployments could both add a
+minute, or replace each other's partitions.
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import DeltaTable
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
 from marketstream import metrics, schemas
-from sinks.delta_commits import DeltaCommitter, open_or_create, racing
+from marketstream.bars import combine_parts, unheld_parts
+from sinks.delta_commits import DeltaCommitter
 from sinks.layout import object_key, partition_path
 from sinks.object_store import ObjectStore
 from sinks.pending import PendingWrites
@@ -45,79 +46,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_BATCHES = 2
 """Batches handed to the writing thread and not written yet: what slows the dataflow down when the store is slow."""
-MAX_TICKERS_PER_MERGE = 25
 TABLE_SCHEMA = pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS])
-
-_EARLIER_OPEN = "s.open_ts < t.open_ts OR (s.open_ts = t.open_ts AND s.open_offset < t.open_offset)"
-_LATER_CLOSE = "s.close_ts > t.close_ts OR (s.close_ts = t.close_ts AND s.close_offset > t.close_offset)"
-FOLD = {
-    **{name: f"CASE WHEN {_EARLIER_OPEN} THEN s.{name} ELSE t.{name} END" for name in ("open", "open_ts", "open_offset")},
-    **{name: f"CASE WHEN {_LATER_CLOSE} THEN s.{name} ELSE t.{name} END"
-       for name in ("close", "close_ts", "close_offset")},
-    "high": "CASE WHEN s.high > t.high THEN s.high ELSE t.high END",
-    "low": "CASE WHEN s.low < t.low THEN s.low ELSE t.low END",
-    "volume": "t.volume + s.volume",
-    "trades": "t.trades + s.trades",
-    "notional": "t.notional + s.notional",
-    "vwap": "(t.notional + s.notional) / (t.volume + s.volume)",
-    "first_offset": "CASE WHEN s.first_offset < t.first_offset THEN s.first_offset ELSE t.first_offset END",
-    "last_offset": "CASE WHEN s.last_offset > t.last_offset THEN s.last_offset ELSE t.last_offset END",
-}
-"""`Bar.merge` as the MERGE's update of a stored row `t` by a part `s`."""
-
-
-def turns(parts: pa.Table) -> list[pa.Table]:
-    """`parts` split so that no turn holds two parts of one (ticker, minute), each minute's parts in order."""
-    seen: dict[tuple[str, int], int] = {}
-    rank = []
-    for slot in zip(parts.column("ticker").to_pylist(), pc.cast(parts.column("minute"), pa.int64()).to_pylist()):
-        seen[slot] = seen.get(slot, -1) + 1
-        rank.append(seen[slot])
-    if not rank or max(rank) == 0:
-        return [parts] if parts.num_rows else []
-    ranks = pa.array(rank)
-    return [parts.filter(pc.equal(ranks, turn)) for turn in range(max(rank) + 1)]
-
-
-def _target_bounds(rows: pa.Table) -> str:
-    """The stored rows a MERGE of `rows` can match, as literals delta-rs prunes files with: without them it
-    reads every file of the table (a day of small files makes each MERGE slower than the last)."""
-    low, high = pc.min_max(rows.column("minute").cast(pa.int64())).values()
-    tickers = ", ".join(_quoted(ticker) for ticker in pc.unique(rows.column("ticker")).to_pylist())
-    days = ", ".join(f"'{day}'" for day in pc.unique(rows.column("date")).to_pylist())
-    return (f"t.ticker IN ({tickers}) AND t.date IN ({days}) AND t.minute >= arrow_cast({low.as_py()}, '{_MINUTE_TYPE}')"
-            f" AND t.minute <= arrow_cast({high.as_py()}, '{_MINUTE_TYPE}')")
-
-
-def _quoted(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-_MINUTE_TYPE = 'Timestamp(Microsecond, Some("UTC"))'
-
-
-def open_table(uri: str, storage_options: dict[str, str]) -> DeltaTable:
-    """The bars table at `uri`, created if missing."""
-    return open_or_create(uri, storage_options, TABLE_SCHEMA, list(schemas.BARS_PARTITIONING.names))
-
-
-def merge_parts(table: DeltaTable, parts: pa.Table, sleep: Callable[[float], None] = time.sleep) -> int:
-    """Fold `parts` (rows of the bars table, in the order they were made) into the bars `table` (kept open
-    by the caller: loading its log again for each merge costs more than the merge); returns the parts
-    folded in (the others were in already)."""
-    folded = 0
-    for rows in turns(parts):
-        predicate = f"t.ticker = s.ticker AND t.date = s.date AND t.minute = s.minute AND {_target_bounds(rows)}"
-
-        def merge() -> dict:
-            return (table.merge(rows, predicate=predicate, source_alias="s", target_alias="t")
-                    .when_matched_update(updates=FOLD, predicate="s.first_offset > t.last_offset")
-                    .when_not_matched_insert_all().execute())
-
-        outcome = racing(f"{table.table_uri}: a bars merge", merge, again=table.update_incremental, sleep=sleep)
-        folded += int(outcome.get("num_target_rows_inserted", 0)) + int(outcome.get("num_target_rows_updated", 0))
-    return folded
-
 
 def stored_minutes(uri: str, storage_options: dict[str, str], day) -> pa.Table:
     """For one date, each stored minute's ticker, minute (µs since the epoch) and `held`: the last Kafka
@@ -172,9 +101,8 @@ class _Present:
 
 
 class _BarsTable:
-    """One bars table as its one writer sees it: minutes it lacks are added as new files in one commit
-    (files written here, committed with a transaction id so that a commit whose answer was lost is not made
-    twice); parts of minutes it holds are merged (`merge_parts`)."""
+    """One bars table as its one writer sees it: a batch of parts becomes one commit per date, committed
+    with a transaction id so that a commit whose answer was lost is not made twice."""
 
     def __init__(self, uri: str, bucket: str, folder: str, storage_options: dict[str, str], store: ObjectStore,
                  compression: str):
@@ -184,42 +112,47 @@ class _BarsTable:
         self._store = store
         self._compression = compression
         self._committer = DeltaCommitter(uri, storage_options, TABLE_SCHEMA, list(schemas.BARS_PARTITIONING.names))
-        self._merging = open_table(uri, storage_options)
         self._present = _Present(lambda day: stored_minutes(uri, storage_options, day))
         self._files = ThreadPoolExecutor(max_workers=FILE_WRITERS, thread_name_prefix="bars-files")
 
     def write(self, parts: pa.Table) -> None:
-        for turn in turns(parts):
-            new, held = self._present.split(turn)
-            if new.num_rows:
-                self._insert(new)
-                self._merging.update_incremental()
-            if held.num_rows:
-                # a few tickers per MERGE: delta-rs holds a Parquet writer per partition it writes (~1 MB each)
-                tickers = pc.unique(held.column("ticker"))
-                for start in range(0, len(tickers), MAX_TICKERS_PER_MERGE):
-                    chunk = held.filter(pc.is_in(held.column("ticker"), tickers.slice(start, MAX_TICKERS_PER_MERGE)))
-                    with metrics.COMMIT_SECONDS.labels(self.uri).time():
-                        merge_parts(self._merging, chunk)
-                    metrics.ROWS_COMMITTED.labels(self.uri).inc(chunk.num_rows)
-                self._committer.refresh()
+        parts = parts.combine_chunks()  # a batch gathers thousands of small tables: sorted and filtered faster as one
+        new, held = self._present.split(parts)
+        for day in pc.unique(parts.column("date")).to_pylist():
+            self._write_day(day, _on(new, day), _on(held, day))
 
-    def _insert(self, rows: pa.Table) -> None:
-        rows = rows.sort_by([("ticker", "ascending"), ("date", "ascending"), ("minute", "ascending")])
+    def _write_day(self, day, new: pa.Table, held: pa.Table) -> None:
+        """`new`: parts of minutes the table lacks; `held`: parts of minutes it holds; all of date `day`."""
+        rows, replaced = combine_parts(new), []
+        if held.num_rows:
+            tickers = pc.unique(held.column("ticker"))
+            stored = self._committer.read([("date", "=", day), ("ticker", "in", tickers.to_pylist())])
+            stored = stored.select(TABLE_SCHEMA.names).cast(TABLE_SCHEMA)
+            fresh = unheld_parts(stored, held)
+            replaced = pc.unique(fresh.column("ticker"))
+            if len(replaced):  # these tickers' partitions are written again whole, with the new minutes
+                rows = combine_parts(pa.concat_tables([new, fresh, stored.filter(pc.is_in(stored.column("ticker"), replaced))]))
+        if not rows.num_rows:
+            return  # parts the table holds already: a replay
+        adds = self._put(rows)
+        version = self._committer.committed_version(WRITER_APP_ID) + 1
+        replacing = [("date", "=", day.isoformat()), ("ticker", "in", replaced.to_pylist())] if len(replaced) else None
+        with metrics.COMMIT_SECONDS.labels(self.uri).time():
+            self._committer.commit(adds, {WRITER_APP_ID: version}, replacing)
+        self._present.add(new)
+        metrics.ROWS_COMMITTED.labels(self.uri).inc(new.num_rows + held.num_rows)
+        metrics.FILES_COMMITTED.labels(self.uri).inc(len(adds))
+
+    def _put(self, rows: pa.Table) -> list[AddAction]:
+        """`rows` (sorted by ticker, date and minute) written as one file per ticker and date."""
         runs = rows.select(["ticker", "date"]).group_by(["ticker", "date"], use_threads=False).aggregate([([], "count_all")])
         files, start = [], 0
         for ticker, day, count in zip(*(runs.column(n).to_pylist() for n in ("ticker", "date", "count_all"))):
             files.append((ticker, day, rows.slice(start, count)))
             start += count
-        # a file per ticker: encoded and uploaded by several threads (Parquet encoding releases the GIL)
+        # encoded and uploaded by several threads (Parquet encoding releases the GIL)
         shares = [files[i::FILE_WRITERS] for i in range(FILE_WRITERS)]
-        adds = [add for share in self._files.map(self._put_files, shares) for add in share]
-        version = self._committer.committed_version(WRITER_APP_ID) + 1
-        with metrics.COMMIT_SECONDS.labels(self.uri).time():
-            self._committer.commit(adds, {WRITER_APP_ID: version})
-        self._present.add(rows)
-        metrics.ROWS_COMMITTED.labels(self.uri).inc(rows.num_rows)
-        metrics.FILES_COMMITTED.labels(self.uri).inc(len(adds))
+        return [add for share in self._files.map(self._put_files, shares) for add in share]
 
     def _put_files(self, files: list[tuple[str, object, pa.Table]]) -> list[AddAction]:
         objects, adds = {}, []
@@ -238,7 +171,11 @@ class _BarsTable:
 
 FILE_WRITERS = 4
 WRITER_APP_ID = "marketstream-bars"
-"""The transaction id of the bars table's writer; its version counts the commits that added minutes."""
+"""The transaction id of the bars table's writer; its version counts its commits."""
+
+
+def _on(rows: pa.Table, day) -> pa.Table:
+    return rows.filter(pc.equal(rows.column("date"), pa.scalar(day, pa.date32())))
 
 
 def _stat(moment) -> str:

@@ -132,16 +132,27 @@ class DeltaCommitter:
             except Exception:  # noqa: BLE001 - loaded afresh before the next commit instead
                 self._current = None
 
-    def commit(self, adds: list[AddAction], versions: dict[str, int]) -> None:
-        """Add the files `adds` and set each app id of `versions` to its version, in one commit."""
+    def read(self, filters: list[tuple]) -> pa.Table:
+        """The rows of the partitions `filters` selects (deltalake filters on partition columns), as this
+        process's last commit left them."""
+        with self._lock:
+            if self._current is None:
+                self._current = self._load()
+            return retrying(f"reading {self.uri}", lambda: self._current.to_pyarrow_table(filters=filters), self._sleep)
+
+    def commit(self, adds: list[AddAction], versions: dict[str, int], replacing: list[tuple] | None = None) -> None:
+        """Add the files `adds` and set each app id of `versions` to its version, in one commit; with
+        `replacing` (filters on partition columns), the files the partitions it selects held are removed
+        by the same commit (the partitions' new content is among `adds`)."""
         properties = CommitProperties(app_transactions=[Transaction(app, version) for app, version in versions.items()])
 
         def attempt() -> None:
             if self._current is None:
                 self._current = self._load()
             try:
-                self._current.create_write_transaction(adds, mode="append", schema=self.schema,
-                                                       partition_by=self.partition_by, commit_properties=properties)
+                self._current.create_write_transaction(adds, mode="overwrite" if replacing else "append",
+                                                       schema=self.schema, partition_by=self.partition_by,
+                                                       partition_filters=replacing, commit_properties=properties)
             except Exception as exc:
                 # the attempt may have landed although its answer was lost: never commit the same rows twice
                 self._current = self._load()

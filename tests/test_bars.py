@@ -128,3 +128,24 @@ def test_the_arrow_fold_of_trades_and_of_parts_in_any_split_gives_the_bars_of_ba
     parts = [trade_parts(trades_table(rows[:cut]))] + ([trade_parts(trades_table(rows[cut:]))] if rows[cut:] else [])
     rnd.shuffle(parts)
     assert approx_equal(bars_by_minute(combine_parts(pa.concat_tables(parts))), want)
+
+
+@settings(max_examples=150, deadline=None)
+@given(trades, st.lists(st.integers(1, 59), max_size=6), st.data())
+def test_folding_parts_a_stored_row_holds_again_changes_nothing(drawn, cuts, data):
+    """Parts come as the stream makes them: consecutive runs of trades in offset order. Whatever prefix of
+    them the table holds, folding in those it does not hold (after any replay) gives the bars of all."""
+    from marketstream import schemas
+    from marketstream.bars import combine_parts, trade_parts, unheld_parts
+
+    none = pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS]).empty_table()
+    rows = rows_of(drawn)
+    bounds = [0, *sorted({min(c, len(rows)) for c in cuts}), len(rows)]
+    parts = [trade_parts(trades_table(rows[a:b])) for a, b in zip(bounds, bounds[1:]) if b > a]
+    held = data.draw(st.integers(0, len(parts)), label="parts the table holds")
+    replay_from = data.draw(st.integers(0, held), label="first part replayed")
+    stored = combine_parts(pa.concat_tables([none, *parts[:held]]))
+    fresh = unheld_parts(stored, pa.concat_tables([none, *parts[replay_from:]]))
+    assert fresh.num_rows == sum(p.num_rows for p in parts[held:])
+    assert approx_equal(bars_by_minute(combine_parts(pa.concat_tables([stored, fresh]))),
+                        expected_by_minute(fold(rows)))

@@ -63,6 +63,31 @@ def test_an_attempt_that_landed_although_its_answer_was_lost_is_not_made_again(t
     assert read.version() == 1 and read.to_pyarrow_table().num_rows == 5
 
 
+def test_a_replacing_commit_swaps_the_selected_partitions_files_for_its_own_and_adds_the_rest(tmp_path, monkeypatch):
+    table = committer(tmp_path)
+    table.commit([upload(tmp_path, "A", range(0, 5)), upload(tmp_path, "A", range(5, 8)),
+                  upload(tmp_path, "B", range(0, 3))], {"app": 0})
+    assert table.read([("ticker", "in", ["A"])]).num_rows == 8
+    real, calls = DeltaTable.create_write_transaction, []
+
+    def lands_then_fails(self, *args, **kwargs):  # its answer is lost: a retry must not remove A's new file
+        calls.append(1)
+        real(self, *args, **kwargs)
+        if len(calls) == 1:
+            raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", lands_then_fails)
+    table.commit([upload(tmp_path, "A", range(100, 102)), upload(tmp_path, "C", range(0, 4))], {"app": 1},
+                 replacing=[("ticker", "in", ["A"])])
+    monkeypatch.undo()
+    read = DeltaTable(str(tmp_path))
+    assert read.version() == 2 and read.transaction_version("app") == 1
+    offsets = {ticker: sorted(read.to_pyarrow_table(filters=[("ticker", "=", ticker)]).column("kafka_offset").to_pylist())
+               for ticker in "ABC"}
+    assert offsets == {"A": [100, 101], "B": [0, 1, 2], "C": [0, 1, 2, 3]}
+    assert len([uri for uri in read.file_uris() if "ticker=A" in uri]) == 1
+
+
 def test_a_store_that_is_down_is_retried_with_capped_backoff_until_the_commit_lands(tmp_path, monkeypatch):
     sleeps = []
     table = committer(tmp_path, sleeps)
