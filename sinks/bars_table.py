@@ -48,6 +48,7 @@ MAX_PENDING_BATCHES = 2
 """Batches handed to the writing thread and not written yet: what slows the dataflow down when the store is slow."""
 TABLE_SCHEMA = pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS])
 
+
 def stored_minutes(uri: str, storage_options: dict[str, str], day) -> pa.Table:
     """For one date, each stored minute's ticker, minute (µs since the epoch) and `held`: the last Kafka
     offset folded into it."""
@@ -123,7 +124,7 @@ class _BarsTable:
 
     def _write_day(self, day, new: pa.Table, held: pa.Table) -> None:
         """`new`: parts of minutes the table lacks; `held`: parts of minutes it holds; all of date `day`."""
-        rows, replaced = combine_parts(new), []
+        rows, replaced = combine_parts(new), pa.array([], pa.string())
         if held.num_rows:
             tickers = pc.unique(held.column("ticker"))
             stored = self._committer.read([("date", "=", day), ("ticker", "in", tickers.to_pylist())])
