@@ -37,7 +37,7 @@ from deltalake.transaction import AddAction
 
 from marketstream import metrics, schemas
 from marketstream.bars import combine_parts, unheld_parts
-from sinks.delta_commits import DeltaCommitter
+from sinks.delta_commits import DeltaCommitter, retrying
 from sinks.layout import object_key, partition_path
 from sinks.object_store import ObjectStore
 from sinks.pending import PendingWrites
@@ -49,15 +49,18 @@ MAX_PENDING_BATCHES = 2
 TABLE_SCHEMA = pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS])
 
 
-def stored_minutes(uri: str, storage_options: dict[str, str], day) -> pa.Table:
+def stored_minutes(uri: str, storage_options: dict[str, str], day, sleep: Callable[[float], None] = time.sleep) -> pa.Table:
     """For one date, each stored minute's ticker, minute (µs since the epoch) and `held`: the last Kafka
-    offset folded into it."""
-    try:
-        table = DeltaTable(uri, storage_options=storage_options)
-    except TableNotFoundError:
-        rows = pa.table({"ticker": [], "minute": [], "last_offset": []})
-    else:
-        rows = table.to_pyarrow_table(filters=[("date", "=", day)], columns=["ticker", "minute", "last_offset"])
+    offset folded into it. Retried while the store is down."""
+
+    def read() -> pa.Table:
+        try:
+            table = DeltaTable(uri, storage_options=storage_options)
+        except TableNotFoundError:
+            return pa.table({"ticker": [], "minute": [], "last_offset": []})
+        return table.to_pyarrow_table(filters=[("date", "=", day)], columns=["ticker", "minute", "last_offset"])
+
+    rows = retrying(f"reading the minutes {uri} holds on {day}", read, sleep)
     return pa.table({"ticker": rows.column("ticker").cast(pa.string()), "minute": rows.column("minute").cast(pa.int64()),
                      "held": rows.column("last_offset").cast(pa.int64())})
 

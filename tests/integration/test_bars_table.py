@@ -2,6 +2,8 @@
 whatever is replayed and by whichever writer; a correction rewrites only its ticker's partition of that date."""
 
 import random
+import threading
+import time
 
 import pytest
 from deltalake import DeltaTable
@@ -9,7 +11,9 @@ from deltalake import DeltaTable
 from marketstream.bars import MINUTE_US, Bar, bar_rows
 from sinks.bars_table import BarsSink
 from sinks.object_store import ObjectStore
+from tests.conftest import make_settings
 from tests.dataflows.test_bars import merged
+from tests.integration.private_servers import PrivateMinio
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +46,8 @@ class Writer:
     """A bars sink's one writer, as one run of bars_consume has it."""
 
     def __init__(self, settings, bucket: str):
-        self.sink = BarsSink(bucket, settings.delta_storage_options(), lambda: ObjectStore(settings.s3_storage_options()))
+        self.sink = BarsSink(bucket, settings.delta_storage_options(),
+                             lambda: ObjectStore(settings.s3_storage_options(), retry_max_seconds=1))
         self.sink.list_parts()
         self.part = self.sink.build_part("bars", "bars", None)
 
@@ -104,3 +109,32 @@ def test_a_correction_rewrites_its_partition_of_that_date_as_one_file_and_nothin
     assert before - after == {uri for uri in before if "ticker=AAPL" in uri}
     assert len(after - before) == 1 and "ticker=AAPL" in (after - before).pop()
     assert_bars_of(stored(table()), [*minutes["AAPL"], *minutes["MSFT"], late, new_minute])
+
+
+@pytest.mark.parametrize("down", ["when a restarted writer starts", "in the middle of a run"])
+def test_a_writer_waits_out_a_store_that_is_down_and_loses_nothing(stack, tmp_path, down):
+    minio = PrivateMinio(tmp_path / "data")
+    settings = make_settings(**minio.settings)
+    bucket = "bars-outage"
+    parts = parts_of_a_tape(11, days=(START, NEXT_DAY))
+    first_day = [part for part in parts if part[1].minute_us < NEXT_DAY]
+    minio.start()
+    try:
+        writer = Writer(settings, bucket)
+        writer.part.write_batch([("", bar_rows(first_day[: len(first_day) // 2]))])
+        writer.part.snapshot()
+        minio.stop()
+        done = threading.Event()
+
+        def write_the_rest() -> None:  # replays, corrections of stored minutes, and the next day's minutes
+            (Writer(settings, bucket) if down.startswith("when") else writer).write(parts)
+            done.set()
+
+        threading.Thread(target=write_the_rest, daemon=True).start()
+        time.sleep(3)
+        assert not done.is_set()
+        minio.start()
+        assert done.wait(120), "the writer did not finish after MinIO came back"
+        assert_bars_of(stored(DeltaTable(f"s3://{bucket}", storage_options=settings.delta_storage_options())), parts)
+    finally:
+        minio.stop()
