@@ -150,17 +150,18 @@ def combine_parts(parts: pa.Table) -> pa.Table:
     if not pc.any(repeated).as_py():  # the common case: nothing to merge
         return alone
     several = by_open.filter(repeated)
+    in_key_order = [(name, "ascending") for name in _BAR_KEYS]
+    # group_by keeps each group's input order (first, last), not the order of the groups: sorted to line up
     opened = several.group_by(_BAR_KEYS, use_threads=False).aggregate(
-        [("open", "first"), ("open_ts", "first"), ("open_offset", "first"), *_SUMS])
+        [("open", "first"), ("open_ts", "first"), ("open_offset", "first"), *_SUMS]).sort_by(in_key_order)
     by_close = several.sort_by([(name, "ascending") for name in [*_BAR_KEYS, "close_ts", "close_offset"]])
     closed = by_close.group_by(_BAR_KEYS, use_threads=False).aggregate(
-        [("close", "last"), ("close_ts", "last"), ("close_offset", "last")])
-    # both grouped in key order: their rows line up
+        [("close", "last"), ("close_ts", "last"), ("close_offset", "last")]).sort_by(in_key_order)
     columns = {name.removesuffix("_first").removesuffix("_last").removesuffix("_max").removesuffix("_min")
                .removesuffix("_sum"): table.column(name)
                for table in (opened, closed) for name in table.column_names}
     merged = pa.concat_tables([alone.filter(pc.invert(repeated)), _bars_table(columns, [])])
-    return merged.sort_by([(name, "ascending") for name in _BAR_KEYS])
+    return merged.sort_by(in_key_order)
 
 
 def _repeated_keys(rows: pa.Table) -> pa.ChunkedArray:

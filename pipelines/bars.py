@@ -45,6 +45,7 @@ from marketstream import metrics
 from marketstream.batching import Batcher, BufferBudget
 from marketstream.bars import combine_parts, to_datetime, trade_parts
 from marketstream.datasets import STOCK
+from marketstream.runs import key_runs
 from marketstream.settings import Settings
 from pipelines.connectors import shared_object_store, topic_source
 from pipelines.consumer import PREFIX, Decoded, SkipCounter, decode
@@ -134,16 +135,14 @@ def minute_parts(decoded: Decoded, stored: StoredBars | None = None) -> list[tup
         if not trades.num_rows:
             return []
     parts = trade_parts(trades, [PREFIX])
-    # rows come grouped by folder, then ticker: split into runs of one folder and minute
+    # one item per run of one folder and minute
     parts = parts.sort_by([(PREFIX, "ascending"), ("minute", "ascending")])
-    runs = parts.select([PREFIX, "minute", "close_ts"]).group_by([PREFIX, "minute"], use_threads=False).aggregate(
-        [([], "count_all"), ("close_ts", "max")])
-    items, start = [], 0
-    for folder, count, latest in zip(runs.column(PREFIX).to_pylist(), runs.column("count_all").to_pylist(),
-                                     pc.cast(runs.column("close_ts_max"), pa.int64()).to_pylist()):
+    items = []
+    for (folder, _), start, count in key_runs(parts, [PREFIX, "minute"]):
+        run = parts.slice(start, count)
         key = f"{folder}|{decoded.kafka_partition}"
-        items.append((key, (key, latest, parts.slice(start, count).drop_columns([PREFIX]))))
-        start += count
+        latest = pc.max(pc.cast(run.column("close_ts"), pa.int64())).as_py()
+        items.append((key, (key, latest, run.drop_columns([PREFIX]))))
     return items
 
 

@@ -32,6 +32,7 @@ from marketstream.batching import BufferBudget, Batcher
 from marketstream.memory import release_free_memory
 from marketstream.datasets import Dataset
 from marketstream.records import ROW_INDEX
+from marketstream.runs import key_runs
 from marketstream.schemas import dictionary_paths
 from marketstream.settings import Settings, get_settings
 from pipelines.connectors import shared_object_store, topic_source
@@ -116,17 +117,16 @@ def into_files(dataset: Dataset, max_rows: int, kafka_partition_rows: tuple[str,
         names = [PREFIX, *names]
     # one sort, then zero-copy slices: each run of equal destination columns is one destination
     table = table.sort_by([(name, "ascending") for name in names])
-    runs = table.select(names).group_by(names, use_threads=False).aggregate([([], "count_all")])
     rows = table.select(dataset.schema.names).cast(dataset.schema)
-    files, start = [], 0
-    for run in runs.to_pylist():
+    files = []
+    for key, start, count in key_runs(table, names):
+        run = dict(zip(names, key))
         values = tuple((name, run[name]) for name in dataset.partitioning.names)
         prefix = object_key(run.get(PREFIX, ""), partition_path(list(values)))
-        for offset in range(0, run["count_all"], max_rows):
-            length = min(max_rows, run["count_all"] - offset)
+        for offset in range(0, count, max_rows):
+            length = min(max_rows, count - offset)
             files.append((f"{prefix}|{kafka_partition}",
                           FileRows(prefix, int(kafka_partition), rows.slice(start + offset, length), values)))
-        start += run["count_all"]
     return files
 
 

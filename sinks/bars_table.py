@@ -37,6 +37,7 @@ from deltalake.transaction import AddAction
 
 from marketstream import metrics, schemas
 from marketstream.bars import combine_parts, unheld_parts
+from marketstream.runs import key_runs
 from sinks.delta_commits import DeltaCommitter, retrying
 from sinks.layout import object_key, partition_path
 from sinks.object_store import ObjectStore
@@ -149,11 +150,7 @@ class _BarsTable:
 
     def _put(self, rows: pa.Table) -> list[AddAction]:
         """`rows` (sorted by ticker, date and minute) written as one file per ticker and date."""
-        runs = rows.select(["ticker", "date"]).group_by(["ticker", "date"], use_threads=False).aggregate([([], "count_all")])
-        files, start = [], 0
-        for ticker, day, count in zip(*(runs.column(n).to_pylist() for n in ("ticker", "date", "count_all"))):
-            files.append((ticker, day, rows.slice(start, count)))
-            start += count
+        files = [(ticker, day, rows.slice(start, count)) for (ticker, day), start, count in key_runs(rows, ["ticker", "date"])]
         # encoded and uploaded by several threads (Parquet encoding releases the GIL)
         shares = [files[i::FILE_WRITERS] for i in range(FILE_WRITERS)]
         return [add for share in self._files.map(self._put_files, shares) for add in share]

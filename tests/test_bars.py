@@ -149,3 +149,23 @@ def test_folding_parts_a_stored_row_holds_again_changes_nothing(drawn, cuts, dat
     assert fresh.num_rows == sum(p.num_rows for p in parts[held:])
     assert approx_equal(bars_by_minute(combine_parts(pa.concat_tables([stored, fresh]))),
                         expected_by_minute(fold(rows)))
+
+
+def test_parts_of_many_tickers_and_minutes_combine_each_into_its_own_bar():
+    """Arrow's group_by returns groups out of order; opens and closes must still meet their own minute."""
+    from marketstream.bars import bar_rows, combine_parts
+
+    tickers = [f"T{n}" for n in (0, 1, 12, 13, 15, 18, 19, 8, 9, 2, 21, 3)]
+    parts, offset = [], 0
+    for split in range(2):
+        for ticker in tickers:
+            for minute in range(5):
+                offset += 1
+                price = 100.0 + tickers.index(ticker) + minute / 10 + split / 100
+                parts.append((ticker, Bar.of_trade(START_US + minute * MINUTE_US + split, offset, "t", price, 1.0)))
+    combined = combine_parts(bar_rows(parts)).to_pylist()
+    assert len(combined) == len(tickers) * 5
+    for row in combined:
+        minute = int(row["minute"].timestamp()) * 1_000_000 - START_US
+        base = 100.0 + tickers.index(row["ticker"]) + minute // MINUTE_US / 10
+        assert (row["open"], row["close"], row["trades"]) == (pytest.approx(base), pytest.approx(base + 0.01), 2)

@@ -26,15 +26,16 @@ def message(symbol: str, at: datetime, trade_id: str, price: float, size: float 
                          "source": source, "exchange": "V", "conditions": ["@"]})
 
 
-def tape(seed: int = 7) -> tuple[list[bytes], list[dict]]:
-    """Trades of three tickers over ten minutes, some out of order within the lateness, some much later,
-    synthetic ones, plus messages the trades table does not keep; and the trades it keeps."""
+def tape(seed: int = 7, count: int = 600, symbols=("AAPL", "MSFT", "NVDA")) -> tuple[list[bytes], list[dict]]:
+    """`count` trades of `symbols`, about one a second (600: ten minutes), some out of order within the
+    lateness, some much later, synthetic ones, plus messages the trades table does not keep; and the trades
+    it keeps."""
     rnd = random.Random(seed)
     messages, kept = [], []
     clock = OPEN
-    for n in range(600):
+    for n in range(count):
         clock += timedelta(milliseconds=rnd.randint(200, 1800))
-        symbol = rnd.choice(["AAPL", "MSFT", "NVDA"])
+        symbol = rnd.choice(symbols)
         at = clock - timedelta(seconds=rnd.choice([0, 0, 0, 5, 20]))  # out of order within 30 s
         if n % 97 == 0 and n > 150:
             at = clock - timedelta(minutes=2)  # far beyond the lateness, still in the session: a correction
@@ -118,6 +119,27 @@ def test_bars_with_their_corrections_equal_the_sql_aggregate_of_the_kept_trades(
         bar = bars[slot]
         assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades) == (open_, high, low, close, volume, count)
         assert abs(bar.vwap - vwap) <= 1e-9 * vwap
+
+
+def test_many_tickers_in_six_kafka_partitions_polled_500_at_a_time_give_the_sql_aggregate():
+    """A poll spans many minutes, tickers and both tables: each run of its bar rows keeps its own table and
+    minute (Arrow's group_by once reordered them, putting synthetic trades into real bars)."""
+    symbols = ("AAPL", "MSFT", "NVDA", "KO", "XOM", "JPM", "BRK.B", "T")
+    messages, kept = tape(seed=11, count=4_000, symbols=symbols)
+    by_partition: dict[int, list[bytes]] = {}
+    for value in messages:
+        symbol = value.split(b'"')[3].decode() if value.startswith(b"{") else "AAPL"
+        by_partition.setdefault(symbols.index(symbol) % 6, []).append(value)
+    polls = [PolledMessages("stock_trades", partition, list(range(start, min(start + 500, len(values)))),
+                            [b"k"] * len(values[start:start + 500]), values[start:start + 500])
+             for start in range(0, 4_100, 500) for partition, values in sorted(by_partition.items()) if start < len(values)]
+    out = []
+    run_main(build_bars_flow(make_settings(), source=TestingSource(polls), sink=TestingSink(out), now=lambda: FIXED_NOW))
+    bars, expected = merged([part for _, (folder, parts) in out for part in as_bars(folder, parts)]), sql_bars(kept)
+    assert bars.keys() == expected.keys()
+    for slot, (open_, high, low, close, volume, count, _) in expected.items():
+        bar = bars[slot]
+        assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades) == (open_, high, low, close, volume, count)
 
 
 def test_a_batch_holds_at_most_the_parts_setting_allows():

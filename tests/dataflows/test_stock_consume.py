@@ -103,3 +103,23 @@ def test_a_poll_of_many_tickers_becomes_one_file_per_ticker_with_rows_in_offset_
         assert rows["trade_id"] == [str(i) for i in range(position, 30, 3)]
         assert set(rows["kafka_partition"]) == {2}
     assert [key for key, _ in lake] == ["2"]  # one flush of Kafka partition 2, committed as one
+
+
+def test_every_file_of_a_poll_of_many_tickers_and_both_sources_holds_only_its_own_trades():
+    """Rows are cut into files by runs of their sorted partition values; Arrow's group_by returns such runs
+    out of order, which once put trades into another ticker's file (and real ones among synthetic)."""
+    symbols = [f"T{n}" for n in (0, 1, 12, 13, 15, 18, 19, 8, 9, 2, 21, 3)]
+    values = [trade(symbols[(i * 7) % len(symbols)], trade_id=f"{symbols[(i * 7) % len(symbols)]}-{i}",
+                    source="synthetic" if i % 5 == 0 else "alpaca") for i in range(240)]
+    batch = PolledMessages("stock_trades", 0, list(range(240)), [b"k"] * 240, values)
+    lake = []
+    run_main(build_consumer_flow(STOCK, make_settings(), source=TestingSource([batch]),
+                                 lake_sink=TestingSink(lake), dead_letter_sink=TestingSink([])))
+    files = lake_files(lake)
+    assert len(files) == 2 * len(symbols) and sum(f.table.num_rows for f in files) == 240
+    for file in files:
+        ticker = dict(file.partition_values)["ticker"]
+        synthetic = file.prefix.startswith("_synthetic/")
+        ids = file.table.column("trade_id").to_pylist()
+        assert {i.split("-")[0] for i in ids} == {ticker}, file.prefix
+        assert {int(i.split("-")[1]) % 5 == 0 for i in ids} == {synthetic}, file.prefix

@@ -51,18 +51,19 @@ def test_bars_equal_the_sql_aggregate_of_the_trades_table_across_a_kill_and_a_re
                                                                                       recovery_on):
     settings, topic, bucket = lake
     recovery = init_recovery(tmp_path / "recovery") if recovery_on else None
-    messages, _ = tape(seed=11)
+    messages, _ = tape(seed=11, count=4_000, symbols=("AAPL", "MSFT", "NVDA", "KO", "XOM", "JPM", "BRK.B", "T"))
     # keyed by ticker, as the producer does: one ticker's trades stay in one partition, in order
     keyed = [(m.split(b'"')[3] if m.startswith(b"{") else b"x", m) for m in messages]
     options = settings.delta_storage_options()
     bars_uri = f"s3://{bars_bucket}"
 
+    half = len(keyed) // 2
     # the first half, to its end: the minutes still open are written as they are...
-    produce(settings, topic, keyed[:250])
+    produce(settings, topic, keyed[:half])
     early = bars_process(topic, bars_bucket, recovery)
     assert early.wait(120) == 0, log_of(early)[-2000:]
     # ...and the rest of their trades come later; restarts without recovery read the topic from its start
-    produce(settings, topic, keyed[250:])
+    produce(settings, topic, keyed[half:])
     trades = consumer(topic, bucket)
     assert trades.wait(120) == 0, log_of(trades)[-2000:]
 

@@ -1,0 +1,31 @@
+"""Runs of equal keys in an Arrow table sorted by them: where each destination's rows start and end.
+
+Arrow's `group_by` does not keep the order of its input, even single-threaded (pyarrow 26 returns the
+groups of a sorted table out of order), so counts from it cannot be laid over the sorted rows. `key_runs`
+compares each row with the next instead.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def key_runs(table: pa.Table, keys: list[str]) -> list[tuple[tuple, int, int]]:
+    """For `table` sorted by `keys` (any direction, nulls together): each run of rows with equal `keys`, in
+    table order, as (the key values, first row, row count)."""
+    rows = table.num_rows
+    if rows == 0:
+        return []
+    differs = pa.chunked_array([pa.array([False] * (rows - 1), pa.bool_())])
+    for name in keys:
+        column = table.column(name)
+        before, after = column.slice(0, rows - 1), column.slice(1)
+        both_null = pc.and_(pc.is_null(before), pc.is_null(after))
+        unequal = pc.if_else(both_null, False, pc.fill_null(pc.not_equal(before, after), True))
+        differs = pc.or_(differs, unequal)
+    starts = [0, *(pc.indices_nonzero(differs).to_numpy() + 1).tolist()]
+    ends = [*starts[1:], rows]
+    values = table.select(keys).take(pa.array(starts, pa.int64()))
+    keyed = zip(*(values.column(name).to_pylist() for name in keys))
+    return [(key, start, end - start) for key, start, end in zip(keyed, starts, ends)]
