@@ -23,6 +23,8 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from marketstream.runs import key_changes
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MINUTE_US = 60_000_000
 
@@ -168,11 +170,7 @@ def _repeated_keys(rows: pa.Table) -> pa.ChunkedArray:
     """For `rows` in key order: whether each row's ticker, date and minute are those of a neighbour."""
     if rows.num_rows < 2:
         return pa.chunked_array([pa.array([False] * rows.num_rows, pa.bool_())])
-    same = None  # same[i]: rows i and i + 1 have the same key
-    for name in _BAR_KEYS:
-        column = rows.column(name)
-        equal = pc.equal(column.slice(0, rows.num_rows - 1), column.slice(1))
-        same = equal if same is None else pc.and_(same, equal)
+    same = pc.invert(key_changes(rows, _BAR_KEYS))  # same[i]: rows i and i + 1 have the same key
     edge = pa.chunked_array([[False]], pa.bool_())
     return pc.or_(pa.chunked_array([*edge.chunks, *same.chunks]), pa.chunked_array([*same.chunks, *edge.chunks]))
 

@@ -11,20 +11,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
+def key_changes(table: pa.Table, keys: list[str]) -> pa.ChunkedArray:
+    """For each row but the last: whether the next row's `keys` differ from its own (nulls equal nulls)."""
+    rows = table.num_rows
+    differs = pa.chunked_array([pa.array([False] * max(rows - 1, 0), pa.bool_())])
+    for name in keys:
+        column = table.column(name)
+        before, after = column.slice(0, max(rows - 1, 0)), column.slice(1)
+        both_null = pc.and_(pc.is_null(before), pc.is_null(after))
+        differs = pc.or_(differs, pc.if_else(both_null, False, pc.fill_null(pc.not_equal(before, after), True)))
+    return differs
+
+
 def key_runs(table: pa.Table, keys: list[str]) -> list[tuple[tuple, int, int]]:
     """For `table` sorted by `keys` (any direction, nulls together): each run of rows with equal `keys`, in
     table order, as (the key values, first row, row count)."""
     rows = table.num_rows
     if rows == 0:
         return []
-    differs = pa.chunked_array([pa.array([False] * (rows - 1), pa.bool_())])
-    for name in keys:
-        column = table.column(name)
-        before, after = column.slice(0, rows - 1), column.slice(1)
-        both_null = pc.and_(pc.is_null(before), pc.is_null(after))
-        unequal = pc.if_else(both_null, False, pc.fill_null(pc.not_equal(before, after), True))
-        differs = pc.or_(differs, unequal)
-    starts = [0, *(pc.indices_nonzero(differs).to_numpy() + 1).tolist()]
+    starts = [0, *(pc.indices_nonzero(key_changes(table, keys)).to_numpy() + 1).tolist()]
     ends = [*starts[1:], rows]
     values = table.select(keys).take(pa.array(starts, pa.int64()))
     keyed = zip(*(values.column(name).to_pylist() for name in keys))
