@@ -181,7 +181,6 @@ def unheld_parts(stored: pa.Table, parts: pa.Table) -> pa.Table:
     That holds because a ticker's trades arrive in offset order and each part of a minute holds trades that
     arrived after those of the parts before it (`pipelines.bars`)."""
     held = stored.select([*_BAR_KEYS, "last_offset"]).rename_columns([*_BAR_KEYS, "_held"])
-    numbered = parts.append_column("_part", pa.array(range(parts.num_rows), pa.int64()))
-    matched = numbered.select([*_BAR_KEYS, "first_offset", "_part"]).join(held, _BAR_KEYS, join_type="inner")
-    already = matched.filter(pc.less_equal(matched.column("first_offset"), matched.column("_held"))).column("_part")
-    return parts.filter(pc.invert(pc.is_in(numbered.column("_part"), already)))
+    joined = parts.join(held, _BAR_KEYS, join_type="left outer")
+    lacking = pc.fill_null(pc.greater(joined.column("first_offset"), joined.column("_held")), True)
+    return joined.filter(lacking).select(parts.column_names).cast(parts.schema)

@@ -1,5 +1,5 @@
-"""Window-batching of keyed Arrow tables (or other items): emit a key's rows once the first is `max_age`
-old, once the process holds too many rows, and at end of input.
+"""Window-batching of keyed Arrow tables: emit a key's rows once the first is `max_age` old, once the
+process holds too many rows, and at end of input.
 
 Unlike `bytewax.operators.collect`, whose timeout restarts with every item, the age here is counted from
 the first row of a batch, so a steady trickle still flushes within `max_age`. Rows travel as Arrow
@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
@@ -51,34 +50,26 @@ class BufferBudget:
         return self.limit / max(1, self.holders)
 
 
-def _rows(table: pa.Table) -> int:
-    return table.num_rows
-
-
-class Batcher(StatefulBatchLogic[Any, Any, tuple[list, datetime | None]]):
+class TableBatcher(StatefulBatchLogic[pa.Table, pa.Table, tuple[list[pa.Table], datetime | None]]):
     """Holds the tables of one key and emits them as one table when the first is `max_age` old, when the
-    process holds more rows than its `BufferBudget` allows, and at end of input. Other items than tables:
-    `size` counts an item's rows, `combine` makes the emitted batch of a list of them."""
+    process holds more rows than its `BufferBudget` allows, and at end of input."""
 
     def __init__(self, max_age: timedelta, budget: BufferBudget, state=None, now=lambda: datetime.now(timezone.utc),
-                 on_flush: Callable[[int, timedelta], None] | None = None, *,
-                 size: Callable[[Any], int] = _rows, combine: Callable[[list], Any] = pa.concat_tables):
+                 on_flush: Callable[[int, timedelta], None] | None = None):
         """`on_flush(rows, age)` is told of each flush: its rows and how long ago its first row arrived."""
         self._max_age = max_age
         self._budget = budget
         self._now = now
         self._on_flush = on_flush
-        self._size = size
-        self._combine = combine
-        self._items, self._deadline = state if state is not None else ([], None)
-        self._rows = sum(size(t) for t in self._items)
+        self._tables, self._deadline = state if state is not None else ([], None)
+        self._rows = sum(t.num_rows for t in self._tables)
         budget.add(self._rows, 0)
 
     def on_batch(self, values: list[pa.Table]):
-        if not self._items:
+        if not self._tables:
             self._deadline = self._now() + self._max_age
-        self._items.extend(values)
-        added = sum(self._size(t) for t in values)
+        self._tables.extend(values)
+        added = sum(t.num_rows for t in values)
         over_budget = self._budget.add(added, self._rows)
         self._rows += added
         if over_budget and self._rows >= self._budget.fair_share():
@@ -92,14 +83,14 @@ class Batcher(StatefulBatchLogic[Any, Any, tuple[list, datetime | None]]):
         return self._flush()
 
     def _flush(self):
-        items, rows, self._items, self._rows = self._items, self._rows, [], 0
+        tables, rows, self._tables, self._rows = self._tables, self._rows, [], 0
         self._budget.release(rows)
-        if items and self._on_flush is not None and self._deadline is not None:
+        if tables and self._on_flush is not None and self._deadline is not None:
             self._on_flush(rows, self._now() - (self._deadline - self._max_age))
-        return ((self._combine(items),) if items else _NOTHING), StatefulBatchLogic.DISCARD
+        return ((pa.concat_tables(tables),) if tables else _NOTHING), StatefulBatchLogic.DISCARD
 
     def notify_at(self) -> datetime | None:
-        return self._deadline if self._items else None
+        return self._deadline if self._tables else None
 
     def snapshot(self):
-        return (list(self._items), self._deadline)
+        return (list(self._tables), self._deadline)

@@ -42,8 +42,8 @@ from bytewax.operators.windowing import Clock, ClockLogic, TumblingWindower, Win
 from bytewax.outputs import Sink
 
 from marketstream import metrics
-from marketstream.batching import Batcher, BufferBudget
-from marketstream.bars import combine_parts, to_datetime, trade_parts
+from marketstream.batching import BufferBudget, TableBatcher
+from marketstream.bars import combine_parts, to_datetime, trade_parts, unheld_parts
 from marketstream.datasets import STOCK
 from marketstream.runs import key_runs
 from marketstream.settings import Settings
@@ -113,11 +113,10 @@ class StoredBars:
         kept = []
         for day in self._days(bars):
             held, _ = self._table(folder, day)
-            rows = bars.filter(pc.equal(bars.column("date"), pa.scalar(day, pa.date32())))
-            joined = rows.append_column("minute_us", pc.cast(rows.column("minute"), pa.int64())).join(
-                held.rename_columns(["ticker", "minute_us", "held"]), ["ticker", "minute_us"], join_type="left outer")
-            lacking = pc.fill_null(pc.less(joined.column("held"), joined.column("first_offset")), True)
-            kept.append(joined.filter(lacking).select(bars.column_names).cast(bars.schema))
+            stored = pa.table({"ticker": held.column("ticker"), "date": pa.repeat(pa.scalar(day, pa.date32()), held.num_rows),
+                               "minute": pc.cast(held.column("minute"), bars.schema.field("minute").type),
+                               "last_offset": held.column("held")})
+            kept.append(unheld_parts(stored, bars.filter(pc.equal(bars.column("date"), pa.scalar(day, pa.date32())))))
         return pa.concat_tables(kept) if kept else bars
 
 
@@ -274,7 +273,7 @@ def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Sou
                      ordered=False)
     closed = op.map("closed", windows.down, _by_table)
     late = op.map("late", op.map("count_late", windows.late, _count_late), _by_table)
-    batcher = partial(Batcher, timedelta(seconds=settings.batch_max_age_seconds), BufferBudget(settings.bars_batch_max_parts),
+    batcher = partial(TableBatcher, timedelta(seconds=settings.batch_max_age_seconds), BufferBudget(settings.bars_batch_max_parts),
                       now=now)
     batches = op.stateful_batch("batches", op.merge("parts", closed, late), batcher)
     # the sink partition is given values only: each carries its folder

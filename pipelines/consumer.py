@@ -28,7 +28,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from marketstream import metrics
-from marketstream.batching import BufferBudget, Batcher
+from marketstream.batching import BufferBudget, TableBatcher
 from marketstream.memory import release_free_memory
 from marketstream.datasets import Dataset
 from marketstream.records import ROW_INDEX
@@ -163,7 +163,7 @@ def build_consumer_flow(
         batch_rows.observe(rows)
         batch_age.observe(age.total_seconds())
 
-    batcher = partial(Batcher, timedelta(seconds=settings.batch_max_age_seconds), budget, on_flush=flushed)
+    batcher = partial(TableBatcher, timedelta(seconds=settings.batch_max_age_seconds), budget, on_flush=flushed)
     batched = op.stateful_batch("batch", per_partition, lambda state: batcher(state))
     incarnation = partial(settings.kafka_cluster().topic_incarnation, dataset.topic)
     dictionary_columns = dictionary_paths(dataset.schema, dataset.few_values)

@@ -85,24 +85,17 @@ class _Present:
             self._days[day] = self._read(day).select(["ticker", "minute"]).cast(_KEYS)
         return self._days[day]
 
-    def split(self, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
-        """(`rows` whose minute the table lacks, those it holds)."""
-        keys = rows.append_column("_row", pa.array(range(rows.num_rows), pa.int64()))
-        held = []
-        for day in pc.unique(rows.column("date")).to_pylist():
-            present = self._day(day)
-            if present.num_rows:
-                held.append(keys.select(["ticker", "minute", "_row"]).join(present, ["ticker", "minute"],
-                                                                           join_type="left semi").column("_row"))
-        if not held:
+    def split(self, day, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """(`rows` of date `day` whose minute the table lacks, those it holds)."""
+        present = self._day(day)
+        if not present.num_rows:
             return rows, rows.slice(0, 0)
-        held_mask = pc.is_in(keys.column("_row"), pa.chunked_array([c for h in held for c in h.chunks], pa.int64()))
-        return rows.filter(pc.invert(held_mask)), rows.filter(held_mask)
+        return tuple(rows.join(present, ["ticker", "minute"], join_type=kind).cast(rows.schema)
+                     for kind in ("left anti", "left semi"))
 
-    def add(self, rows: pa.Table) -> None:
-        for day in pc.unique(rows.column("date")).to_pylist():
-            added = rows.filter(pc.equal(rows.column("date"), pa.scalar(day, pa.date32()))).select(["ticker", "minute"]).cast(_KEYS)
-            self._days[day] = pa.concat_tables([self._day(day), added]).combine_chunks()
+    def add(self, day, rows: pa.Table) -> None:
+        """`rows` of date `day` are in the table now."""
+        self._days[day] = pa.concat_tables([self._day(day), rows.select(["ticker", "minute"]).cast(_KEYS)]).combine_chunks()
 
 
 class _BarsTable:
@@ -122,9 +115,9 @@ class _BarsTable:
 
     def write(self, parts: pa.Table) -> None:
         parts = parts.combine_chunks()  # a batch gathers thousands of small tables: sorted and filtered faster as one
-        new, held = self._present.split(parts)
         for day in pc.unique(parts.column("date")).to_pylist():
-            self._write_day(day, _on(new, day), _on(held, day))
+            self._write_day(day, *self._present.split(day, parts.filter(pc.equal(parts.column("date"),
+                                                                                  pa.scalar(day, pa.date32())))))
 
     def _write_day(self, day, new: pa.Table, held: pa.Table) -> None:
         """`new`: parts of minutes the table lacks; `held`: parts of minutes it holds; all of date `day`."""
@@ -144,7 +137,7 @@ class _BarsTable:
         replacing = [("date", "=", day.isoformat()), ("ticker", "in", replaced.to_pylist())] if len(replaced) else None
         with metrics.COMMIT_SECONDS.labels(self.uri).time():
             self._committer.commit(adds, {WRITER_APP_ID: version}, replacing)
-        self._present.add(new)
+        self._present.add(day, new)
         metrics.ROWS_COMMITTED.labels(self.uri).inc(new.num_rows + held.num_rows)
         metrics.FILES_COMMITTED.labels(self.uri).inc(len(adds))
 
@@ -173,10 +166,6 @@ class _BarsTable:
 FILE_WRITERS = 4
 WRITER_APP_ID = "marketstream-bars"
 """The transaction id of the bars table's writer; its version counts its commits."""
-
-
-def _on(rows: pa.Table, day) -> pa.Table:
-    return rows.filter(pc.equal(rows.column("date"), pa.scalar(day, pa.date32())))
 
 
 def _stat(moment) -> str:

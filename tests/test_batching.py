@@ -2,7 +2,7 @@ from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 
-from marketstream.batching import BufferBudget, Batcher
+from marketstream.batching import BufferBudget, TableBatcher
 
 
 class Clock:
@@ -22,7 +22,7 @@ def flat(tables) -> list:
 
 
 def test_holds_rows_until_the_end_of_input_when_young_and_within_budget():
-    batcher = Batcher(timedelta(seconds=10), BufferBudget(1000), now=Clock())
+    batcher = TableBatcher(timedelta(seconds=10), BufferBudget(1000), now=Clock())
     assert batcher.on_batch([rows(0, 1), rows(2, 3, 4, 5, 6)]) == ((), False)
     tables, discard = batcher.on_eof()
     assert flat(tables) == [[0, 1, 2, 3, 4, 5, 6]] and discard is True
@@ -30,7 +30,7 @@ def test_holds_rows_until_the_end_of_input_when_young_and_within_budget():
 
 def test_age_counts_from_the_first_row_not_the_last():
     clock = Clock()
-    batcher = Batcher(timedelta(seconds=10), BufferBudget(1000), now=clock)
+    batcher = TableBatcher(timedelta(seconds=10), BufferBudget(1000), now=clock)
     batcher.on_batch([rows(1)])
     first_deadline = batcher.notify_at()
     clock.now += timedelta(seconds=9)
@@ -41,24 +41,24 @@ def test_age_counts_from_the_first_row_not_the_last():
 
 
 def test_nothing_to_flush_emits_nothing():
-    batcher = Batcher(timedelta(seconds=1), BufferBudget(1000), now=Clock())
+    batcher = TableBatcher(timedelta(seconds=1), BufferBudget(1000), now=Clock())
     assert batcher.on_eof() == ((), True)
     assert batcher.notify_at() is None
 
 
 def test_snapshot_restores_rows_and_deadline():
     clock = Clock()
-    batcher = Batcher(timedelta(seconds=1), BufferBudget(1000), now=clock)
+    batcher = TableBatcher(timedelta(seconds=1), BufferBudget(1000), now=clock)
     batcher.on_batch([rows("a", "b")])
-    restored = Batcher(timedelta(seconds=1), BufferBudget(1000), batcher.snapshot(), now=clock)
+    restored = TableBatcher(timedelta(seconds=1), BufferBudget(1000), batcher.snapshot(), now=clock)
     assert restored.notify_at() == batcher.notify_at()
     assert flat(restored.on_eof()[0]) == [["a", "b"]]
 
 
 def test_batchers_flush_early_when_the_process_holds_too_many_rows():
     budget = BufferBudget(5)
-    first = Batcher(timedelta(seconds=10), budget, now=Clock())
-    second = Batcher(timedelta(seconds=10), budget, now=Clock())
+    first = TableBatcher(timedelta(seconds=10), budget, now=Clock())
+    second = TableBatcher(timedelta(seconds=10), budget, now=Clock())
     assert first.on_batch([rows(1, 2, 3)]) == ((), False)
     assert budget.rows == 3
     out, discard = second.on_batch([rows(4, 5, 6)])  # 6 rows held > 5: flush
@@ -70,8 +70,8 @@ def test_batchers_flush_early_when_the_process_holds_too_many_rows():
 
 def test_over_budget_the_batchers_holding_their_fair_share_flush_not_the_small_ones():
     budget = BufferBudget(10)
-    large = Batcher(timedelta(seconds=10), budget, now=Clock())
-    small = Batcher(timedelta(seconds=10), budget, now=Clock())
+    large = TableBatcher(timedelta(seconds=10), budget, now=Clock())
+    small = TableBatcher(timedelta(seconds=10), budget, now=Clock())
     assert large.on_batch([rows(*range(9))]) == ((), False)
     assert small.on_batch([rows(1, 2)]) == ((), False)  # 11 held > 10, but 2 rows < a fair share of 5
     out, discard = large.on_batch([rows(9)])

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from prometheus_client import REGISTRY
 
-from marketstream.batching import BufferBudget, Batcher
+from marketstream.batching import BufferBudget, TableBatcher
 from marketstream.metrics import reason_kind
 from sources.polling import PermanentError, PollingSource, TransientError
 
@@ -27,7 +27,7 @@ def test_a_reason_becomes_a_kind_without_its_values(reason, kind):
 def test_each_flush_reports_its_rows_and_the_age_of_its_first_row():
     clock = [datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)]
     flushed = []
-    batcher = Batcher(timedelta(seconds=10), BufferBudget(1_000), now=lambda: clock[0],
+    batcher = TableBatcher(timedelta(seconds=10), BufferBudget(1_000), now=lambda: clock[0],
                            on_flush=lambda rows, age: flushed.append((rows, age)))
     batcher.on_batch([pa.table({"x": [1, 2]})])
     clock[0] += timedelta(seconds=4)
