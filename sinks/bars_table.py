@@ -20,7 +20,6 @@ minute, or replace each other's partitions.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -39,6 +38,7 @@ from marketstream import metrics, schemas
 from marketstream.bars import combine_parts, unheld_parts
 from marketstream.runs import key_runs
 from sinks.delta_commits import DeltaCommitter, retrying
+from sinks.delta_stats import file_stats
 from sinks.layout import object_key, partition_path
 from sinks.object_store import ObjectStore
 from sinks.pending import PendingWrites
@@ -136,7 +136,7 @@ class _BarsTable:
         version = self._committer.committed_version(WRITER_APP_ID) + 1
         replacing = [("date", "=", day.isoformat()), ("ticker", "in", replaced.to_pylist())] if len(replaced) else None
         with metrics.COMMIT_SECONDS.labels(self.uri).time():
-            self._committer.commit(adds, {WRITER_APP_ID: version}, replacing)
+            self._committer.commit_files(adds, {WRITER_APP_ID: version}, replacing)
         self._present.add(day, new)
         metrics.ROWS_COMMITTED.labels(self.uri).inc(new.num_rows + held.num_rows)
         metrics.FILES_COMMITTED.labels(self.uri).inc(len(adds))
@@ -154,11 +154,8 @@ class _BarsTable:
             relative = object_key(partition_path([("ticker", ticker), ("date", day)]), f"bars-{uuid.uuid4().hex}.parquet")
             data = _parquet(chunk.drop_columns(list(schemas.BARS_PARTITIONING.names)), self._compression)
             objects[object_key(self._folder, relative)] = data
-            low, high = pc.min_max(chunk.column("minute")).values()
-            stats = {"numRecords": chunk.num_rows, "minValues": {"minute": _stat(low.as_py())},
-                     "maxValues": {"minute": _stat(high.as_py())}}
             adds.append(AddAction(relative, len(data), {"ticker": ticker, "date": day.isoformat()},
-                                  int(time.time() * 1000), True, json.dumps(stats)))
+                                  int(time.time() * 1000), True, file_stats(chunk, self._committer.stats_columns)))
         self._store.put_many(self._bucket, objects)
         return adds
 
@@ -166,10 +163,6 @@ class _BarsTable:
 FILE_WRITERS = 4
 WRITER_APP_ID = "marketstream-bars"
 """The transaction id of the bars table's writer; its version counts its commits."""
-
-
-def _stat(moment) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _parquet(table: pa.Table, compression: str) -> bytes:
