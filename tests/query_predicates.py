@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from hypothesis import strategies as st
 
 Value = str | int | float | datetime | date
@@ -249,22 +250,30 @@ def to_dnf(predicate: Predicate) -> list[list[tuple]] | None:
 
 @dataclass(frozen=True)
 class Column:
-    """A column to filter on: its name, kind, the distinct values it holds, and whether it holds a null."""
+    """A column to filter on: its name, kind, the distinct values it holds, the least and greatest of each
+    file (where data skipping decides), and whether it holds a null."""
 
     name: str
     kind: str
     stored: tuple
+    edges: tuple
     has_nulls: bool
 
 
-def columns_of(table: pa.Table) -> list[Column]:
-    """Every column of `table` with what predicates over it are drawn from."""
+def columns_of(table: pa.Table, files: list[pa.Table] = ()) -> list[Column]:
+    """Every column of `table` with what predicates over it are drawn from; `files` are the rows of each of
+    its files (their columns, partition columns aside)."""
     found = []
     for field in table.schema:
         kind = kind_of(field.type)
         values = table.column(field.name).to_pylist()
         stored = () if kind == "list" else tuple(sorted({value for value in values if value is not None}))
-        found.append(Column(field.name, kind, stored, None in values))
+        edges = set()
+        for rows in files:
+            if kind != "list" and field.name in rows.column_names:
+                bounds = pc.min_max(rows.column(field.name).cast(field.type)).values()  # a file may hold string views
+                edges.update(bound.as_py() for bound in bounds if bound.is_valid)
+        found.append(Column(field.name, kind, stored, tuple(sorted(edges)) or stored, None in values))
     return found
 
 
@@ -288,8 +297,8 @@ def neighbours(kind: str, value: Value) -> list[Value]:
 
 @st.composite
 def literals(draw, column: Column) -> Value:
-    """A stored value of `column` or one next to it."""
-    stored = draw(st.sampled_from(column.stored))
+    """A stored value of `column` (often the least or greatest of a file) or one next to it."""
+    stored = draw(st.sampled_from(column.edges if draw(st.booleans()) else column.stored))
     if draw(st.booleans()):
         return stored
     return draw(st.sampled_from(neighbours(column.kind, stored)))
