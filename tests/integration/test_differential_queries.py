@@ -24,11 +24,12 @@ import os
 import random
 import uuid
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
+import hypothesis
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -36,20 +37,17 @@ import pyarrow.parquet as pq
 import pytest
 from bytewax.testing import run_main
 from deltalake import DeltaTable
-import hypothesis
-from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from marketstream.datasets import BLUESKY, MACRO, STOCK
 from marketstream.settings import Settings
 from pipelines import cli
 from pipelines.bars import build_bars_flow
-from pipelines.consumer import build_consumer_flow
 from sinks.delta_maintenance import maintain_table
 from tests.conftest import STACK, clock_from, make_settings
 from tests.fakes.alpaca_rest import FakeAlpacaHistory
 from tests.integration.command_line import command_line_reading
-from tests.integration.kafka_helpers import produce
+from tests.integration.lake_writers import stamp, streamed, trade_messages
 from tests.integration.private_servers import PrivateMinio
 from tests.query_predicates import columns_of, matching, plain, predicates, quoted, to_dnf, to_polars, to_sql
 
@@ -58,8 +56,6 @@ pytestmark = pytest.mark.integration
 UTC = timezone.utc
 TODAY = date(2026, 11, 30)
 """The day the backfill and the maintenance run: after every day written, so all of them are closed."""
-TICKERS = ("AAPL", "MSFT", "BRK.B", "T")
-SESSIONS = (date(2026, 11, 23), date(2026, 11, 24), date(2026, 11, 25))
 KEYWORDS = ("Tim Cook", "S&P 500", "earnings", "100% up_", "a/b c")
 TEXTS = ("Tim Cook talks earnings", "", "line one\nline two", "z" * 64 + "a", "z" * 65, "x" * 70, "📈" * 20,
          "é" * 40, "Zürich " * 12, "\U0010ffff" * 17, "it's 'quoted'", "50% off_now")
@@ -67,40 +63,6 @@ LANGUAGES = (None, "en", "ja", "pt-BR", "")
 EXAMPLES = int(os.environ.get("DIFFERENTIAL_QUERY_EXAMPLES", "12"))
 """Generated predicates per table version: 13 versions, four readers each, a few minutes on two cores; set
 DIFFERENTIAL_QUERY_EXAMPLES higher for a longer search."""
-
-
-def stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def trade_messages(rng: random.Random, count: int, first_id: int) -> list[tuple[bytes, bytes]]:
-    """Real trades inside the sessions (a tenth on a whole second, some a few microseconds apart, one at
-    the open), a few before the open (not stored), and synthetic trades at any hour."""
-    messages, previous = [], None
-    for i in range(count):
-        source = "synthetic" if i % 4 == 3 else "alpaca"
-        ticker = rng.choice(TICKERS if source == "alpaca" else ("AAPL", "ZZZ"))
-        day = rng.choice(SESSIONS)
-        opening = datetime(day.year, day.month, day.day, 14, 30, tzinfo=UTC)
-        if source == "synthetic":
-            moment = opening + timedelta(microseconds=rng.randrange(-14 * 3_600_000_000, 20 * 3_600_000_000))
-        elif i % 10 == 0:
-            moment = opening + timedelta(seconds=rng.randrange(6 * 3600))
-        elif previous is not None and i % 7 == 1:
-            moment = previous + timedelta(microseconds=rng.randrange(1, 999))
-        else:
-            moment = opening + timedelta(microseconds=rng.randrange(int(6.5 * 3_600_000_000)))
-        if i == 5:
-            moment = opening
-        if i % 50 == 9:
-            moment = opening - timedelta(hours=1)  # a real trade before the open: counted, not stored
-        previous = moment
-        body = {"symbol": ticker, "price": round(rng.uniform(20, 900), rng.choice([0, 2, 4])),
-                "size": rng.choice([1, 100, 0.5, rng.randint(1, 5000)]), "timestamp": stamp(moment),
-                "exchange": rng.choice(["V", "N", "Q", None]), "conditions": rng.choice([["@"], ["@", "I"], [], None]),
-                "trade_id": str(first_id + i), "tape": rng.choice(["A", "C", None]), "source": source}
-        messages.append((ticker.encode(), orjson.dumps(body)))
-    return messages
 
 
 def bluesky_messages(rng: random.Random, count: int, first: int) -> list[tuple[bytes, bytes]]:
@@ -148,18 +110,6 @@ class TableVersion:
     @property
     def label(self) -> str:
         return f"{self.table}@{self.written} ({self.uri}, version {self.version})"
-
-
-def streamed(settings: Settings, dataset, topic: str, messages: list, rounds: int) -> None:
-    """`messages` produced in `rounds`, each drained by the dataset's consumer: a commit per small poll, at
-    most four rows a file."""
-    dataset = replace(dataset, topic=topic)
-    small = settings.model_copy(update={"kafka_stop_at_end": True, "batch_max_rows": 4,
-                                        "kafka_poll_max_messages": 25, "batch_max_age_seconds": 0.05})
-    size = -(-len(messages) // rounds)
-    for start in range(0, len(messages), size):
-        produce(settings, topic, messages[start:start + size])
-        run_main(build_consumer_flow(dataset, small))
 
 
 def latest(settings: Settings, table: str, uri: str, written: str) -> TableVersion:
