@@ -234,22 +234,18 @@ def maintain(settings: Settings, tables: dict[str, str] | None = None, *, vacuum
              today: date | None = None, closed_after_days: int | None = None) -> int:
     """Compact, vacuum and checkpoint every Delta table of the lake (`sinks.delta_maintenance`)."""
     from marketstream.calendar import exchange_date
-    from sinks.delta_maintenance import maintain_table
-
+    from pipelines.maintenance import maintain as maintain_one
     from pipelines.progress import Progress
 
     today = today or exchange_date(datetime.now(timezone.utc))
     existing = _existing_tables(settings, tables or _lake_tables(settings))
     progress = Progress("maintain", len(existing), "tables", counting="files compacted")
     for name, uri in existing.items():
-        done = maintain_table(uri, settings.delta_storage_options(), today=today,
-                              closed_after_days=settings.lake_compact_closed_after_days
-                              if closed_after_days is None else closed_after_days,
-                              target_file_bytes=settings.lake_target_file_mb * 1024 * 1024,
-                              retention_hours=settings.lake_vacuum_retention_hours, vacuum=vacuum)
+        done = maintain_one(settings, name, uri, today=today, closed_after_days=closed_after_days, vacuum=vacuum)
         _say(f"{name}: version {done.version_before} -> {done.version_after}, files {done.files_before} -> "
              f"{done.files_after} ({done.files_compacted} compacted into {done.files_written}, "
-             f"{done.files_vacuumed} vacuumed) in {done.seconds:.1f} s")
+             f"{done.files_repaired} written again with full statistics, {done.files_vacuumed} vacuumed) "
+             f"in {done.seconds:.1f} s")
         progress.advance(rows=done.files_compacted)
     return 0
 

@@ -108,10 +108,8 @@ def _column_stats(column: pa.ChunkedArray, kind: pa.DataType) -> tuple[object, o
         values = column.cast(pa.timestamp("us", kind.tz), safe=False).cast(pa.int64())
     bounds = pc.min_max(values)
     low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    if low is None:
-        # all null: no bounds; all NaN: null bounds, as delta-rs writes them
-        unbounded = _ABSENT if column.null_count == len(column) else None
-        return unbounded, unbounded, column.null_count
+    if low is None:  # all null or NaN
+        return _ABSENT, _ABSENT, column.null_count
     return _bound(low, kind, True), _bound(high, kind, False), column.null_count
 
 
