@@ -330,23 +330,24 @@ def backfill(settings: Settings, what: str, start: date, end: date, tickers: lis
 
 
 def chart(settings: Settings, ticker: str, day: date | None, synthetic: bool, out: Path | None) -> int:
-    """One ticker-day of the bars table as a candlestick chart in a self-contained HTML file."""
-    from deltalake import DeltaTable
-
+    """One ticker-day of the bars table as a candlestick chart in a self-contained HTML file (`pipelines.chart`).
+    Exit 0; 1 when there are no bars (no file written); 2 for a text that is no ticker or an output that cannot
+    be written; 3 when the store is unreachable."""
     from marketstream.calendar import exchange_date
-    from pipelines.chart import render
+    from pipelines import chart as candles
+    from pipelines.files import UnwritablePath
+    from pipelines.query import QueryFailed, StoreUnreachable
+    from pipelines.sql_command import lake_of
 
     day = day or exchange_date(datetime.now(timezone.utc))
-    uri = _lake_tables(settings)["bars_synthetic" if synthetic else "bars"]
-    bars = []
-    if _existing_tables(settings, {"bars": uri}):
-        bars = DeltaTable(uri, storage_options=settings.delta_storage_options()).to_pyarrow_table(
-            filters=[("ticker", "=", ticker), ("date", "=", day)],
-            columns=["minute", "open", "high", "low", "close", "volume"]).to_pylist()
-    out = out or Path(f"{ticker}-{day.isoformat()}.html")
-    out.write_text(render(ticker, day, bars), encoding="utf-8")
-    _say(f"{len(bars)} one-minute bars of {ticker} on {day} drawn into {out}")
-    return 0 if bars else 1
+    table = "bars_synthetic" if synthetic else "bars"
+    try:
+        path, drawn = candles.draw(lake_of(settings, {table: _lake_tables(settings)[table]}), table, ticker, day, out)
+    except (candles.NotATicker, UnwritablePath, StoreUnreachable, candles.NoBars, QueryFailed) as exc:
+        print(f"marketstream chart: {'--out ' if isinstance(exc, UnwritablePath) else ''}{exc}", file=sys.stderr)
+        return {candles.NotATicker: 2, UnwritablePath: 2, StoreUnreachable: 3}.get(type(exc), 1)
+    _say(f"{drawn} one-minute bars of {ticker} on {day} drawn into {path}")
+    return 0
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -389,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     chart_cmd.add_argument("ticker")
     chart_cmd.add_argument("--date", type=date.fromisoformat, help="YYYY-MM-DD (New York); default: today")
     chart_cmd.add_argument("--synthetic", action="store_true", help="the bars of synthetic trades")
-    chart_cmd.add_argument("--out", type=Path, help="the HTML file (default: <ticker>-<date>.html)")
+    chart_cmd.add_argument("--out", type=Path, help="the HTML file (default: <ticker>-<date>[-synthetic].html here)")
     status_cmd = commands.add_parser("status", help="lag, tables and dead letters of every dataset; exit 1 past a threshold")
     status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     status_cmd.add_argument("--dataset", action="append", choices=list(DATASETS), help="only this dataset (repeatable)")
