@@ -66,3 +66,13 @@ def test_every_row_out_costs_little_more_memory_than_counting_them(env, tmp_path
     streaming = peak_mb(env, tmp_path, "SELECT * FROM stock", *output)
     print(f"peak RSS: counting {counting:.0f} MB, every row {streaming:.0f} MB")
     assert streaming < counting + MOST_ABOVE_COUNTING_MB
+
+
+def test_a_result_cut_short_leaves_the_process_to_exit_cleanly(env, tmp_path):
+    """A scan DuckDB abandons (a LIMIT, the table format's cut) must not crash the process as it exits: it
+    did, with deltalake's own filesystem handler reading the files."""
+    for query in ("SELECT * FROM stock LIMIT 3", "SELECT * FROM stock"):
+        for _ in range(3):
+            done = subprocess.run([sys.executable, "-m", "pipelines.cli", "sql", query, "--format", "json", "--limit",
+                                   "5"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
+            assert done.returncode == 0, (done.returncode, done.stderr[-500:])
