@@ -28,6 +28,8 @@ PLOT_WIDTH = WIDTH - 2 * MARGIN
 MINUTE = timedelta(minutes=1)
 TICK_STEPS_MINUTES = (1, 2, 5, 10, 15, 30, 60, 120, 240)
 MOST_TICKS = 9
+MAX_CANDLE_WIDTH = 24.0
+"""A candle is 70 % of its minute wide, up to this many pixels: over a few minutes it would fill the page."""
 
 
 class NotATicker(Exception):
@@ -101,7 +103,7 @@ def render(ticker: str, day: date, bars: list[dict], synthetic: bool = False) ->
     low, high = min(b["low"] for b in bars), max(b["high"] for b in bars)
     span = (high - low) or 1.0
     top_volume = max(b["volume"] for b in bars) or 1.0
-    body_width = max(60 * per_second * 0.7, 1.0)
+    body_width = min(max(60 * per_second * 0.7, 1.0), MAX_CANDLE_WIDTH)
     zone = ZoneInfo(NEW_YORK)
 
     def x(moment: datetime) -> float:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from marketstream.trades import TICKER_PATTERN
-from pipelines.chart import MARGIN, MOST_TICKS, PLOT_WIDTH, NotATicker, check_ticker, default_path, render, time_axis, time_ticks
+from pipelines.chart import MARGIN, MAX_CANDLE_WIDTH, MOST_TICKS, PLOT_WIDTH, NotATicker, check_ticker, default_path, render, time_axis, time_ticks
 
 DAY = date(2026, 11, 24)  # a full session: 14:30-21:00 UTC, 09:30-16:00 in New York
 OPEN = datetime(2026, 11, 24, 14, 30, tzinfo=timezone.utc)
@@ -111,3 +111,10 @@ def test_a_text_that_breaks_the_ticker_rule_names_no_file(text):
 def test_paths_and_lowercase_are_not_tickers(text):
     with pytest.raises(NotATicker, match="is not a ticker"):
         check_ticker(text)
+
+
+def test_a_candle_is_most_of_its_minute_wide_but_never_a_wall():
+    widths = lambda page: {float(w) for w in re.findall(r'<rect x="[\d.]+" y="[\d.]+" width="([\d.]+)"', page)}
+    assert widths(render("AAPL", DAY, [bar(0), bar(389)])) == {round(0.7 * PLOT_WIDTH / 390, 2)}
+    night = datetime(2026, 11, 24, 5, 0, tzinfo=timezone.utc)
+    assert widths(render("AAPL", DAY, [bar(0, start=night)])) == {MAX_CANDLE_WIDTH}
