@@ -18,6 +18,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from marketstream.kafka_cluster import KafkaCluster
 
 
+MEMORY_SIZE = r"(?i)^\s*\d+(\.\d+)?\s*([KMGT]i?B|B|%)\s*$"
+"""A memory size as DuckDB reads one: 1GB (1000^3 bytes), 512MiB (1024^2), 50% (of the RAM)."""
+
+
 class ConfigError(Exception):
     """A setting a dataflow needs is missing or malformed. The message names the variable."""
 
@@ -120,6 +124,9 @@ class Settings(BaseSettings):
     postgres_db: str | None = None
     postgres_user: str | None = None
     postgres_password: SecretStr | None = None
+
+    # --- `marketstream sql`
+    sql_memory_limit: str = Field("1GB", pattern=MEMORY_SIZE, description="DuckDB's memory limit (--memory-limit)")
 
     # --- Bytewax recovery, used by `marketstream run`
     metrics_port: int | None = Field(None, ge=1, le=65_535,
