@@ -18,6 +18,7 @@ cannot be honoured (a bad --version, --as-of, ticker or output); 3 the object st
     python -m pipelines.cli maintain [--table stock] [--no-vacuum]
     python -m pipelines.cli backfill trades|news --start 2026-11-02 --end 2026-11-24 [--tickers AAPL,MSFT] [--again]
     python -m pipelines.cli chart AAPL [--date 2026-11-24] [--synthetic] [--out AAPL.html]
+    python -m pipelines.cli rebuild-bars --start 2026-11-02 --end 2026-11-24 [--tickers AAPL,MSFT]
     python -m pipelines.cli status [--json] [--dataset stock] [--max-lag-messages N] [--max-lag-seconds S]
                                    [--max-commit-age S] [--max-dead-letters N]
 """
@@ -346,6 +347,32 @@ def chart(settings: Settings, ticker: str, day: date | None, synthetic: bool, ou
     return 0
 
 
+def rebuild_bars(settings: Settings, start: date, end: date, tickers: list[str] | None) -> int:
+    """The bars of the dates `start`..`end` computed again from the trades tables (`pipelines.bars_rebuild`).
+    Exit 0; 1 when some ticker-days were left as they were (the trades consumer is behind); 3 when Kafka or the
+    store cannot be read."""
+    from confluent_kafka import KafkaException
+
+    from pipelines import bars_rebuild
+    from pipelines.status import one_line
+
+    if end < start:
+        print("marketstream rebuild-bars: --end is before --start", file=sys.stderr)
+        return 2
+    try:
+        done = bars_rebuild.rebuild_bars(settings, start, end, tickers)
+    except KafkaException as exc:
+        print(f"marketstream rebuild-bars: cannot read Kafka at {settings.kafka_bootstrap_servers} "
+              f"(KAFKA_BOOTSTRAP_SERVERS): {one_line(exc)}", file=sys.stderr)
+        return 3
+    except Exception as exc:  # noqa: BLE001 - one line, whatever the object store's client raised
+        print(f"marketstream rebuild-bars: cannot read or write the lake at {settings.s3_endpoint_url} "
+              f"(S3_ENDPOINT_URL): {one_line(exc)}", file=sys.stderr)
+        return 3
+    _say(done.summary())
+    return 1 if done.ahead else 0
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
     """A wrong argument ends in one line naming it (argparse's own error prints the whole usage first)."""
 
@@ -387,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     chart_cmd.add_argument("--date", type=date.fromisoformat, help="YYYY-MM-DD (New York); default: today")
     chart_cmd.add_argument("--synthetic", action="store_true", help="the bars of synthetic trades")
     chart_cmd.add_argument("--out", type=Path, help="the HTML file (default: <ticker>-<date>[-synthetic].html here)")
+    rebuild_cmd = commands.add_parser("rebuild-bars", help="compute the bars of some dates again from the trades tables")
+    rebuild_cmd.add_argument("--start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD (New York)")
+    rebuild_cmd.add_argument("--end", type=date.fromisoformat, required=True, help="last day, YYYY-MM-DD (New York)")
+    rebuild_cmd.add_argument("--tickers", type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
+                             help="comma-separated; default: every ticker")
     status_cmd = commands.add_parser("status", help="lag, tables and dead letters of every dataset; exit 1 past a threshold")
     status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     status_cmd.add_argument("--dataset", action="append", choices=list(DATASETS), help="only this dataset (repeatable)")
@@ -417,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
 
             limits = Thresholds(args.max_lag_messages, args.max_lag_seconds, args.max_commit_age, args.max_dead_letters)
             return status(settings, args.json, limits, args.dataset)
+        if args.command == "rebuild-bars":
+            return rebuild_bars(settings, args.start, args.end, args.tickers)
         if args.command == "maintain":
             tables = _lake_tables(settings)
             chosen = {name: uri for name, uri in tables.items() if not args.table or name in args.table}

@@ -197,6 +197,37 @@ class BarsWriter:
         replacing = [("date", "=", day.isoformat()), ("ticker", "in", sorted(rewritten))] if rewritten else None
         return Commit(adds, {date_app_id(day): view.version(date_app_id(day)) + 1}, replacing)
 
+    def tickers_on(self, day: date) -> set[str]:
+        """The tickers whose bars of `day` the table holds."""
+        return set(pc.unique(self._committer.read([("date", "=", day)], columns=["ticker"]).column("ticker")).to_pylist())
+
+    def replace_day(self, day: date, trades: pa.Table, tickers: list[str], held: dict[int, int]) -> list[str]:
+        """Replace `tickers`' partitions of `day` with the bars of `trades` (every trade of those ticker-days,
+        read from the trades table), whose rows hold each Kafka partition `p` of this writer's incarnation
+        through `held[p]` (the trades table holds all of its trades through there). A ticker whose rows hold
+        more than that (the bars are ahead of the trades table) is left as it is; returns those tickers."""
+        ahead: list[str] = []
+
+        def prepare(view: TableView) -> Commit | None:
+            entries = self._day(view, day).entries
+            mine = entries.filter(pc.and_(pc.equal(entries.column("incarnation"), self._incarnation or ""),
+                                          pc.is_in(entries.column("ticker"), pa.array(tickers, pa.string()))))
+            limit = pc.fill_null(pc.index_in(mine.column("kafka_partition"), pa.array(list(held), pa.int32())), -1)
+            through = pa.array([list(held.values())[i] if i >= 0 else -1 for i in limit.to_pylist()], pa.int64())
+            ahead[:] = sorted(set(mine.filter(pc.greater(mine.column("offset"), through)).column("ticker").to_pylist()))
+            replaced = sorted(set(tickers) - set(ahead))
+            if not replaced:
+                return None
+            chosen = trades.filter(pc.is_in(trades.column("ticker"), pa.array(replaced, pa.string())))
+            rows = trade_parts(chosen, self._incarnation or "") if chosen.num_rows else TABLE_SCHEMA.empty_table()
+            rows = rows.set_column(rows.schema.get_field_index("held_through"), "held_through",
+                                   _held_everywhere(self._incarnation, held, rows.num_rows))
+            return self._commit_of(view, day, rows, set(replaced))
+
+        self._committer.commit(prepare)
+        self._days.pop(day, None)
+        return ahead
+
     def rewrite(self, day: date, tickers: list[str]) -> int:
         """Write `tickers`' partitions of `day` again, each as one file with full statistics (compaction, and
         the repair of files written without them), in one commit; the files replaced."""
@@ -233,6 +264,13 @@ class BarsWriter:
                                   int(time.time() * 1000), True, file_stats(chunk, self._committer.stats_columns)))
         self._store.put_many(self._bucket, objects)
         return adds
+
+
+def _held_everywhere(incarnation: str | None, held: dict[int, int], rows: int) -> pa.Array:
+    """For each of `rows` rows, `held_through` listing every partition of `held` (none without an incarnation)."""
+    entries = [] if incarnation is None else [{"incarnation": incarnation, "kafka_partition": p, "offset": offset}
+                                              for p, offset in sorted(held.items()) if offset >= 0]
+    return pa.array([entries] * rows, schemas.HELD_THROUGH)
 
 
 def stored_held(uri: str, storage_options: dict[str, str], day: date,

@@ -184,11 +184,11 @@ class DeltaCommitter:
             except Exception:  # noqa: BLE001 - loaded afresh before the next commit instead
                 self._current = None
 
-    def read(self, filters: list[tuple]) -> pa.Table:
+    def read(self, filters: list[tuple], columns: list[str] | None = None) -> pa.Table:
         """The rows of the partitions `filters` selects (deltalake filters on partition columns), as this
         process's last commit left them."""
         with self._lock:
-            return self._view().read(filters)
+            return self._view().read(filters, columns)
 
     def commit(self, prepare: Callable[[TableView], Commit | None]) -> Commit | None:
         """Make the commit `prepare` decides on against the table (None: nothing to commit), once: asked again
