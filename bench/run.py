@@ -33,7 +33,7 @@ from deltalake import DeltaTable
 
 from bench import streamed_day
 from marketstream.lake import lake_filesystem
-from marketstream.settings import Settings, load_settings
+from marketstream.settings import ConfigError, Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -212,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated parts to run (the table needs all of them)")
     args = parser.parse_args(argv)
     settings = load_settings()
+    try:
+        settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
+    except ConfigError as exc:
+        raise SystemExit(f"bench: configuration error: {exc}") from None
     run = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S") + uuid.uuid4().hex[:4]
     topic = f"bench_trades_{run}"
     try:

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     bars_allowed_lateness_seconds: float = Field(
         30.0, ge=0, description="a minute's bar is emitted once a trade this much newer has been seen")
     bars_batch_max_trades: int = Field(
-        500_000, ge=1, description="trades folded into the bars tables at once (else every BATCH_MAX_AGE_SECONDS)",
+        400_000, ge=1, description="trades folded into the bars tables at once (else every BATCH_MAX_AGE_SECONDS)",
         # BARS_BATCH_MAX_PARTS: its name before 2026-12, when batches held bar parts, still read
         validation_alias=AliasChoices("bars_batch_max_trades", "bars_batch_max_parts"))
     lake_format: Literal["delta", "parquet"] = Field(

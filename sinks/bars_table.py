@@ -39,7 +39,8 @@ from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
 from marketstream import metrics, schemas
-from marketstream.bars import LEGACY_INCARNATION, combine_parts, held_entries, trade_parts, unheld_trades, with_legacy_held
+from marketstream.bars import (LEGACY_INCARNATION, combine_parts, fold_trades, held_entries, trade_parts, unheld_trades,
+                               with_legacy_held)
 from marketstream.runs import key_runs
 from sinks.delta_commits import Commit, DeltaCommitter, TableView, retrying
 from sinks.delta_stats import file_stats
@@ -49,7 +50,7 @@ from sinks.pending import PendingWrites
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING_BATCHES = 2
+MAX_PENDING_BATCHES = 1
 """Batches handed to the writing thread and not written yet: what slows the dataflow down when the store is slow."""
 TABLE_SCHEMA = pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS])
 PARTITION_BY = list(schemas.BARS_PARTITIONING.names)
@@ -155,9 +156,9 @@ class BarsWriter:
     # --- writing
     def write(self, trades: pa.Table) -> None:
         """Fold `trades` (`ticker`, `date`, `timestamp`, `kafka_partition`, `kafka_offset`, `price`, `size`)."""
-        trades = trades.combine_chunks()  # a batch gathers many small tables: filtered and sorted faster as one
-        for day in pc.unique(trades.column("date")).to_pylist():
-            of_day = trades.filter(pc.equal(trades.column("date"), pa.scalar(day, pa.date32())))
+        days = pc.unique(trades.column("date")).to_pylist()
+        for day in days:
+            of_day = trades if len(days) == 1 else trades.filter(pc.equal(trades.column("date"), pa.scalar(day, pa.date32())))
             written = {}
 
             def prepare(view: TableView, day=day, of_day=of_day) -> Commit | None:
@@ -175,7 +176,7 @@ class BarsWriter:
         fresh = unheld_trades(held.entries, trades, self._incarnation)
         if not fresh.num_rows:
             return None  # held already: a replay, or another writer's
-        parts = trade_parts(fresh, self._incarnation)
+        parts = fold_trades(fresh, self._incarnation)
         keys = parts.select(["ticker", "minute"]).cast(_KEYS)
         new_minutes = keys.join(held.minutes, ["ticker", "minute"], join_type="left anti")
         held_tickers = set(keys.join(held.minutes, ["ticker", "minute"], join_type="left semi").column("ticker").to_pylist())

@@ -234,3 +234,19 @@ def test_parts_of_many_tickers_and_minutes_combine_each_into_its_own_bar():
         minute = int(row["minute"].timestamp()) * 1_000_000 - START_US
         base = 100.0 + tickers.index(row["ticker"]) + minute // MINUTE_US / 10
         assert (row["open"], row["close"], row["trades"]) == (pytest.approx(base), pytest.approx(base + 0.01), 2)
+
+
+@settings(max_examples=50, deadline=None)
+@given(trades, st.integers(1, 30))
+def test_trades_folded_a_chunk_at_a_time_give_the_bars_of_all_at_once(drawn, chunk):
+    import marketstream.bars
+    from marketstream.bars import fold_trades
+
+    rows = rows_of(drawn)
+    original, marketstream.bars.FOLD_CHUNK = marketstream.bars.FOLD_CHUNK, chunk
+    try:
+        chunked = fold_trades(trades_table(rows), INCARNATION)
+    finally:
+        marketstream.bars.FOLD_CHUNK = original
+    assert approx_equal(bars_by_minute(chunked), expected_by_minute(fold(rows)))
+    assert chunked.column("held_through").to_pylist() == parts_of(rows).sort_by("minute").column("held_through").to_pylist()
