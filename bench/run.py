@@ -305,6 +305,8 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
         ("  restart: first commit after launch s", f"{restart['to_first_commit_s']:.2f}", "≤ 5"),
         ("  restart: of which imports s", f"{restart['imports_s']:.2f}", ""),
         ("  ticker-day query s: small files / compacted", f"{day['query_before_s']:.2f} / {day['query_after_s']:.3f}", ""),
+        ("  one hour of it: files read / of the day's (data skipping)",
+         f"{day['data_skipping']['hour_files']:,} / {day['data_skipping']['ticker_day_files']:,}", "< all"),
         ("  compacted / one Parquet file: right after", f"{day['after_vs_one_file']:.1f}", ""),
         ("  compacted / one Parquet file: tombstones expired", f"{day['expired_vs_one_file']:.1f}", "≤ 3"),
         ("  compaction rows/s", f"{day['compaction']['rows_per_s']:,.0f}", ""),
