@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -33,7 +35,7 @@ from deltalake import DeltaTable
 
 from bench import streamed_day
 from marketstream.lake import lake_filesystem
-from marketstream.settings import Settings, load_settings
+from marketstream.settings import ConfigError, Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -185,6 +187,31 @@ def measure_freshness(settings: Settings, run: str, seconds: float, rate: float,
             "p99_s": float(np.percentile(values, 99)), "batch_max_age_s": max_age}
 
 
+def measure_two_deployments(settings: Settings, run: str, topic: str, trades: int) -> dict:
+    """What a second deployment started by mistake costs: two stock_consume processes (different batch sizes)
+    drain the same topic into one table at once; each row must be stored once."""
+    bucket = f"bench-two-{run}"
+    commands = [bytewax(f"bench.flows:stock_consume({topic!r}, {bucket!r})"),
+                bytewax(f"bench.flows:stock_consume({topic!r}, {bucket!r}, batch_max_buffered_rows=100000)")]
+    started = time.perf_counter()
+    processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for command in commands]
+    logs = [process.communicate()[1].decode(errors="replace") for process in processes]
+    seconds = time.perf_counter() - started
+    if any(process.returncode for process in processes):
+        raise SystemExit(f"a deployment failed: {[process.returncode for process in processes]}")
+    table = DeltaTable(f"s3://{bucket}", storage_options=settings.delta_storage_options()).to_pyarrow_table(
+        columns=["trade_id"])
+    distinct = pc.count_distinct(table.column("trade_id")).as_py()
+    lake_filesystem(settings).rm(bucket, recursive=True)
+    if table.num_rows != trades or distinct != trades:
+        raise SystemExit(f"two deployments stored {table.num_rows} rows ({distinct} distinct) of {trades} trades")
+    return {"seconds": seconds, "rows": table.num_rows, "lost_races": sum(log.count("lost a race") for log in logs)
+            + sum(log.count("another writer committed") for log in logs),
+            "rows_left_out": sum(int(count) for log in logs
+                                 for count in re.findall(r"(\d+) rows another commit stored already left out", log))}
+
+
 def measure_producer(settings: Settings, run: str, seconds: float) -> dict:
     topic = f"bench_produce_{run}"
     settings.kafka_cluster().ensure_topics([topic])
@@ -212,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated parts to run (the table needs all of them)")
     args = parser.parse_args(argv)
     settings = load_settings()
+    try:
+        settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
+    except ConfigError as exc:
+        raise SystemExit(f"bench: configuration error: {exc}") from None
     run = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S") + uuid.uuid4().hex[:4]
     topic = f"bench_trades_{run}"
     try:
@@ -220,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         drop_topics(settings, run)
 
 
-PARTS = ("stock_consume", "raw_limit", "naive", "bars", "freshness", "producer", "streamed_day")
-DEFAULT_PARTS = ("stock_consume", "raw_limit", "naive", "bars", "freshness", "producer", "streamed_day")
+PARTS = ("stock_consume", "raw_limit", "naive", "bars", "freshness", "producer", "streamed_day", "two_deployments")
+DEFAULT_PARTS = ("stock_consume", "raw_limit", "naive", "bars", "freshness", "producer", "streamed_day", "two_deployments")
 
 
 def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) -> int:
@@ -239,7 +270,7 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
                   f"bench-naive-{run}"),
         "bars": (bytewax(f"bench.flows:bars_consume({topic!r}, 'bench-bars-{run}')"), f"bench-bars-{run}"),
     }
-    if only & set(contenders):
+    if only & {*contenders, "two_deployments"}:
         say(f"pre-filling topic {topic} with {args.trades:,} trades for {args.tickers} tickers")
         started = time.perf_counter()
         prefill(settings, topic, args.trades, args.tickers)
@@ -260,6 +291,12 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
         results["bars"]["trades_per_s"] = args.trades / results["bars"]["seconds"]
     if "stock_consume" in results and results["stock_consume"]["rows"] != args.trades:
         raise SystemExit(f"stock_consume stored {results['stock_consume']['rows']} of {args.trades} trades")
+    if "two_deployments" in only:
+        say("draining with two stock_consume deployments at once, into one table")
+        results["two_deployments"] = measure_two_deployments(settings, run, topic, args.trades)
+        two = results["two_deployments"]
+        print(f"    {two['rows']:,} rows, each once, in {two['seconds']:.2f} s; {two['lost_races']} lost races, "
+              f"{two['rows_left_out']:,} rows uploaded again without what the other stored", flush=True)
     if "freshness" in only:
         say(f"freshness at {args.freshness_rate:,.0f} trades/s for {args.freshness_seconds:g} s")
         results["freshness"] = measure_freshness(settings, run, args.freshness_seconds, args.freshness_rate,
@@ -301,6 +338,8 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
         ("  restart: first commit after launch s", f"{restart['to_first_commit_s']:.2f}", "≤ 5"),
         ("  restart: of which imports s", f"{restart['imports_s']:.2f}", ""),
         ("  ticker-day query s: small files / compacted", f"{day['query_before_s']:.2f} / {day['query_after_s']:.3f}", ""),
+        ("  one hour of it: files read / of the day's (data skipping)",
+         f"{day['data_skipping']['hour_files']:,} / {day['data_skipping']['ticker_day_files']:,}", "< all"),
         ("  compacted / one Parquet file: right after", f"{day['after_vs_one_file']:.1f}", ""),
         ("  compacted / one Parquet file: tombstones expired", f"{day['expired_vs_one_file']:.1f}", "≤ 3"),
         ("  compaction rows/s", f"{day['compaction']['rows_per_s']:,.0f}", ""),

@@ -9,7 +9,8 @@ flush. Then, on that table:
 1. a **restart**: the real `stock_consume` process starts over the table (all its small files) with a
    topic of new trades to store; measured from its launch (and from the end of its imports) to its first
    commit landing in the log;
-2. one ticker-day **queried with DuckDB** the way `marketstream sql` does (table load included);
+2. one ticker-day **queried with DuckDB** the way `marketstream sql` does (table load included), and one
+   hour of it: how many of the ticker-day's files its statistics let a reader skip (**data skipping**);
 3. a **compaction** of the day (`sinks.delta_maintenance`), its rows/s;
 4. the same query again, right after the compaction, while the checkpoint still lists every replaced
    file as a tombstone, and once those have expired (`LAKE_VACUUM_RETENTION_HOURS` after the compaction
@@ -140,6 +141,36 @@ def query_one_file(settings: Settings, path: str) -> tuple[float, list]:
     return time.perf_counter() - started, answer
 
 
+HOUR = (datetime(2026, 11, 24, 15, tzinfo=timezone.utc), datetime(2026, 11, 24, 16, tzinfo=timezone.utc))
+
+
+def data_skipping(settings: Settings, uri: str) -> dict:
+    """How many of a ticker-day's files a one-hour query of it reads: the files whose statistics (written by
+    the sink with every file) can hold a row of that hour, against all of the ticker-day's; and the hour's
+    query time against the whole day's, both with DuckDB as `marketstream sql` runs it."""
+    import duckdb
+
+    dataset = DeltaTable(uri, storage_options=settings.delta_storage_options()).to_pyarrow_dataset()
+    day = (ds.field("ticker") == "T000") & (ds.field("date") == DAY)
+    hour = day & (ds.field("timestamp") >= pa.scalar(HOUR[0], schemas.TIMESTAMP)) & \
+        (ds.field("timestamp") < pa.scalar(HOUR[1], schemas.TIMESTAMP))
+    day_files, hour_files = len(list(dataset.get_fragments(filter=day))), len(list(dataset.get_fragments(filter=hour)))
+    connection = duckdb.connect()
+    connection.register("trades", dataset)
+    timings = {}
+    for name, where in (("day", ""), ("hour", " AND timestamp >= TIMESTAMPTZ '2026-11-24 15:00:00+00' "
+                                              "AND timestamp < TIMESTAMPTZ '2026-11-24 16:00:00+00'")):
+        started = time.perf_counter()
+        rows = connection.sql(f"SELECT count(*) FROM trades WHERE ticker = 'T000' AND date = DATE '2026-11-24'{where}"
+                              ).fetchall()[0][0]
+        timings[name] = (time.perf_counter() - started, rows)
+    expected = dataset.to_table(filter=day, columns=["timestamp"]).column("timestamp").to_pylist()
+    if timings["hour"][1] != sum(HOUR[0] <= moment < HOUR[1] for moment in expected) or not timings["hour"][1]:
+        raise SystemExit(f"the hour's query answered {timings['hour'][1]} rows, a full read filtered says otherwise")
+    return {"ticker_day_files": day_files, "hour_files": hour_files, "fraction_read": hour_files / day_files,
+            "day_query_s": timings["day"][0], "hour_query_s": timings["hour"][0], "hour_rows": timings["hour"][1]}
+
+
 def tombstones_in_checkpoint(settings: Settings, uri: str) -> int:
     """The remove actions the table's last checkpoint lists: what every reader loading the table reads."""
     fs = lake_filesystem(settings)
@@ -203,6 +234,12 @@ def run(settings: Settings, run_id: str, tickers: int, restart_command, prefill_
         before_s, before = _median_of(1, lambda: query_table(settings, uri))
         print(f"    {before_s:.2f} s", flush=True)
 
+        print("==> data skipping: one hour of one ticker-day", flush=True)
+        skipping = data_skipping(settings, uri)
+        print(f"    {skipping['hour_files']:,} of its {skipping['ticker_day_files']:,} files read "
+              f"({skipping['fraction_read']:.1%}); {skipping['hour_query_s']:.2f} s against {skipping['day_query_s']:.2f} s "
+              "for the whole day", flush=True)
+
         print("==> compaction", flush=True)
         # from the log's per-file statistics: counting rows by reading 117 000 footers took longer than compacting
         rows_in_table = pa.table(DeltaTable(uri, storage_options=settings.delta_storage_options())
@@ -237,7 +274,8 @@ def run(settings: Settings, run_id: str, tickers: int, restart_command, prefill_
         print(f"    compacted: right after {after_s:.3f} s ({after_s / single_s:.1f}x), tombstones expired "
               f"{expired_s:.3f} s ({expired_s / single_s:.1f}x, {tombstones_left} left); one Parquet file "
               f"{single_s:.3f} s", flush=True)
-        return {"written": written, "restart": restart, "query_before_s": before_s, "compaction": compaction,
+        return {"written": written, "restart": restart, "query_before_s": before_s, "data_skipping": skipping,
+                "compaction": compaction,
                 "query_after_s": after_s, "tombstones_after": tombstones,
                 "query_tombstones_expired_s": expired_s, "tombstones_expired_left": tombstones_left,
                 "query_one_file_s": single_s, "after_vs_one_file": after_s / single_s,

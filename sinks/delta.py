@@ -14,11 +14,17 @@ never stores a row twice, and a row is never counted as stored before its commit
 created again is a new incarnation, with app ids of its own. Rows kept apart under a prefix (synthetic
 trades under `_synthetic/`) form a table of their own in that folder of the bucket.
 
-Concurrent writers (workers, processes, hosts) commit safely through the object store's conditional
-writes (`If-None-Match`), which MinIO and S3 honour; delta-rs retries a commit that lost a race. While
-the store is down a commit is retried with capped backoff, after checking that the failed attempt did
-not in fact land; every snapshot waits for the commits in flight, so recovery never moves past rows
-that are not committed.
+Any number of writers (workers, processes, hosts, independent deployments) store each row once: every
+commit is prepared against the table as last loaded and leaves out the rows at or below their Kafka
+partition's committed version there, whoever committed them (a file holding some of them is encoded and
+uploaded again without them), and a commit that another writer's commit of the same partition beat is
+refused by delta-rs and prepared again on the newer table (`sinks.delta_commits`). What such a commit finds
+committed also moves this writer's early filter on, so it stops uploading rows the other stored. Commits
+land through the object store's conditional writes (`If-None-Match`), which MinIO and S3 honour. While the
+store is down a commit is retried with capped backoff and prepared again each time, so an attempt that
+landed although its answer was lost finds its rows committed; every snapshot waits for the commits in
+flight, so recovery never moves past rows that are not committed. Each file's log entry carries full
+statistics (`sinks.delta_stats`), so readers' filters skip exactly the files that cannot match.
 """
 
 from __future__ import annotations

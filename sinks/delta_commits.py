@@ -110,9 +110,20 @@ class TableView:
                          lambda: self._table.transaction_version(app_id), self._sleep)
         return -1 if found is None else found
 
-    def read(self, filters: list[tuple]) -> pa.Table:
+    def read(self, filters: list[tuple], columns: list[str] | None = None) -> pa.Table:
         """The rows of the partitions `filters` selects (deltalake filters on partition columns)."""
-        return retrying(f"reading {self._uri}", lambda: self._table.to_pyarrow_table(filters=filters), self._sleep)
+        return retrying(f"reading {self._uri}",
+                        lambda: self._table.to_pyarrow_table(filters=filters, columns=columns), self._sleep)
+
+    def files(self, filters: list[tuple]) -> list[str]:
+        """The data files of the partitions `filters` selects, relative to the table."""
+        prefix = self._table.table_uri.rstrip("/") + "/"
+        return [uri.removeprefix(prefix) for uri in self._table.file_uris(partition_filters=filters)]
+
+    @property
+    def configuration(self) -> dict[str, str | None]:
+        """The table's properties."""
+        return self._table.metadata().configuration
 
 
 class DeltaCommitter:
@@ -173,11 +184,11 @@ class DeltaCommitter:
             except Exception:  # noqa: BLE001 - loaded afresh before the next commit instead
                 self._current = None
 
-    def read(self, filters: list[tuple]) -> pa.Table:
+    def read(self, filters: list[tuple], columns: list[str] | None = None) -> pa.Table:
         """The rows of the partitions `filters` selects (deltalake filters on partition columns), as this
         process's last commit left them."""
         with self._lock:
-            return self._view().read(filters)
+            return self._view().read(filters, columns)
 
     def commit(self, prepare: Callable[[TableView], Commit | None]) -> Commit | None:
         """Make the commit `prepare` decides on against the table (None: nothing to commit), once: asked again

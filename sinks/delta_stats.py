@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timedelta
 from collections.abc import Mapping
 
 import pyarrow as pa
@@ -73,17 +74,19 @@ def _cut_maximum(text: str) -> str:
     return text
 
 
+_EPOCH = datetime(1970, 1, 1)
+_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
+
+
 def _timestamp(micros: int) -> str:
     seconds, fraction = divmod(micros, 1_000_000)
-    whole = pa.scalar(seconds * 1_000_000, pa.timestamp("us")).as_py().isoformat(timespec="seconds")
+    whole = (_EPOCH + timedelta(seconds=seconds)).isoformat(timespec="seconds")
     return f"{whole}Z" if fraction == 0 else f"{whole}.{fraction // 1000:03d}Z"
 
 
 def _bound(value: object, kind: pa.DataType, minimum: bool) -> object:
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return _cut_minimum(value) if minimum else _cut_maximum(value)
-    if pa.types.is_timestamp(kind):
-        return _timestamp(value)
     if pa.types.is_date(kind):
         return value.isoformat()
     if isinstance(value, float) and not math.isfinite(value):
@@ -101,18 +104,15 @@ def _column_stats(column: pa.ChunkedArray, kind: pa.DataType) -> tuple[object, o
         return pick[0] or _ABSENT, pick[1] or _ABSENT, pick[2]
     if pa.types.is_nested(kind) or pa.types.is_dictionary(kind):
         return None
-    values = column
-    if pa.types.is_floating(kind):
-        values = pc.filter(column, pc.invert(pc.is_nan(column)), null_selection_behavior="drop")
-    elif pa.types.is_timestamp(kind):
-        values = column.cast(pa.timestamp("us", kind.tz), safe=False).cast(pa.int64())
-    bounds = pc.min_max(values)
-    low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    if low is None:
-        # all null: no bounds; all NaN: null bounds, as delta-rs writes them
-        unbounded = _ABSENT if column.null_count == len(column) else None
-        return unbounded, unbounded, column.null_count
-    return _bound(low, kind, True), _bound(high, kind, False), column.null_count
+    bounds = pc.min_max(column)  # one pass; NaN is left out unless every value is NaN
+    low, high = bounds["min"], bounds["max"]
+    if not low.is_valid or (pa.types.is_floating(kind) and math.isnan(low.as_py())):  # all null or NaN
+        return _ABSENT, _ABSENT, column.null_count
+    if pa.types.is_timestamp(kind):
+        factor = _MICROS[kind.unit]
+        micros = [value.value * factor if factor else value.value // 1_000 for value in (low, high)]
+        return _timestamp(micros[0]), _timestamp(micros[1]), column.null_count
+    return _bound(low.as_py(), kind, True), _bound(high.as_py(), kind, False), column.null_count
 
 
 def file_stats(rows: pa.Table, columns: list[str]) -> str:
