@@ -144,7 +144,7 @@ def matching(rows: list[dict], predicate: Predicate, columns: list[str], **seman
 
 
 def plain(value: object) -> object:
-    """A reader's value as the plain, hashable Python value a full read gives: lists as tuples, pandas and
+    """A reader's value as the plain, hashable Python value a full read gives: lists and structs as tuples, pandas and
     numpy scalars as Python's, zoned timestamps in UTC, pandas' NaN and NA for a missing value as None."""
     import numpy as np
     import pandas as pd
@@ -153,6 +153,8 @@ def plain(value: object) -> object:
         return None
     if isinstance(value, (list, tuple, np.ndarray)):
         return tuple(plain(item) for item in value)
+    if isinstance(value, dict):
+        return tuple((name, plain(item)) for name, item in value.items())
     if isinstance(value, pd.Timestamp):
         value = value.to_pydatetime()
     if isinstance(value, datetime) and value.tzinfo is not None:

@@ -7,7 +7,7 @@ The tables (in a MinIO of this module's own, under the buckets `marketstream sql
 - `bluesky`, `macro`: posts and observations streamed the same way (long and non-ASCII texts, empty and
   null languages, keywords that need percent-encoding, null values, partitions by date, keyword, alias, year);
 - `bars`, `bars_synthetic`: one-minute bars of those trades written by the bars flow in two runs;
-- and each of them compacted (`maintain_table`, every partition closed).
+- and each of them compacted (`marketstream maintain`'s `pipelines.maintenance.maintain`, every partition closed).
 Each is queried at the version each way left it (time travel), so the streamed files are read as they
 were streamed even after compaction.
 
@@ -39,16 +39,15 @@ from bytewax.testing import run_main
 from deltalake import DeltaTable
 from pydantic import SecretStr
 
-from marketstream.datasets import BLUESKY, MACRO, STOCK
+from marketstream.datasets import BLUESKY, MACRO, STOCK, lake_tables
 from marketstream.settings import Settings
 from pipelines import cli
 from pipelines.bars import build_bars_flow
-from sinks.delta_maintenance import maintain_table
-from tests.conftest import STACK, clock_from, make_settings
+from pipelines.maintenance import maintain
+from tests.conftest import clock_from, make_settings
 from tests.fakes.alpaca_rest import FakeAlpacaHistory
-from tests.integration.command_line import command_line_reading
 from tests.integration.lake_writers import stamp, streamed, trade_messages
-from tests.integration.private_servers import PrivateMinio
+from tests.integration.private_lake import commands_on, started_minio
 from tests.query_predicates import columns_of, matching, plain, predicates, quoted, to_dnf, to_polars, to_sql
 
 pytestmark = pytest.mark.integration
@@ -144,20 +143,18 @@ def backfilled(settings: Settings, already_streamed: list[tuple[bytes, bytes]]) 
 def lake(stack, tmp_path_factory):
     """The tables, each version to query by its label; a MinIO of the module's own, so the buckets
     `marketstream sql` reads hold only them."""
-    minio = PrivateMinio(tmp_path_factory.mktemp("minio"))
-    minio.start()
+    minio, _ = started_minio(tmp_path_factory.mktemp("minio"), ())
     try:
         settings = make_settings(**minio.settings, kafka_topic_partitions=3)
-        options = settings.delta_storage_options()
         suffix = uuid.uuid4().hex[:10]
         rng = random.Random(5)
-        tables = cli.lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket)
+        tables = lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket)
         versions = []
 
         trades_topic = f"diff_trades_{suffix}"
         trades = trade_messages(rng, 1200, first_id=10**9)
         streamed(settings, STOCK, trades_topic, trades[:800], rounds=2)
-        bars_settings = settings.model_copy(update={"kafka_stop_at_end": True, "bars_batch_max_parts": 20,
+        bars_settings = settings.model_copy(update={"kafka_stop_at_end": True, "bars_batch_max_trades": 50,
                                                     "kafka_poll_max_messages": 50, "batch_max_age_seconds": 0.05})
         clock = clock_from(datetime(2026, 11, 25, 21, 30, tzinfo=UTC))
         run_main(build_bars_flow(bars_settings, topic=trades_topic, now=clock))
@@ -174,10 +171,9 @@ def lake(stack, tmp_path_factory):
         versions.append(latest(settings, "stock", tables["stock"], "backfilled"))
 
         for name in ("stock", "stock_synthetic", "bars", "bars_synthetic", "bluesky", "macro"):
-            maintain_table(tables[name], options, today=TODAY, closed_after_days=0,
-                           target_file_bytes=128 * 1024 * 1024, retention_hours=6, vacuum=False)
+            maintain(settings, name, tables[name], today=TODAY, closed_after_days=0, vacuum=False)
             versions.append(latest(settings, name, tables[name], "compacted"))
-        with command_line_reading(**{**STACK, **minio.settings}):
+        with pytest.MonkeyPatch.context() as patch, commands_on(minio, patch):
             yield settings, {version.label.split(" ")[0]: version for version in versions}
     finally:
         minio.stop()

@@ -5,7 +5,8 @@ must have the shape of what the command prints.
 
 The lake: a Kafka and a MinIO of this module's own (the examples name the product's topics and buckets),
 trades produced into `stock_trades` and streamed by the trades consumer in many small commits, one-minute
-bars written by the bars flow. A block marked `<!-- needs: NAME -->` just above it is left out, with the
+bars written by the bars flow, in two parts; the commands run in a shell whose `date` prints an instant
+between the two (the clock of the `--as-of` example). A block marked `<!-- needs: NAME -->` just above it is left out, with the
 reason shown (Spark is not installed here); a `marketstream` command that writes the lake or runs a
 dataflow is named below as not run here, with the test that covers it.
 """
@@ -19,6 +20,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -28,16 +30,20 @@ import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 from bytewax.testing import run_main
 from deltalake import DeltaTable
 
 from marketstream.datasets import DATASETS, NEWS, STOCK, lake_tables
+from marketstream.settings import Settings
 from pipelines.bars import build_bars_flow
 from tests.conftest import STACK, clock_from, make_settings
-from tests.integration.command_line import command_line_reading, environment
 from tests.integration.lake_writers import streamed, trade_messages
+from tests.integration.private_lake import commands_on, started_minio
 from tests.integration.private_servers import PrivateKafka, PrivateMinio
+from tests.query_predicates import plain
 
 pytestmark = pytest.mark.integration
 
@@ -82,12 +88,20 @@ def fenced_blocks(markdown: str) -> list[Block]:
 class Command:
     line: int
     text: str
+    """As typed at a shell prompt (continued lines joined)."""
     shown: tuple[str, ...] = ()
     """The output the README shows for it, if any."""
 
     @property
     def argv(self) -> list[str]:
+        """Its words, unexpanded."""
         return shlex.split(self.text, comments=True)
+
+    def words(self, env: dict[str, str]) -> list[str]:
+        """Its words as the shell passes them, `$(…)` run in `env`."""
+        done = subprocess.run(["bash", "-c", f"printf '%s\\0' {self.text}"], env=env, capture_output=True,
+                              text=True, check=True, timeout=30)
+        return done.stdout.split("\0")[:-1]
 
 
 def commands(blocks: list[Block]) -> list[Command]:
@@ -98,7 +112,10 @@ def commands(blocks: list[Block]) -> list[Command]:
         lines = block.text.splitlines()
         for number, line in enumerate(lines):
             if block.language == "sh" and line.startswith("marketstream "):
-                found.append(Command(block.line + 1 + number, line))
+                text, following = line, iter(lines[number + 1:])
+                while text.endswith("\\"):
+                    text = text[:-1] + next(following)
+                found.append(Command(block.line + 1 + number, text))
             elif block.language == "" and line.startswith("$ marketstream "):
                 following = lines[number + 1:]
                 shown = following[:next((i for i, text in enumerate(following) if text.startswith("$ ")), len(following))]
@@ -117,76 +134,109 @@ def test_every_marketstream_command_of_the_readme_is_run_here_or_named_as_not_ru
     assert {"sql", "status", "chart"} <= set(kinds), "the README shows how to query the lake"
 
 
+@dataclass(frozen=True)
+class Lake:
+    settings: Settings
+    minio: PrivateMinio
+    env: dict[str, str]
+    """The environment the commands run in: the lake's servers, and a `date` that prints `between`."""
+    between: datetime
+    """An instant after the lake's first part was written and before the rest."""
+
+
 @pytest.fixture(scope="module")
 def readme_lake(tmp_path_factory):
-    """Trades streamed into `stock_trades` -> `stock-data` in many commits, bars in `bars-data`, an empty
-    `finnhub` topic; settings and the environment the examples run in."""
+    """Trades streamed into `stock_trades` -> `stock-data` in many commits and bars in `bars-data`, in two
+    parts with an instant between them; an empty `finnhub` topic, no other. The shell's clock is injected:
+    `date` prints that instant (the README's `--as-of` example asks `date` for "10 minutes ago")."""
     kafka = PrivateKafka(tmp_path_factory.mktemp("kafka"))
-    minio = PrivateMinio(tmp_path_factory.mktemp("minio"))
     kafka.start()
-    minio.start()
+    minio, _ = started_minio(tmp_path_factory.mktemp("minio"), ())
     try:
         servers = {**minio.settings, "kafka_bootstrap_servers": kafka.bootstrap}
         settings = make_settings(**servers)
-        streamed(settings, STOCK, STOCK.topic, trade_messages(random.Random(11), 900, first_id=10**9), rounds=6)
-        bars = settings.model_copy(update={"kafka_stop_at_end": True})
-        run_main(build_bars_flow(bars, now=clock_from(datetime(2026, 11, 25, 21, 30, tzinfo=timezone.utc))))
+        trades = trade_messages(random.Random(11), 900, first_id=10**9)
+        clock = clock_from(datetime(2026, 11, 25, 21, 30, tzinfo=timezone.utc))
+
+        def written(part: list) -> None:
+            streamed(settings, STOCK, STOCK.topic, part, rounds=4)
+            run_main(build_bars_flow(settings.model_copy(update={"kafka_stop_at_end": True}), now=clock))
+
+        written(trades[:600])
+        time.sleep(1.5)  # the store dates commits to the second
+        between = datetime.now(timezone.utc).replace(microsecond=0)
+        time.sleep(1.5)
+        written(trades[600:])
         settings.kafka_cluster().ensure_topics([NEWS.topic])  # and no other: topics empty and missing
         stock = DeltaTable("s3://stock-data", storage_options=settings.delta_storage_options())
         assert stock.version() >= 12, "the time-travel examples go back to version 12"
-        with command_line_reading(**{**STACK, **servers}):
-            yield settings, {**os.environ, **environment(**{**STACK, **servers})}
+        shell_clock = tmp_path_factory.mktemp("bin")
+        (shell_clock / "date").write_text(f"#!/bin/sh\necho {between:%Y-%m-%dT%H:%M:%SZ}\n")
+        (shell_clock / "date").chmod(0o755)
+        env = {**os.environ, **{name.upper(): str(value) for name, value in {**STACK, **servers}.items()},
+               "PATH": f"{shell_clock}:{os.environ['PATH']}"}
+        yield Lake(settings, minio, env, between)
     finally:
         minio.stop()
         kafka.stop()
 
 
-def full_tables(settings, version: int | None = None, only: dict[str, int] | None = None) -> dict[str, pa.Table]:
-    """Every table of the lake that exists, read whole (as of `version`, or `only`'s version per table)."""
+def tables_asked(settings: Settings, argv: list[str]) -> dict[str, pa.Table]:
+    """Every table of the lake read whole, as the command's `--version TABLE=N` and `--as-of TIME` ask."""
+    pinned = dict(value.split("=", 1) for flag, value in zip(argv, argv[1:]) if flag == "--version")
+    as_of = next((datetime.fromisoformat(value) for flag, value in zip(argv, argv[1:]) if flag == "--as-of"), None)
     read = {}
     for name, uri in lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket).items():
-        pinned = (only or {}).get(name, version)
         try:
-            read[name] = DeltaTable(uri, version=pinned, storage_options=settings.delta_storage_options()).to_pyarrow_table()
+            table = DeltaTable(uri, storage_options=settings.delta_storage_options())
         except Exception:  # noqa: BLE001 - no such table (yet): the command sees none either
             continue
+        if name in pinned:
+            table.load_as_version(int(pinned[name]))
+        elif as_of is not None:
+            table.load_as_version(as_of)
+        read[name] = table.to_pyarrow_table()
     return read
 
 
-def versions_asked(argv: list[str]) -> tuple[int | None, dict[str, int]]:
-    """`--version N` (every table) or `--version TABLE=N` (one each)."""
-    every, each = None, {}
-    for flag, value in zip(argv, argv[1:]):
-        if flag == "--version":
-            if "=" in value:
-                table, number = value.split("=", 1)
-                each[table] = int(number)
-            else:
-                every = int(value)
-    return every, each
-
-
-def check_sql(command: Command, settings, out: str) -> None:
-    """The printed table holds the query's answer over whole reads of the tables: a line per row, each
-    with the row's texts, whole numbers and dates."""
-    query = command.argv[2]
+def check_sql(argv: list[str], settings: Settings, out: str, folder: Path) -> None:
+    """The answer is the query's over whole reads of the tables: in the `--output` file (all its rows, exactly
+    for parquet), or printed as a table, a line per row (in any order) holding the row's texts, whole numbers
+    and dates."""
     connection = duckdb.connect()
-    for name, table in full_tables(settings, *versions_asked(command.argv)).items():
+    for name, table in tables_asked(settings, argv).items():
         connection.register(name, table)
-    expected = connection.sql(query).fetchall()
+    expected = connection.sql(argv[2]).to_arrow_table()
+    if "--output" in argv:
+        written = folder / argv[argv.index("--output") + 1]
+        form = argv[argv.index("--format") + 1]
+        answer = pq.read_table(written) if form == "parquet" else pa_csv.read_csv(written)
+        assert answer.num_rows == expected.num_rows > 0 and answer.column_names == expected.column_names
+        if form == "parquet":  # the Arrow types exactly, zoned timestamps in the lake's zone, UTC
+            assert answer.schema == pa.schema([field.with_type(pa.timestamp(field.type.unit, "UTC"))
+                                               if pa.types.is_timestamp(field.type) and field.type.tz else field
+                                               for field in expected.schema])
+            assert rows_of(answer) == rows_of(expected)
+        return
     lines = out.strip().splitlines()
-    assert len(lines) == 1 + len(expected), out
-    for line, row in zip(lines[1:], expected):
-        words = line.split()
-        for value in row:
-            if isinstance(value, (str, int, date)) and not isinstance(value, bool):
-                assert (value.isoformat() if isinstance(value, date) else str(value)) in words, (line, row)
+    assert len(lines) == 1 + expected.num_rows, out
+    unmatched = [set(line.split()) for line in lines[1:]]
+    for row in expected.to_pylist():  # in any order: not every example sorts
+        words = {value.isoformat() if isinstance(value, date) else str(value) for value in row.values()
+                 if isinstance(value, (str, int, date)) and not isinstance(value, bool)}
+        line = next((line for line in unmatched if words <= line), None)
+        assert line is not None, f"no line shows {row}:\n{out}"
+        unmatched.remove(line)
 
 
-def check_chart(command: Command, settings, out: str, folder: Path) -> None:
+def rows_of(table: pa.Table) -> Counter:
+    return Counter(tuple(plain(value) for value in row.values()) for row in table.to_pylist())
+
+
+def check_chart(argv: list[str], settings: Settings, out: str, folder: Path) -> None:
     """One candle per stored minute of the ticker-day, in the file the command names."""
-    ticker, day = command.argv[2], date.fromisoformat(command.argv[command.argv.index("--date") + 1])
-    bars = full_tables(settings)["bars"].to_pylist()
+    ticker, day = argv[2], date.fromisoformat(argv[argv.index("--date") + 1])
+    bars = tables_asked(settings, [])["bars"].to_pylist()
     minutes = sum(1 for bar in bars if bar["ticker"] == ticker and bar["date"] == day)
     drawn = re.search(r"drawn into (\S+)", out)
     assert minutes > 0 and drawn, out
@@ -213,7 +263,7 @@ def shape(line: str) -> str:
     return re.sub(NUMBER, "#", line)
 
 
-def check_status(command: Command, settings, out: str, status: int) -> None:
+def check_status(command: Command, settings: Settings, out: str, status: int) -> None:
     """Each dataset with its topic, tables and dead letters; the stock table's true row count; exit 1 with an
     ALERT line for each threshold passed; every line the README shows (but its elisions and alerts, which
     depend on the hour) has the shape of a line printed (the lake has topics with messages, an empty one and
@@ -221,7 +271,7 @@ def check_status(command: Command, settings, out: str, status: int) -> None:
     lines = out.strip().splitlines()
     alerts = [line for line in lines if line.startswith("ALERT ")]
     assert status == (1 if alerts else 0), out
-    rows = full_tables(settings)["stock"].num_rows
+    rows = tables_asked(settings, [])["stock"].num_rows
     assert "  table stock (s3://stock-data): " in out and f", {rows:,} rows, " in out, out
     printed = {shape(line) for line in lines}
     for line in command.shown:
@@ -230,33 +280,34 @@ def check_status(command: Command, settings, out: str, status: int) -> None:
         assert shape(line) in printed, f"README.md:{command.line} shows {line!r}, which the command never prints:\n{out}"
 
 
-def check_maintain(command: Command, settings, out: str, before: dict[str, pa.Table]) -> None:
+def check_maintain(settings: Settings, out: str, before: dict[str, pa.Table]) -> None:
     """A line per table; not a row changed."""
     assert re.search(r"^==> \w+: version \d+ -> \d+, files \d+ -> \d+", out, re.MULTILINE), out
-    after = full_tables(settings)
+    after = tables_asked(settings, [])
     assert {name: table.num_rows for name, table in after.items()} == {
         name: table.num_rows for name, table in before.items()}
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c.argv[1] in RUN_HERE], ids=lambda c: f"README.md:{c.line}")
 def test_each_command_runs_and_prints_what_the_lake_holds(readme_lake, command, tmp_path):
-    settings, env = readme_lake
-    before = full_tables(settings)
-    done = subprocess.run([sys.executable, "-m", "pipelines.cli", *command.argv[1:]], cwd=tmp_path, env=env,
+    lake = readme_lake
+    before = tables_asked(lake.settings, [])
+    argv = command.words(lake.env)
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", *argv[1:]], cwd=tmp_path, env=lake.env,
                           capture_output=True, text=True, timeout=300)
     where = f"README.md:{command.line}: {command.text}\n{done.stdout}{done.stderr}"
-    assert done.stdout.strip(), where
-    kind = command.argv[1]
+    assert done.stdout.strip() or "--output" in argv, where
+    kind = argv[1]
     if kind == "status":
-        check_status(command, settings, done.stdout, done.returncode)
+        check_status(command, lake.settings, done.stdout, done.returncode)
         return
     assert done.returncode == 0, where
     if kind == "sql":
-        check_sql(command, settings, done.stdout)
+        check_sql(argv, lake.settings, done.stdout, tmp_path)
     elif kind == "chart":
-        check_chart(command, settings, done.stdout, tmp_path)
+        check_chart(argv, lake.settings, done.stdout, tmp_path)
     else:
-        check_maintain(command, settings, done.stdout, before)
+        check_maintain(lake.settings, done.stdout, before)
 
 
 def run_as_typed(block: Block) -> tuple[dict, list[tuple[str, object]]]:
@@ -289,15 +340,16 @@ def rows_in(value: object) -> int | None:
 def test_each_python_example_runs_and_gives_what_the_lake_holds(readme_lake, block, monkeypatch, tmp_path):
     if block.needs:
         pytest.skip(f"README.md:{block.line} needs {block.needs}, which this machine does not install")
-    settings, _ = readme_lake
+    settings = readme_lake.settings
     monkeypatch.chdir(tmp_path)  # the examples read no .env but the environment's
-    namespace, shown = run_as_typed(block)
+    with commands_on(readme_lake.minio, monkeypatch):
+        namespace, shown = run_as_typed(block)
     results = [*((text, value) for text, value in shown), *namespace.items()]
     for text, value in results:
         assert rows_in(value) != 0, f"README.md:{block.line}: {text} holds no row"
     assert any(rows_in(value) for _, value in results), "the example reads something"
 
-    trades = full_tables(settings)["stock"].to_pylist()
+    trades = tables_asked(settings, [])["stock"].to_pylist()
     aapl = [trade for trade in trades if trade["ticker"] == "AAPL"]
     on_the_day = [trade for trade in aapl if trade["date"] == date(2026, 11, 24)]
     for text, value in results:  # the pandas example reads AAPL's day of 2026-11-24, the polars one all of AAPL
