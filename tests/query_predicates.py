@@ -261,6 +261,9 @@ class Column:
     edges: tuple
     has_nulls: bool
 
+    def __repr__(self) -> str:  # short: Hypothesis shows the strategies it draws from
+        return f"Column({self.name!r}, {self.kind}, {len(self.stored)} values)"
+
 
 def columns_of(table: pa.Table, files: list[pa.Table] = ()) -> list[Column]:
     """Every column of `table` with what predicates over it are drawn from; `files` are the rows of each of
