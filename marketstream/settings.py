@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     alpaca_stream_url: str | None = None
     alpaca_data_url: str | None = Field(None, description="Alpaca's market-data REST API (backfill); None: Alpaca's own")
     alpaca_requests_per_minute: float = Field(180.0, gt=0, description="backfill pace (Alpaca's free plan: 200)")
+    backfill_retry_max_seconds: float = Field(
+        300.0, gt=0, description="backfill: how long one API request may keep failing before the run stops")
     produce_for_seconds: float | None = Field(None, gt=0, description="stop producers after this long (demo, tests)")
 
     # --- macro producer (FRED)

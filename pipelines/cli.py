@@ -31,6 +31,7 @@ from marketstream import schemas
 from marketstream.datasets import DATASETS, STOCK, lake_tables
 from marketstream.lake import lake_filesystem, read_table
 from marketstream.settings import ConfigError, Settings, get_settings
+from sources.pacing import Clock
 
 REPO = Path(__file__).resolve().parent.parent
 STOCK_TOPIC = STOCK.topic
@@ -288,18 +289,23 @@ def status(settings: Settings, as_json: bool, thresholds, datasets: list[str] | 
 
 
 def backfill(settings: Settings, what: str, start: date, end: date, tickers: list[str] | None, again: bool,
-             today: date | None = None) -> int:
+             today: date | None = None, clock: Clock | None = None) -> int:
     """Historical trades (Alpaca) or company news (Finnhub) for closed days into their tables
-    (`pipelines.backfill`); tickers default to `companies_info`."""
+    (`pipelines.backfill`); tickers default to `companies_info`. Each retry of a failing API request is a
+    warning line; an API that keeps failing or refuses ends the run with one line (exit 1)."""
     from marketstream.calendar import exchange_date
     from pipelines import api_sources
     from pipelines import backfill as history
     from pipelines.connectors import shared_object_store
+    from pipelines.runtime import configure_logging
 
+    configure_logging(settings)
     today = today or exchange_date(datetime.now(timezone.utc))
+    clock = clock or Clock()
     try:
         history.check_range(start, end, today)
-        source = api_sources.alpaca_history(settings) if what == "trades" else api_sources.news_history(settings)
+        source = (api_sources.alpaca_history(settings, clock) if what == "trades"
+                  else api_sources.news_history(settings, clock))
         tickers = tickers or api_sources.company_directory(settings).tickers()
         run = history.backfill_trades if what == "trades" else history.backfill_news
         report = run(source, tickers, start, end, store=shared_object_store(settings)(),
@@ -308,7 +314,7 @@ def backfill(settings: Settings, what: str, start: date, end: date, tickers: lis
         print(f"marketstream backfill: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # the API refused, or kept failing: one line, no traceback
-        print(f"marketstream backfill: {exc} (the days done so far are kept: run it again to resume)", file=sys.stderr)
+        print(f"marketstream backfill: {exc}; the days done so far are kept: run it again to resume", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("marketstream backfill: interrupted; the days done so far are kept: run it again to resume",
@@ -338,7 +344,8 @@ def chart(settings: Settings, ticker: str, day: date | None, synthetic: bool, ou
     return 0 if bars else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, clock: Clock | None = None) -> int:
+    """`clock`: how `backfill` waits between retries (tests drive it)."""
     parser = argparse.ArgumentParser(prog="marketstream")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_cmd = commands.add_parser("demo", help="bounded end-to-end demo: synthetic trades -> Kafka -> MinIO")
@@ -385,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sql":
             return sql(settings, args.query, version=args.version)
         if args.command == "backfill":
-            return backfill(settings, args.what, args.start, args.end, args.tickers, args.again)
+            return backfill(settings, args.what, args.start, args.end, args.tickers, args.again, clock=clock)
         if args.command == "chart":
             return chart(settings, args.ticker, args.date, args.synthetic, args.out)
         if args.command == "status":
