@@ -26,10 +26,8 @@ BACKOFF = [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
 
 @pytest.fixture(scope="module")
 def minio(stack, tmp_path_factory):
-    server = PrivateMinio(tmp_path_factory.mktemp("minio"))
-    server.start()
-    yield server
-    server.stop()
+    with PrivateMinio(tmp_path_factory.mktemp("minio")) as server:
+        yield server
 
 
 @pytest.fixture

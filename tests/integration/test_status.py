@@ -115,10 +115,8 @@ def test_status_json_is_one_document_a_script_can_read(stack, tmp_path):
 
 @pytest.fixture(scope="module")
 def private_kafka(stack, tmp_path_factory):
-    kafka = PrivateKafka(tmp_path_factory.mktemp("kafka"))
-    kafka.start()
-    yield kafka
-    kafka.stop()
+    with PrivateKafka(tmp_path_factory.mktemp("kafka")) as kafka:
+        yield kafka
 
 
 @pytest.fixture
