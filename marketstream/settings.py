@@ -124,7 +124,8 @@ class Settings(BaseSettings):
     # --- Bytewax recovery, used by `marketstream run`
     metrics_port: int | None = Field(None, ge=1, le=65_535,
                                      description="serve Prometheus metrics from this port (the next free one per process)")
-    metrics_address: str = "0.0.0.0"
+    metrics_address: str = Field(
+        "127.0.0.1", description="where the metrics listen: loopback, as every server of the stack; 0.0.0.0 exposes them")
     recovery_directory: str | None = None
     snapshot_interval_seconds: float = Field(10.0, gt=0)
 
