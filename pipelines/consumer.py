@@ -1,4 +1,5 @@
-"""The one consumer dataflow: Kafka topic -> decode and validate -> dead-letter -> key -> batch -> Parquet.
+"""The one consumer dataflow: Kafka topic -> decode and validate -> dead-letter -> key -> batch -> the lake (a
+Delta table; plain Parquet files with `LAKE_FORMAT=parquet`).
 
 Each `dataflows/*_consume.py` hands a dataset of the registry (`marketstream.datasets`) to `build_consumer_flow`.
 
@@ -6,7 +7,7 @@ The hot path works on whole message batches: a poll of one Kafka partition is de
 at once, split by hive partition, and travels as Arrow tables to the batcher and the sink, so no step pays
 a per-message cost in Bytewax.
 
-Guarantees: every message read ends in exactly one place: a Parquet row, a dead-letter record carrying
+Guarantees: every message read ends in exactly one place: a row in the lake, a dead-letter record carrying
 its reason, or a counted and logged skip (a valid record the dataset declines to store, such as a real
 trade outside the NYSE session; the counts are logged every 10 s while skips come, and when the flow
 ends). A message that breaks the parser in an unforeseen way is dead-lettered too; the flow keeps running.
