@@ -66,6 +66,7 @@ class FinnhubNewsPoller:
         return text.replace(self._key, "***")
 
     def _company_news(self, ticker: str, since: str, until: str) -> list:
+        """`ticker`'s articles from `since` to `until` (ISO dates); failures say why, not which request."""
         try:
             items = self._client.company_news(ticker, _from=since, to=until)
         except finnhub.FinnhubAPIException as exc:
@@ -75,11 +76,11 @@ class FinnhubNewsPoller:
             retry_after = retry_after_seconds(exc.response.headers) if exc.status_code == 429 else None
             raise TransientError(message, retry_after) from None
         except requests.RequestException as exc:
-            raise TransientError(f"Finnhub request for {ticker} failed: {describe_failure(exc)}") from None
+            raise TransientError(describe_failure(exc)) from None
         except (finnhub.FinnhubRequestException, ValueError) as exc:
-            raise TransientError(f"Finnhub request for {ticker} failed: {self._scrub(str(exc))[:200]}") from None
+            raise TransientError(self._scrub(str(exc))[:200]) from None
         if not isinstance(items, list):
-            raise TransientError(f"Finnhub answered {type(items).__name__} instead of a list for {ticker}")
+            raise TransientError(f"the answer is {type(items).__name__}, not a list")
         return items
 
     def _article(self, ticker: str, item: object) -> NewsArticle | None:
@@ -107,7 +108,10 @@ class FinnhubNewsPoller:
         ticker = state["queue"][0]
         today = now.date()
         since = state["polled_on"].get(ticker, (today - timedelta(days=1)).isoformat())
-        items = self._company_news(ticker, since, today.isoformat())
+        try:
+            items = self._company_news(ticker, since, today.isoformat())
+        except TransientError as exc:
+            raise TransientError(f"Finnhub request for {ticker} failed: {exc}", exc.retry_after) from None
         state["queue"].pop(0)
         state["polled_on"][ticker] = today.isoformat()
         articles = []
