@@ -23,7 +23,8 @@ from marketstream.calendar import exchange_date
 from marketstream.datasets import lake_tables
 from marketstream.settings import Settings
 from pipelines.runtime import build_or_exit
-from sinks.delta_maintenance import MaintenanceReport, maintain_table
+from pipelines.maintenance import maintain
+from sinks.delta_maintenance import MaintenanceReport
 from sources.polling import PollingSource, TransientError
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 class TableMaintenance:
     """A `Poller` over one table: each poll maintains it and reports what changed."""
 
-    def __init__(self, uri: str, settings: Settings, today: Callable[[datetime], date] = exchange_date):
+    def __init__(self, name: str, uri: str, settings: Settings, today: Callable[[datetime], date] = exchange_date):
+        self._name = name
         self._uri = uri
         self._settings = settings
         self._today = today
@@ -49,10 +51,7 @@ class TableMaintenance:
         try:
             if not DeltaTable.is_deltatable(self._uri, storage_options=options):
                 return [], now + self._interval
-            report = maintain_table(self._uri, options, today=self._today(now),
-                                    closed_after_days=settings.lake_compact_closed_after_days,
-                                    target_file_bytes=settings.lake_target_file_mb * 1024 * 1024,
-                                    retention_hours=settings.lake_vacuum_retention_hours)
+            report = maintain(settings, self._name, self._uri, today=self._today(now))
         except Exception as exc:  # noqa: BLE001 - lost races and outages: the next try may succeed
             raise TransientError(f"maintaining {self._uri} failed: {str(exc).splitlines()[0][:300]}") from None
         return [report], now + self._interval
@@ -64,7 +63,8 @@ class TableMaintenance:
 def describe(report: MaintenanceReport) -> str:
     return (f"{report.uri}: version {report.version_before} -> {report.version_after}, files {report.files_before} -> "
             f"{report.files_after} ({report.files_compacted} compacted into {report.files_written}, "
-            f"{report.files_vacuumed} vacuumed) in {report.seconds:.1f} s")
+            f"{report.files_repaired} written again with full statistics, {report.files_vacuumed} vacuumed) "
+            f"in {report.seconds:.1f} s")
 
 
 def build_maintenance_flow(settings: Settings, tables: dict[str, str], *,
@@ -72,8 +72,9 @@ def build_maintenance_flow(settings: Settings, tables: dict[str, str], *,
                            today: Callable[[datetime], date] = exchange_date, sink: Sink | None = None) -> Dataflow:
     """`tables`: name -> URI. With `PRODUCE_FOR_SECONDS` the flow ends that long after it starts."""
     flow = Dataflow("lake_maintenance")
-    source = PollingSource(list(tables.values()), lambda uri: TableMaintenance(uri, settings, today), now=now,
-                           run_for=settings.produce_for_seconds)
+    names = {uri: name for name, uri in tables.items()}
+    source = PollingSource(list(tables.values()), lambda uri: TableMaintenance(names[uri], uri, settings, today),
+                           now=now, run_for=settings.produce_for_seconds)
     reports = op.input("tables", flow, source)
     op.output("log", op.map("describe", reports, describe), sink or StdOutSink())
     return flow

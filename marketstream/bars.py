@@ -11,8 +11,17 @@ Minutes are UTC minutes of the event time (a trade at 14:30:59.999 belongs to 14
 
 The same fold in Arrow, for the stream: `trade_parts` folds trades into rows of the bars table, one per
 ticker and minute (and any further group column), and `combine_parts` merges rows of one minute as
-`Bar.merge` does; no Python object per trade or per bar. `unheld_parts` tells the parts a stored row holds
-already, so that folding the same parts in again changes nothing.
+`Bar.merge` does; no Python object per trade or per bar.
+
+What a row holds (`held_through`): per Kafka partition of a topic incarnation, the offset through which every
+trade of that partition in the row's minute is folded in. A ticker's trades come through one partition in
+offset order, and whoever folds trades of a partition into a row folds all of the minute's trades after the
+row's offset up to its own last one (it read them all), so that offset is a prefix: `unheld_trades` drops
+exactly the trades a row holds, whoever folded them in — a replay, a restarted flow, another deployment —
+and the rest fold in without counting a trade twice. A topic deleted and created again is a new incarnation,
+whose partitions the row does not hold yet. Rows written before these offsets existed hold, for the
+incarnation that was current when the table was first written by this version (the table property
+`LEGACY_INCARNATION`), every trade of any partition up to their `last_offset` (`held_entries`).
 """
 
 from __future__ import annotations
@@ -56,9 +65,7 @@ class Bar:
     """sum(price × size): VWAP's numerator."""
     first_offset: int
     last_offset: int
-    """The lowest and highest Kafka offsets folded in. The trades of one ticker arrive in offset order and
-    each part of a minute holds trades that arrived after those of the parts before it, so a part whose
-    first offset is at or below the stored bar's last offset has been folded in already."""
+    """The lowest and highest Kafka offsets folded in."""
 
     @staticmethod
     def of_trade(timestamp_us: int, offset: int, trade_id: str, price: float, size: float) -> Bar:
@@ -99,7 +106,8 @@ def bar_rows(bars: list[tuple[str, Bar]]) -> pa.Table:
                   "high": bar.high, "low": bar.low, "close": bar.close, "volume": bar.volume, "trades": bar.trades,
                   "vwap": bar.vwap, "notional": bar.notional, "open_ts": to_datetime(bar.open_key[0]),
                   "open_offset": bar.open_key[1], "close_ts": to_datetime(bar.close_key[0]),
-                  "close_offset": bar.close_key[1], "first_offset": bar.first_offset, "last_offset": bar.last_offset}
+                  "close_offset": bar.close_key[1], "first_offset": bar.first_offset, "last_offset": bar.last_offset,
+                  "held_through": None}
         for name, value in values.items():
             columns[name].append(value)
     return pa.table(columns, schema=pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS]))
@@ -108,6 +116,11 @@ def bar_rows(bars: list[tuple[str, Bar]]) -> pa.Table:
 _BAR_KEYS = ["ticker", "date", "minute"]
 _SUMS = [("high", "max"), ("low", "min"), ("volume", "sum"), ("trades", "sum"), ("notional", "sum"),
          ("first_offset", "min"), ("last_offset", "max")]
+LEGACY_INCARNATION = "marketstream.bars.legacyIncarnation"
+"""The table property naming the topic incarnation whose trades rows without `held_through` hold."""
+ANY_PARTITION = -1
+"""An entry of `held_entries` for every Kafka partition of its incarnation (a row written before 2026-12)."""
+_ENTRY_KEYS = ["ticker", "minute", "incarnation", "kafka_partition"]
 
 
 def _bars_table(columns: dict[str, pa.Array], extra: list[str]) -> pa.Table:
@@ -119,15 +132,43 @@ def _bars_table(columns: dict[str, pa.Array], extra: list[str]) -> pa.Table:
     return pa.table([columns[field.name].cast(field.type) for field in schema], schema=schema)
 
 
-def trade_parts(trades: pa.Table, extra: list[str] = ()) -> pa.Table:
-    """Trades (`ticker`, `date`, `timestamp`, `kafka_offset`, `price`, `size`, and the `extra` columns) ->
-    one row of the bars table per `extra` columns, ticker, date and minute, `extra` columns first."""
+def _held_lists(entries: pa.Table, keys: list[str]) -> pa.Table:
+    """`entries` (`keys`, incarnation, kafka_partition, offset: one row per partition held of a key) -> per key
+    its `held_through` list, in incarnation and partition order."""
+    from marketstream import schemas
+
+    entries = entries.sort_by([(name, "ascending") for name in [*keys, "incarnation", "kafka_partition"]])
+    entry_type = schemas.HELD_THROUGH.value_type
+    structs = pc.make_struct(*(entries.column(field.name).cast(field.type) for field in entry_type),
+                             field_names=[field.name for field in entry_type])
+    # the entries of a key are one run of the sorted table: a list is that run
+    starts = pa.array([0, *(pc.indices_nonzero(key_changes(entries, keys)).to_numpy() + 1).tolist()]
+                      if entries.num_rows else [], pa.int64())
+    bounds = pa.concat_arrays([starts.cast(pa.int32()), pa.array([entries.num_rows], pa.int32())])
+    lists = pa.ListArray.from_arrays(bounds, structs.combine_chunks(), type=schemas.HELD_THROUGH)
+    return entries.select(keys).take(starts).append_column("held_through", lists)
+
+
+def _with_held(parts: pa.Table, entries: pa.Table, keys: list[str]) -> pa.Table:
+    """`parts` (without `held_through`) with each key's `held_through` from `entries` (null: none)."""
+    held = _held_lists(entries, keys)
+    index = held.select(keys).append_column("_row", pa.array(range(held.num_rows), pa.int64()))
+    joined = parts.join(index, keys, join_type="left outer")  # Arrow joins carry no list column: its row number
+    lists = held.column("held_through").take(joined.column("_row"))
+    return joined.drop_columns(["_row"]).append_column("held_through", lists)
+
+
+def trade_parts(trades: pa.Table, incarnation: str, extra: list[str] = ()) -> pa.Table:
+    """Trades of topic incarnation `incarnation` (`ticker`, `date`, `timestamp`, `kafka_partition`,
+    `kafka_offset`, `price`, `size`, and the `extra` columns) -> one row of the bars table per `extra`
+    columns, ticker, date and minute, `extra` columns first, holding the trades' partitions through their
+    last offsets."""
     extra = list(extra)
     minute = pc.floor_temporal(trades.column("timestamp"), unit="minute")
     table = pa.table({**{name: trades.column(name) for name in extra}, "ticker": trades.column("ticker"),
                       "date": trades.column("date"), "minute": minute, "ts": trades.column("timestamp"),
                       "offset": trades.column("kafka_offset"), "price": trades.column("price"),
-                      "size": trades.column("size"),
+                      "size": trades.column("size"), "kafka_partition": trades.column("kafka_partition"),
                       "notional": pc.multiply(trades.column("price"), trades.column("size"))})
     keys = [*extra, *_BAR_KEYS]
     # in trade order within each group, so that its first and last rows are the open and close trades
@@ -140,12 +181,82 @@ def trade_parts(trades: pa.Table, extra: list[str] = ()) -> pa.Table:
              "ts_last": "close_ts", "offset_last": "close_offset", "price_max": "high", "price_min": "low",
              "size_sum": "volume", "ts_count": "trades", "notional_sum": "notional", "offset_min": "first_offset",
              "offset_max": "last_offset"}
-    return _bars_table({names.get(name, name): groups.column(name) for name in groups.column_names}, extra)
+    entries = table.group_by([*keys, "kafka_partition"], use_threads=False).aggregate([("offset", "max")])
+    entries = entries.append_column("incarnation", pa.repeat(pa.scalar(incarnation, pa.string()), entries.num_rows))
+    entries = entries.rename_columns([*keys, "kafka_partition", "offset", "incarnation"])
+    groups = _with_held(groups.rename_columns([names.get(name, name) for name in groups.column_names]), entries, keys)
+    return _bars_table({name: groups.column(name) for name in groups.column_names}, extra)
+
+
+def held_entries(rows: pa.Table, legacy_incarnation: str | None = None) -> pa.Table:
+    """Rows of the bars table (`ticker`, `minute`, `last_offset`, `held_through`) -> what they hold, one row
+    per (ticker, minute, incarnation, Kafka partition) with its `offset`. A row without `held_through` holds
+    every partition (`ANY_PARTITION`) of `legacy_incarnation` through its `last_offset` (none if that is None)."""
+    from marketstream import schemas
+
+    if "held_through" not in rows.column_names:
+        rows = rows.append_column("held_through", pa.nulls(rows.num_rows, schemas.HELD_THROUGH))
+    held = rows.column("held_through").combine_chunks() if rows.num_rows else pa.array([], schemas.HELD_THROUGH)
+    flat, parents = pc.list_flatten(held), pc.list_parent_indices(held)
+    entries = pa.table({"ticker": rows.column("ticker").take(parents), "minute": rows.column("minute").take(parents),
+                        "incarnation": pc.struct_field(flat, "incarnation"),
+                        "kafka_partition": pc.struct_field(flat, "kafka_partition"),
+                        "offset": pc.struct_field(flat, "offset")})
+    legacy = rows.filter(pc.is_null(rows.column("held_through")))
+    if legacy_incarnation is not None and legacy.num_rows:
+        entries = pa.concat_tables([entries, pa.table({
+            "ticker": legacy.column("ticker"), "minute": legacy.column("minute"),
+            "incarnation": pa.repeat(pa.scalar(legacy_incarnation, pa.string()), legacy.num_rows),
+            "kafka_partition": pa.repeat(pa.scalar(ANY_PARTITION, pa.int32()), legacy.num_rows),
+            "offset": legacy.column("last_offset")}).cast(entries.schema)])
+    return entries
+
+
+def with_legacy_held(rows: pa.Table, legacy_incarnation: str | None) -> pa.Table:
+    """Rows of the bars table whose null `held_through` (rows written before 2026-12) is made explicit as
+    `held_entries` reads it, so that folding more trades into them keeps what they held."""
+    if legacy_incarnation is None or not pc.any(pc.is_null(rows.column("held_through"))).as_py():
+        return rows
+    from marketstream import schemas
+
+    entry = pa.struct([pa.field(f.name, f.type) for f in schemas.HELD_THROUGH.value_type])
+    legacy = [None if held is not None else [{"incarnation": legacy_incarnation, "kafka_partition": ANY_PARTITION,
+                                              "offset": last}]
+              for held, last in zip(rows.column("held_through").to_pylist(), rows.column("last_offset").to_pylist())]
+    filled = pc.coalesce(rows.column("held_through"), pa.array(legacy, pa.list_(entry)))
+    return rows.set_column(rows.schema.get_field_index("held_through"), "held_through", filled)
+
+
+def unheld_trades(entries: pa.Table, trades: pa.Table, incarnation: str) -> pa.Table:
+    """The `trades` (of topic incarnation `incarnation`: `ticker`, `timestamp`, `kafka_partition`,
+    `kafka_offset`, …) that the rows `entries` describes (`held_entries`) do not hold: those whose offset is
+    above their minute's held offset for their partition."""
+    if not trades.num_rows:
+        return trades
+    mine = entries.filter(pc.equal(entries.column("incarnation"), incarnation))
+    if not mine.num_rows:
+        return trades
+    minute = pc.floor_temporal(trades.column("timestamp"), unit="minute")
+    keyed = trades.append_column("_minute", minute)
+    exact = mine.filter(pc.not_equal(mine.column("kafka_partition"), ANY_PARTITION))
+    exact = pa.table({"ticker": exact.column("ticker"), "_minute": exact.column("minute").cast(minute.type),
+                      "kafka_partition": exact.column("kafka_partition").cast(trades.schema.field("kafka_partition").type),
+                      "_held": exact.column("offset")})
+    any_partition = mine.filter(pc.equal(mine.column("kafka_partition"), ANY_PARTITION))
+    any_partition = pa.table({"ticker": any_partition.column("ticker"),
+                              "_minute": any_partition.column("minute").cast(minute.type),
+                              "_held_any": any_partition.column("offset")})
+    joined = keyed.join(exact, ["ticker", "_minute", "kafka_partition"], join_type="left outer")
+    joined = joined.join(any_partition, ["ticker", "_minute"], join_type="left outer")
+    held = pc.max_element_wise(pc.fill_null(joined.column("_held"), -1), pc.fill_null(joined.column("_held_any"), -1))
+    kept = joined.filter(pc.greater(joined.column("kafka_offset"), held))
+    return kept.select(trades.column_names).cast(trades.schema)
 
 
 def combine_parts(parts: pa.Table) -> pa.Table:
-    """Rows of the bars table with the same ticker, date and minute merged into one, as `Bar.merge` does;
-    in ticker, date and minute order."""
+    """Rows of the bars table with the same ticker, date and minute merged into one, as `Bar.merge` does,
+    holding what each held; in ticker, date and minute order. Rows must carry `held_through`
+    (`with_legacy_held` for rows written before 2026-12)."""
     by_open = parts.sort_by([(name, "ascending") for name in [*_BAR_KEYS, "open_ts", "open_offset"]])
     repeated = _repeated_keys(by_open)
     alone = _bars_table({name: by_open.column(name) for name in by_open.column_names}, [])
@@ -162,7 +273,13 @@ def combine_parts(parts: pa.Table) -> pa.Table:
     columns = {name.removesuffix("_first").removesuffix("_last").removesuffix("_max").removesuffix("_min")
                .removesuffix("_sum"): table.column(name)
                for table in (opened, closed) for name in table.column_names}
-    merged = pa.concat_tables([alone.filter(pc.invert(repeated)), _bars_table(columns, [])])
+    entries = held_entries(several).append_column("date", several.column("date").take(
+        pc.list_parent_indices(several.column("held_through").combine_chunks())))
+    entries = entries.group_by([*_BAR_KEYS, "incarnation", "kafka_partition"], use_threads=False).aggregate(
+        [("offset", "max")]).rename_columns([*_BAR_KEYS, "incarnation", "kafka_partition", "offset"])
+    merged = _with_held(pa.table(columns), entries, _BAR_KEYS)
+    merged = pa.concat_tables([alone.filter(pc.invert(repeated)),
+                               _bars_table({name: merged.column(name) for name in merged.column_names}, [])])
     return merged.sort_by(in_key_order)
 
 
@@ -173,14 +290,3 @@ def _repeated_keys(rows: pa.Table) -> pa.ChunkedArray:
     same = pc.invert(key_changes(rows, _BAR_KEYS))  # same[i]: rows i and i + 1 have the same key
     edge = pa.chunked_array([[False]], pa.bool_())
     return pc.or_(pa.chunked_array([*edge.chunks, *same.chunks]), pa.chunked_array([*same.chunks, *edge.chunks]))
-
-
-def unheld_parts(stored: pa.Table, parts: pa.Table) -> pa.Table:
-    """The `parts` (rows of the bars table) that the `stored` rows do not hold yet: a part whose first offset
-    is at or below the last offset of the stored row of its ticker, date and minute is in that row already.
-    That holds because a ticker's trades arrive in offset order and each part of a minute holds trades that
-    arrived after those of the parts before it (`pipelines.bars`)."""
-    held = stored.select([*_BAR_KEYS, "last_offset"]).rename_columns([*_BAR_KEYS, "_held"])
-    joined = parts.join(held, _BAR_KEYS, join_type="left outer")
-    lacking = pc.fill_null(pc.greater(joined.column("first_offset"), joined.column("_held")), True)
-    return joined.filter(lacking).select(parts.column_names).cast(parts.schema)

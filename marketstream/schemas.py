@@ -105,6 +105,9 @@ BLUESKY_POSTS = pa.schema(
 BLUESKY_POSTS_PARTITIONING = pa.schema([pa.field("date", pa.date32()), pa.field("keyword", pa.string())])
 BLUESKY_POSTS_FEW_VALUES = ("language", "kafka_partition")
 
+HELD_THROUGH = pa.list_(pa.struct([pa.field("incarnation", pa.string()), pa.field("kafka_partition", pa.int32()),
+                                    pa.field("offset", pa.int64())]))
+
 BARS = pa.schema(
     [
         pa.field("minute", TIMESTAMP, nullable=False),
@@ -124,8 +127,12 @@ BARS = pa.schema(
         pa.field("close_offset", pa.int64(), nullable=False),
         pa.field("first_offset", pa.int64(), nullable=False),
         pa.field("last_offset", pa.int64(), nullable=False),
+        # per Kafka partition of a topic incarnation, the offset through which the minute's trades of that
+        # partition are all in the row: what keeps independent writers and replays from folding one twice;
+        # null in rows written before 2026-12 (`marketstream.bars.held_entries` reads those)
+        pa.field("held_through", HELD_THROUGH),
     ],
-    metadata={"dataset": "bars", "version": "1"},
+    metadata={"dataset": "bars", "version": "2"},
 )
 
 BARS_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])

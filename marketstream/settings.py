@@ -18,6 +18,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from marketstream.kafka_cluster import KafkaCluster
 
 
+MEMORY_SIZE = r"(?i)^\s*\d+(\.\d+)?\s*([KMGT]i?B|B|%)\s*$"
+"""A memory size as DuckDB reads one: 1GB (1000^3 bytes), 512MiB (1024^2), 50% (of the RAM)."""
+
+
 class ConfigError(Exception):
     """A setting a dataflow needs is missing or malformed. The message names the variable."""
 
@@ -56,8 +60,10 @@ class Settings(BaseSettings):
     bars_bucket: str = Field("bars-data", description="bucket of the one-minute bars tables")
     bars_allowed_lateness_seconds: float = Field(
         30.0, ge=0, description="a minute's bar is emitted once a trade this much newer has been seen")
-    bars_batch_max_parts: int = Field(
-        200_000, ge=1, description="bar parts written to the bars tables at once (else every BATCH_MAX_AGE_SECONDS)")
+    bars_batch_max_trades: int = Field(
+        500_000, ge=1, description="trades folded into the bars tables at once (else every BATCH_MAX_AGE_SECONDS)",
+        # BARS_BATCH_MAX_PARTS: its name before 2026-12, when batches held bar parts, still read
+        validation_alias=AliasChoices("bars_batch_max_trades", "bars_batch_max_parts"))
     lake_format: Literal["delta", "parquet"] = Field(
         "delta", description="delta: a Delta Lake table per dataset; parquet: plain hive-partitioned files")
     lake_compact_closed_after_days: int = Field(1, ge=1, description="a date partition this old is closed: compacted")
@@ -120,6 +126,9 @@ class Settings(BaseSettings):
     postgres_db: str | None = None
     postgres_user: str | None = None
     postgres_password: SecretStr | None = None
+
+    # --- `marketstream sql`
+    sql_memory_limit: str = Field("1GB", pattern=MEMORY_SIZE, description="DuckDB's memory limit (--memory-limit)")
 
     # --- Bytewax recovery, used by `marketstream run`
     metrics_port: int | None = Field(None, ge=1, le=65_535,

@@ -2,27 +2,28 @@
 
 Trades go through the trades consumer's own decoder (`pipelines.consumer.decode`: the same validation and
 NYSE-session rule; what it would dead-letter is dropped here, the trades consumer dead-letters it). Each
-poll's trades are folded with Arrow into bar rows, one per table, ticker and minute (`minute_parts`;
-synthetic trades to bars of their own): no Python object per trade or per bar.
+poll's trades are split by table (synthetic trades make bars of their own) and minute: a few Arrow tables
+per poll, no Python object per trade.
 
 Windows: Bytewax's `window` operator with a `TumblingWindower` of one UTC minute. It is keyed by table and
 Kafka partition (a ticker's trades all come through one partition, in order), and each window holds the
-bars of that minute of the partition's tickers, so the operator handles a few items per poll, not one per
-ticker. `TradeTimeClock`: the watermark is the newest trade time seen minus `lateness`, and it moves on
-with the wall clock while the partition is quiet, so the last minute before a pause closes `lateness`
-after its end instead of waiting for the next trade. A window's bars are emitted when it closes.
+trades of that minute of the partition's tickers. `TradeTimeClock`: the watermark is the newest trade time
+seen minus `lateness`, and it moves on with the wall clock while the partition is quiet, so the last minute
+before a pause closes `lateness` after its end instead of waiting for the next trade. A window's trades
+are emitted when it closes.
 
-Late trades: bar rows older than the watermark are Bytewax's "late" items; they are emitted at once as
-**corrections** of their minute, which the bars table folds into the stored bar (`Bar.merge` gives the
-same bar in any order and split). So every trade the trades table keeps ends in its bar, however late; the
-trades that came late are counted (`marketstream_bars_late_trades`). At the end of input every open
-minute is emitted.
+Late trades: trades older than the watermark are Bytewax's "late" items; they are emitted at once, and the
+bars table folds them into their minute's stored bar (`Bar.merge` gives the same bar in any order and
+split). So every trade the trades table keeps ends in its bar, however late; the trades that came late are
+counted (`marketstream_bars_late_trades`). At the end of input every open minute is emitted.
 
-Restarts: a flow that reads trades again (from the topic's start without recovery, from its snapshot with
-it) folds only the trades its bars table lacks (`StoredBars`: a trade whose offset is at or below its
-minute's stored last offset is in), and bars of a minute restored open from a snapshot older than the
-part that stored them are dropped. Bar rows are gathered per table for `BATCH_MAX_AGE_SECONDS` or until
-the process holds `BARS_BATCH_MAX_PARTS` of them, then written (`sinks.bars_table`).
+Trades are folded into bars by the bars table's writer, which drops those the table holds (by its rows'
+held offsets, `marketstream.bars.unheld_trades`), so replays, restarts and other deployments fold nothing
+twice. A flow that reads trades again also leaves them out early (`StoredBars`: what each table and date
+held when it first looked), and so does a window restored from a snapshot. The flow reads the topic from
+its earliest offset when it has no recovery state, whatever `KAFKA_STARTING_OFFSET` says: a writer that
+skipped trades would fold later ones into minutes whose earlier ones it never saw. Trades are gathered per
+table for `BATCH_MAX_AGE_SECONDS` or until the process holds `BARS_BATCH_MAX_TRADES`, then written.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from functools import partial
+import logging
 from typing import Any
 
 import bytewax.operators as op
@@ -43,19 +45,22 @@ from bytewax.outputs import Sink
 
 from marketstream import metrics
 from marketstream.batching import BufferBudget, TableBatcher
-from marketstream.bars import combine_parts, to_datetime, trade_parts, unheld_parts
+from marketstream.bars import to_datetime, unheld_trades
 from marketstream.datasets import STOCK
 from marketstream.runs import key_runs
 from marketstream.settings import Settings
 from pipelines.connectors import shared_object_store, topic_source
 from pipelines.consumer import PREFIX, Decoded, SkipCounter, decode
 from pipelines.runtime import build_or_exit
-from sinks.bars_table import BarsSink, stored_minutes
+from sinks.bars_table import BarsSink, stored_held
 from sources.kafka_topic import InFlight
 
-MinuteParts = tuple[str, int, pa.Table]
-"""(`<table folder>|<Kafka partition>`, the newest trade time in µs, bar rows of one minute: a part per ticker)."""
+log = logging.getLogger(__name__)
+
+MinuteTrades = tuple[str, int, pa.Table]
+"""(`<table folder>|<Kafka partition>`, the newest trade time in µs, trades of one minute)."""
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+TRADE_COLUMNS = ["ticker", "date", "timestamp", "kafka_partition", "kafka_offset", "price", "size"]
 
 
 def _utc_now() -> datetime:
@@ -63,85 +68,55 @@ def _utc_now() -> datetime:
 
 
 class StoredBars:
-    """What the bars tables held when this process first looked at a table and date: per ticker and
-    minute, the last Kafka offset folded in (`held`). Read once per table folder and date (`load(folder,
-    day)` -> ticker, minute in µs, held). Looking late is harmless: a ticker's trades arrive in offset order,
-    so trades read after this process stored some of them are newer than all it stored, and a table and date
-    read again after `keep` others is simply read again."""
+    """What the bars tables held when this process first looked at a table and date (`load(folder, day)` ->
+    `marketstream.bars.held_entries`), to leave out early the trades they hold. Read once per table folder and
+    date: looking late is harmless, since the table's writer drops whatever the table holds when it commits;
+    a table and date read again after `keep` others is simply read again."""
 
-    def __init__(self, load: Callable[[str, date], pa.Table], keep: int = 8):
+    def __init__(self, load: Callable[[str, date], pa.Table], incarnation: Callable[[], str], keep: int = 8):
         self._load = load
+        self._incarnation = incarnation
         self._keep = keep
-        self._tables: dict[tuple[str, date], tuple[pa.Table, pa.Table]] = {}
+        self._held: dict[tuple[str, date], pa.Table] = {}
 
-    def _table(self, folder: str, day: date) -> tuple[pa.Table, pa.Table]:
-        """(held per ticker and minute, newest held per ticker)."""
-        if (folder, day) not in self._tables:
-            if len(self._tables) >= self._keep:  # a long-running process moves on to new days
-                del self._tables[next(iter(self._tables))]
-            table = self._load(folder, day).select(["ticker", "minute", "held"])
-            newest = table.group_by("ticker").aggregate([("held", "max")]).rename_columns(["ticker", "newest_held"])
-            self._tables[(folder, day)] = (table, newest)
-        return self._tables[(folder, day)]
-
-    def _days(self, rows: pa.Table) -> list[date]:
-        return pc.unique(rows.column("date")).to_pylist()
+    def _entries(self, folder: str, day: date) -> pa.Table:
+        if (folder, day) not in self._held:
+            if len(self._held) >= self._keep:  # a long-running process moves on to new days
+                del self._held[next(iter(self._held))]
+            self._held[(folder, day)] = self._load(folder, day)
+        return self._held[(folder, day)]
 
     def unstored(self, folder: str, trades: pa.Table) -> pa.Table:
-        """`trades` of one folder (`ticker`, `date`, `timestamp`, `kafka_offset`) without those stored."""
+        """`trades` of one folder (`TRADE_COLUMNS`) without those stored."""
         kept = []
-        for day in self._days(trades):
-            held, newest = self._table(folder, day)
+        for day in pc.unique(trades.column("date")).to_pylist():
             rows = trades.filter(pc.equal(trades.column("date"), pa.scalar(day, pa.date32())))
-            if held.num_rows:
-                # most trades are newer than all their ticker holds: only the others are looked up by minute
-                rows = rows.join(newest, "ticker", join_type="left outer")
-                older = pc.fill_null(pc.less_equal(rows.column("kafka_offset"), rows.column("newest_held")), False)
-                doubtful = rows.filter(older).drop_columns(["newest_held"])
-                rows = rows.filter(pc.invert(older)).drop_columns(["newest_held"])
-                if doubtful.num_rows:
-                    minute = pc.cast(pc.floor_temporal(doubtful.column("timestamp"), unit="minute"), pa.int64())
-                    doubtful = doubtful.append_column("minute", minute).join(held, ["ticker", "minute"],
-                                                                             join_type="left outer")
-                    lacking = pc.fill_null(pc.greater(doubtful.column("kafka_offset"), doubtful.column("held")), True)
-                    rows = pa.concat_tables([rows, doubtful.filter(lacking).select(rows.column_names).cast(rows.schema)])
-            kept.append(rows.cast(trades.schema))
+            kept.append(unheld_trades(self._entries(folder, day), rows, self._incarnation()))
         return pa.concat_tables(kept) if kept else trades
 
-    def not_held(self, folder: str, bars: pa.Table) -> pa.Table:
-        """Rows of the bars table whose trades the table does not hold (all held: `held >= first_offset`)."""
-        kept = []
-        for day in self._days(bars):
-            held, _ = self._table(folder, day)
-            stored = pa.table({"ticker": held.column("ticker"), "date": pa.repeat(pa.scalar(day, pa.date32()), held.num_rows),
-                               "minute": pc.cast(held.column("minute"), bars.schema.field("minute").type),
-                               "last_offset": held.column("held")})
-            kept.append(unheld_parts(stored, bars.filter(pc.equal(bars.column("date"), pa.scalar(day, pa.date32())))))
-        return pa.concat_tables(kept) if kept else bars
 
-
-def minute_parts(decoded: Decoded, stored: StoredBars | None = None) -> list[tuple[str, MinuteParts]]:
-    """One poll's decoded trades -> per table folder and minute, the bar rows of its tickers, keyed
-    `<folder>|<Kafka partition>`; trades `stored` holds are left out."""
+def minute_trades(decoded: Decoded, stored: StoredBars | None = None) -> list[tuple[str, MinuteTrades]]:
+    """One poll's decoded trades -> per table folder and minute, its trades, keyed `<folder>|<Kafka partition>`;
+    trades `stored` holds are left out."""
     trades = decoded.rows
     if PREFIX not in trades.column_names:
         trades = trades.append_column(PREFIX, pa.repeat(pa.scalar("", pa.string()), trades.num_rows))
-    trades = trades.select([PREFIX, "ticker", "date", "timestamp", "kafka_offset", "price", "size"])
+    trades = trades.select([PREFIX, *TRADE_COLUMNS])
     if stored is not None:
         folders = pc.unique(trades.column(PREFIX)).to_pylist()
         trades = pa.concat_tables([stored.unstored(folder, trades.filter(pc.equal(trades.column(PREFIX), folder)))
                                    for folder in folders])
         if not trades.num_rows:
             return []
-    parts = trade_parts(trades, [PREFIX])
+    minute = pc.floor_temporal(trades.column("timestamp"), unit="minute")
     # one item per run of one folder and minute
-    parts = parts.sort_by([(PREFIX, "ascending"), ("minute", "ascending")])
+    trades = trades.append_column("_minute", minute).sort_by([(PREFIX, "ascending"), ("_minute", "ascending")])
     items = []
-    for (folder, _), start, count in key_runs(parts, [PREFIX, "minute"]):
-        run = parts.slice(start, count)
+    for (folder, _), start, count in key_runs(trades, [PREFIX, "_minute"]):
+        run = trades.slice(start, count)
         key = f"{folder}|{decoded.kafka_partition}"
-        latest = pc.max(pc.cast(run.column("close_ts"), pa.int64())).as_py()
-        items.append((key, (key, latest, run.drop_columns([PREFIX]))))
+        latest = pc.max(pc.cast(run.column("timestamp"), pa.int64())).as_py()
+        items.append((key, (key, latest, run.select(TRADE_COLUMNS))))
     return items
 
 
@@ -153,7 +128,7 @@ class TradeTimeState:
     """The wall time it was seen at."""
 
 
-class _TradeTimeClockLogic(ClockLogic[MinuteParts, TradeTimeState | None]):
+class _TradeTimeClockLogic(ClockLogic[MinuteTrades, TradeTimeState | None]):
     def __init__(self, lateness: timedelta, now: Callable[[], datetime], state: TradeTimeState | None):
         self._lateness = lateness
         self._now_getter = now
@@ -168,7 +143,7 @@ class _TradeTimeClockLogic(ClockLogic[MinuteParts, TradeTimeState | None]):
             return datetime.min.replace(tzinfo=timezone.utc)
         return self._state.newest + max(self._now - self._state.seen_at, timedelta(0))
 
-    def on_item(self, value: MinuteParts) -> tuple[datetime, datetime]:
+    def on_item(self, value: MinuteTrades) -> tuple[datetime, datetime]:
         timestamp = to_datetime(value[1])
         base = timestamp - self._lateness
         if base > self._watermark():
@@ -192,7 +167,7 @@ class _TradeTimeClockLogic(ClockLogic[MinuteParts, TradeTimeState | None]):
 
 
 @dataclass
-class TradeTimeClock(Clock[MinuteParts, TradeTimeState | None]):
+class TradeTimeClock(Clock[MinuteTrades, TradeTimeState | None]):
     """Bytewax's event clock, waking up when a quiet partition's watermark reaches a window's end: the
     watermark is the newest trade time minus `lateness`, plus the wall time since that trade was seen."""
 
@@ -203,48 +178,47 @@ class TradeTimeClock(Clock[MinuteParts, TradeTimeState | None]):
         return _TradeTimeClockLogic(self.lateness, self.now, resume_state)
 
 
-class MinuteBars(WindowLogic[MinuteParts, MinuteParts, tuple[str, list[pa.Table]] | None]):
-    """The bars of one key's minute: the parts received, merged (`combine_parts`) when the window closes."""
+class MinuteBars(WindowLogic[MinuteTrades, MinuteTrades, tuple[str, list[pa.Table]] | None]):
+    """The trades of one key's minute, emitted together when the window closes."""
 
     def __init__(self, state: tuple[str, list[pa.Table]] | None):
-        self._key, self._parts = state if state is not None else ("", [])
+        self._key, self._trades = state if state is not None else ("", [])
 
-    def on_value(self, value: MinuteParts) -> tuple:
+    def on_value(self, value: MinuteTrades) -> tuple:
         self._key = value[0]
-        self._parts.append(value[2])
+        self._trades.append(value[2])
         return ()
 
     def on_merge(self, original: Any) -> tuple:
         raise NotImplementedError("tumbling windows never merge")
 
     def on_close(self) -> tuple:
-        if not self._parts:
+        if not self._trades:
             return ()
-        parts = self._parts[0] if len(self._parts) == 1 else combine_parts(pa.concat_tables(self._parts))
-        return ((self._key, 0, parts),) if parts.num_rows else ()
+        return ((self._key, 0, pa.concat_tables(self._trades)),)
 
     def snapshot(self) -> tuple[str, list[pa.Table]]:
-        return self._key, list(self._parts)
+        return self._key, list(self._trades)
 
 
 def restored_minute(stored: StoredBars | None, state: tuple[str, list[pa.Table]] | None) -> MinuteBars:
-    """A window's logic; restored from a snapshot, the bars its minute holds that the table holds already
-    (stored after the snapshot) are dropped: folding newer trades into them would make the table skip them."""
+    """A window's logic; restored from a snapshot, the trades of its minute that the table holds already
+    (stored after the snapshot) are left out."""
     if state is not None and stored is not None and state[1]:
         folder = state[0].rsplit("|", 1)[0]
-        state = (state[0], [stored.not_held(folder, combine_parts(pa.concat_tables(state[1])))])
+        state = (state[0], [stored.unstored(folder, pa.concat_tables(state[1]))])
     return MinuteBars(state)
 
 
-def _count_late(item: tuple[str, tuple[int, MinuteParts]]) -> tuple[str, tuple[int, MinuteParts]]:
-    _, (_, (key, _, parts)) = item
-    metrics.BARS_LATE_TRADES.labels(key.rsplit("|", 1)[0] or "/").inc(pc.sum(parts.column("trades")).as_py() or 0)
+def _count_late(item: tuple[str, tuple[int, MinuteTrades]]) -> tuple[str, tuple[int, MinuteTrades]]:
+    _, (_, (key, _, trades)) = item
+    metrics.BARS_LATE_TRADES.labels(key.rsplit("|", 1)[0] or "/").inc(trades.num_rows)
     return item
 
 
-def _by_table(item: tuple[str, tuple[int, MinuteParts]]) -> tuple[str, pa.Table]:
-    _, (_, (key, _, parts)) = item
-    return key.rsplit("|", 1)[0], parts
+def _by_table(item: tuple[str, tuple[int, MinuteTrades]]) -> tuple[str, pa.Table]:
+    _, (_, (key, _, trades)) = item
+    return key.rsplit("|", 1)[0], trades
 
 
 MINUTE = timedelta(minutes=1)
@@ -253,32 +227,44 @@ MINUTE = timedelta(minutes=1)
 def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Source | None = None,
                     stored: StoredBars | None = None, topic: str = STOCK.topic,
                     now: Callable[[], datetime] = _utc_now) -> Dataflow:
-    """Trades topic -> the trades consumer's decoder -> bar rows per poll, table and minute -> one-minute
-    windows per table and Kafka partition (closed windows and late rows alike) -> gathered per table folder:
-    `(folder, (folder, bar rows))` -> `sink` (default: the bars tables of `BARS_BUCKET`)."""
+    """Trades topic -> the trades consumer's decoder -> trades per poll, table and minute -> one-minute
+    windows per table and Kafka partition (closed windows and late trades alike) -> gathered per table folder:
+    `(folder, (folder, trades))` -> `sink` (default: the bars tables of `BARS_BUCKET`)."""
+    if settings.kafka_starting_offset != "earliest":
+        log.info("bars_consume reads %s from its earliest offset when it has no recovery state "
+                 "(KAFKA_STARTING_OFFSET=%s is not for bars)", topic, settings.kafka_starting_offset)
+        settings = settings.model_copy(update={"kafka_starting_offset": "earliest"})
     if sink is None:
         settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
         options = settings.delta_storage_options()
         store = shared_object_store(settings)
-        sink = BarsSink(settings.bars_bucket, options, store, settings.parquet_compression)
-        stored = stored or StoredBars(lambda folder, day: stored_minutes(sink.uri(folder), options, day))
+        incarnation = partial(settings.kafka_cluster().topic_incarnation, topic)
+        sink = BarsSink(settings.bars_bucket, options, store, incarnation, settings.parquet_compression)
+        stored = stored or StoredBars(lambda folder, day: stored_held(sink.uri(folder), options, day),
+                                      _once(incarnation))
     flow = Dataflow("bars_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)
     polls = op.input("kafka_in", flow, source or topic_source(settings, topic, in_flight))
     decoded = op.map("decode", polls, partial(decode, replace(STOCK, topic=topic), settings, SkipCounter("bars"),
                                               in_flight))
-    parts = op.flat_map("minute_parts", decoded, lambda d: minute_parts(d, stored) if d.rows is not None else [])
-    windows = window("minutes", parts, TradeTimeClock(timedelta(seconds=settings.bars_allowed_lateness_seconds), now),
+    trades = op.flat_map("minute_trades", decoded, lambda d: minute_trades(d, stored) if d.rows is not None else [])
+    windows = window("minutes", trades, TradeTimeClock(timedelta(seconds=settings.bars_allowed_lateness_seconds), now),
                      TumblingWindower(length=MINUTE, align_to=EPOCH), partial(restored_minute, stored),
                      ordered=False)
     closed = op.map("closed", windows.down, _by_table)
     late = op.map("late", op.map("count_late", windows.late, _count_late), _by_table)
-    batcher = partial(TableBatcher, timedelta(seconds=settings.batch_max_age_seconds), BufferBudget(settings.bars_batch_max_parts),
-                      now=now)
-    batches = op.stateful_batch("batches", op.merge("parts", closed, late), batcher)
+    batcher = partial(TableBatcher, timedelta(seconds=settings.batch_max_age_seconds),
+                      BufferBudget(settings.bars_batch_max_trades), now=now)
+    batches = op.stateful_batch("batches", op.merge("trades", closed, late), batcher)
     # the sink partition is given values only: each carries its folder
     op.output("bars_out", op.map("with_folder", batches, lambda batch: (batch[0], batch)), sink)
     return flow
+
+
+def _once(read: Callable[[], str]) -> Callable[[], str]:
+    """`read()` asked once, when first needed."""
+    found: list[str] = []
+    return lambda: found[0] if found else (found.append(read()) or found[0])
 
 
 def bars_dataflow() -> Dataflow:

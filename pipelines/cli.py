@@ -1,13 +1,24 @@
 """`marketstream` command line: run a dataflow with recovery, the bounded demo, a report of the lake, SQL
 over the lake's Delta tables and their maintenance.
 
+`sql` reads only the tables a query names, at their latest version unless `--version` pins one or `--as-of`
+sets a time (`pipelines.time_travel`); DuckDB runs without file or network access (`--allow-files` lifts
+that) within `--memory-limit`, and the result is streamed in Arrow batches (`pipelines.query`; the table
+format shows 1 000 rows unless `--limit` says otherwise). `chart` draws a ticker-day of bars (`pipelines.chart`).
+Exit codes of both: 0 done; 1 the query failed, or no bars to draw (no file written); 2 a request that
+cannot be honoured (a bad --version, --as-of, ticker or output); 3 the object store is unreachable
+(S3_ENDPOINT_URL).
+
     python -m pipelines.cli run stock_consume [-w 2 | -i 0 -a "hostA:2101;hostB:2101" ...]
     python -m pipelines.cli demo [--seconds 60] [--rate 5] [--workers 2]
     python -m pipelines.cli report
-    python -m pipelines.cli sql "SELECT ticker, count(*) FROM stock GROUP BY ALL" [--version N]
+    python -m pipelines.cli sql "SELECT ticker, count(*) FROM stock GROUP BY ALL" [--version stock=12 ...]
+                                [--as-of 2026-11-24T21:00:00Z] [--format table|csv|json|parquet] [--output FILE]
+                                [--limit N] [--allow-files] [--memory-limit 2GB]
     python -m pipelines.cli maintain [--table stock] [--no-vacuum]
     python -m pipelines.cli backfill trades|news --start 2026-11-02 --end 2026-11-24 [--tickers AAPL,MSFT] [--again]
     python -m pipelines.cli chart AAPL [--date 2026-11-24] [--synthetic] [--out AAPL.html]
+    python -m pipelines.cli rebuild-bars --start 2026-11-02 --end 2026-11-24 [--tickers AAPL,MSFT]
     python -m pipelines.cli status [--json] [--dataset stock] [--max-lag-messages N] [--max-lag-seconds S]
                                    [--max-commit-age S] [--max-dead-letters N]
 """
@@ -209,25 +220,26 @@ def _existing_tables(settings: Settings, tables: dict[str, str]) -> dict[str, st
     return {name: uri for name, uri in tables.items() if is_table(uri)}
 
 
-def sql(settings: Settings, query: str, tables: dict[str, str] | None = None, version: int | None = None,
-        out=sys.stdout) -> int:
-    """Answer `query` with DuckDB over the lake's Delta tables, each a view of its name; `version` reads
-    every table as of that version (time travel)."""
-    import duckdb
-    from deltalake import DeltaTable
+def sql(settings: Settings, query: str, tables: dict[str, str] | None = None, *, versions: list[str] = (),
+        as_of: str | None = None, output_format: str = "table", output: Path | None = None, limit: int | None = None,
+        allow_files: bool = False, memory_limit: str | None = None, out=None) -> int:
+    """Answer `query` with DuckDB over the lake's Delta tables, each a view of its name (`pipelines.sql_command`).
+    Exit 0; 1 when the query fails; 2 for a request that cannot be honoured; 3 when the store is unreachable."""
+    from pipelines import sql_command
+    from pipelines.query import BadRequest, QueryFailed, StoreUnreachable
 
-    options = settings.delta_storage_options()
-    connection = duckdb.connect()
-    for name, uri in _existing_tables(settings, tables or _lake_tables(settings)).items():
-        table = DeltaTable(uri, storage_options=options, version=version)
-        connection.register(name, table.to_pyarrow_dataset())  # no DuckDB extension to download
+    request = sql_command.Request(query, versions, as_of, output_format, output, limit, allow_files, memory_limit,
+                                  tables or _lake_tables(settings))
     try:
-        result = connection.sql(query)
-    except duckdb.Error as exc:
-        print(f"marketstream sql: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
-    if result is not None:
-        print(result.to_arrow_table().to_pandas().to_string(index=False), file=out)
+        sql_command.answer(settings, request, out or sys.stdout,
+                           say=lambda line: print(f"marketstream sql: {line}", file=sys.stderr))
+    except BrokenPipeError:  # the reader stopped reading (`| head`): not an error
+        if out is None:  # nor is Python's flush of standard output at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (BadRequest, StoreUnreachable, QueryFailed) as exc:
+        print(f"marketstream sql: {exc}", file=sys.stderr)
+        return {BadRequest: 2, StoreUnreachable: 3}.get(type(exc), 1)
     return 0
 
 
@@ -235,22 +247,18 @@ def maintain(settings: Settings, tables: dict[str, str] | None = None, *, vacuum
              today: date | None = None, closed_after_days: int | None = None) -> int:
     """Compact, vacuum and checkpoint every Delta table of the lake (`sinks.delta_maintenance`)."""
     from marketstream.calendar import exchange_date
-    from sinks.delta_maintenance import maintain_table
-
+    from pipelines.maintenance import maintain as maintain_one
     from pipelines.progress import Progress
 
     today = today or exchange_date(datetime.now(timezone.utc))
     existing = _existing_tables(settings, tables or _lake_tables(settings))
     progress = Progress("maintain", len(existing), "tables", counting="files compacted")
     for name, uri in existing.items():
-        done = maintain_table(uri, settings.delta_storage_options(), today=today,
-                              closed_after_days=settings.lake_compact_closed_after_days
-                              if closed_after_days is None else closed_after_days,
-                              target_file_bytes=settings.lake_target_file_mb * 1024 * 1024,
-                              retention_hours=settings.lake_vacuum_retention_hours, vacuum=vacuum)
+        done = maintain_one(settings, name, uri, today=today, closed_after_days=closed_after_days, vacuum=vacuum)
         _say(f"{name}: version {done.version_before} -> {done.version_after}, files {done.files_before} -> "
              f"{done.files_after} ({done.files_compacted} compacted into {done.files_written}, "
-             f"{done.files_vacuumed} vacuumed) in {done.seconds:.1f} s")
+             f"{done.files_repaired} written again with full statistics, {done.files_vacuumed} vacuumed) "
+             f"in {done.seconds:.1f} s")
         progress.advance(rows=done.files_compacted)
     return 0
 
@@ -334,28 +342,62 @@ def backfill(settings: Settings, what: str, start: date, end: date, tickers: lis
 
 
 def chart(settings: Settings, ticker: str, day: date | None, synthetic: bool, out: Path | None) -> int:
-    """One ticker-day of the bars table as a candlestick chart in a self-contained HTML file."""
-    from deltalake import DeltaTable
-
+    """One ticker-day of the bars table as a candlestick chart in a self-contained HTML file (`pipelines.chart`).
+    Exit 0; 1 when there are no bars (no file written); 2 for a text that is no ticker or an output that cannot
+    be written; 3 when the store is unreachable."""
     from marketstream.calendar import exchange_date
-    from pipelines.chart import render
+    from pipelines import chart as candles
+    from pipelines.files import UnwritablePath
+    from pipelines.query import QueryFailed, StoreUnreachable
+    from pipelines.sql_command import lake_of
 
     day = day or exchange_date(datetime.now(timezone.utc))
-    uri = _lake_tables(settings)["bars_synthetic" if synthetic else "bars"]
-    bars = []
-    if _existing_tables(settings, {"bars": uri}):
-        bars = DeltaTable(uri, storage_options=settings.delta_storage_options()).to_pyarrow_table(
-            filters=[("ticker", "=", ticker), ("date", "=", day)],
-            columns=["minute", "open", "high", "low", "close", "volume"]).to_pylist()
-    out = out or Path(f"{ticker}-{day.isoformat()}.html")
-    out.write_text(render(ticker, day, bars), encoding="utf-8")
-    _say(f"{len(bars)} one-minute bars of {ticker} on {day} drawn into {out}")
-    return 0 if bars else 1
+    table = "bars_synthetic" if synthetic else "bars"
+    try:
+        path, drawn = candles.draw(lake_of(settings, {table: _lake_tables(settings)[table]}), table, ticker, day, out)
+    except (candles.NotATicker, UnwritablePath, StoreUnreachable, candles.NoBars, QueryFailed) as exc:
+        print(f"marketstream chart: {'--out ' if isinstance(exc, UnwritablePath) else ''}{exc}", file=sys.stderr)
+        return {candles.NotATicker: 2, UnwritablePath: 2, StoreUnreachable: 3}.get(type(exc), 1)
+    _say(f"{drawn} one-minute bars of {ticker} on {day} drawn into {path}")
+    return 0
+
+
+def rebuild_bars(settings: Settings, start: date, end: date, tickers: list[str] | None) -> int:
+    """The bars of the dates `start`..`end` computed again from the trades tables (`pipelines.bars_rebuild`).
+    Exit 0; 1 when some ticker-days were left as they were (the trades consumer is behind); 3 when Kafka or the
+    store cannot be read."""
+    from confluent_kafka import KafkaException
+
+    from pipelines import bars_rebuild
+    from pipelines.status import one_line
+
+    if end < start:
+        print("marketstream rebuild-bars: --end is before --start", file=sys.stderr)
+        return 2
+    try:
+        done = bars_rebuild.rebuild_bars(settings, start, end, tickers)
+    except KafkaException as exc:
+        print(f"marketstream rebuild-bars: cannot read Kafka at {settings.kafka_bootstrap_servers} "
+              f"(KAFKA_BOOTSTRAP_SERVERS): {one_line(exc)}", file=sys.stderr)
+        return 3
+    except Exception as exc:  # noqa: BLE001 - one line, whatever the object store's client raised
+        print(f"marketstream rebuild-bars: cannot read or write the lake at {settings.s3_endpoint_url} "
+              f"(S3_ENDPOINT_URL): {one_line(exc)}", file=sys.stderr)
+        return 3
+    _say(done.summary())
+    return 1 if done.ahead else 0
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """A wrong argument ends in one line naming it (argparse's own error prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def main(argv: list[str] | None = None, *, clock: Clock | None = None) -> int:
     """`clock`: how `backfill` waits between retries (tests drive it)."""
-    parser = argparse.ArgumentParser(prog="marketstream")
+    parser = OneLineArgumentParser(prog="marketstream")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_cmd = commands.add_parser("demo", help="bounded end-to-end demo: synthetic trades -> Kafka -> MinIO")
     demo_cmd.add_argument("--seconds", type=float, default=float(os.environ.get("DEMO_SECONDS", 60)))
@@ -364,7 +406,15 @@ def main(argv: list[str] | None = None, *, clock: Clock | None = None) -> int:
     commands.add_parser("report", help="what is in the stock-data bucket")
     sql_cmd = commands.add_parser("sql", help="SQL (DuckDB) over the lake's Delta tables: " + ", ".join(lake_tables("_")))
     sql_cmd.add_argument("query")
-    sql_cmd.add_argument("--version", type=int, help="read the tables as of this Delta version (time travel)")
+    sql_cmd.add_argument("--version", action="append", default=[], metavar="TABLE=N",
+                         help="read TABLE as of its Delta version N (repeatable, one per table; others: latest)")
+    sql_cmd.add_argument("--as-of", metavar="TIME", help="read every table as of this time, ISO 8601 with its offset")
+    sql_cmd.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"],
+                         help="table (default), csv, json (one object per line) or parquet (needs --output)")
+    sql_cmd.add_argument("--output", type=Path, metavar="FILE", help="write the result here (default: standard output)")
+    sql_cmd.add_argument("--limit", type=int, metavar="N", help="rows at most; 0 for all (default: 1000 for table, else all)")
+    sql_cmd.add_argument("--allow-files", action="store_true", help="let the query read and write files and load extensions")
+    sql_cmd.add_argument("--memory-limit", metavar="SIZE", help="DuckDB's memory limit, e.g. 2GB (default: SQL_MEMORY_LIMIT)")
     maintain_cmd = commands.add_parser("maintain", help="compact, vacuum and checkpoint the lake's Delta tables")
     maintain_cmd.add_argument("--table", action="append", help="only this table (repeatable)")
     maintain_cmd.add_argument("--no-vacuum", action="store_true")
@@ -379,7 +429,12 @@ def main(argv: list[str] | None = None, *, clock: Clock | None = None) -> int:
     chart_cmd.add_argument("ticker")
     chart_cmd.add_argument("--date", type=date.fromisoformat, help="YYYY-MM-DD (New York); default: today")
     chart_cmd.add_argument("--synthetic", action="store_true", help="the bars of synthetic trades")
-    chart_cmd.add_argument("--out", type=Path, help="the HTML file (default: <ticker>-<date>.html)")
+    chart_cmd.add_argument("--out", type=Path, help="the HTML file (default: <ticker>-<date>[-synthetic].html here)")
+    rebuild_cmd = commands.add_parser("rebuild-bars", help="compute the bars of some dates again from the trades tables")
+    rebuild_cmd.add_argument("--start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD (New York)")
+    rebuild_cmd.add_argument("--end", type=date.fromisoformat, required=True, help="last day, YYYY-MM-DD (New York)")
+    rebuild_cmd.add_argument("--tickers", type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
+                             help="comma-separated; default: every ticker")
     status_cmd = commands.add_parser("status", help="lag, tables and dead letters of every dataset; exit 1 past a threshold")
     status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     status_cmd.add_argument("--dataset", action="append", choices=[*DATASETS, "bars"],
@@ -400,7 +455,8 @@ def main(argv: list[str] | None = None, *, clock: Clock | None = None) -> int:
         if args.command == "run":
             return run(settings, args.dataflow, args.bytewax_args)
         if args.command == "sql":
-            return sql(settings, args.query, version=args.version)
+            return sql(settings, args.query, versions=args.version, as_of=args.as_of, output_format=args.format,
+                       output=args.output, limit=args.limit, allow_files=args.allow_files, memory_limit=args.memory_limit)
         if args.command == "backfill":
             return backfill(settings, args.what, args.start, args.end, args.tickers, args.again, clock=clock)
         if args.command == "chart":
@@ -413,6 +469,8 @@ def main(argv: list[str] | None = None, *, clock: Clock | None = None) -> int:
                 print(f"marketstream status: {limits.problem()}", file=sys.stderr)
                 return 2
             return status(settings, args.json, limits, args.dataset)
+        if args.command == "rebuild-bars":
+            return rebuild_bars(settings, args.start, args.end, args.tickers)
         if args.command == "maintain":
             tables = _lake_tables(settings)
             chosen = {name: uri for name, uri in tables.items() if not args.table or name in args.table}

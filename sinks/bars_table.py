@@ -1,44 +1,48 @@
-"""The bars table: parts of one-minute bars folded into a Delta table, one row per (ticker, date, minute).
+"""The bars tables: trades folded into one row per (ticker, date, minute) of a Delta table.
 
-A part is a minute's bars emitted when its window closed, or a correction holding later trades of it
-(`pipelines.bars`). `BarsSink` has one writer per table (one sink partition), which knows the minutes its
-table holds (read once per date, then kept up to date by its own commits). Each batch makes one commit per
-date it touches (the trades table's protocol: `sinks.delta_commits.DeltaCommitter`, with a transaction id,
-so a commit whose answer was lost is not made again). Minutes the table lacks are added as new Parquet
-files, one per ticker. A ticker with parts for minutes the table holds has its whole partition of that date
-(a day of one ticker: at most 1 440 rows) read, the parts it does not hold folded in as `Bar.merge` does
-(`marketstream.bars.unheld_parts`, `combine_parts`), and written again as one file that replaces the
-partition's files in the same commit, which also compacts it.
+`BarsSink` receives batches of trades (`pipelines.bars`: the trades of minutes whose window closed, and late
+ones) per table folder. Each batch makes one commit per date it touches (`sinks.delta_commits.DeltaCommitter`),
+prepared against the table as it is: the trades its rows hold already are dropped (`marketstream.bars.
+unheld_trades`, by the rows' `held_through` offsets, whoever folded them in), the rest folded into bar rows.
+Minutes the table lacks are added as new Parquet files, one per ticker. A ticker with trades of minutes the
+table holds has its whole partition of that date (a day of one ticker: at most 1 440 rows) read, the new
+trades folded in (`combine_parts`, as `Bar.merge` does) and written again as one file that replaces the
+partition's files in the same commit; so is a ticker whose partition has gathered `COMPACT_AT_FILES` files,
+which keeps a day of one ticker in a few files without any other process rewriting them.
 
-Delivery guarantee: each part folds in once. A minute is added only when the table lacks it, and a part of a
-minute the table holds only when its row does not hold it yet (its first offset is above the row's last
-offset: the trades of a ticker arrive in offset order). Replaying parts (after a crash, a restart, another
-worker count) therefore changes nothing. One bars_consume deployment writes a bars bucket (as one Bytewax
-cluster; its workers and processes share the one writer): two separate deployments could both add a
-minute, or replace each other's partitions.
+Delivery guarantee: each trade folds in once, for any number of writers (workers, processes, independent
+deployments), across crashes and replays. Every commit of a date carries that date's transaction id
+(`marketstream:bars:<date>`, its version counting the date's commits), so delta-rs refuses a commit prepared
+on a table another writer has since changed on that date, and the commit is prepared again on the newer
+table; a commit whose answer was lost is prepared again too, and finds its trades held. Only these commits
+rewrite a bars table's files: lake maintenance compacts bars tables through `BarsWriter.rewrite`, never
+with delta-rs's optimize (whose commits a concurrent partition rewrite does not see, which would double rows).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from deltalake import DeltaTable
+from deltalake import DeltaTable, Schema
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
 from marketstream import metrics, schemas
-from marketstream.bars import combine_parts, unheld_parts
+from marketstream.bars import LEGACY_INCARNATION, combine_parts, held_entries, trade_parts, unheld_trades, with_legacy_held
 from marketstream.runs import key_runs
-from sinks.delta_commits import DeltaCommitter, retrying
+from sinks.delta_commits import Commit, DeltaCommitter, TableView, retrying
+from sinks.delta_stats import file_stats
 from sinks.layout import object_key, partition_path
 from sinks.object_store import ObjectStore
 from sinks.pending import PendingWrites
@@ -48,98 +52,200 @@ log = logging.getLogger(__name__)
 MAX_PENDING_BATCHES = 2
 """Batches handed to the writing thread and not written yet: what slows the dataflow down when the store is slow."""
 TABLE_SCHEMA = pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS])
-
-
-def stored_minutes(uri: str, storage_options: dict[str, str], day, sleep: Callable[[float], None] = time.sleep) -> pa.Table:
-    """For one date, each stored minute's ticker, minute (µs since the epoch) and `held`: the last Kafka
-    offset folded into it. Retried while the store is down."""
-
-    def read() -> pa.Table:
-        try:
-            table = DeltaTable(uri, storage_options=storage_options)
-        except TableNotFoundError:
-            return pa.table({"ticker": [], "minute": [], "last_offset": []})
-        return table.to_pyarrow_table(filters=[("date", "=", day)], columns=["ticker", "minute", "last_offset"])
-
-    rows = retrying(f"reading the minutes {uri} holds on {day}", read, sleep)
-    return pa.table({"ticker": rows.column("ticker").cast(pa.string()), "minute": rows.column("minute").cast(pa.int64()),
-                     "held": rows.column("last_offset").cast(pa.int64())})
-
-
+PARTITION_BY = list(schemas.BARS_PARTITIONING.names)
+COMPACT_AT_FILES = 24
+"""A ticker's partition of a date holding this many files is written again as one with its next rows."""
+FILE_WRITERS = 4
 _KEYS = pa.schema([TABLE_SCHEMA.field("ticker").with_nullable(True), TABLE_SCHEMA.field("minute").with_nullable(True)])
 
 
-class _Present:
-    """Which (ticker, minute) rows one bars table holds, per date: read from the table once, then kept up
-    to date by its one writer. The last `keep` dates are kept; an older one is read again if needed."""
-
-    def __init__(self, read: Callable[[object], pa.Table], keep: int = 8):
-        self._read = read
-        self._keep = keep
-        self._days: dict[object, pa.Table] = {}
-
-    def _day(self, day) -> pa.Table:
-        if day not in self._days:
-            if len(self._days) >= self._keep:
-                del self._days[next(iter(self._days))]
-            self._days[day] = self._read(day).select(["ticker", "minute"]).cast(_KEYS)
-        return self._days[day]
-
-    def split(self, day, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
-        """(`rows` of date `day` whose minute the table lacks, those it holds)."""
-        present = self._day(day)
-        if not present.num_rows:
-            return rows, rows.slice(0, 0)
-        return tuple(rows.join(present, ["ticker", "minute"], join_type=kind).cast(rows.schema)
-                     for kind in ("left anti", "left semi"))
-
-    def add(self, day, rows: pa.Table) -> None:
-        """`rows` of date `day` are in the table now."""
-        self._days[day] = pa.concat_tables([self._day(day), rows.select(["ticker", "minute"]).cast(_KEYS)]).combine_chunks()
+def date_app_id(day: date) -> str:
+    """The transaction id every commit touching `day`'s partitions carries; its version counts them."""
+    return f"marketstream:bars:{day.isoformat()}"
 
 
-class _BarsTable:
-    """One bars table as its one writer sees it: a batch of parts becomes one commit per date, committed
-    with a transaction id so that a commit whose answer was lost is not made twice."""
+def upgrade(uri: str, storage_options: dict[str, str], incarnation: str, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Give a bars table written before 2026-12 its `held_through` column, after naming the topic incarnation
+    its earlier rows hold (`LEGACY_INCARNATION`): the one whose trades the writer reads now."""
+
+    def once() -> None:
+        try:
+            table = DeltaTable(uri, storage_options=storage_options)
+        except TableNotFoundError:
+            return
+        if "held_through" in _names(table):
+            return
+        if not table.metadata().configuration.get(LEGACY_INCARNATION):
+            table.alter.set_table_properties({LEGACY_INCARNATION: incarnation}, raise_if_not_exists=False)
+            log.info("%s: rows written before 2026-12 hold the trades of topic incarnation %s", uri, incarnation)
+        table = DeltaTable(uri, storage_options=storage_options)
+        table.alter.add_columns(Schema.from_arrow(pa.schema([schemas.BARS.field("held_through")])).fields[0])
+
+    retrying(f"upgrading {uri}", once, sleep)
+
+
+@dataclass
+class _Day:
+    """What a bars table holds of one date, as of the date's transaction `version`."""
+
+    version: int
+    entries: pa.Table
+    """`marketstream.bars.held_entries` of its rows."""
+    minutes: pa.Table
+    """(ticker, minute) of its rows."""
+    files: dict[str, int]
+    """Files per ticker."""
+
+
+def _ticker_of(path: str) -> str:
+    segment = next(part for part in path.split("/") if part.startswith("ticker="))
+    return unquote(segment.removeprefix("ticker="))
+
+
+class BarsWriter:
+    """One bars table as this process writes it (created if missing): batches of trades of incarnation
+    `incarnation()` folded in, one commit per date, each prepared against the table as it is."""
 
     def __init__(self, uri: str, bucket: str, folder: str, storage_options: dict[str, str], store: ObjectStore,
-                 compression: str):
+                 incarnation: str | None, compression: str = "zstd", keep_days: int = 8):
+        """`incarnation`: of the trades `write` folds (None: a writer that only `rewrite`s, as maintenance)."""
         self.uri = uri
         self._bucket = bucket
         self._folder = folder
         self._store = store
+        self._incarnation = incarnation
         self._compression = compression
-        self._committer = DeltaCommitter(uri, storage_options, TABLE_SCHEMA, list(schemas.BARS_PARTITIONING.names))
-        self._present = _Present(lambda day: stored_minutes(uri, storage_options, day))
+        self._keep_days = keep_days
+        if incarnation is not None:
+            upgrade(uri, storage_options, incarnation)
+        self._committer = DeltaCommitter(uri, storage_options, TABLE_SCHEMA, PARTITION_BY)
+        self._days: dict[date, _Day] = {}
         self._files = ThreadPoolExecutor(max_workers=FILE_WRITERS, thread_name_prefix="bars-files")
 
-    def write(self, parts: pa.Table) -> None:
-        parts = parts.combine_chunks()  # a batch gathers thousands of small tables: sorted and filtered faster as one
-        for day in pc.unique(parts.column("date")).to_pylist():
-            self._write_day(day, *self._present.split(day, parts.filter(pc.equal(parts.column("date"),
-                                                                                  pa.scalar(day, pa.date32())))))
+    # --- what the table holds
+    def _day(self, view: TableView, day: date) -> _Day:
+        """The table's date `day`, read again whenever another commit than this writer's changed it."""
+        version = view.version(date_app_id(day))
+        known = self._days.get(day)
+        if known is not None and known.version == version:
+            return known
+        rows = view.read([("date", "=", day)], columns=["ticker", "minute", "last_offset", "held_through"])
+        files: dict[str, int] = {}
+        for path in view.files([("date", "=", day)]):
+            files[_ticker_of(path)] = files.get(_ticker_of(path), 0) + 1
+        found = _Day(version, held_entries(rows, view.configuration.get(LEGACY_INCARNATION)),
+                     rows.select(["ticker", "minute"]).cast(_KEYS), files)
+        self._days.pop(day, None)
+        if len(self._days) >= self._keep_days:
+            del self._days[next(iter(self._days))]
+        self._days[day] = found
+        return found
 
-    def _write_day(self, day, new: pa.Table, held: pa.Table) -> None:
-        """`new`: parts of minutes the table lacks; `held`: parts of minutes it holds; all of date `day`."""
-        rows, replaced = combine_parts(new), pa.array([], pa.string())
-        if held.num_rows:
-            tickers = pc.unique(held.column("ticker"))
-            stored = self._committer.read([("date", "=", day), ("ticker", "in", tickers.to_pylist())])
-            stored = stored.select(TABLE_SCHEMA.names).cast(TABLE_SCHEMA)
-            fresh = unheld_parts(stored, held)
-            replaced = pc.unique(fresh.column("ticker"))
-            if len(replaced):  # these tickers' partitions are written again whole, with the new minutes
-                rows = combine_parts(pa.concat_tables([new, fresh, stored.filter(pc.is_in(stored.column("ticker"), replaced))]))
-        if not rows.num_rows:
-            return  # parts the table holds already: a replay
-        adds = self._put(rows)
-        version = self._committer.committed_version(WRITER_APP_ID) + 1
-        replacing = [("date", "=", day.isoformat()), ("ticker", "in", replaced.to_pylist())] if len(replaced) else None
-        with metrics.COMMIT_SECONDS.labels(self.uri).time():
-            self._committer.commit(adds, {WRITER_APP_ID: version}, replacing)
-        self._present.add(day, new)
-        metrics.ROWS_COMMITTED.labels(self.uri).inc(new.num_rows + held.num_rows)
-        metrics.FILES_COMMITTED.labels(self.uri).inc(len(adds))
+    def _wrote(self, day: date, held: _Day, rows: pa.Table, new_minutes: pa.Table, rewritten: set[str]) -> None:
+        """This writer's commit of `rows` on `day` landed: what the table holds now."""
+        entries = pa.concat_tables([held.entries, held_entries(rows).cast(held.entries.schema)])
+        entries = entries.group_by(["ticker", "minute", "incarnation", "kafka_partition"], use_threads=False).aggregate(
+            [("offset", "max")]).rename_columns(["ticker", "minute", "incarnation", "kafka_partition", "offset"])
+        files = dict(held.files)
+        for ticker in pc.unique(rows.column("ticker")).to_pylist():
+            files[ticker] = 1 if ticker in rewritten else files.get(ticker, 0) + 1
+        self._days[day] = _Day(held.version + 1, entries,
+                               pa.concat_tables([held.minutes, new_minutes.cast(_KEYS)]).combine_chunks(), files)
+
+    # --- writing
+    def write(self, trades: pa.Table) -> None:
+        """Fold `trades` (`ticker`, `date`, `timestamp`, `kafka_partition`, `kafka_offset`, `price`, `size`)."""
+        trades = trades.combine_chunks()  # a batch gathers many small tables: filtered and sorted faster as one
+        for day in pc.unique(trades.column("date")).to_pylist():
+            of_day = trades.filter(pc.equal(trades.column("date"), pa.scalar(day, pa.date32())))
+            written = {}
+
+            def prepare(view: TableView, day=day, of_day=of_day) -> Commit | None:
+                return self._fold(view, day, of_day, written)
+
+            with metrics.COMMIT_SECONDS.labels(self.uri).time():
+                made = self._committer.commit(prepare)
+            if made is not None:
+                self._wrote(day, *written["state"])
+                metrics.ROWS_COMMITTED.labels(self.uri).inc(written["state"][1].num_rows)
+                metrics.FILES_COMMITTED.labels(self.uri).inc(len(made.adds))
+
+    def _fold(self, view: TableView, day: date, trades: pa.Table, written: dict) -> Commit | None:
+        held = self._day(view, day)
+        fresh = unheld_trades(held.entries, trades, self._incarnation)
+        if not fresh.num_rows:
+            return None  # held already: a replay, or another writer's
+        parts = trade_parts(fresh, self._incarnation)
+        keys = parts.select(["ticker", "minute"]).cast(_KEYS)
+        new_minutes = keys.join(held.minutes, ["ticker", "minute"], join_type="left anti")
+        held_tickers = set(keys.join(held.minutes, ["ticker", "minute"], join_type="left semi").column("ticker").to_pylist())
+        crowded = {t for t in pc.unique(parts.column("ticker")).to_pylist() if held.files.get(t, 0) + 1 >= COMPACT_AT_FILES}
+        rewritten = held_tickers | crowded
+        rows = parts
+        if rewritten:
+            mask = pc.is_in(parts.column("ticker"), pa.array(sorted(rewritten), pa.string()))
+            stored = view.read([("date", "=", day), ("ticker", "in", sorted(rewritten))])
+            stored = with_legacy_held(stored.select(TABLE_SCHEMA.names).cast(TABLE_SCHEMA),
+                                      view.configuration.get(LEGACY_INCARNATION))
+            rows = pa.concat_tables([parts.filter(pc.invert(mask)),
+                                     combine_parts(pa.concat_tables([stored, parts.filter(mask)]))])
+        written["state"] = (held, rows, new_minutes, rewritten)
+        return self._commit_of(view, day, rows, rewritten)
+
+    def _commit_of(self, view: TableView, day: date, rows: pa.Table, rewritten: set[str]) -> Commit:
+        adds = self._put(rows.sort_by([("ticker", "ascending"), ("date", "ascending"), ("minute", "ascending")]))
+        replacing = [("date", "=", day.isoformat()), ("ticker", "in", sorted(rewritten))] if rewritten else None
+        return Commit(adds, {date_app_id(day): view.version(date_app_id(day)) + 1}, replacing)
+
+    def tickers_on(self, day: date) -> set[str]:
+        """The tickers whose bars of `day` the table holds."""
+        return set(pc.unique(self._committer.read([("date", "=", day)], columns=["ticker"]).column("ticker")).to_pylist())
+
+    def replace_day(self, day: date, trades: pa.Table, tickers: list[str], held: dict[int, int]) -> list[str]:
+        """Replace `tickers`' partitions of `day` with the bars of `trades` (every trade of those ticker-days,
+        read from the trades table), whose rows hold each Kafka partition `p` of this writer's incarnation
+        through `held[p]` (the trades table holds all of its trades through there). A ticker whose rows hold
+        more than that (the bars are ahead of the trades table) is left as it is; returns those tickers."""
+        ahead: list[str] = []
+
+        def prepare(view: TableView) -> Commit | None:
+            entries = self._day(view, day).entries
+            mine = entries.filter(pc.and_(pc.equal(entries.column("incarnation"), self._incarnation or ""),
+                                          pc.is_in(entries.column("ticker"), pa.array(tickers, pa.string()))))
+            limit = pc.fill_null(pc.index_in(mine.column("kafka_partition"), pa.array(list(held), pa.int32())), -1)
+            through = pa.array([list(held.values())[i] if i >= 0 else -1 for i in limit.to_pylist()], pa.int64())
+            ahead[:] = sorted(set(mine.filter(pc.greater(mine.column("offset"), through)).column("ticker").to_pylist()))
+            replaced = sorted(set(tickers) - set(ahead))
+            if not replaced:
+                return None
+            chosen = trades.filter(pc.is_in(trades.column("ticker"), pa.array(replaced, pa.string())))
+            rows = trade_parts(chosen, self._incarnation or "") if chosen.num_rows else TABLE_SCHEMA.empty_table()
+            rows = rows.set_column(rows.schema.get_field_index("held_through"), "held_through",
+                                   _held_everywhere(self._incarnation, held, rows.num_rows))
+            return self._commit_of(view, day, rows, set(replaced))
+
+        self._committer.commit(prepare)
+        self._days.pop(day, None)
+        return ahead
+
+    def rewrite(self, day: date, tickers: list[str]) -> int:
+        """Write `tickers`' partitions of `day` again, each as one file with full statistics (compaction, and
+        the repair of files written without them), in one commit; the files replaced."""
+        replaced = {}
+
+        def prepare(view: TableView) -> Commit | None:
+            paths = [path for path in view.files([("date", "=", day), ("ticker", "in", tickers)])]
+            if not paths:
+                return None
+            stored = view.read([("date", "=", day), ("ticker", "in", tickers)])
+            rows = with_legacy_held(stored.select(TABLE_SCHEMA.names).cast(TABLE_SCHEMA),
+                                    view.configuration.get(LEGACY_INCARNATION))
+            replaced["files"] = len(paths)
+            return self._commit_of(view, day, rows, set(pc.unique(rows.column("ticker")).to_pylist()) | set(tickers))
+
+        made = self._committer.commit(prepare)
+        self._days.pop(day, None)
+        return replaced.get("files", 0) if made is not None else 0
 
     def _put(self, rows: pa.Table) -> list[AddAction]:
         """`rows` (sorted by ticker, date and minute) written as one file per ticker and date."""
@@ -152,24 +258,40 @@ class _BarsTable:
         objects, adds = {}, []
         for ticker, day, chunk in files:
             relative = object_key(partition_path([("ticker", ticker), ("date", day)]), f"bars-{uuid.uuid4().hex}.parquet")
-            data = _parquet(chunk.drop_columns(list(schemas.BARS_PARTITIONING.names)), self._compression)
+            data = _parquet(chunk.drop_columns(PARTITION_BY), self._compression)
             objects[object_key(self._folder, relative)] = data
-            low, high = pc.min_max(chunk.column("minute")).values()
-            stats = {"numRecords": chunk.num_rows, "minValues": {"minute": _stat(low.as_py())},
-                     "maxValues": {"minute": _stat(high.as_py())}}
             adds.append(AddAction(relative, len(data), {"ticker": ticker, "date": day.isoformat()},
-                                  int(time.time() * 1000), True, json.dumps(stats)))
+                                  int(time.time() * 1000), True, file_stats(chunk, self._committer.stats_columns)))
         self._store.put_many(self._bucket, objects)
         return adds
 
 
-FILE_WRITERS = 4
-WRITER_APP_ID = "marketstream-bars"
-"""The transaction id of the bars table's writer; its version counts its commits."""
+def _held_everywhere(incarnation: str | None, held: dict[int, int], rows: int) -> pa.Array:
+    """For each of `rows` rows, `held_through` listing every partition of `held` (none without an incarnation)."""
+    entries = [] if incarnation is None else [{"incarnation": incarnation, "kafka_partition": p, "offset": offset}
+                                              for p, offset in sorted(held.items()) if offset >= 0]
+    return pa.array([entries] * rows, schemas.HELD_THROUGH)
 
 
-def _stat(moment) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+def stored_held(uri: str, storage_options: dict[str, str], day: date,
+                sleep: Callable[[float], None] = time.sleep) -> pa.Table:
+    """What the rows of one date hold (`marketstream.bars.held_entries`; empty without a table). Retried while
+    the store is down."""
+
+    def read() -> pa.Table:
+        try:
+            table = DeltaTable(uri, storage_options=storage_options)
+        except TableNotFoundError:
+            return held_entries(TABLE_SCHEMA.empty_table())
+        columns = [name for name in ("ticker", "minute", "last_offset", "held_through") if name in _names(table)]
+        rows = table.to_pyarrow_table(filters=[("date", "=", day)], columns=columns)
+        return held_entries(rows, table.metadata().configuration.get(LEGACY_INCARNATION))
+
+    return retrying(f"reading what {uri} holds on {day}", read, sleep)
+
+
+def _names(table: DeltaTable) -> list[str]:
+    return [field.name for field in table.schema().fields]
 
 
 def _parquet(table: pa.Table, compression: str) -> bytes:
@@ -182,21 +304,21 @@ class _BarsPartition(StatefulSinkPartition[pa.Table, None]):
     """Writes each batch on a thread of its own, in the order the batches arrived, at most
     `MAX_PENDING_BATCHES` in flight; every snapshot waits for them."""
 
-    def __init__(self, table: Callable[[str], _BarsTable]):
+    def __init__(self, table: Callable[[str], BarsWriter]):
         self._table = table
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bars-write")
         self._pending = PendingWrites(MAX_PENDING_BATCHES)
 
     def write_batch(self, items: list[tuple[str, pa.Table]]) -> None:
         by_folder: dict[str, list[pa.Table]] = {}
-        for folder, parts in items:
-            by_folder.setdefault(folder, []).append(parts)
-        for folder, parts in by_folder.items():
+        for folder, trades in items:
+            by_folder.setdefault(folder, []).append(trades)
+        for folder, trades in by_folder.items():
             self._pending.make_room()
-            self._pending.add(self._writer.submit(self._write, folder, pa.concat_tables(parts)))
+            self._pending.add(self._writer.submit(self._write, folder, pa.concat_tables(trades)))
 
-    def _write(self, folder: str, parts: pa.Table) -> None:
-        self._table(folder).write(parts)
+    def _write(self, folder: str, trades: pa.Table) -> None:
+        self._table(folder).write(trades)
 
     def snapshot(self) -> None:
         """Called at the end of every epoch, before its state is committed: every write must be done."""
@@ -208,25 +330,27 @@ class _BarsPartition(StatefulSinkPartition[pa.Table, None]):
 
 
 class BarsSink(FixedPartitionedSink[pa.Table, None]):
-    """Writes `(folder, parts)` items (a batch of rows of the table in that folder of `bucket`; `""` is the
-    bucket's root table). One sink partition writes every table: each table has one writer, which is what
-    lets it add a minute it lacks as a plain new file."""
+    """Writes `(folder, trades)` items (a batch of trades for the bars table in that folder of `bucket`; `""`
+    is the bucket's root table) of the topic incarnation `topic_incarnation()`. One sink partition per process
+    writes every table; other processes and deployments may write the same tables."""
 
     def __init__(self, bucket: str, storage_options: dict[str, str], store: Callable[[], ObjectStore],
-                 compression: str = "zstd"):
+                 topic_incarnation: Callable[[], str], compression: str = "zstd"):
         self._bucket = bucket
         self._storage_options = storage_options
         self._store = store
+        self._topic_incarnation = topic_incarnation
         self._compression = compression
-        self._tables: dict[str, _BarsTable] = {}
+        self._incarnation: str | None = None
+        self._tables: dict[str, BarsWriter] = {}
 
     def uri(self, folder: str) -> str:
         return f"s3://{self._bucket}/{folder}".rstrip("/")
 
-    def _table(self, folder: str) -> _BarsTable:
+    def _table(self, folder: str) -> BarsWriter:
         if folder not in self._tables:
-            self._tables[folder] = _BarsTable(self.uri(folder), self._bucket, folder, self._storage_options,
-                                              self._store(), self._compression)
+            self._tables[folder] = BarsWriter(self.uri(folder), self._bucket, folder, self._storage_options,
+                                              self._store(), self._incarnation, self._compression)
         return self._tables[folder]
 
     def list_parts(self) -> list[str]:
@@ -237,4 +361,6 @@ class BarsSink(FixedPartitionedSink[pa.Table, None]):
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _BarsPartition:
+        if self._incarnation is None:
+            self._incarnation = self._topic_incarnation()
         return _BarsPartition(self._table)

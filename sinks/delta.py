@@ -14,11 +14,17 @@ never stores a row twice, and a row is never counted as stored before its commit
 created again is a new incarnation, with app ids of its own. Rows kept apart under a prefix (synthetic
 trades under `_synthetic/`) form a table of their own in that folder of the bucket.
 
-Concurrent writers (workers, processes, hosts) commit safely through the object store's conditional
-writes (`If-None-Match`), which MinIO and S3 honour; delta-rs retries a commit that lost a race. While
-the store is down a commit is retried with capped backoff, after checking that the failed attempt did
-not in fact land; every snapshot waits for the commits in flight, so recovery never moves past rows
-that are not committed.
+Any number of writers (workers, processes, hosts, independent deployments) store each row once: every
+commit is prepared against the table as last loaded and leaves out the rows at or below their Kafka
+partition's committed version there, whoever committed them (a file holding some of them is encoded and
+uploaded again without them), and a commit that another writer's commit of the same partition beat is
+refused by delta-rs and prepared again on the newer table (`sinks.delta_commits`). What such a commit finds
+committed also moves this writer's early filter on, so it stops uploading rows the other stored. Commits
+land through the object store's conditional writes (`If-None-Match`), which MinIO and S3 honour. While the
+store is down a commit is retried with capped backoff and prepared again each time, so an attempt that
+landed although its answer was lost finds its rows committed; every snapshot waits for the commits in
+flight, so recovery never moves past rows that are not committed. Each file's log entry carries full
+statistics (`sinks.delta_stats`), so readers' filters skip exactly the files that cannot match.
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from deltalake.transaction import AddAction
 
 from marketstream import metrics
 from marketstream.memory import release_free_memory
-from sinks.delta_commits import CommittedOffsets, DeltaCommitter, app_id_prefix
+from sinks.delta_commits import Commit, CommittedOffsets, DeltaCommitter, TableView, app_id_prefix
+from sinks.delta_stats import file_stats
 from sinks.files import FileRows, encode_parquet, offset_range
 from sinks.layout import object_key
 from sinks.object_store import ObjectStore
@@ -84,30 +92,31 @@ class _FileToAdd:
     rows: pa.Table
     first_offset: int
     last_offset: int
+    kafka_partition: int = -1
 
 
 @dataclass
 class _Pending:
-    """The files of one `write_batch` for one table and the versions their commit records; `sizes` (their
-    encoded sizes by key) completes once all are uploaded."""
+    """The files of one `write_batch` for one table and the versions their commit records; `uploaded` (per
+    key the encoded size and statistics) completes once all are uploaded."""
 
     table: DeltaCommitter
+    table_name: str
     files: list[_FileToAdd]
     versions: dict[str, int]
-    sizes: Future | None = None
+    uploaded: Future | None = None
 
 
-def add_action(file: _FileToAdd, size: int) -> AddAction:
-    """The log entry of an uploaded file: its path, size, partition values and row statistics."""
-    stats = {"numRecords": file.rows.num_rows, "minValues": {"kafka_offset": file.first_offset},
-             "maxValues": {"kafka_offset": file.last_offset}}
-    return AddAction(file.path, size, file.partition_values, int(time.time() * 1000), True, json.dumps(stats))
+def add_action(file: _FileToAdd, size: int, stats: str) -> AddAction:
+    """The log entry of an uploaded file: its path, size, partition values and statistics
+    (`sinks.delta_stats.file_stats`)."""
+    return AddAction(file.path, size, file.partition_values, int(time.time() * 1000), True, stats)
 
 
 class _DeltaPartition(StatefulSinkPartition[Flush, None]):
     """Per write: drop rows already stored (`CommittedOffsets`), then for each table one background task
     encodes and uploads the files, and the partition's one committer thread commits them in the order the
-    writes arrived."""
+    writes arrived, each commit fenced by the table's transaction versions (`_fenced`)."""
 
     def __init__(self, store: ObjectStore, bucket: str, committed: CommittedOffsets, name_prefix: str,
                  table: Callable[[str], DeltaCommitter], compression: str, dictionary_columns: list[str] | bool):
@@ -122,6 +131,13 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delta-commit")
         self._pending = PendingWrites(MAX_PENDING_WRITES)
 
+    def _file(self, table_name: str, path: str, values: dict[str, str | None], kafka_partition: int,
+              rows: pa.Table) -> _FileToAdd:
+        first, last = offset_range(rows)
+        name = f"{self._name_prefix}-p{kafka_partition:04d}-{first:020d}-{last:020d}.parquet"
+        relative = object_key(path, name)
+        return _FileToAdd(object_key(table_name, relative), relative, values, rows, first, last, kafka_partition)
+
     def write_batch(self, items: list[Flush]) -> None:
         pending: dict[str, _Pending] = {}
         for flush in items:
@@ -135,13 +151,10 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
                              flush.kafka_partition)
                 if not rows.num_rows:
                     continue
-                first, last = offset_range(rows)
-                name = f"{self._name_prefix}-p{flush.kafka_partition:04d}-{first:020d}-{last:020d}.parquet"
-                relative = object_key(path, name)
                 values = {field: partition_value(value) for field, value in file.partition_values}
-                entry = pending.setdefault(table_name, _Pending(self._table(table_name), [], {}))
-                entry.files.append(_FileToAdd(object_key(table_name, relative), relative, values, rows, first, last))
-                entry.versions[app_id] = max(entry.versions.get(app_id, -1), last)
+                entry = pending.setdefault(table_name, _Pending(self._table(table_name), table_name, [], {}))
+                entry.files.append(self._file(table_name, path, values, flush.kafka_partition, rows))
+                entry.versions[app_id] = max(entry.versions.get(app_id, -1), entry.files[-1].last_offset)
             # checked per flush, not per file: a flush's files hold interleaved offsets of one Kafka partition
             for table_name, entry in pending.items():
                 if app_id in entry.versions:
@@ -149,28 +162,56 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
         if pending:
             self._pending.make_room()
             for entry in pending.values():
-                entry.sizes = self._uploads.submit(self._encode_and_put, entry.files)
+                entry.uploaded = self._uploads.submit(self._encode_and_put, entry.files, entry.table.stats_columns)
             self._pending.add(self._committer.submit(self._commit_all, list(pending.values())))
 
-    def _encode_and_put(self, files: list[_FileToAdd]) -> dict[str, int]:
+    def _encode_and_put(self, files: list[_FileToAdd], stats_columns: list[str]) -> dict[str, tuple[int, str]]:
         # on an upload thread: Parquet encoding releases the GIL, so it overlaps with decoding; one
         # concurrent put of all files of a write costs the event loop far less than one put per file
         release_free_memory()  # the rows and files of the writes done so far are the largest blocks freed
         objects = {file.key: encode_parquet(file.rows, self._compression, self._dictionary_columns) for file in files}
+        stats = {file.key: file_stats(file.rows, stats_columns) for file in files}
         with metrics.UPLOAD_SECONDS.time():
             self._store.put_many(self._bucket, objects)
-        return {key: len(data) for key, data in objects.items()}
+        return {key: (len(data), stats[key]) for key, data in objects.items()}
+
+    def _fenced(self, entry: _Pending, uploaded: dict[str, tuple[int, str]], table: TableView) -> Commit | None:
+        """The commit of `entry` against `table` as it is: rows at or below their Kafka partition's version
+        in the table (this writer's earlier commit, or another writer's) are left out — a file holding some
+        of them is written again without them — and each partition's version is that of its last row."""
+        adds, versions, dropped = [], {}, 0
+        through = {}
+        for file in entry.files:
+            if file.kafka_partition not in through:
+                through[file.kafka_partition] = max(table.version(app) for app in self._committed.app_ids(file.kafka_partition))
+                self._committed.handed_over(entry.table_name, file.kafka_partition, through[file.kafka_partition])
+            stored = through[file.kafka_partition]
+            if file.last_offset <= stored:
+                dropped += file.rows.num_rows
+                continue
+            if file.first_offset <= stored:
+                rows = file.rows.filter(pc.greater(file.rows.column("kafka_offset"), stored))
+                dropped += file.rows.num_rows - rows.num_rows
+                folder = file.path.rpartition("/")[0]
+                file = self._file(entry.table_name, folder, file.partition_values, file.kafka_partition, rows)
+                uploaded.update(self._encode_and_put([file], entry.table.stats_columns))
+            adds.append(add_action(file, *uploaded[file.key]))
+            app_id = self._committed.app_id(file.kafka_partition)
+            versions[app_id] = max(versions.get(app_id, -1), file.last_offset)
+        if dropped:
+            log.info("%s: %d rows another commit stored already left out of this one", entry.table.uri, dropped)
+        return Commit(adds, versions) if adds else None
 
     def _commit_all(self, pending: list[_Pending]) -> None:
         for entry in pending:
-            sizes = entry.sizes.result()
-            adds = [add_action(file, sizes[file.key]) for file in entry.files]
-            rows = sum(file.rows.num_rows for file in entry.files)
-            entry.files = []  # the rows are stored: free them before the commit
+            uploaded = entry.uploaded.result()
             with metrics.COMMIT_SECONDS.labels(entry.table.uri).time():
-                entry.table.commit(adds, entry.versions)
-            metrics.ROWS_COMMITTED.labels(entry.table.uri).inc(rows)
-            metrics.FILES_COMMITTED.labels(entry.table.uri).inc(len(adds))
+                made = entry.table.commit(lambda table: self._fenced(entry, uploaded, table))
+            entry.files = []  # stored: free the rows
+            if made is not None:
+                metrics.ROWS_COMMITTED.labels(entry.table.uri).inc(
+                    sum(json.loads(add.stats)["numRecords"] for add in made.adds))
+                metrics.FILES_COMMITTED.labels(entry.table.uri).inc(len(made.adds))
 
     def snapshot(self) -> None:
         """Called at the end of every epoch, before its state is committed: every commit must be done."""

@@ -1,11 +1,14 @@
 """Committing to a Delta table, and knowing what is committed.
 
-Delivery guarantee: a commit is atomic (all its files and transaction ids, or none) and made once: while
-the store is down it is retried with capped backoff, and before each retry the table is read again to
-see whether the failed attempt landed after all (its answer lost), in which case it is not made again. A
-commit that loses a race with another writer (delta-rs refuses it as a concurrent transaction) is retried
-on the newer table; MinIO and S3 keep two writers from both landing the same version through conditional
-writes (`If-None-Match`), so no lock service is needed.
+Delivery guarantee: a commit is atomic (all its files and transaction ids, or none) and made once, for any
+number of writers in any number of processes. Each attempt is prepared against the table as last loaded
+(`DeltaCommitter.commit(prepare)`): the writer drops there what the table already holds — for the lake
+sinks, rows at or below their Kafka partition's committed transaction version, whoever committed it. When
+an attempt fails, the table is loaded again and the commit prepared again: after a lost race (another
+writer set the same transaction id first; delta-rs refuses the commit, and MinIO and S3 keep two writers
+from both landing one version through conditional writes, `If-None-Match`, so no lock service is needed),
+and after a failure of the store, with capped backoff — if that attempt landed although its answer was lost,
+the new preparation finds its rows committed and commits nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import pyarrow as pa
@@ -24,6 +28,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from marketstream import metrics
+from sinks.delta_stats import indexed_columns
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +41,6 @@ class DeltaLakeError(RuntimeError):
     """A failure retrying cannot cure (refused credentials)."""
 
 
-class _LostRace(Exception):
-    """Another writer's commit came first."""
-
-
 def retrying(what: str, action: Callable[[], object], sleep: Callable[[float], None] = time.sleep) -> object:
     """`action()`, retried with capped exponential backoff until it succeeds; refused credentials raise
     `DeltaLakeError` at once."""
@@ -47,8 +48,6 @@ def retrying(what: str, action: Callable[[], object], sleep: Callable[[float], N
     while True:
         try:
             return action()
-        except _LostRace:
-            raise
         except Exception as exc:  # noqa: BLE001 - the store being down is retried; refusals are raised
             text = str(exc)
             if any(word in text for word in REFUSALS):
@@ -87,14 +86,58 @@ def racing(what: str, attempt: Callable[[], T], *, again: Callable[[], None] = l
     raise RuntimeError(f"{what} lost {MAX_LOST_RACES} races in a row")
 
 
+@dataclass(frozen=True)
+class Commit:
+    """What one Delta commit holds: files to add, transaction versions to set and, with `replacing`
+    (filters on partition columns), the partitions whose files it removes (their new content is among
+    `adds`)."""
+
+    adds: list[AddAction]
+    versions: dict[str, int]
+    replacing: list[tuple] | None = None
+
+
+class TableView:
+    """A Delta table as one commit attempt is prepared against it: the transaction versions it holds and the
+    rows of its partitions, as of the snapshot the attempt is made on."""
+
+    def __init__(self, table: DeltaTable, uri: str, sleep: Callable[[float], None]):
+        self._table, self._uri, self._sleep = table, uri, sleep
+
+    def version(self, app_id: str) -> int:
+        """The last version committed for `app_id` (-1: none)."""
+        found = retrying(f"reading the transaction versions of {self._uri}",
+                         lambda: self._table.transaction_version(app_id), self._sleep)
+        return -1 if found is None else found
+
+    def read(self, filters: list[tuple], columns: list[str] | None = None) -> pa.Table:
+        """The rows of the partitions `filters` selects (deltalake filters on partition columns)."""
+        return retrying(f"reading {self._uri}",
+                        lambda: self._table.to_pyarrow_table(filters=filters, columns=columns), self._sleep)
+
+    def files(self, filters: list[tuple]) -> list[str]:
+        """The data files of the partitions `filters` selects, relative to the table."""
+        prefix = self._table.table_uri.rstrip("/") + "/"
+        return [uri.removeprefix(prefix) for uri in self._table.file_uris(partition_filters=filters)]
+
+    @property
+    def configuration(self) -> dict[str, str | None]:
+        """The table's properties."""
+        return self._table.metadata().configuration
+
+
 class DeltaCommitter:
     """One Delta table as this process writes it: created if missing (with `schema`, partitioned by
     `partition_by`), loaded once (loading reads the last checkpoint, whose size grows with the table's
     files) and moved past each commit.
 
-    delta-rs refuses a commit carrying transaction ids when another commit with transaction ids landed since
-    the table was read, even for other app ids: the process's writers take turns (`commit` holds a lock), and
-    only commits of other processes can race (and are retried)."""
+    `commit(prepare)` is optimistic concurrency: `prepare` decides what to commit against the table as this
+    process knows it (dropping what the table already holds), and whenever an attempt fails — another
+    writer committed the same transaction id first, or the store failed and the attempt may or may not
+    have landed — the table is loaded again and `prepare` asked again, so what it decides always rests on
+    what is committed, whoever committed it. The process's own writers take turns (`commit` holds a lock).
+    delta-rs refuses a commit when a commit it has not seen set one of the same transaction ids; commits
+    under other ids it lays on top without asking."""
 
     def __init__(self, uri: str, storage_options: dict[str, str], schema: pa.Schema, partition_by: list[str], *,
                  sleep: Callable[[float], None] = time.sleep):
@@ -104,24 +147,33 @@ class DeltaCommitter:
         self._storage_options = storage_options
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._warned_of_other_writers = False
 
         self._current: DeltaTable | None = retrying(
             f"opening {uri}", lambda: open_or_create(uri, storage_options, schema, partition_by), sleep)
         """The table as this process's last commit left it (None: load it again); used under `_lock`."""
+        self.stats_columns = self._stats_columns(self._current)
+        """The columns whose statistics each added file records (the table's properties say which)."""
+
+    def _stats_columns(self, table: DeltaTable) -> list[str]:
+        return indexed_columns(self.schema, self.partition_by, table.metadata().configuration)
 
     def _load(self) -> DeltaTable:
-        return retrying(f"loading {self.uri}", lambda: DeltaTable(self.uri, storage_options=self._storage_options),
-                        self._sleep)
+        table = retrying(f"loading {self.uri}", lambda: DeltaTable(self.uri, storage_options=self._storage_options),
+                         self._sleep)
+        self.stats_columns = self._stats_columns(table)
+        return table
+
+    def _view(self) -> TableView:
+        if self._current is None:
+            self._current = self._load()
+        return TableView(self._current, self.uri, self._sleep)
 
     def committed_version(self, app_id: str) -> int:
         """The last version committed for `app_id` (-1: none), as of this process's last commit or later,
         which is safe: a version in the log is committed, whoever wrote it."""
         with self._lock:
-            if self._current is None:
-                self._current = self._load()
-            version = retrying(f"reading the committed offsets of {self.uri}",
-                               lambda: self._current.transaction_version(app_id), self._sleep)
-        return -1 if version is None else version
+            return self._view().version(app_id)
 
     def refresh(self) -> None:
         """Move past commits made through another table object of this process (a MERGE, say)."""
@@ -132,50 +184,75 @@ class DeltaCommitter:
             except Exception:  # noqa: BLE001 - loaded afresh before the next commit instead
                 self._current = None
 
-    def read(self, filters: list[tuple]) -> pa.Table:
+    def read(self, filters: list[tuple], columns: list[str] | None = None) -> pa.Table:
         """The rows of the partitions `filters` selects (deltalake filters on partition columns), as this
         process's last commit left them."""
         with self._lock:
-            if self._current is None:
-                self._current = self._load()
-            return retrying(f"reading {self.uri}", lambda: self._current.to_pyarrow_table(filters=filters), self._sleep)
+            return self._view().read(filters, columns)
 
-    def commit(self, adds: list[AddAction], versions: dict[str, int], replacing: list[tuple] | None = None) -> None:
-        """Add the files `adds` and set each app id of `versions` to its version, in one commit; with
-        `replacing` (filters on partition columns), the files the partitions it selects held are removed
-        by the same commit (the partitions' new content is among `adds`)."""
-        properties = CommitProperties(app_transactions=[Transaction(app, version) for app, version in versions.items()])
-
-        def attempt() -> None:
-            if self._current is None:
-                self._current = self._load()
-            try:
-                self._current.create_write_transaction(adds, mode="overwrite" if replacing else "append",
-                                                       schema=self.schema, partition_by=self.partition_by,
-                                                       partition_filters=replacing, commit_properties=properties)
-            except Exception as exc:
-                # the attempt may have landed although its answer was lost: never commit the same rows twice
-                self._current = self._load()
-                landed = {app: self._current.transaction_version(app) for app in versions}
-                if all(landed[app] is not None and landed[app] >= version for app, version in versions.items()):
-                    return
-                if "Concurrent transaction" in str(exc):
-                    raise _LostRace from None
-                raise
-
+    def commit(self, prepare: Callable[[TableView], Commit | None]) -> Commit | None:
+        """Make the commit `prepare` decides on against the table (None: nothing to commit), once: asked again
+        on the newer table after every failed attempt. Returns the commit made, if any."""
+        delay = 0.5
         with self._lock:
             while True:
+                prepared = prepare(self._view())
+                if prepared is None:
+                    return None
+                properties = CommitProperties(app_transactions=[Transaction(app, version)
+                                                                for app, version in prepared.versions.items()])
                 try:
-                    retrying(f"committing {len(adds)} files to {self.uri}", attempt, self._sleep)
-                    break
-                except _LostRace:  # another process committed first; the table is reloaded: try again
-                    self._sleep(random.uniform(0.01, 0.1))
-            # delta-rs does not move the table object past its own commit: without this, the next commit
-            # would see this one as a concurrent transaction, fail, and load the whole table again
-            try:
-                self._current.update_incremental()
-            except Exception:  # noqa: BLE001 - loaded afresh before the next commit instead
-                self._current = None
+                    self._current.create_write_transaction(
+                        prepared.adds, mode="overwrite" if prepared.replacing else "append", schema=self.schema,
+                        partition_by=self.partition_by, partition_filters=prepared.replacing,
+                        commit_properties=properties)
+                except Exception as exc:  # noqa: BLE001 - whatever failed, the next attempt rests on the table as it is
+                    self._current = None
+                    text = str(exc)
+                    if any(word in text for word in REFUSALS):
+                        raise DeltaLakeError(f"object store refused committing to {self.uri}: check S3_ACCESS_KEY / "
+                                             "S3_SECRET_KEY") from None
+                    if "Concurrent transaction" in text:
+                        self._another_writer(text)
+                        self._sleep(random.uniform(0.01, 0.1))
+                        continue
+                    log.warning("delta: committing %d files to %s failed (%s: %s); retrying in %.1fs",
+                                len(prepared.adds), self.uri, type(exc).__name__,
+                                text.splitlines()[0][:300] if text else "", delay)
+                    metrics.RETRIES.labels("delta").inc()
+                    self._sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_SECONDS)
+                    continue
+                # delta-rs does not move the table object past its own commit: without this, the next commit
+                # would see this one as a concurrent transaction, fail, and load the whole table again
+                try:
+                    self._current.update_incremental()
+                except Exception:  # noqa: BLE001 - loaded afresh before the next commit instead
+                    self._current = None
+                return prepared
+
+    def _another_writer(self, error: str) -> None:
+        metrics.RETRIES.labels("delta_concurrent_writer").inc()
+        if not self._warned_of_other_writers:
+            self._warned_of_other_writers = True
+            log.warning("delta: another writer committed to %s under the same transaction id (another deployment of "
+                        "this consumer?); each commit is prepared again without what that writer stored", self.uri)
+        else:
+            log.info("delta: %s: lost a race with another writer (%s); preparing the commit again", self.uri,
+                     error.splitlines()[0][:120])
+
+    def commit_files(self, adds: list[AddAction], versions: dict[str, int], replacing: list[tuple] | None = None) -> None:
+        """Add the files `adds` and set each app id of `versions` to its version, in one commit, unless every
+        one of those versions is committed already (an earlier attempt of this commit landed)."""
+        if not versions:
+            raise ValueError("a commit of files must set transaction versions: they tell whether it landed")
+
+        def unless_landed(table: TableView) -> Commit | None:
+            if all(table.version(app) >= version for app, version in versions.items()):
+                return None
+            return Commit(adds, versions, replacing)
+
+        self.commit(unless_landed)
 
 
 def app_id_prefix(dataset: str, topic: str, incarnation: str) -> str:
@@ -189,23 +266,31 @@ class CommittedOffsets:
     through `committed_version(table, app_id)` under the app id of each of `app_id_prefixes` (the current
     one first, then former ones) and then moved forward by the writer itself: the rows of a run arrive once,
     in order, so what the writer hands to a commit counts as stored for the rest of the run (a crash before
-    the commit replays it from the last snapshot, and this is learned again)."""
+    the commit replays it from the last snapshot, and this is learned again), and so does what its commits
+    find another writer committed (`handed_over` with that writer's version). This is the early filter that
+    saves uploading rows twice; what a commit may add is decided against the table itself."""
 
     def __init__(self, app_id_prefixes: list[str], committed_version: Callable[[str, str], int]):
         self._app_id_prefixes = app_id_prefixes
         self._committed_version = committed_version
         self._through: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
 
     def app_id(self, kafka_partition: int) -> str:
         """The app id this writer commits under."""
         return f"{self._app_id_prefixes[0]}:{kafka_partition}"
 
+    def app_ids(self, kafka_partition: int) -> list[str]:
+        """Every app id a table may record this partition's offsets under: the current one, then former ones."""
+        return [f"{prefix}:{kafka_partition}" for prefix in self._app_id_prefixes]
+
     def through(self, table: str, kafka_partition: int) -> int:
         """The last offset of `kafka_partition` stored in `table` (-1: none)."""
         key = (table, kafka_partition)
         if key not in self._through:
-            self._through[key] = max(self._committed_version(table, f"{prefix}:{kafka_partition}")
-                                     for prefix in self._app_id_prefixes)
+            found = max(self._committed_version(table, app_id) for app_id in self.app_ids(kafka_partition))
+            with self._lock:
+                self._through[key] = max(self._through.get(key, -1), found)
         return self._through[key]
 
     def not_stored(self, table: str, kafka_partition: int, rows: pa.Table) -> pa.Table:
@@ -216,6 +301,7 @@ class CommittedOffsets:
         return rows.filter(pc.greater(rows.column("kafka_offset"), through))
 
     def handed_over(self, table: str, kafka_partition: int, last_offset: int) -> None:
-        """Rows through `last_offset` are on their way into a commit."""
+        """Rows through `last_offset` are on their way into a commit, or committed."""
         key = (table, kafka_partition)
-        self._through[key] = max(self._through.get(key, -1), last_offset)
+        with self._lock:
+            self._through[key] = max(self._through.get(key, -1), last_offset)

@@ -18,6 +18,14 @@
   tombstones last exactly as long as the files they protect, for delta-rs, Spark and every other engine.
 - **Checkpoints** keep the log short: loading a table reads its last checkpoint and the commits after it;
   log entries older than the table's log retention are removed.
+- **Statistics**: a file whose log entry lacks what data skipping needs (bounds or null counts of an indexed
+  column: files written by versions before 2026-12) makes every reader's filter skip it, so its partition
+  is written again first, with full statistics (`partitions_lacking_stats`).
+- **Rewriters**: by default delta-rs's optimize rewrites files (`compact`; `z_order` on `kafka_offset` for a
+  partition lacking statistics, which rewrites it even when it holds one file). A table whose own writer
+  rewrites partitions (the bars tables) passes `rewrite`, which maintenance calls instead, for each partition
+  to compact or repair: delta-rs's optimize commits are invisible to a concurrent partition rewrite, which
+  would then leave both the optimized and its own files.
 
 Delivery guarantee: none needed; maintenance adds, removes and rewrites files without changing a row.
 """
@@ -26,12 +34,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
+
+from sinks.delta_stats import bounded_columns, indexed_columns
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +67,8 @@ class MaintenanceReport:
     files_written: int
     files_vacuumed: int
     seconds: float
+    files_repaired: int = 0
+    """Files written again because their statistics were incomplete."""
 
 
 def is_closed(partition: dict[str, object], today: date, closed_after_days: int) -> bool:
@@ -85,11 +99,47 @@ def partitions_to_compact(table: DeltaTable, today: date, closed_after_days: int
     return filters
 
 
+def partitions_lacking_stats(table: DeltaTable) -> tuple[list[list[tuple[str, str, str]]], int]:
+    """A filter for each partition holding a file whose statistics miss a bound or null count of an indexed
+    column, and the number of such files."""
+    schema = pa.schema(table.schema().to_arrow())
+    partition_by = table.metadata().partition_columns
+    columns = bounded_columns(schema, indexed_columns(schema, partition_by, table.metadata().configuration))
+    actions = pa.table(table.get_add_actions(flatten=False))
+    if not actions.num_rows:
+        return [], 0
+    lacking = pc.is_null(actions.column("num_records"))
+    for name in columns:
+        nulls, low = _field(actions, "null_count", name), _field(actions, "min", name)
+        complete = pc.and_(pc.is_valid(nulls), pc.or_(pc.is_valid(low), pc.equal(nulls, actions.column("num_records"))))
+        lacking = pc.or_(lacking, pc.invert(pc.fill_null(complete, False)))
+    found = actions.filter(lacking)
+    if not partition_by:
+        return ([[]] if found.num_rows else []), found.num_rows
+    values = found.column("partition").to_pylist()
+    distinct = {tuple(sorted(value.items())) for value in values}
+    return [[(name, "=", _text(value)) for name, value in partition if value is not None]
+            for partition in sorted(distinct)], found.num_rows
+
+
+def _field(actions: pa.Table, struct: str, name: str) -> pa.ChunkedArray:
+    column = actions.column(struct) if struct in actions.column_names else None
+    if column is None or column.type.get_field_index(name) < 0:
+        return pa.chunked_array([pa.nulls(actions.num_rows, pa.int64())])
+    return pc.struct_field(column, name)
+
+
+def _text(value: object) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
 def maintain_table(uri: str, storage_options: dict[str, str], *, today: date, closed_after_days: int = 1,
                    target_file_bytes: int = 128 * 1024 * 1024, retention_hours: float = 6,
-                   vacuum: bool = True) -> MaintenanceReport:
-    """Compact the closed partitions of the table at `uri`, vacuum what no recent version needs, and
-    checkpoint the log."""
+                   vacuum: bool = True, rewrite: Callable[[list[tuple[str, str, str]]], int] | None = None
+                   ) -> MaintenanceReport:
+    """Write again the partitions whose files lack statistics, compact the closed partitions of the table at
+    `uri`, vacuum what no recent version needs, and checkpoint the log. `rewrite(partition filter)` (the files
+    it replaced) does the rewriting for a table whose own writer must (see the module's docstring)."""
     if retention_hours < MIN_RETENTION_HOURS:
         raise ValueError(f"a vacuum retention under {MIN_RETENTION_HOURS} h could delete uploads waiting for their commit")
     started = time.monotonic()
@@ -102,11 +152,30 @@ def maintain_table(uri: str, storage_options: dict[str, str], *, today: date, cl
             log.warning("%s: setting the tombstone retention lost a race (%s); it is tried again on the next run",
                         uri, str(exc).splitlines()[0][:200])
         table = DeltaTable(uri, storage_options=storage_options)
+    repaired = 0
+    lacking, count = partitions_lacking_stats(table)
+    if lacking:
+        log.info("%s: %d files lack statistics, in %d partitions: writing them again", uri, count, len(lacking))
+    for partition in lacking:
+        try:
+            if rewrite is not None:
+                repaired += rewrite(partition)
+            else:
+                repaired += table.optimize.z_order(["kafka_offset"], partition_filters=partition or None,
+                                                   target_size=target_file_bytes).get("numFilesRemoved", 0)
+        except CommitFailedError as exc:
+            log.warning("%s: rewriting %s lost a race (%s); it is tried again on the next run", uri, partition,
+                        str(exc).splitlines()[0][:200])
+        table = DeltaTable(uri, storage_options=storage_options)
     compacted = written = 0
     # one partition at a time, each its own commit: delta-rs compacting a whole day of 10-second files
     # (117 000) in one call held 6.4 GB and ran for over 20 minutes; one partition of 2 340 files takes a
     # second and ~200 MB, and a commit that loses a race with a streaming append costs one partition
     for partition in partitions_to_compact(table, today, closed_after_days):
+        if rewrite is not None:
+            replaced = rewrite(partition)
+            compacted, written = compacted + replaced, written + (1 if replaced else 0)
+            continue
         try:
             metrics = table.optimize.compact(partition_filters=partition, target_size=target_file_bytes)
         except CommitFailedError as exc:
@@ -131,4 +200,4 @@ def maintain_table(uri: str, storage_options: dict[str, str], *, today: date, cl
     table.create_checkpoint()
     table.cleanup_metadata()
     return MaintenanceReport(uri, version_before, table.version(), files_before, len(table.file_uris()), compacted,
-                             written, len(vacuumed), time.monotonic() - started)
+                             written, len(vacuumed), time.monotonic() - started, repaired)

@@ -90,13 +90,23 @@ def test_ties_in_time_go_by_offset_for_open_and_close():
     assert bar.vwap == pytest.approx((10 + 11 + 24) / 4)
 
 
-def trades_table(rows) -> pa.Table:
+INCARNATION = "topic-id-1"
+
+
+def trades_table(rows, partition: int = 0) -> pa.Table:
     from datetime import date
 
     return pa.table({"ticker": ["X"] * len(rows), "date": pa.array([date(2026, 11, 19)] * len(rows), pa.date32()),
                      "timestamp": pa.array([r[0] for r in rows], pa.timestamp("us", tz="UTC")),
+                     "kafka_partition": pa.array([partition] * len(rows), pa.int32()),
                      "kafka_offset": pa.array([r[1] for r in rows], pa.int64()),
                      "price": [r[3] for r in rows], "size": [r[4] for r in rows]})
+
+
+def parts_of(rows, incarnation: str = INCARNATION) -> pa.Table:
+    from marketstream.bars import trade_parts
+
+    return trade_parts(trades_table(rows), incarnation)
 
 
 def bars_by_minute(table: pa.Table) -> dict:
@@ -118,37 +128,92 @@ def approx_equal(got: dict, want: dict) -> bool:
 @settings(max_examples=150, deadline=None)
 @given(trades, st.integers(1, 59), st.randoms(use_true_random=False))
 def test_the_arrow_fold_of_trades_and_of_parts_in_any_split_gives_the_bars_of_bar_merge(drawn, cut, rnd):
-    from marketstream.bars import combine_parts, trade_parts
+    from marketstream.bars import combine_parts
 
     rows = rows_of(drawn)
     want = expected_by_minute(fold(rows))
-    assert approx_equal(bars_by_minute(trade_parts(trades_table(rows))), want)
+    assert approx_equal(bars_by_minute(parts_of(rows)), want)
     # parts of any split of the trades, in any order, combine to the same bars
     cut = min(cut, len(rows))
-    parts = [trade_parts(trades_table(rows[:cut]))] + ([trade_parts(trades_table(rows[cut:]))] if rows[cut:] else [])
+    parts = [parts_of(rows[:cut])] + ([parts_of(rows[cut:])] if rows[cut:] else [])
     rnd.shuffle(parts)
     assert approx_equal(bars_by_minute(combine_parts(pa.concat_tables(parts))), want)
 
 
-@settings(max_examples=150, deadline=None)
-@given(trades, st.lists(st.integers(1, 59), max_size=6), st.data())
-def test_folding_parts_a_stored_row_holds_again_changes_nothing(drawn, cuts, data):
-    """Parts come as the stream makes them: consecutive runs of trades in offset order. Whatever prefix of
-    them the table holds, folding in those it does not hold (after any replay) gives the bars of all."""
-    from marketstream import schemas
-    from marketstream.bars import combine_parts, trade_parts, unheld_parts
+def fold_unheld(stored: pa.Table, trades: pa.Table, incarnation: str = INCARNATION) -> pa.Table:
+    """What the bars writer does with a batch of trades: drop those the table holds, fold in the rest."""
+    from marketstream.bars import combine_parts, held_entries, trade_parts, unheld_trades
 
-    none = pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS]).empty_table()
+    fresh = unheld_trades(held_entries(stored), trades, incarnation)
+    if not fresh.num_rows:
+        return stored
+    return combine_parts(pa.concat_tables([stored, trade_parts(fresh, incarnation)]))
+
+
+def empty_bars() -> pa.Table:
+    from marketstream import schemas
+
+    return pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS]).empty_table()
+
+
+@settings(max_examples=200, deadline=None)
+@given(trades, st.lists(st.lists(st.integers(1, 59), max_size=6), min_size=1, max_size=3), st.data())
+def test_independent_writers_cutting_the_stream_anywhere_fold_every_trade_once(drawn, writers_cuts, data):
+    """Writers (deployments, restarts, replays) each read the stream from its start and cut it into their own
+    consecutive batches; their commits interleave in any order, and some writers stop (are killed) anywhere.
+    As long as one of them reads to the end, the table holds the bars of all trades, each counted once."""
     rows = rows_of(drawn)
-    bounds = [0, *sorted({min(c, len(rows)) for c in cuts}), len(rows)]
-    parts = [trade_parts(trades_table(rows[a:b])) for a, b in zip(bounds, bounds[1:]) if b > a]
-    held = data.draw(st.integers(0, len(parts)), label="parts the table holds")
-    replay_from = data.draw(st.integers(0, held), label="first part replayed")
-    stored = combine_parts(pa.concat_tables([none, *parts[:held]]))
-    fresh = unheld_parts(stored, pa.concat_tables([none, *parts[replay_from:]]))
-    assert fresh.num_rows == sum(p.num_rows for p in parts[held:])
-    assert approx_equal(bars_by_minute(combine_parts(pa.concat_tables([stored, fresh]))),
-                        expected_by_minute(fold(rows)))
+    batches = []
+    for cuts in writers_cuts:
+        bounds = [0, *sorted({min(c, len(rows)) for c in cuts}), len(rows)]
+        batches.append([trades_table(rows[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a])
+    stops = [data.draw(st.integers(0, len(b)), label="batches before this writer is killed") for b in batches]
+    stops[data.draw(st.integers(0, len(batches) - 1), label="the writer that reads to the end")] = None
+    pending = [b[:stop] if stop is not None else b for b, stop in zip(batches, stops)]
+    stored = empty_bars()
+    while any(pending):
+        writer = data.draw(st.sampled_from([i for i, left in enumerate(pending) if left]), label="next commit by")
+        stored = fold_unheld(stored, pending[writer].pop(0))
+    assert approx_equal(bars_by_minute(stored), expected_by_minute(fold(rows)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(trades, trades)
+def test_trades_of_a_recreated_topic_fold_into_minutes_an_earlier_incarnation_filled(first, second):
+    """The topic is deleted and created again: its offsets start at 0 again, for the same minutes (a
+    microsecond apart, so that the order of trades by time and offset is the same in the bars and in SQL)."""
+    old = rows_of(first)
+    new = [(ts + 1, offset, f"new{offset}", price, size) for ts, offset, _, price, size in rows_of(second)]
+    stored = fold_unheld(empty_bars(), trades_table(old), "incarnation-1")
+    stored = fold_unheld(stored, trades_table(new), "incarnation-2")
+    stored = fold_unheld(stored, trades_table(new), "incarnation-2")  # a replay of the new one
+    stored = fold_unheld(stored, trades_table(old), "incarnation-1")  # and of the old one
+    everything = fold(old)
+    for minute, bar in fold(new).items():
+        everything[minute] = everything[minute].merge(bar) if minute in everything else bar
+    got = {m: v[:6] for m, v in bars_by_minute(stored).items()}
+    want = {m: v[:6] for m, v in expected_by_minute(everything).items()}
+    assert got.keys() == want.keys()
+    for minute in got:
+        assert got[minute][1:] == pytest.approx(want[minute][1:], rel=1e-12)
+
+
+def test_rows_written_before_held_offsets_existed_hold_every_partition_of_their_incarnation():
+    from marketstream.bars import held_entries, unheld_trades, with_legacy_held
+
+    rows = rows_of([(0, 10.0, 1.0), (1_000_000, 11.0, 2.0), (2_000_000, 12.0, 3.0)])
+    legacy = parts_of(rows[:2]).drop_columns(["held_through"])
+    legacy = legacy.append_column("held_through", pa.nulls(legacy.num_rows, empty_bars().schema.field("held_through").type))
+    entries = held_entries(legacy, "incarnation-1")
+    assert entries.to_pylist()[0] | {"minute": None} == {"ticker": "X", "minute": None, "incarnation": "incarnation-1",
+                                                         "kafka_partition": -1, "offset": 1}
+    for partition in (0, 3):  # any partition of that incarnation
+        assert unheld_trades(entries, trades_table(rows, partition), "incarnation-1").column("kafka_offset").to_pylist() == [2]
+    assert unheld_trades(entries, trades_table(rows), "incarnation-2").num_rows == 3
+    assert held_entries(legacy).num_rows == 0  # no incarnation known: nothing held
+    explicit = with_legacy_held(legacy, "incarnation-1")
+    assert explicit.column("held_through").to_pylist() == [[{"incarnation": "incarnation-1", "kafka_partition": -1,
+                                                             "offset": 1}]]
 
 
 def test_parts_of_many_tickers_and_minutes_combine_each_into_its_own_bar():

@@ -15,6 +15,14 @@ def stock_consume(topic: str, bucket: str, **settings):
                          consumer_needs(bucket), make_settings(**{"kafka_stop_at_end": True, **settings}))
 
 
+def consume(dataset: str, topic: str, bucket: str, **settings):
+    """As `python -m bytewax.run dataflows.<dataset>_consume` runs it, on `topic` -> `bucket`."""
+    from marketstream.datasets import DATASETS
+
+    return build_or_exit(lambda config: build_consumer_flow(replace(DATASETS[dataset], topic=topic, bucket=bucket), config),
+                         consumer_needs(bucket), make_settings(**{"kafka_stop_at_end": True, **settings}))
+
+
 def stock_consume_before_renaming(topic: str, bucket: str, **settings):
     """`stock_consume` as it was while the dataset was called `stock_trades` (flow id, transaction ids)."""
     dataset = replace(STOCK, name="stock_trades", former_names=(), topic=topic, bucket=bucket)

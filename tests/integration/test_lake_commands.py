@@ -36,7 +36,8 @@ def test_sql_answers_over_the_tables_and_travels_back_to_an_earlier_version(lake
     assert consumer(topic, bucket, lake_format="delta").wait(120) == 0
     by_day = answer(settings, "SELECT date, count(*) AS n FROM stock GROUP BY date ORDER BY date", tables)
     assert by_day.split()[2:] == ["2026-11-23", "334", "2026-11-24", "333", "2026-11-25", "333"]
-    assert answer(settings, "SELECT count(*) AS n FROM stock", tables, version=after_first).split() == ["n", "600"]
+    assert answer(settings, "SELECT count(*) AS n FROM stock", tables, versions=[f"stock={after_first}"]).split() == [
+        "n", "600"]
 
     maintain(settings, tables, vacuum=False, today=date(2026, 11, 26))
     assert answer(settings, "SELECT count(DISTINCT trade_id) AS n FROM stock", tables).split() == ["n", "1000"]

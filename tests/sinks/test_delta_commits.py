@@ -6,6 +6,7 @@ from deltalake import DeltaTable
 
 from sinks.delta_commits import CommittedOffsets, DeltaCommitter, DeltaLakeError, retrying
 from sinks.delta import _FileToAdd, add_action
+from sinks.delta_stats import file_stats
 from sinks.files import encode_parquet
 
 SCHEMA = pa.schema([("ticker", pa.string()), ("price", pa.float64()), ("kafka_offset", pa.int64())])
@@ -22,13 +23,14 @@ def upload(path, ticker: str, offsets: range) -> object:
     data = encode_parquet(rows, "zstd")
     (path / f"ticker={ticker}").mkdir(parents=True, exist_ok=True)
     (path / relative).write_bytes(data)
-    return add_action(_FileToAdd(relative, relative, {"ticker": ticker}, rows, offsets.start, offsets.stop - 1), len(data))
+    return add_action(_FileToAdd(relative, relative, {"ticker": ticker}, rows, offsets.start, offsets.stop - 1), len(data),
+                      file_stats(rows, ["price", "kafka_offset"]))
 
 
 def test_a_commit_adds_its_files_and_versions_together(tmp_path):
     table = committer(tmp_path)
     assert table.committed_version("app:0") == -1
-    table.commit([upload(tmp_path, "A", range(0, 10)), upload(tmp_path, "B", range(10, 15))], {"app:0": 14})
+    table.commit_files([upload(tmp_path, "A", range(0, 10)), upload(tmp_path, "B", range(10, 15))], {"app:0": 14})
     assert table.committed_version("app:0") == 14
     read = DeltaTable(str(tmp_path))
     assert read.version() == 1 and read.transaction_version("app:0") == 14
@@ -37,9 +39,9 @@ def test_a_commit_adds_its_files_and_versions_together(tmp_path):
 
 def test_a_commit_that_lost_a_race_with_another_process_is_made_on_the_newer_table(tmp_path):
     mine, other = committer(tmp_path), committer(tmp_path)
-    mine.commit([upload(tmp_path, "A", range(0, 5))], {"mine:0": 4})
-    other.commit([upload(tmp_path, "B", range(0, 5))], {"other:0": 4})  # `mine` has not seen this one
-    mine.commit([upload(tmp_path, "A", range(5, 10))], {"mine:0": 9})
+    mine.commit_files([upload(tmp_path, "A", range(0, 5))], {"mine:0": 4})
+    other.commit_files([upload(tmp_path, "B", range(0, 5))], {"other:0": 4})  # `mine` has not seen this one
+    mine.commit_files([upload(tmp_path, "A", range(5, 10))], {"mine:0": 9})
     read = DeltaTable(str(tmp_path))
     assert read.version() == 3
     assert (read.transaction_version("mine:0"), read.transaction_version("other:0")) == (9, 4)
@@ -57,7 +59,7 @@ def test_an_attempt_that_landed_although_its_answer_was_lost_is_not_made_again(t
             raise OSError("connection reset by peer")
 
     monkeypatch.setattr(DeltaTable, "create_write_transaction", lands_then_fails)
-    table.commit([upload(tmp_path, "A", range(0, 5))], {"app:0": 4})
+    table.commit_files([upload(tmp_path, "A", range(0, 5))], {"app:0": 4})
     monkeypatch.undo()
     read = DeltaTable(str(tmp_path))
     assert read.version() == 1 and read.to_pyarrow_table().num_rows == 5
@@ -65,7 +67,7 @@ def test_an_attempt_that_landed_although_its_answer_was_lost_is_not_made_again(t
 
 def test_a_replacing_commit_swaps_the_selected_partitions_files_for_its_own_and_adds_the_rest(tmp_path, monkeypatch):
     table = committer(tmp_path)
-    table.commit([upload(tmp_path, "A", range(0, 5)), upload(tmp_path, "A", range(5, 8)),
+    table.commit_files([upload(tmp_path, "A", range(0, 5)), upload(tmp_path, "A", range(5, 8)),
                   upload(tmp_path, "B", range(0, 3))], {"app": 0})
     assert table.read([("ticker", "in", ["A"])]).num_rows == 8
     real, calls = DeltaTable.create_write_transaction, []
@@ -77,7 +79,7 @@ def test_a_replacing_commit_swaps_the_selected_partitions_files_for_its_own_and_
             raise OSError("connection reset by peer")
 
     monkeypatch.setattr(DeltaTable, "create_write_transaction", lands_then_fails)
-    table.commit([upload(tmp_path, "A", range(100, 102)), upload(tmp_path, "C", range(0, 4))], {"app": 1},
+    table.commit_files([upload(tmp_path, "A", range(100, 102)), upload(tmp_path, "C", range(0, 4))], {"app": 1},
                  replacing=[("ticker", "in", ["A"])])
     monkeypatch.undo()
     read = DeltaTable(str(tmp_path))
@@ -99,7 +101,7 @@ def test_a_store_that_is_down_is_retried_with_capped_backoff_until_the_commit_la
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(DeltaTable, "create_write_transaction", down_for_a_while)
-    table.commit([upload(tmp_path, "A", range(0, 5))], {"app:0": 4})
+    table.commit_files([upload(tmp_path, "A", range(0, 5))], {"app:0": 4})
     assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert DeltaTable(str(tmp_path)).transaction_version("app:0") == 4
 
@@ -160,3 +162,49 @@ def test_a_merge_that_loses_races_is_tried_again_after_reloading_and_gives_up_af
 
     with pytest.raises(RuntimeError, match=f"lost {MAX_LOST_RACES} races"):
         racing("a merge", always_lost, sleep=lambda _: None)
+
+
+def test_a_commit_that_lost_a_race_on_its_own_transaction_id_is_prepared_again_against_the_winners_table(tmp_path):
+    """Two writers of one Kafka partition: the second one's commit, prepared on a table that did not yet hold
+    the first one's, is refused by delta-rs and prepared again, and then leaves out what the first stored."""
+    from sinks.delta_commits import Commit
+
+    mine, other = committer(tmp_path), committer(tmp_path)
+    assert mine.committed_version("app:0") == -1  # `mine` has loaded the table
+    other.commit_files([upload(tmp_path, "A", range(0, 10))], {"app:0": 9})
+    seen = []
+
+    def fenced(table) -> Commit | None:
+        stored = table.version("app:0")
+        seen.append(stored)
+        offsets = range(max(stored + 1, 5), 15)
+        return Commit([upload(tmp_path, "A", offsets)], {"app:0": 14}) if offsets else None
+
+    made = mine.commit(fenced)
+    assert seen == [-1, 9] and made is not None
+    read = DeltaTable(str(tmp_path))
+    offsets = sorted(read.to_pyarrow_table().column("kafka_offset").to_pylist())
+    assert offsets == list(range(15)) and read.transaction_version("app:0") == 14
+
+
+def test_a_commit_whose_answer_was_lost_is_prepared_again_and_finds_itself_committed(tmp_path, monkeypatch):
+    from sinks.delta_commits import Commit
+
+    table = committer(tmp_path)
+    real, calls = DeltaTable.create_write_transaction, []
+
+    def lands_then_fails(self, *args, **kwargs):
+        calls.append(1)
+        real(self, *args, **kwargs)
+        if len(calls) == 1:
+            raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", lands_then_fails)
+    seen = []
+
+    def fenced(view) -> Commit | None:
+        seen.append(view.version("app:0"))
+        return None if seen[-1] >= 4 else Commit([upload(tmp_path, "A", range(0, 5))], {"app:0": 4})
+
+    assert table.commit(fenced) is None
+    assert seen == [-1, 4] and len(calls) == 1

@@ -66,3 +66,41 @@ def test_tombstones_are_kept_as_long_as_the_files_they_protect(tmp_path):
     maintain_table(str(tmp_path), {}, today=TODAY, retention_hours=1.5)
     assert DeltaTable(str(tmp_path)).metadata().configuration[TOMBSTONE_RETENTION] == tombstone_retention(1.5) \
         == "interval 5400 seconds"
+
+
+def test_files_written_without_full_statistics_are_written_again_with_them_and_found_by_filters(tmp_path):
+    """The files consumers added before 2026-12 bounded only `kafka_offset`: every filter on another column
+    skipped them. Maintenance finds them by their log entries and writes their partitions again."""
+    import json
+
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+    from deltalake.transaction import AddAction
+
+    from sinks.delta_maintenance import partitions_lacking_stats
+
+    schema = pa.schema([("ticker", pa.string()), ("source", pa.string()), ("kafka_offset", pa.int64())])
+    DeltaTable.create(str(tmp_path), schema, partition_by=["ticker"])
+    adds = []
+    for ticker, offsets in (("A", [1, 2]), ("B", [3]), ("C", [4, 5])):
+        (tmp_path / f"ticker={ticker}").mkdir()
+        path = tmp_path / f"ticker={ticker}" / "old.parquet"
+        pq.write_table(pa.table({"source": ["alpaca"] * len(offsets), "kafka_offset": offsets}), path)
+        stats = {"numRecords": len(offsets), "minValues": {"kafka_offset": offsets[0]},
+                 "maxValues": {"kafka_offset": offsets[-1]}}
+        if ticker == "C":  # this one was written by delta-rs itself, with everything
+            stats |= {"minValues": {"kafka_offset": 4, "source": "alpaca"}, "maxValues": {"kafka_offset": 5, "source": "alpaca"},
+                      "nullCount": {"kafka_offset": 0, "source": 0}}
+        adds.append(AddAction(f"ticker={ticker}/old.parquet", os.path.getsize(path), {"ticker": ticker}, 1, True,
+                              json.dumps(stats)))
+    DeltaTable(str(tmp_path)).create_write_transaction(adds, mode="append", schema=schema, partition_by=["ticker"])
+
+    def found() -> int:
+        return DeltaTable(str(tmp_path)).to_pyarrow_dataset().to_table(filter=ds.field("source") == "alpaca").num_rows
+
+    assert found() == 2
+    assert partitions_lacking_stats(DeltaTable(str(tmp_path))) == ([[("ticker", "=", "A")], [("ticker", "=", "B")]], 2)
+    report = maintain_table(str(tmp_path), {}, today=TODAY, retention_hours=1, vacuum=False)
+    assert report.files_repaired == 2
+    assert partitions_lacking_stats(DeltaTable(str(tmp_path))) == ([], 0)
+    assert found() == 5 and DeltaTable(str(tmp_path)).to_pyarrow_table().num_rows == 5
