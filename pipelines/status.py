@@ -181,9 +181,9 @@ class _TopicReader:
                 elif error.code() == KafkaError._AUTO_OFFSET_RESET:  # retention removed `position` meanwhile
                     position = max(position, self.watermark(topic, partition)[0])
                     self._consumer.assign([TopicPartition(topic, partition, position)])
-            if not batch and time.monotonic() >= give_up_at:
-                raise KafkaUnreadable(f"the messages {position}..{end - 1} of {topic} [{partition}]: no answer "
-                                      f"within {PATIENCE_SECONDS:g} s")
+            # error events (a lost connection) are no answer either: librdkafka reports them while it retries
+            if all(m.error() is not None for m in batch) and time.monotonic() >= give_up_at:
+                raise KafkaUnreadable(f"the messages {position}..{end - 1} of {topic} [{partition}]: no answer")
         return messages
 
     def timestamp_at(self, topic: str, partition: int, offset: int, end: int) -> int | None:
