@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from marketstream.datasets import BARS_TABLES, DATASETS, STOCK, Dataset, lake_tables
 from marketstream.kafka_cluster import KafkaCluster, TopicInfo
 from sinks.delta_commits import app_id_prefix
-from sinks.delta_maintenance import is_closed
+from sinks.delta_maintenance import is_closed, partitions_lacking_stats
 
 T = TypeVar("T")
 
@@ -57,6 +57,9 @@ class TableStatus:
     rows: int = 0
     files_awaiting_compaction: int = 0
     """Files in closed partitions that hold more than one file: what the next maintenance run rewrites."""
+    files_without_stats: int = 0
+    """Files whose log entry lacks a bound or null count readers' data skipping needs (written before 2026-12):
+    filters skip them until the next maintenance run writes them again."""
     last_commit: str | None = None
     last_commit_age_s: float | None = None
 
@@ -240,7 +243,8 @@ def _table(name: str, uri: str, storage_options: dict[str, str], today: date, cl
     table = DeltaTable(uri, storage_options=storage_options)
     status.version = table.version()
     files = pa.table(table.get_add_actions(flatten=True))
-    status.files, status.rows = files.num_rows, int(sum(files.column("num_records").to_pylist()))
+    status.files, status.rows = files.num_rows, int(sum(n or 0 for n in files.column("num_records").to_pylist()))
+    status.files_without_stats = partitions_lacking_stats(table)[1]
     partition_columns = [c for c in files.column_names if c.startswith("partition.")]
     if partition_columns and files.num_rows:
         counts = files.select(partition_columns).group_by(partition_columns, use_threads=False).aggregate(
@@ -377,7 +381,9 @@ def _table_lines(tables: list[TableStatus]) -> list[str]:
             lines.append(f"  table {t.name} ({t.uri}): none yet")
         else:
             lines.append(f"  table {t.name} ({t.uri}): version {t.version}, {t.files:,} files, {t.rows:,} rows, "
-                         f"{t.files_awaiting_compaction:,} awaiting compaction, last commit {_age(t.last_commit_age_s)}")
+                         f"{t.files_awaiting_compaction:,} awaiting compaction, last commit {_age(t.last_commit_age_s)}"
+                         + (f"; {t.files_without_stats:,} files without full statistics (run marketstream maintain)"
+                            if t.files_without_stats else ""))
     return lines
 
 

@@ -91,3 +91,27 @@ def test_the_command_refuses_a_negative_threshold_in_one_line(option, capsys):
 
     assert main(["status", option, "-1"]) == 2
     assert capsys.readouterr().err == f"marketstream status: {option} must be a number of 0 or more, not -1\n"
+
+
+def test_files_without_full_statistics_are_counted_and_said(tmp_path):
+    import json
+    import os
+    from datetime import date, datetime, timezone
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+    from deltalake.transaction import AddAction
+
+    from pipelines.status import _table, _table_lines
+
+    schema = pa.schema([("ticker", pa.string()), ("source", pa.string()), ("kafka_offset", pa.int64())])
+    DeltaTable.create(str(tmp_path), schema, partition_by=["ticker"])
+    (tmp_path / "ticker=A").mkdir()
+    pq.write_table(pa.table({"source": ["alpaca"], "kafka_offset": [5]}), tmp_path / "ticker=A" / "f.parquet")
+    stats = json.dumps({"numRecords": 1, "minValues": {"kafka_offset": 5}, "maxValues": {"kafka_offset": 5}})
+    add = AddAction("ticker=A/f.parquet", os.path.getsize(tmp_path / "ticker=A" / "f.parquet"), {"ticker": "A"}, 1, True, stats)
+    DeltaTable(str(tmp_path)).create_write_transaction([add], mode="append", schema=schema, partition_by=["ticker"])
+    _, status = _table("stock", str(tmp_path), {}, date(2026, 11, 25), 1, datetime(2026, 11, 25, tzinfo=timezone.utc))
+    assert (status.files, status.rows, status.files_without_stats) == (1, 1, 1)
+    assert "1 files without full statistics (run marketstream maintain)" in _table_lines([status])[0]
