@@ -140,3 +140,41 @@ def test_news_backfill_puts_each_article_under_its_new_york_day_once(lake):
 def test_a_backfill_of_today_is_refused_in_one_line():
     with pytest.raises(backfill.BackfillError, match="--end 2026-11-25 is not a closed day"):
         backfill.check_range(date(2026, 11, 20), TODAY, TODAY)
+
+
+def test_two_backfills_of_the_same_days_at_once_store_each_trade_once(lake):
+    """Two operators start the same backfill at the same time: their merges race for every ticker-day, and
+    the one that loses merges again on the newer table, inserting only what is missing."""
+    import threading
+
+    settings, _, bucket = lake
+    options = settings.delta_storage_options()
+    store = shared_object_store(settings)()
+    with FakeAlpacaHistory() as fake:
+        expected = 0
+        for ticker in ("AAA", "BBB", "CCC"):
+            for day in (date(2026, 11, 23), date(2026, 11, 24)):
+                opening = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=14, minutes=30)
+                for i in range(40):
+                    fake.add(ticker, int(f"{day:%m%d}{i:03d}"), opening + timedelta(minutes=7 * i), price=100 + i)
+                    expected += 1
+        reports, errors = [], []
+
+        def run() -> None:
+            try:
+                reports.append(backfill.backfill_trades(history(fake, InstantClock()), ["AAA", "BBB", "CCC"],
+                                                        date(2026, 11, 23), date(2026, 11, 24), store=store,
+                                                        bucket=bucket, storage_options=options, today=TODAY,
+                                                        progress=quiet_progress("t")))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+    assert not errors
+    rows = table_rows(settings, bucket)
+    assert len(rows) == expected == len({(r["ticker"], r["date"], r["trade_id"]) for r in rows})
+    assert sum(report.inserted for report in reports) == expected
