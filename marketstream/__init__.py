@@ -1,4 +1,5 @@
-"""marketstream: real-time ingestion of market data into Kafka and a partitioned Parquet lake."""
+"""marketstream: real-time ingestion of market data into Kafka and a lake of Delta Lake tables (hive-partitioned
+Parquet files and a transaction log) in S3/MinIO, or plain hive-partitioned Parquet files (`LAKE_FORMAT=parquet`)."""
 
 import os
 

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     alpaca_stream_url: str | None = None
     alpaca_data_url: str | None = Field(None, description="Alpaca's market-data REST API (backfill); None: Alpaca's own")
     alpaca_requests_per_minute: float = Field(180.0, gt=0, description="backfill pace (Alpaca's free plan: 200)")
+    backfill_retry_max_seconds: float = Field(
+        300.0, gt=0, description="backfill: how long one API request may keep failing before the run stops")
     produce_for_seconds: float | None = Field(None, gt=0, description="stop producers after this long (demo, tests)")
 
     # --- macro producer (FRED)
@@ -131,7 +133,8 @@ class Settings(BaseSettings):
     # --- Bytewax recovery, used by `marketstream run`
     metrics_port: int | None = Field(None, ge=1, le=65_535,
                                      description="serve Prometheus metrics from this port (the next free one per process)")
-    metrics_address: str = "0.0.0.0"
+    metrics_address: str = Field(
+        "127.0.0.1", description="where the metrics listen: loopback, as every server of the stack; 0.0.0.0 exposes them")
     recovery_directory: str | None = None
     snapshot_interval_seconds: float = Field(10.0, gt=0)
 

@@ -12,6 +12,7 @@ from sources.alpaca_trades import AlpacaTradeStream
 from sources.bluesky_posts import BlueskySearch, bluesky_source
 from sources.finnhub_news import FinnhubNews, FinnhubNewsHistory, finnhub_news_source
 from sources.fred import FredSeries, fred_source
+from sources.pacing import Clock
 from sources.polling import PollingSource
 from sources.stock_trades import StockTradeSource
 
@@ -75,17 +76,18 @@ def news_source(settings: Settings, directory: CompanyDirectory | None = None, *
                                **polling)
 
 
-def alpaca_history(settings: Settings) -> AlpacaTradeHistory:
+def alpaca_history(settings: Settings, clock: Clock = Clock()) -> AlpacaTradeHistory:
     settings.require("api_key_alpaca", "api_secret_alpaca")
     assert settings.api_key_alpaca and settings.api_secret_alpaca
     return AlpacaTradeHistory(settings.api_key_alpaca.get_secret_value(), settings.api_secret_alpaca.get_secret_value(),
                               feed=settings.alpaca_feed, url_override=settings.alpaca_data_url,
-                              requests_per_minute=settings.alpaca_requests_per_minute)
+                              requests_per_minute=settings.alpaca_requests_per_minute,
+                              patience_seconds=settings.backfill_retry_max_seconds, clock=clock)
 
 
-def news_history(settings: Settings) -> FinnhubNewsHistory:
+def news_history(settings: Settings, clock: Clock = Clock()) -> FinnhubNewsHistory:
     settings.require("finnhub_api_key")
     assert settings.finnhub_api_key
     news = FinnhubNews(settings.finnhub_api_key.get_secret_value(), settings.finnhub_api_url,
                        settings.news_poll_seconds, settings.finnhub_calls_per_minute, memory=0)
-    return FinnhubNewsHistory(news)
+    return FinnhubNewsHistory(news, patience_seconds=settings.backfill_retry_max_seconds, clock=clock)

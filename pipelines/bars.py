@@ -50,7 +50,7 @@ from marketstream.datasets import STOCK
 from marketstream.runs import key_runs
 from marketstream.settings import Settings
 from pipelines.connectors import shared_object_store, topic_source
-from pipelines.consumer import PREFIX, Decoded, SkipCounter, decode
+from pipelines.consumer import PREFIX, Decoded, SkipCounter, SkipSummary, decode
 from pipelines.runtime import build_or_exit
 from sinks.bars_table import BarsSink, stored_held
 from sources.kafka_topic import InFlight
@@ -245,8 +245,9 @@ def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Sou
     flow = Dataflow("bars_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)
     polls = op.input("kafka_in", flow, source or topic_source(settings, topic, in_flight))
-    decoded = op.map("decode", polls, partial(decode, replace(STOCK, topic=topic), settings, SkipCounter("bars"),
-                                              in_flight))
+    skipped = SkipCounter("bars")
+    decoded = op.map("decode", polls, partial(decode, replace(STOCK, topic=topic), settings, skipped, in_flight))
+    op.output("skip_summary", decoded, SkipSummary(skipped))
     trades = op.flat_map("minute_trades", decoded, lambda d: minute_trades(d, stored) if d.rows is not None else [])
     windows = window("minutes", trades, TradeTimeClock(timedelta(seconds=settings.bars_allowed_lateness_seconds), now),
                      TumblingWindower(length=MINUTE, align_to=EPOCH), partial(restored_minute, stored),

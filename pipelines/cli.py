@@ -42,6 +42,7 @@ from marketstream import schemas
 from marketstream.datasets import DATASETS, STOCK, lake_tables
 from marketstream.lake import lake_filesystem, read_table
 from marketstream.settings import ConfigError, Settings, get_settings
+from sources.pacing import Clock
 
 REPO = Path(__file__).resolve().parent.parent
 STOCK_TOPIC = STOCK.topic
@@ -263,51 +264,65 @@ def maintain(settings: Settings, tables: dict[str, str] | None = None, *, vacuum
 
 
 def status(settings: Settings, as_json: bool, thresholds, datasets: list[str] | None = None,
-           now: datetime | None = None, out=sys.stdout) -> int:
-    """Lag, tables and dead letters of every dataset (`pipelines.status`); 1 when a threshold is passed,
-    3 when Kafka or the object store cannot be read."""
+           now: datetime | None = None, out=sys.stdout, patience_seconds: float | None = None) -> int:
+    """Lag, tables and dead letters of every dataset, and the bars tables (`pipelines.status`); 1 when a
+    threshold is passed, 3 when Kafka or the object store cannot be read (what Kafka did not give within
+    `patience_seconds` is shown as unknown)."""
     from marketstream.calendar import exchange_date
     from pipelines import status as lake
 
     from confluent_kafka import KafkaException
 
     now = now or datetime.now(timezone.utc)
+    patience_seconds = lake.PATIENCE_SECONDS if patience_seconds is None else patience_seconds
     cluster = settings.kafka_cluster()
     # librdkafka's own log lines (a refused connection, once per retry) would bury the one line that matters
     quiet = replace(cluster, client_config={**cluster.client_config, "log_level": 0})
+    kafka = f"Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)"
     try:
-        found = lake.lake_status(quiet, settings.delta_storage_options(), settings.stock_synthetic_prefix, now=now,
-                                 today=exchange_date(now), closed_after_days=settings.lake_compact_closed_after_days,
-                                 datasets=datasets)
+        found = lake.lake_status(quiet, settings.delta_storage_options(), settings.stock_synthetic_prefix,
+                                 settings.bars_bucket, now=now, today=exchange_date(now),
+                                 closed_after_days=settings.lake_compact_closed_after_days, datasets=datasets,
+                                 patience_seconds=patience_seconds)
     except KafkaException as exc:
         error = exc.args[0]
-        print(f"marketstream status: cannot read Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS): "
-              f"{error.str() if hasattr(error, 'str') else error}", file=sys.stderr)
+        print(f"marketstream status: cannot read {kafka}: {error.str() if hasattr(error, 'str') else error}",
+              file=sys.stderr)
         return 3
     except Exception as exc:  # noqa: BLE001 - one line for a monitor, whatever the object store's client raised
         print(f"marketstream status: cannot read the object store at {settings.s3_endpoint_url} (S3_ENDPOINT_URL): "
               f"{lake.one_line(exc)}", file=sys.stderr)
         return 3
-    passed = lake.alerts(found, thresholds)
-    print(lake.to_json(found, passed, now) if as_json else lake.render(found), file=out)
+    passed = lake.alerts(found.datasets, thresholds)
+    print(lake.to_json(found.datasets, passed, now, found.derived) if as_json else lake.render(found.datasets, found.derived),
+          file=out)
     for line in passed if not as_json else ():
         print(f"ALERT {line}", file=out)
+    if found.unread:
+        print(f"marketstream status: cannot read {kafka}: {'; '.join(found.unread)} (waited {patience_seconds:g} s; "
+              f"what was not read is shown as unknown)", file=sys.stderr)
+        return 3
     return 1 if passed else 0
 
 
 def backfill(settings: Settings, what: str, start: date, end: date, tickers: list[str] | None, again: bool,
-             today: date | None = None) -> int:
+             today: date | None = None, clock: Clock | None = None) -> int:
     """Historical trades (Alpaca) or company news (Finnhub) for closed days into their tables
-    (`pipelines.backfill`); tickers default to `companies_info`."""
+    (`pipelines.backfill`); tickers default to `companies_info`. Each retry of a failing API request is a
+    warning line; an API that keeps failing or refuses ends the run with one line (exit 1)."""
     from marketstream.calendar import exchange_date
     from pipelines import api_sources
     from pipelines import backfill as history
     from pipelines.connectors import shared_object_store
+    from pipelines.runtime import configure_logging
 
+    configure_logging(settings)
     today = today or exchange_date(datetime.now(timezone.utc))
+    clock = clock or Clock()
     try:
         history.check_range(start, end, today)
-        source = api_sources.alpaca_history(settings) if what == "trades" else api_sources.news_history(settings)
+        source = (api_sources.alpaca_history(settings, clock) if what == "trades"
+                  else api_sources.news_history(settings, clock))
         tickers = tickers or api_sources.company_directory(settings).tickers()
         run = history.backfill_trades if what == "trades" else history.backfill_news
         report = run(source, tickers, start, end, store=shared_object_store(settings)(),
@@ -316,7 +331,7 @@ def backfill(settings: Settings, what: str, start: date, end: date, tickers: lis
         print(f"marketstream backfill: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # the API refused, or kept failing: one line, no traceback
-        print(f"marketstream backfill: {exc} (the days done so far are kept: run it again to resume)", file=sys.stderr)
+        print(f"marketstream backfill: {exc}; the days done so far are kept: run it again to resume", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("marketstream backfill: interrupted; the days done so far are kept: run it again to resume",
@@ -380,7 +395,8 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, clock: Clock | None = None) -> int:
+    """`clock`: how `backfill` waits between retries (tests drive it)."""
     parser = OneLineArgumentParser(prog="marketstream")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_cmd = commands.add_parser("demo", help="bounded end-to-end demo: synthetic trades -> Kafka -> MinIO")
@@ -421,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
                              help="comma-separated; default: every ticker")
     status_cmd = commands.add_parser("status", help="lag, tables and dead letters of every dataset; exit 1 past a threshold")
     status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
-    status_cmd.add_argument("--dataset", action="append", choices=list(DATASETS), help="only this dataset (repeatable)")
+    status_cmd.add_argument("--dataset", action="append", choices=[*DATASETS, "bars"],
+                            help="only this dataset, or the bars tables (repeatable)")
     status_cmd.add_argument("--max-lag-messages", type=int, help="alert when a dataset's lag passes this many messages")
     status_cmd.add_argument("--max-lag-seconds", type=float, help="alert when a dataset's lag passes this many seconds")
     status_cmd.add_argument("--max-commit-age", type=float,
@@ -441,13 +458,16 @@ def main(argv: list[str] | None = None) -> int:
             return sql(settings, args.query, versions=args.version, as_of=args.as_of, output_format=args.format,
                        output=args.output, limit=args.limit, allow_files=args.allow_files, memory_limit=args.memory_limit)
         if args.command == "backfill":
-            return backfill(settings, args.what, args.start, args.end, args.tickers, args.again)
+            return backfill(settings, args.what, args.start, args.end, args.tickers, args.again, clock=clock)
         if args.command == "chart":
             return chart(settings, args.ticker, args.date, args.synthetic, args.out)
         if args.command == "status":
             from pipelines.status import Thresholds
 
             limits = Thresholds(args.max_lag_messages, args.max_lag_seconds, args.max_commit_age, args.max_dead_letters)
+            if limits.problem():
+                print(f"marketstream status: {limits.problem()}", file=sys.stderr)
+                return 2
             return status(settings, args.json, limits, args.dataset)
         if args.command == "rebuild-bars":
             return rebuild_bars(settings, args.start, args.end, args.tickers)

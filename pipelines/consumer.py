@@ -1,4 +1,5 @@
-"""The one consumer dataflow: Kafka topic -> decode and validate -> dead-letter -> key -> batch -> Parquet.
+"""The one consumer dataflow: Kafka topic -> decode and validate -> dead-letter -> key -> batch -> the lake (a
+Delta table; plain Parquet files with `LAKE_FORMAT=parquet`).
 
 Each `dataflows/*_consume.py` hands a dataset of the registry (`marketstream.datasets`) to `build_consumer_flow`.
 
@@ -6,16 +7,18 @@ The hot path works on whole message batches: a poll of one Kafka partition is de
 at once, split by hive partition, and travels as Arrow tables to the batcher and the sink, so no step pays
 a per-message cost in Bytewax.
 
-Guarantees: every message read ends in exactly one place: a Parquet row, a dead-letter record carrying
+Guarantees: every message read ends in exactly one place: a row in the lake, a dead-letter record carrying
 its reason, or a counted and logged skip (a valid record the dataset declines to store, such as a real
-trade outside the NYSE session). A message that breaks the parser in an unforeseen way is dead-lettered
-too; the flow keeps running.
+trade outside the NYSE session; the counts are logged every 10 s while skips come, and when the flow
+ends). A message that breaks the parser in an unforeseen way is dead-lettered too; the flow keeps running.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -25,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from marketstream import metrics
 from marketstream.batching import BufferBudget, TableBatcher
@@ -56,23 +59,65 @@ def dead_letter(batch: PolledMessages, index: int, reason: str, dataset: str) ->
 
 @dataclass
 class SkipCounter:
-    """Counts valid rows a dataset declines to store, logging a summary at most every `interval` s."""
+    """Counts valid rows a dataset declines to store (one counter per process), logging the totals at most
+    every `interval` s while rows are skipped, and once more when the flow ends (`SkipSummary`)."""
 
     dataset: str
     interval: float = 10.0
+    clock: Callable[[], float] = time.monotonic
     counts: dict[str, int] = field(default_factory=dict)
-    _logged_at: float = field(default_factory=time.monotonic)
+    _workers_running: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._logged_at = self.clock()
 
     def add(self, reason: str, count: int) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + count
         metrics.SKIPPED_ROWS.labels(self.dataset, metrics.reason_kind(reason)).inc(count)
-        if time.monotonic() - self._logged_at >= self.interval:
+        if self.clock() - self._logged_at >= self.interval:
             self.report()
 
-    def report(self) -> None:
+    def report(self, when: str = "so far") -> None:
         for reason, count in self.counts.items():
-            log.info("%s: not stored so far: %d rows %s", self.dataset, count, reason)
-        self._logged_at = time.monotonic()
+            log.info("%s: not stored %s: %d rows %s", self.dataset, when, count, reason)
+        self._logged_at = self.clock()
+
+    def worker_started(self) -> None:
+        with self._lock:
+            self._workers_running += 1
+
+    def worker_done(self) -> None:
+        """Once the process's last worker is done, its counts are final: said, even if the run was short."""
+        with self._lock:
+            self._workers_running -= 1
+            if self._workers_running == 0 and self.counts:
+                self.report("in this run")
+
+
+class SkipSummary(DynamicSink):
+    """Takes the decoded stream of its worker and writes nothing: its partitions' `close`, when the flow
+    ends, is what tells `counter` that the worker is done.
+
+    Delivery guarantee: not applicable (it writes nothing; the summary is a log line)."""
+
+    def __init__(self, counter: SkipCounter):
+        self._counter = counter
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> "_WorkerEnd":
+        self._counter.worker_started()
+        return _WorkerEnd(self._counter)
+
+
+class _WorkerEnd(StatelessSinkPartition):
+    def __init__(self, counter: SkipCounter):
+        self._counter = counter
+
+    def write_batch(self, items: list) -> None:
+        pass
+
+    def close(self) -> None:
+        self._counter.worker_done()
 
 
 @dataclass
@@ -146,7 +191,9 @@ def build_consumer_flow(
     flow = Dataflow(f"{dataset.name}_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)
     polls = op.input("kafka_in", flow, source or topic_source(settings, dataset.topic, in_flight))
-    decoded = op.map("decode", polls, partial(decode, dataset, settings, SkipCounter(dataset.name), in_flight))
+    skipped = SkipCounter(dataset.name)
+    decoded = op.map("decode", polls, partial(decode, dataset, settings, skipped, in_flight))
+    op.output("skip_summary", decoded, SkipSummary(skipped))
 
     dead_letters = op.flat_map("dead_letters", decoded, lambda d: d.dead_letters)
     store = shared_object_store(settings)

@@ -24,12 +24,13 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, what: str, total: int, unit: str, *, counting: str = "rows", out: TextIO = sys.stderr,
+    def __init__(self, what: str, total: int, unit: str, *, counting: str = "rows", out: TextIO | None = None,
                  tty: bool | None = None, clock: Callable[[], float] = time.monotonic, every: float = 10.0):
-        """`total` `unit`s of work (ticker-days, tables, seconds); `counting` names what `rows` counts."""
+        """`total` `unit`s of work (ticker-days, tables, seconds); `counting` names what `rows` counts; `out`:
+        default the standard error of the moment (not of when this module was imported)."""
         self.what, self.total, self.unit, self.counting = what, total, unit, counting
         self.done = self.rows = 0
-        self._out = out
+        self._out = out = out or sys.stderr
         self._tty = out.isatty() if tty is None else tty
         self._clock = clock
         self._every = every

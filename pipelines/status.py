@@ -1,5 +1,6 @@
 """`marketstream status`: for every dataset, how far its consumer is behind its topic, what its tables hold
-and what was dead-lettered, read from Kafka and the tables themselves (no state of a running process).
+and what was dead-lettered, read from Kafka and the tables themselves (no state of a running process); and
+the tables derived from a dataset (the one-minute bars of `stock`), which have no topic of their own.
 
 A partition's position is the offset after the last one it has settled: stored in one of the dataset's
 tables (their Delta transaction ids, current and former names) or dead-lettered (the tail of the dead-letter
@@ -7,27 +8,43 @@ topic). Its lag is the messages from there to the end of the partition, and in s
 Kafka timestamps (set when the producer published them). Rows a dataset skips on purpose (real trades
 outside NYSE sessions) leave no mark, so a partition whose last messages were skipped shows them as lag
 until a stored message follows.
+
+A figure is never shown that was not read: every Kafka query (metadata, watermarks, messages) is tried
+again while the broker is slow, paused or unreachable, for at most `PATIENCE_SECONDS` per run; a figure
+still not read then is None ("unknown"), with every figure that depends on it, and `DatasetStatus.unread`
+says why.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
+from typing import TypeVar
 
 import pyarrow as pa
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from marketstream.datasets import DATASETS, Dataset
-from marketstream.kafka_cluster import KafkaCluster
+from marketstream.datasets import BARS_TABLES, DATASETS, STOCK, Dataset, lake_tables
+from marketstream.kafka_cluster import KafkaCluster, TopicInfo
 from sinks.delta_commits import app_id_prefix
-from sinks.delta_maintenance import is_closed
+from sinks.delta_maintenance import is_closed, partitions_lacking_stats
+
+T = TypeVar("T")
 
 DEAD_LETTER_TAIL = 500
 """Dead letters read per partition for the most frequent reasons."""
-TIMEOUT_SECONDS = 10.0
+PATIENCE_SECONDS = 30.0
+"""How long one run waits for Kafka's answers (a busy, paused or unreachable broker) before it says unknown."""
+LAST_TRY_SECONDS = 3.0
+"""A query made once the patience is spent still gets this long: a broker that answers again is read."""
+POLL_SECONDS = 0.5
+RETRY_PAUSE_SECONDS = 0.5
 
 
 @dataclass
@@ -40,25 +57,54 @@ class TableStatus:
     rows: int = 0
     files_awaiting_compaction: int = 0
     """Files in closed partitions that hold more than one file: what the next maintenance run rewrites."""
+    files_without_stats: int = 0
+    """Files whose log entry lacks a bound or null count readers' data skipping needs (written before 2026-12):
+    filters skip them until the next maintenance run writes them again."""
     last_commit: str | None = None
     last_commit_age_s: float | None = None
 
 
 @dataclass
 class DatasetStatus:
+    """What status says of one dataset. A Kafka figure that is None could not be read (`unread` says why),
+    except `last_message`, None also while the topic holds no message."""
+
     dataset: str
     topic: str
-    topic_exists: bool = False
-    messages: int = 0
+    topic_exists: bool | None = False
+    messages: int | None = 0
     """Messages the topic holds now (its retention may have removed older ones)."""
     last_message: str | None = None
     last_message_age_s: float | None = None
-    lag_messages: int = 0
-    lag_seconds: float = 0.0
+    lag_messages: int | None = 0
+    lag_seconds: float | None = 0.0
     lag_by_partition: dict[int, int] = field(default_factory=dict)
     tables: list[TableStatus] = field(default_factory=list)
-    dead_letters: int = 0
+    dead_letters: int | None = 0
     top_reasons: list[tuple[str, int]] = field(default_factory=list)
+    unread: str | None = None
+    """Why some Kafka figures are unknown; None when every one was read."""
+
+
+@dataclass
+class DerivedStatus:
+    """Tables computed from a dataset's topic by a dataflow of their own (the bars): no topic, no lag."""
+
+    name: str
+    derived_from: str
+    """The dataset whose topic they are computed from."""
+    tables: list[TableStatus] = field(default_factory=list)
+
+
+@dataclass
+class LakeStatus:
+    datasets: list[DatasetStatus]
+    derived: list[DerivedStatus]
+
+    @property
+    def unread(self) -> list[str]:
+        """Why figures are unknown, one reason per dataset that has some."""
+        return [f"{s.dataset}: {s.unread}" for s in self.datasets if s.unread]
 
 
 def one_line(error: BaseException) -> str:
@@ -75,56 +121,102 @@ def _seconds_between(earlier_ms: int, later: datetime) -> float:
     return round(later.timestamp() - earlier_ms / 1000, 3)
 
 
-class _TopicReader:
-    """Watermarks of partitions and single messages at given offsets, with one consumer."""
+class KafkaUnreadable(Exception):
+    """Kafka did not give a figure within the patience; the message says which and why."""
 
-    def __init__(self, client_config: dict[str, object]):
-        self._consumer = Consumer({**client_config, "group.id": "marketstream-status", "enable.auto.commit": False,
-                                   "enable.partition.eof": True})
+
+def _refused(error: KafkaError) -> bool:
+    """Whether retrying cannot help: credentials or permissions refused."""
+    return error.fatal() or "AUTH" in error.name()
+
+
+class _TopicReader:
+    """Topics, watermarks and messages, with one consumer. Each query is tried again after a failure (a
+    timeout, a lost connection, metadata not known yet) until `deadline` (`time.monotonic`), then raises
+    `KafkaUnreadable`; a query made after the deadline still gets one try of `LAST_TRY_SECONDS`."""
+
+    def __init__(self, cluster: KafkaCluster, deadline: float):
+        self._cluster, self._deadline = cluster, deadline
+        # auto.offset.reset=error: an offset retention removed meanwhile is reported, not skipped silently
+        self._consumer = Consumer({**cluster.client_config, "group.id": "marketstream-status", "enable.auto.commit": False,
+                                   "enable.partition.eof": True, "auto.offset.reset": "error"})
+
+    def _patiently(self, what: str, query: Callable[[float], T]) -> T:
+        while True:
+            try:
+                return query(max(self._deadline - time.monotonic(), LAST_TRY_SECONDS))
+            except KafkaException as exc:
+                error = exc.args[0]
+                text = error.str() if isinstance(error, KafkaError) else str(error)
+                if time.monotonic() >= self._deadline or (isinstance(error, KafkaError) and _refused(error)):
+                    raise KafkaUnreadable(f"{what}: {text}") from None
+                time.sleep(RETRY_PAUSE_SECONDS)
+
+    def topic(self, topic: str) -> TopicInfo | None:
+        """`topic`'s incarnation and partitions; None: there is no such topic."""
+        return self._patiently(f"the metadata of {topic}", lambda timeout: self._cluster.existing_topic(topic, timeout))
+
+    def watermark(self, topic: str, partition: int) -> tuple[int, int]:
+        """The first offset retention left and the offset after the last message."""
+        return self._patiently(f"the offsets of {topic} [{partition}]", lambda timeout: self._consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=timeout))
 
     def watermarks(self, topic: str, partitions: int) -> list[tuple[int, int]]:
-        return [self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_SECONDS)
-                for p in range(partitions)]
+        return [self.watermark(topic, p) for p in range(partitions)]
 
-    def read(self, topic: str, partition: int, first: int, count: int) -> list:
-        """Up to `count` messages of one partition from offset `first`."""
+    def read(self, topic: str, partition: int, first: int, end: int) -> list:
+        """The messages of one partition from offset `first` to `end` (exclusive: a high watermark read before);
+        fewer only when retention removed some meanwhile."""
+        messages, position = [], first
         self._consumer.assign([TopicPartition(topic, partition, first)])
-        messages = []
-        while len(messages) < count:
-            batch = self._consumer.consume(min(count - len(messages), 500), timeout=TIMEOUT_SECONDS)
-            if not batch:
-                break
+        give_up_at = max(self._deadline, time.monotonic() + LAST_TRY_SECONDS)
+        while position < end:
+            batch = [m for m in self._consumer.consume(min(end - position, 500), timeout=POLL_SECONDS)
+                     if m.topic() == topic and m.partition() == partition]
             for message in batch:
-                if message.error() is None:
-                    messages.append(message)
-            if any(m.error() is not None for m in batch):  # end of partition
-                break
-        return messages[:count]
+                error = message.error()
+                if error is None:
+                    if message.offset() >= position:
+                        messages.append(message)
+                        position = message.offset() + 1
+                elif error.code() == KafkaError._PARTITION_EOF and message.offset() >= position:
+                    return messages
+                elif error.code() == KafkaError._AUTO_OFFSET_RESET:  # retention removed `position` meanwhile
+                    position = max(position, self.watermark(topic, partition)[0])
+                    self._consumer.assign([TopicPartition(topic, partition, position)])
+            # error events (a lost connection) are no answer either: librdkafka reports them while it retries
+            if all(m.error() is not None for m in batch) and time.monotonic() >= give_up_at:
+                raise KafkaUnreadable(f"the messages {position}..{end - 1} of {topic} [{partition}]: no answer")
+        return messages
 
-    def timestamp_at(self, topic: str, partition: int, offset: int) -> int | None:
-        """The Kafka timestamp (ms) of the message at `offset`."""
-        found = self.read(topic, partition, offset, 1)
+    def timestamp_at(self, topic: str, partition: int, offset: int, end: int) -> int | None:
+        """The Kafka timestamp (ms) of the message at `offset`, or of the first one after it that retention
+        left; None: none is left before `end`."""
+        found = self.read(topic, partition, offset, offset + 1)
+        if not found:
+            low = self.watermark(topic, partition)[0]
+            found = self.read(topic, partition, low, low + 1) if offset < low < end else []
         return found[0].timestamp()[1] if found else None
 
     def close(self) -> None:
         self._consumer.close()
 
 
-def _dead_letters(reader: _TopicReader, cluster: KafkaCluster, dataset: Dataset, incarnation: str | None,
-                  status: DatasetStatus) -> dict[int, int]:
+def _dead_letters(reader: _TopicReader, dataset: Dataset, incarnation: str | None, status: DatasetStatus) -> dict[int, int]:
     """Counts the dead-letter topic and its most frequent reasons; the last source offset dead-lettered per
     source partition of the current topic incarnation."""
-    info = cluster.existing_topic(dataset.dead_letter_topic, TIMEOUT_SECONDS)
+    info = reader.topic(dataset.dead_letter_topic)
     if info is None:
+        status.dead_letters = 0
         return {}
+    marks = reader.watermarks(dataset.dead_letter_topic, info.partitions)
+    status.dead_letters = sum(high - low for low, high in marks)
     reasons: Counter[str] = Counter()
     settled: dict[int, int] = {}
-    for partition, (low, high) in enumerate(reader.watermarks(dataset.dead_letter_topic, info.partitions)):
-        status.dead_letters += high - low
+    for partition, (low, high) in enumerate(marks):
         if high <= low:
             continue
-        for message in reader.read(dataset.dead_letter_topic, partition, max(low, high - DEAD_LETTER_TAIL),
-                                   DEAD_LETTER_TAIL):
+        for message in reader.read(dataset.dead_letter_topic, partition, max(low, high - DEAD_LETTER_TAIL), high):
             headers = {name: value for name, value in (message.headers() or [])}
             reason = (headers.get("dlq.reason") or b"").decode(errors="replace").splitlines()[0:1]
             reasons[(reason[0] if reason else "(no reason)")[:120]] += 1
@@ -151,7 +243,8 @@ def _table(name: str, uri: str, storage_options: dict[str, str], today: date, cl
     table = DeltaTable(uri, storage_options=storage_options)
     status.version = table.version()
     files = pa.table(table.get_add_actions(flatten=True))
-    status.files, status.rows = files.num_rows, int(sum(files.column("num_records").to_pylist()))
+    status.files, status.rows = files.num_rows, int(sum(n or 0 for n in files.column("num_records").to_pylist()))
+    status.files_without_stats = partitions_lacking_stats(table)[1]
     partition_columns = [c for c in files.column_names if c.startswith("partition.")]
     if partition_columns and files.num_rows:
         counts = files.select(partition_columns).group_by(partition_columns, use_threads=False).aggregate(
@@ -167,49 +260,63 @@ def _table(name: str, uri: str, storage_options: dict[str, str], today: date, cl
     return table, status
 
 
+def _kafka_figures(status: DatasetStatus, dataset: Dataset, tables: list, reader: _TopicReader, now: datetime) -> None:
+    """Reads `status`'s Kafka figures in turn; when one cannot be read (`KafkaUnreadable`), it and those that
+    depend on it stay None."""
+    status.topic_exists = status.messages = status.lag_messages = status.lag_seconds = status.dead_letters = None
+    info = reader.topic(dataset.topic)
+    status.topic_exists = info is not None
+    marks = reader.watermarks(dataset.topic, info.partitions) if info else []
+    status.messages = sum(high - low for low, high in marks)
+    settled = _dead_letters(reader, dataset, info.incarnation if info else None, status)
+    if info is None:
+        status.lag_messages, status.lag_seconds = 0, 0.0
+        return
+    prefixes = [app_id_prefix(name, dataset.topic, info.incarnation) for name in (dataset.name, *dataset.former_names)]
+    waiting_from: dict[int, int] = {}
+    for partition, (low, high) in enumerate(marks):
+        stored = [table.transaction_version(f"{prefix}:{partition}") for table in tables for prefix in prefixes]
+        position = max(max([v for v in stored if v is not None] + [settled.get(partition, -1)]) + 1, low)
+        if high > position:
+            waiting_from[partition] = position
+            status.lag_by_partition[partition] = high - position
+    status.lag_messages = sum(status.lag_by_partition.values())
+    newest_ms, oldest_waiting_ms = None, None
+    for partition, (low, high) in enumerate(marks):
+        if high <= low:
+            continue
+        last_ms = reader.timestamp_at(dataset.topic, partition, high - 1, high)
+        if last_ms is not None:
+            newest_ms = max(newest_ms or last_ms, last_ms)
+        if partition in waiting_from:
+            first_ms = reader.timestamp_at(dataset.topic, partition, waiting_from[partition], high)
+            if first_ms is not None:
+                oldest_waiting_ms = min(oldest_waiting_ms or first_ms, first_ms)
+    if newest_ms is not None:
+        status.last_message = _iso(datetime.fromtimestamp(newest_ms / 1000, timezone.utc))
+        status.last_message_age_s = _seconds_between(newest_ms, now)
+    status.lag_seconds = round((newest_ms - oldest_waiting_ms) / 1000, 3) if oldest_waiting_ms is not None else 0.0
+
+
 def dataset_status(dataset: Dataset, tables: dict[str, str], cluster: KafkaCluster, storage_options: dict[str, str],
-                   *, now: datetime, today: date, closed_after_days: int) -> DatasetStatus:
-    """What `marketstream status` says of one dataset; `tables`: its Delta tables by SQL name, with URIs."""
+                   *, now: datetime, today: date, closed_after_days: int, deadline: float | None = None) -> DatasetStatus:
+    """What `marketstream status` says of one dataset; `tables`: its Delta tables by SQL name, with URIs;
+    `deadline` (`time.monotonic`): until when Kafka's answers are waited for (default `PATIENCE_SECONDS`)."""
     status = DatasetStatus(dataset.name, dataset.topic)
-    opened = {}
+    opened = []
     for name, uri in tables.items():
         table, table_status = _table(name, uri, storage_options, today, closed_after_days, now)
         status.tables.append(table_status)
         if table is not None:
-            opened[name] = table
-    reader = _TopicReader(cluster.client_config)
+            opened.append(table)
+    reader = _TopicReader(cluster, time.monotonic() + PATIENCE_SECONDS if deadline is None else deadline)
     try:
-        info = cluster.existing_topic(dataset.topic, TIMEOUT_SECONDS)
-        settled = _dead_letters(reader, cluster, dataset, info.incarnation if info else None, status)
-        if info is None:
-            return status
-        status.topic_exists = True
-        prefixes = [app_id_prefix(name, dataset.topic, info.incarnation) for name in (dataset.name, *dataset.former_names)]
-        newest_ms, oldest_waiting_ms = None, None
-        for partition, (low, high) in enumerate(reader.watermarks(dataset.topic, info.partitions)):
-            status.messages += high - low
-            if high <= low:
-                continue
-            stored = [table.transaction_version(f"{prefix}:{partition}") for table in opened.values() for prefix in prefixes]
-            position = max([v for v in stored if v is not None] + [settled.get(partition, -1)]) + 1
-            lag = high - max(position, low)
-            last_ms = reader.timestamp_at(dataset.topic, partition, high - 1)
-            if last_ms is not None:
-                newest_ms = max(newest_ms or last_ms, last_ms)
-            if lag > 0:
-                status.lag_by_partition[partition] = lag
-                status.lag_messages += lag
-                first_ms = reader.timestamp_at(dataset.topic, partition, max(position, low))
-                if first_ms is not None:
-                    oldest_waiting_ms = min(oldest_waiting_ms or first_ms, first_ms)
-        if newest_ms is not None:
-            status.last_message = _iso(datetime.fromtimestamp(newest_ms / 1000, timezone.utc))
-            status.last_message_age_s = _seconds_between(newest_ms, now)
-            if oldest_waiting_ms is not None:
-                status.lag_seconds = round((newest_ms - oldest_waiting_ms) / 1000, 3)
-        return status
+        _kafka_figures(status, dataset, opened, reader, now)
+    except KafkaUnreadable as exc:
+        status.unread = str(exc)
     finally:
         reader.close()
+    return status
 
 
 def dataset_tables(dataset: Dataset, kept_apart_prefix: str) -> dict[str, str]:
@@ -226,16 +333,28 @@ class Thresholds:
     max_commit_age_seconds: float | None = None
     max_dead_letters: int | None = None
 
+    OPTIONS = {"max_lag_messages": "--max-lag-messages", "max_lag_seconds": "--max-lag-seconds",
+               "max_commit_age_seconds": "--max-commit-age", "max_dead_letters": "--max-dead-letters"}
+
+    def problem(self) -> str | None:
+        """Why these thresholds cannot be used (one is negative or not a number), naming its option."""
+        for name, option in self.OPTIONS.items():
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                return f"{option} must be a number of 0 or more, not {value:g}"
+        return None
+
 
 def alerts(statuses: list[DatasetStatus], limits: Thresholds) -> list[str]:
-    """One line per threshold passed, naming the option."""
+    """One line per threshold passed, naming the option. An unknown figure passes no threshold: status
+    exits 3 for it instead."""
     found = []
     for s in statuses:
-        if limits.max_lag_messages is not None and s.lag_messages > limits.max_lag_messages:
+        if None not in (limits.max_lag_messages, s.lag_messages) and s.lag_messages > limits.max_lag_messages:
             found.append(f"{s.dataset}: lag {s.lag_messages:,} messages > {limits.max_lag_messages:,} (--max-lag-messages)")
-        if limits.max_lag_seconds is not None and s.lag_seconds > limits.max_lag_seconds:
+        if None not in (limits.max_lag_seconds, s.lag_seconds) and s.lag_seconds > limits.max_lag_seconds:
             found.append(f"{s.dataset}: lag {s.lag_seconds:g} s > {limits.max_lag_seconds:g} s (--max-lag-seconds)")
-        if limits.max_dead_letters is not None and s.dead_letters > limits.max_dead_letters:
+        if None not in (limits.max_dead_letters, s.dead_letters) and s.dead_letters > limits.max_dead_letters:
             found.append(f"{s.dataset}: {s.dead_letters:,} dead letters > {limits.max_dead_letters:,} (--max-dead-letters)")
         if limits.max_commit_age_seconds is not None and s.messages:
             ages = [t.last_commit_age_s for t in s.tables if t.last_commit_age_s is not None]
@@ -255,34 +374,73 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f} s ago"
 
 
-def render(statuses: list[DatasetStatus]) -> str:
+def _table_lines(tables: list[TableStatus]) -> list[str]:
+    lines = []
+    for t in tables:
+        if t.version is None:
+            lines.append(f"  table {t.name} ({t.uri}): none yet")
+        else:
+            lines.append(f"  table {t.name} ({t.uri}): version {t.version}, {t.files:,} files, {t.rows:,} rows, "
+                         f"{t.files_awaiting_compaction:,} awaiting compaction, last commit {_age(t.last_commit_age_s)}"
+                         + (f"; {t.files_without_stats:,} files without full statistics (run marketstream maintain)"
+                            if t.files_without_stats else ""))
+    return lines
+
+
+def _topic_line(s: DatasetStatus) -> str:
+    if s.topic_exists is None:
+        return f"  topic {s.topic}: unknown"
+    if not s.topic_exists:
+        return f"  topic {s.topic}: does not exist yet"
+    messages = "messages unknown" if s.messages is None else f"{s.messages:,} messages"
+    if s.messages == 0:
+        last = "none yet"
+    else:
+        last = "last unknown" if s.last_message is None else f"last {_age(s.last_message_age_s)}"
+    if s.lag_messages is None:
+        lag = "lag unknown"
+    else:
+        lag = f"lag {s.lag_messages:,} messages, " + ("seconds unknown" if s.lag_seconds is None else f"{s.lag_seconds:g} s")
+    return f"  topic {s.topic}: {messages}, {last}; {lag}"
+
+
+def render(statuses: list[DatasetStatus], derived: list[DerivedStatus] = ()) -> str:
     lines = []
     for s in statuses:
-        lines.append(f"{s.dataset}")
-        if s.topic_exists:
-            last = f"last {_age(s.last_message_age_s)}" if s.last_message else "none yet"
-            lines.append(f"  topic {s.topic}: {s.messages:,} messages, {last}; "
-                         f"lag {s.lag_messages:,} messages, {s.lag_seconds:g} s")
+        lines += [s.dataset, _topic_line(s), *_table_lines(s.tables)]
+        if s.dead_letters is None:
+            lines.append("  dead letters: unknown")
         else:
-            lines.append(f"  topic {s.topic}: does not exist yet")
-        for t in s.tables:
-            if t.version is None:
-                lines.append(f"  table {t.name} ({t.uri}): none yet")
-            else:
-                lines.append(f"  table {t.name} ({t.uri}): version {t.version}, {t.files:,} files, {t.rows:,} rows, "
-                             f"{t.files_awaiting_compaction:,} awaiting compaction, last commit {_age(t.last_commit_age_s)}")
-        reasons = "; ".join(f"{count} × {reason}" for reason, count in s.top_reasons)
-        lines.append(f"  dead letters: {s.dead_letters:,}" + (f" (latest: {reasons})" if reasons else ""))
+            reasons = "; ".join(f"{count} × {reason}" for reason, count in s.top_reasons)
+            lines.append(f"  dead letters: {s.dead_letters:,}" + (f" (latest: {reasons})" if reasons else ""))
+        if s.unread:
+            lines.append(f"  not read from Kafka: {s.unread}")
+    for d in derived:
+        lines += [f"{d.name} (computed from {d.derived_from}'s topic by its own dataflow)", *_table_lines(d.tables)]
     return "\n".join(lines)
 
 
-def to_json(statuses: list[DatasetStatus], found_alerts: list[str], now: datetime) -> str:
-    return json.dumps({"at": _iso(now), "datasets": [asdict(s) for s in statuses], "alerts": found_alerts}, indent=2)
+def to_json(statuses: list[DatasetStatus], found_alerts: list[str], now: datetime,
+            derived: list[DerivedStatus] = ()) -> str:
+    return json.dumps({"at": _iso(now), "datasets": [asdict(s) for s in statuses],
+                       "derived": [asdict(d) for d in derived], "alerts": found_alerts}, indent=2)
 
 
-def lake_status(cluster: KafkaCluster, storage_options: dict[str, str], kept_apart_prefix: str, *, now: datetime,
-                today: date, closed_after_days: int, datasets: list[str] | None = None) -> list[DatasetStatus]:
-    return [dataset_status(dataset, dataset_tables(dataset, kept_apart_prefix), cluster, storage_options, now=now,
-                           today=today, closed_after_days=closed_after_days)
-            for name, dataset in DATASETS.items() if not datasets or name in datasets]
+DERIVED = {"bars": (STOCK.name, BARS_TABLES)}
+"""Tables that have no topic of their own, by name: the dataset they are computed from, and their SQL names."""
 
+
+def lake_status(cluster: KafkaCluster, storage_options: dict[str, str], kept_apart_prefix: str, bars_bucket: str, *,
+                now: datetime, today: date, closed_after_days: int, datasets: list[str] | None = None,
+                patience_seconds: float = PATIENCE_SECONDS) -> LakeStatus:
+    """Every dataset's status (or those named in `datasets`, derived ones included), Kafka's answers waited
+    for `patience_seconds` in all."""
+    deadline = time.monotonic() + patience_seconds
+    found = [dataset_status(dataset, dataset_tables(dataset, kept_apart_prefix), cluster, storage_options, now=now,
+                            today=today, closed_after_days=closed_after_days, deadline=deadline)
+             for name, dataset in DATASETS.items() if not datasets or name in datasets]
+    uris = lake_tables(kept_apart_prefix, bars_bucket)
+    derived = [DerivedStatus(name, source, [_table(table, uris[table], storage_options, today, closed_after_days, now)[1]
+                                            for table in tables])
+               for name, (source, tables) in DERIVED.items() if not datasets or name in datasets]
+    return LakeStatus(found, derived)

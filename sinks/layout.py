@@ -1,4 +1,6 @@
-"""Where a batch goes in the lake: hive-style partition paths and deterministic object names.
+"""Where a batch goes in the lake: hive-style partition paths (Delta tables and plain Parquet alike) and the
+plain Parquet sink's deterministic object names (a Delta table's files are named by its sink and listed in
+its log).
 
 Partition values are percent-encoded like Hive and Spark do (`%2F` for `/`, `%20` for a space): letters
 and digits of any script stay readable, everything else becomes `%XX` of its UTF-8 bytes, so a value can

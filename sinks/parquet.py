@@ -1,4 +1,5 @@
-"""The Parquet lake sink: writes each batch of one dataset partition as one Parquet object.
+"""The plain Parquet lake sink (`LAKE_FORMAT=parquet`; the default lake is Delta tables, `sinks.delta`): writes
+each batch of one dataset partition as one Parquet object, with no table log.
 
 Delivery guarantee: exactly-once in the lake, for input that is delivered at least once. A batch holds
 rows of one hive partition (`prefix`) read from one Kafka partition, and its object name records the

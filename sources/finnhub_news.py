@@ -9,24 +9,26 @@ returns it: the ids already published are Bytewax state (bounded, `DEDUP_MEMORY_
 Delivery guarantee: at-least-once (see `sources.polling`). 401/403 stop the source (rejected
 FINNHUB_API_KEY); 429 waits for Retry-After; 5xx, timeouts and unparsable responses are retried.
 The API key travels in the query string, so it is scrubbed from every message this module logs.
+
+`FinnhubNewsHistory` (the backfill's) makes the same call for one ticker and day through a
+`sources.pacing.Pacer`, which paces and retries it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 import finnhub
 import requests
 
-from marketstream import metrics
 from marketstream.companies import CompanyDirectory
 from marketstream.dedup import RecentlySeen
 from marketstream.news import NewsArticle
-from sources.polling import PermanentError, PollingSource, TransientError
+from sources.pacing import Clock, Pacer, PermanentError, TransientError, describe_failure, retry_after_seconds
+from sources.polling import PollingSource
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +66,22 @@ class FinnhubNewsPoller:
         return text.replace(self._key, "***")
 
     def _company_news(self, ticker: str, since: str, until: str) -> list:
+        """`ticker`'s articles from `since` to `until` (ISO dates); failures say why, not which request."""
         try:
-            return self._client.company_news(ticker, _from=since, to=until)
+            items = self._client.company_news(ticker, _from=since, to=until)
         except finnhub.FinnhubAPIException as exc:
             message = self._scrub(str(exc))
             if exc.status_code in (401, 403):
                 raise PermanentError(f"Finnhub rejected FINNHUB_API_KEY: {message}") from None
-            retry_after = exc.response.headers.get("Retry-After") if exc.status_code == 429 else None
-            raise TransientError(message, float(retry_after) if retry_after and retry_after.isdigit() else None) from None
-        except (finnhub.FinnhubRequestException, requests.RequestException, ValueError) as exc:
-            raise TransientError(f"Finnhub request for {ticker} failed: {self._scrub(str(exc))}") from None
+            retry_after = retry_after_seconds(exc.response.headers) if exc.status_code == 429 else None
+            raise TransientError(message, retry_after) from None
+        except requests.RequestException as exc:
+            raise TransientError(describe_failure(exc)) from None
+        except (finnhub.FinnhubRequestException, ValueError) as exc:
+            raise TransientError(self._scrub(str(exc))[:200]) from None
+        if not isinstance(items, list):
+            raise TransientError(f"the answer is {type(items).__name__}, not a list")
+        return items
 
     def _article(self, ticker: str, item: object) -> NewsArticle | None:
         try:
@@ -100,9 +108,10 @@ class FinnhubNewsPoller:
         ticker = state["queue"][0]
         today = now.date()
         since = state["polled_on"].get(ticker, (today - timedelta(days=1)).isoformat())
-        items = self._company_news(ticker, since, today.isoformat())
-        if not isinstance(items, list):
-            raise TransientError(f"Finnhub answered {type(items).__name__} instead of a list for {ticker}")
+        try:
+            items = self._company_news(ticker, since, today.isoformat())
+        except TransientError as exc:
+            raise TransientError(f"Finnhub request for {ticker} failed: {exc}", exc.retry_after) from None
         state["queue"].pop(0)
         state["polled_on"][ticker] = today.isoformat()
         articles = []
@@ -118,49 +127,24 @@ class FinnhubNewsPoller:
 
 class FinnhubNewsHistory:
     """Company news of one ticker and one day, for a backfill: the call and the article checks of the
-    poller, paced to `calls_per_minute`; 429s (after Retry-After) and 5xx are waited out up to
-    `MAX_RETRIES` times, a rejected key raises at once.
+    poller, paced to `calls_per_minute` and retried by a `sources.pacing.Pacer` (429s after Retry-After,
+    5xx, timeouts and failed connections for at most `patience_seconds`, then `GaveUp` naming
+    FINNHUB_API_URL); a rejected key raises `Refused` at once.
 
     Delivery guarantee: what Finnhub serves for the day, each article once per call (the backfill
     records what it finished in the table)."""
 
-    MAX_RETRIES = 8
-
-    def __init__(self, news: FinnhubNews, *, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, news: FinnhubNews, *, patience_seconds: float = 300, clock: Clock = Clock()):
         self._poller = FinnhubNewsPoller(news, directory=None)
-        self._interval = 60.0 / news.calls_per_minute
-        self._clock, self._sleep = clock, sleep
-        self._last_call: float | None = None
-        self.calls = 0
+        api = f"Finnhub's API at {news.api_url or finnhub.Client.API_URL} (FINNHUB_API_URL)"
+        self._pacer = Pacer(HISTORY_SOURCE, api, news.calls_per_minute, patience_seconds=patience_seconds,
+                            clock=clock)
 
     def messages_for_day(self, ticker: str, day: date) -> list[bytes]:
-        failures = 0
-        while True:
-            if self._last_call is not None and (wait := self._last_call + self._interval - self._clock()) > 0:
-                self._sleep(wait)
-            self._last_call = self._clock()
-            self.calls += 1
-            try:
-                items = self._poller._company_news(ticker, day.isoformat(), day.isoformat())
-                if not isinstance(items, list):
-                    raise TransientError(f"Finnhub answered {type(items).__name__} instead of a list for {ticker}")
-            except TransientError as exc:
-                metrics.API_CALLS.labels(HISTORY_SOURCE, "retried").inc()
-                failures += 1
-                if failures > self.MAX_RETRIES:
-                    raise RuntimeError(f"finnhub: {ticker} {day}: still failing after {failures} tries: {exc}") from None
-                pause = exc.retry_after if exc.retry_after is not None else min(2.0 ** failures, 60.0)
-                if exc.retry_after is not None:
-                    metrics.RATE_LIMIT_WAITS.labels(HISTORY_SOURCE).inc()
-                    metrics.RATE_LIMIT_WAIT_SECONDS.labels(HISTORY_SOURCE).inc(pause)
-                self._sleep(pause)
-                continue
-            except PermanentError as exc:
-                metrics.API_CALLS.labels(HISTORY_SOURCE, "refused").inc()
-                raise RuntimeError(f"finnhub: {exc}") from None
-            metrics.API_CALLS.labels(HISTORY_SOURCE, "ok").inc()
-            articles = (self._poller._article(ticker, item) for item in items)
-            return [article.to_json() for article in articles if article is not None]
+        items = self._pacer.call(f"company news of {ticker} on {day}",
+                                 lambda: self._poller._company_news(ticker, day.isoformat(), day.isoformat()))
+        articles = (self._poller._article(ticker, item) for item in items)
+        return [article.to_json() for article in articles if article is not None]
 
     def close(self) -> None:
         self._poller.close()

@@ -4,8 +4,9 @@ A `Poller` knows one API: `poll(state, now)` returns the new records and when to
 its state (what has been published, where the cursor is). `PollingSource` runs pollers as Bytewax
 partitions and owns everything else once:
 
-- failures: `TransientError` (timeouts, 5xx, 429) is logged and retried with capped exponential backoff,
-  or at the time the server asked for (Retry-After, rate-limit reset), and the partition keeps its place;
+- failures (their vocabulary and waits are `sources.pacing`'s): `TransientError` (timeouts, 5xx, 429) is
+  logged and retried with capped exponential backoff, or at the time the server asked for (Retry-After,
+  rate-limit reset), and the partition keeps its place;
   `PermanentError` (rejected credentials, unknown series) stops the dataflow with one message naming
   the cause;
 - state: each partition's state is snapshotted with Bytewax recovery, so the dedup memory survives a
@@ -28,6 +29,9 @@ from typing import Any, Generic, Protocol, TypeVar
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from marketstream import metrics, shutdown
+from sources.pacing import PermanentError, TransientError, retry_wait
+
+__all__ = ["PermanentError", "Poller", "PollingSource", "TransientError"]
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +39,6 @@ S = TypeVar("S")
 R = TypeVar("R")
 
 MAX_BACKOFF = timedelta(minutes=5)
-
-
-class TransientError(Exception):
-    """Worth retrying: a timeout, a 5xx, a 429. `retry_after` is the server's own wish, in seconds."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class PermanentError(Exception):
-    """Retrying cannot help (rejected credentials, an unknown series): stop with this message."""
 
 
 class Poller(Protocol[S, R]):
@@ -84,12 +76,9 @@ class _PollingPartition(StatefulSourcePartition[Any, Any], Generic[S, R]):
         except TransientError as exc:
             metrics.API_CALLS.labels(self._source, "retried").inc()
             self._failures += 1
-            backoff = min(timedelta(seconds=2 ** min(self._failures, 10)), MAX_BACKOFF)
-            backoff *= 0.75 + random.random() / 2  # jitter, so several producers do not retry in step
-            if exc.retry_after is not None:
-                backoff = timedelta(seconds=max(exc.retry_after, 0.0))
-                metrics.RATE_LIMIT_WAITS.labels(self._source).inc()
-                metrics.RATE_LIMIT_WAIT_SECONDS.labels(self._source).inc(backoff.total_seconds())
+            # jitter, so several producers do not retry in step
+            backoff = timedelta(seconds=retry_wait(self._source, exc, min(self._failures, 10),
+                                                   MAX_BACKOFF.total_seconds(), jitter=0.75 + random.random() / 2))
             self._due = now + backoff
             log.warning("%s: %s; retry %d in %.1fs", self._name, exc, self._failures, backoff.total_seconds())
             return []

@@ -90,3 +90,17 @@ def test_the_demo_keeps_its_recovery_state_with_the_stack_data():
 
     assert demo_recovery_directory({"STACK_DIR": "/srv/stack"}) == Path("/srv/stack/recovery/stock_consume")
     assert demo_recovery_directory({}) == REPO / ".stack" / "recovery" / "stock_consume"
+
+
+def test_metrics_listen_on_loopback_only_by_default():
+    import socket
+
+    from pipelines.runtime import serve_metrics
+    from tests.integration.private_servers import free_port
+
+    settings = make_settings(metrics_port=free_port())
+    port = serve_metrics("test_flow", settings.metrics_port, settings.metrics_address)
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+    with pytest.raises(ConnectionRefusedError):  # another loopback address: a server on 0.0.0.0 would answer it
+        socket.create_connection(("127.0.0.2", port), timeout=2)

@@ -258,3 +258,14 @@ def test_stored_bars_are_read_once_per_table_and_day_and_the_oldest_are_let_go()
     for n in (1, 2):  # two other days: the first is let go, and read again when needed
         stored.unstored("", trades.set_column(1, "date", pa.array([OPEN.date() + timedelta(days=n)] * 2, pa.date32())))
     assert stored.unstored("", trades).num_rows == 1 and len(reads) == 4
+
+
+def test_a_short_bars_run_logs_how_many_trades_it_left_out_when_it_ends(caplog):
+    import logging
+
+    messages = [message("AAPL", OPEN - timedelta(hours=2), "pre", 100.0),  # real, before the open
+                message("AAPL", OPEN + timedelta(seconds=1), "in", 100.0)]
+    with caplog.at_level(logging.INFO, logger="pipelines.consumer"):
+        run(messages, [10])
+    assert [r.getMessage() for r in caplog.records if "not stored" in r.getMessage()] == [
+        "bars: not stored in this run: 1 rows outside the NYSE regular session"]

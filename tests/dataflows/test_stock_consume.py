@@ -1,12 +1,14 @@
 """stock_consume wired with TestingSource / TestingSink: what goes to the lake, the DLQ, or is skipped."""
 
+import logging
 from types import SimpleNamespace
 
 import orjson
-from bytewax.testing import TestingSink, TestingSource, run_main
+import pytest
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from marketstream.datasets import STOCK
-from pipelines.consumer import build_consumer_flow
+from pipelines.consumer import SkipCounter, build_consumer_flow
 from sources.kafka_topic import PolledMessages
 from tests.conftest import lake_files, make_settings
 
@@ -16,7 +18,7 @@ def trade(symbol="AAPL", ts="2026-11-24T15:30:00Z", source="alpaca", trade_id="1
                          "trade_id": trade_id, "source": source, "exchange": "V", "conditions": ["@"]})
 
 
-def run(values: list[tuple[int, bytes]], **settings):
+def run(values: list[tuple[int, bytes]], workers: int = 1, **settings):
     """Messages as (Kafka partition, value); the offset is the position in the list."""
     batches = [PolledMessages("stock_trades", partition, [offset], [b"k"], [value])
                for offset, (partition, value) in enumerate(values)]
@@ -25,7 +27,10 @@ def run(values: list[tuple[int, bytes]], **settings):
         STOCK, make_settings(**settings),
         source=TestingSource(batches), lake_sink=TestingSink(lake), dead_letter_sink=TestingSink(dead),
     )
-    run_main(flow)
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
     views = [SimpleNamespace(prefix=b.prefix, kafka_partition=b.kafka_partition, rows=b.table.to_pylist())
              for b in lake_files(lake)]
     return views, dead
@@ -123,3 +128,24 @@ def test_every_file_of_a_poll_of_many_tickers_and_both_sources_holds_only_its_ow
         ids = file.table.column("trade_id").to_pylist()
         assert {i.split("-")[0] for i in ids} == {ticker}, file.prefix
         assert {int(i.split("-")[1]) % 5 == 0 for i in ids} == {synthetic}, file.prefix
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_short_run_logs_how_many_trades_it_did_not_store_when_it_ends(caplog, workers):
+    with caplog.at_level(logging.INFO, logger="pipelines.consumer"):
+        run([(0, trade(ts="2026-11-24T13:00:00Z", trade_id="premarket")),
+             (1, trade(ts="2026-11-24T22:00:00Z", trade_id="after hours")),
+             (0, trade(trade_id="regular"))], workers=workers)
+    assert [r.getMessage() for r in caplog.records if "not stored" in r.getMessage()] == [
+        "stock: not stored in this run: 2 rows outside the NYSE regular session"]
+
+
+def test_skips_are_logged_every_interval_while_they_come(caplog):
+    now = [0.0]
+    counter = SkipCounter("stock", interval=10, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="pipelines.consumer"):
+        for second in range(0, 31, 5):
+            now[0] = float(second)
+            counter.add("outside the NYSE regular session", 1)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"stock: not stored so far: {n} rows outside the NYSE regular session" for n in (3, 5, 7)]

@@ -45,6 +45,17 @@ class _PrivateServer:
             self.process.wait(self.stop_seconds)
             self.process = None
 
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        """Started for the `with` block, stopped after it."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
 
 class PrivateMinio(_PrivateServer):
     user, password = "private", "private-secret"

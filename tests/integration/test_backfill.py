@@ -12,13 +12,15 @@ from marketstream.trades import Trade
 from pipelines import backfill
 from pipelines.connectors import shared_object_store
 from pipelines.progress import Progress
-from sources.alpaca_history import AlpacaHistoryError, AlpacaTradeHistory
+from sources.alpaca_history import AlpacaTradeHistory
 from sources.finnhub_news import FinnhubNews, FinnhubNewsHistory
+from sources.pacing import GaveUp
 from tests.fakes.alpaca_rest import FakeAlpacaHistory
 from tests.fakes.finnhub import FakeFinnhub
 from tests.fakes.http import Reply
 from tests.integration.kafka_helpers import produce
 from tests.integration.test_fault_tolerance import consumer, log_of
+from tests.sources.clock import InstantClock
 
 TODAY = date(2026, 11, 25)
 UTC = timezone.utc
@@ -30,9 +32,8 @@ def quiet_progress(what: str) -> Progress:
     return Progress(what, 0, "ticker-days", out=io.StringIO(), tty=False)
 
 
-def history(fake, sleeps: list) -> AlpacaTradeHistory:
-    return AlpacaTradeHistory(fake.key, fake.secret, url_override=fake.url, requests_per_minute=1e9,
-                              sleep=sleeps.append)
+def history(fake, clock: InstantClock) -> AlpacaTradeHistory:
+    return AlpacaTradeHistory(fake.key, fake.secret, url_override=fake.url, requests_per_minute=1e9, clock=clock)
 
 
 def table_rows(settings, bucket) -> list[dict]:
@@ -69,9 +70,9 @@ def test_trades_backfill_stores_each_session_trade_once_skips_what_is_done_and_r
         produce(settings, topic, [(b"AAA", live.to_json())])
         process = consumer(topic, bucket)
         assert process.wait(120) == 0, log_of(process)[-2000:]
-        # Alpaca's rate limit, once, and a server error that outlasts the retries for BBB: the run stops there
+        # Alpaca's rate limit, once, and a server error that outlasts the patience for BBB: the run stops there
         fake.faults.append(Reply(429, {"message": "too many requests"}, headers={"Retry-After": "7"}))
-        sleeps = []
+        clock = InstantClock()
         original = fake.route
 
         def failing_for_bbb(method, path, query, headers, body):
@@ -80,13 +81,13 @@ def test_trades_backfill_stores_each_session_trade_once_skips_what_is_done_and_r
             return original(method, path, query, headers, body)
 
         fake.route = failing_for_bbb
-        with pytest.raises(AlpacaHistoryError, match="500"):
-            backfill.backfill_trades(history(fake, sleeps), ["AAA", "BBB"], date(2026, 11, 20), date(2026, 11, 24),
+        with pytest.raises(GaveUp, match="500"):
+            backfill.backfill_trades(history(fake, clock), ["AAA", "BBB"], date(2026, 11, 20), date(2026, 11, 24),
                                      store=store, bucket=bucket, storage_options=options, today=TODAY, progress=quiet_progress("t"))
-        assert 7.0 in sleeps, "the Retry-After was honoured"
+        assert 7.0 in clock.sleeps, "the Retry-After was honoured"
         fake.route = original
 
-        report = backfill.backfill_trades(history(fake, []), ["AAA", "BBB"], date(2026, 11, 20), date(2026, 11, 24),
+        report = backfill.backfill_trades(history(fake, InstantClock()), ["AAA", "BBB"], date(2026, 11, 20), date(2026, 11, 24),
                                           store=store, bucket=bucket, storage_options=options, today=TODAY, progress=quiet_progress("t"))
         assert report.units == 6 and report.already_done == 3, "AAA's days were done before the failure"
         # only the session is asked for: the pre-market trades are never fetched, let alone stored
@@ -101,11 +102,11 @@ def test_trades_backfill_stores_each_session_trade_once_skips_what_is_done_and_r
         assert {r["kafka_offset"] for r in rows if r is not live_row[0]} == {-1}
 
         version = DeltaTable(uri, storage_options=options).version()
-        again = backfill.backfill_trades(history(fake, []), ["AAA", "BBB"], date(2026, 11, 20), date(2026, 11, 24),
+        again = backfill.backfill_trades(history(fake, InstantClock()), ["AAA", "BBB"], date(2026, 11, 20), date(2026, 11, 24),
                                          store=store, bucket=bucket, storage_options=options, today=TODAY, progress=quiet_progress("t"))
         assert again.already_done == 6 and again.inserted == 0
         assert DeltaTable(uri, storage_options=options).version() == version, "a second run changes nothing"
-        forced = backfill.backfill_trades(history(fake, []), ["AAA"], date(2026, 11, 23), date(2026, 11, 23), store=store,
+        forced = backfill.backfill_trades(history(fake, InstantClock()), ["AAA"], date(2026, 11, 23), date(2026, 11, 23), store=store,
                                           bucket=bucket, storage_options=options, today=TODAY, again=True, progress=quiet_progress("t"))
         assert forced.already_done == 0 and forced.fetched > 0 and forced.inserted == 0
         assert len(table_rows(settings, bucket)) == len(expected)
@@ -122,7 +123,7 @@ def test_news_backfill_puts_each_article_under_its_new_york_day_once(lake):
         fake.publish("AAA", 2, datetime(2026, 11, 24, 2, 0, tzinfo=UTC))  # 21:00 on the 23rd in New York
         fake.publish("AAA", 3, datetime(2026, 11, 24, 16, 0, tzinfo=UTC))
         fake.publish("AAA", 4, datetime(2026, 11, 24, 17, 0, tzinfo=UTC), headline="")  # refused by the contract
-        news = FinnhubNewsHistory(FinnhubNews(fake.token, fake.api_url, 60, 1e9, 0), sleep=lambda s: None)
+        news = FinnhubNewsHistory(FinnhubNews(fake.token, fake.api_url, 60, 1e9, 0), clock=InstantClock())
         report = backfill.backfill_news(news, ["AAA"], date(2026, 11, 23), date(2026, 11, 24),
                                         store=store, bucket=bucket, storage_options=options, today=TODAY,
                                         progress=quiet_progress("n"))
@@ -139,3 +140,41 @@ def test_news_backfill_puts_each_article_under_its_new_york_day_once(lake):
 def test_a_backfill_of_today_is_refused_in_one_line():
     with pytest.raises(backfill.BackfillError, match="--end 2026-11-25 is not a closed day"):
         backfill.check_range(date(2026, 11, 20), TODAY, TODAY)
+
+
+def test_two_backfills_of_the_same_days_at_once_store_each_trade_once(lake):
+    """Two operators start the same backfill at the same time: their merges race for every ticker-day, and
+    the one that loses merges again on the newer table, inserting only what is missing."""
+    import threading
+
+    settings, _, bucket = lake
+    options = settings.delta_storage_options()
+    store = shared_object_store(settings)()
+    with FakeAlpacaHistory() as fake:
+        expected = 0
+        for ticker in ("AAA", "BBB", "CCC"):
+            for day in (date(2026, 11, 23), date(2026, 11, 24)):
+                opening = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=14, minutes=30)
+                for i in range(40):
+                    fake.add(ticker, int(f"{day:%m%d}{i:03d}"), opening + timedelta(minutes=7 * i), price=100 + i)
+                    expected += 1
+        reports, errors = [], []
+
+        def run() -> None:
+            try:
+                reports.append(backfill.backfill_trades(history(fake, InstantClock()), ["AAA", "BBB", "CCC"],
+                                                        date(2026, 11, 23), date(2026, 11, 24), store=store,
+                                                        bucket=bucket, storage_options=options, today=TODAY,
+                                                        progress=quiet_progress("t")))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+    assert not errors
+    rows = table_rows(settings, bucket)
+    assert len(rows) == expected == len({(r["ticker"], r["date"], r["trade_id"]) for r in rows})
+    assert sum(report.inserted for report in reports) == expected

@@ -1,22 +1,39 @@
 """`marketstream status` against the real stack: lag in messages and seconds, tables, dead letters, alerts."""
 
+import io
+import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from dataclasses import replace
 from datetime import date, datetime, timezone
 
 import pyarrow.compute as pc
+import pytest
 from deltalake import DeltaTable
 
-from marketstream.datasets import STOCK
+from marketstream.datasets import MACRO, STOCK
+from marketstream.lake import lake_filesystem
+from pipelines import cli
+from pipelines import status as status_module
 from pipelines.status import Thresholds, alerts, dataset_status, dataset_tables
-from tests.conftest import STACK_ENV
+from tests.conftest import STACK_ENV, make_settings
 from tests.integration.kafka_helpers import produce
+from tests.integration.private_servers import PrivateKafka
 from tests.integration.test_fault_tolerance import REPO, consumer, log_of, stored, trade
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
-PUBLISHED = int(datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc).timestamp() * 1000)
+# The broker deletes messages published more than its retention (7 days) before *its* clock, at a check every
+# 5 minutes: publication times are therefore a day before the real now, and the status's clock follows them.
+PUBLISHED = (int(time.time()) - 86_400) * 1000
+NOW = datetime.fromtimestamp(PUBLISHED / 1000 + 75_600, timezone.utc)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def status_of(settings, topic, bucket, now=NOW):
@@ -35,7 +52,7 @@ def test_status_follows_a_consumer_through_lag_storage_and_dead_letters(lake):
     before = status_of(settings, topic, bucket)
     assert before.topic_exists and before.messages == 303
     assert before.lag_messages == 303 and before.lag_by_partition == {0: 303} and before.lag_seconds == 302
-    assert before.last_message == "2026-11-24T15:05:02Z" and before.last_message_age_s == 75_298
+    assert before.last_message == iso(PUBLISHED + 302_000) and before.last_message_age_s == 75_298
     assert [t.version for t in before.tables] == [None, None] and before.dead_letters == 0
     assert alerts([before], Thresholds(max_lag_messages=100, max_lag_seconds=60, max_commit_age_seconds=3600)) == [
         "stock: lag 303 messages > 100 (--max-lag-messages)",
@@ -94,3 +111,94 @@ def test_status_json_is_one_document_a_script_can_read(stack, tmp_path):
     document = json.loads(done.stdout)
     assert [d["dataset"] for d in document["datasets"]] == ["macro", "news"] and document["alerts"] == []
     assert {"lag_messages", "lag_seconds", "tables", "dead_letters", "top_reasons"} <= set(document["datasets"][0])
+
+
+@pytest.fixture(scope="module")
+def private_kafka(stack, tmp_path_factory):
+    with PrivateKafka(tmp_path_factory.mktemp("kafka")) as kafka:
+        yield kafka
+
+
+@pytest.fixture
+def pause_at_first_read(private_kafka, monkeypatch):
+    """`pause(seconds)`: the private broker is stopped (SIGSTOP) when status first reads a message, after it
+    read the topic's metadata and offsets, and resumed `seconds` later (at the latest when the test ends)."""
+    original, timers = status_module._TopicReader.read, []
+
+    def pause(seconds: float) -> None:
+        def read(self, *args):
+            if not timers:
+                os.kill(private_kafka.process.pid, signal.SIGSTOP)
+                timers.append(threading.Timer(seconds, os.kill, (private_kafka.process.pid, signal.SIGCONT)))
+                timers[0].start()
+            return original(self, *args)
+
+        monkeypatch.setattr(status_module._TopicReader, "read", read)
+
+    yield pause
+    for timer in timers:
+        timer.cancel()
+    os.kill(private_kafka.process.pid, signal.SIGCONT)
+
+
+def test_a_broker_paused_while_status_reads_is_waited_for_and_every_figure_is_read(private_kafka, pause_at_first_read,
+                                                                                unique):
+    settings = make_settings(kafka_bootstrap_servers=private_kafka.bootstrap)
+    topic = f"paused_{unique}"
+    produce(settings, topic, [trade(i) for i in range(300)], timestamps_ms=[PUBLISHED + 1000 * i for i in range(300)],
+            partition=0)
+    pause_at_first_read(15)  # longer than any single librdkafka timeout of status, shorter than its patience
+    paused = status_of(settings, topic, f"paused-{unique}")
+    assert (paused.messages, paused.lag_messages, paused.lag_seconds) == (300, 300, 299)
+    assert paused.last_message == iso(PUBLISHED + 299_000)
+    assert paused.unread is None
+
+
+def test_what_a_paused_broker_does_not_give_is_unknown_never_zero_and_status_exits_3(private_kafka, pause_at_first_read,
+                                                                                  capsys):
+    settings = make_settings(kafka_bootstrap_servers=private_kafka.bootstrap)
+    produce(settings, MACRO.topic, [(b"cpi", b"{}")] * 300, timestamps_ms=[PUBLISHED + 1000 * i for i in range(300)],
+            partition=0)
+    pause_at_first_read(45)  # longer than status's patience, 30 s
+    out = io.StringIO()
+    assert cli.status(settings, True, Thresholds(max_lag_seconds=3600), ["macro"], now=NOW, out=out) == 3
+    macro = json.loads(out.getvalue())["datasets"][0]
+    assert (macro["messages"], macro["lag_messages"]) == (300, 300), "what was read before the pause is shown"
+    assert macro["lag_seconds"] is None and macro["last_message"] is None, "not read: unknown, not 0"
+    assert macro["unread"].startswith("the messages ")
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"marketstream status: cannot read Kafka at {private_kafka.bootstrap} "
+                                "(KAFKA_BOOTSTRAP_SERVERS): macro: the messages ")
+
+
+def test_status_shows_the_bars_tables(stack, unique, tmp_path):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    settings = make_settings()
+    bucket = f"it-bars-{unique}"
+    lake_filesystem(settings).mkdir(bucket)
+    try:
+        for minute in (0, 1):  # two commits, two files in one partition of a closed day
+            rows = pa.table({"ticker": ["AAPL"] * 3, "date": pa.array([date(2026, 11, 24)] * 3),
+                             "minute": pa.array([datetime(2026, 11, 24, 15, minute, tzinfo=timezone.utc)] * 3),
+                             "volume": [1.0, 2.0, 3.0]})
+            write_deltalake(f"s3://{bucket}", rows, partition_by=["ticker", "date"], mode="append",
+                            storage_options=settings.delta_storage_options())
+        env = {**STACK_ENV, "BARS_BUCKET": bucket, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", "status", "--json", "--dataset", "bars"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        document = json.loads(done.stdout)
+        assert document["datasets"] == []
+        [bars] = document["derived"]
+        assert (bars["name"], bars["derived_from"]) == ("bars", "stock")
+        real, synthetic = bars["tables"]
+        assert (real["name"], real["uri"], real["version"], real["files"], real["rows"]) == (
+            "bars", f"s3://{bucket}", 1, 2, 6)
+        assert real["files_awaiting_compaction"] == 2 and real["last_commit_age_s"] >= 0
+        assert (synthetic["name"], synthetic["uri"], synthetic["version"]) == (
+            "bars_synthetic", f"s3://{bucket}/_synthetic", None)
+    finally:
+        lake_filesystem(settings).rm(bucket, recursive=True)
