@@ -1,14 +1,15 @@
 """Every code example of the README that reads the lake runs, against a lake with data in it, and prints
 what the lake holds: the fenced `python` blocks, and the `marketstream` command lines (sql, status, chart,
 maintain) of the `sh` blocks and of the shown terminal sessions (`$ marketstream …`), whose shown output
-must have the shape of what the command prints.
+must have the shape of what the command prints, and whose shown exit status (`$ echo $?`) is its own.
 
 The lake: a Kafka and a MinIO of this module's own (the examples name the product's topics and buckets),
 trades produced into `stock_trades` and streamed by the trades consumer in many small commits, one-minute
 bars written by the bars flow, in two parts; the commands run in a shell whose `date` prints an instant
-between the two (the clock of the `--as-of` example). A block marked `<!-- needs: NAME -->` just above it is left out, with the
-reason shown (Spark is not installed here); a `marketstream` command that writes the lake or runs a
-dataflow is named below as not run here, with the test that covers it.
+between the two (the clock of the `--as-of` example). Markers just above a block: `<!-- needs: NAME -->`
+leaves it out, with the reason shown (Spark is not installed here); `<!-- while: kafka-stopped -->` runs
+its session with the broker stopped by SIGSTOP, as it was run for the README. A `marketstream` command
+that writes the lake or runs a dataflow is named below as not run here, with the test that covers it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import random
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -56,7 +58,9 @@ NOT_RUN_HERE = {
     "run": "starts a dataflow that runs until stopped (tests/integration/test_processes.py)",
     "demo": "the whole product for a minute (make demo)",
 }
-NEEDS = re.compile(r"<!--\s*needs:\s*([\w-]+)\s*-->")
+MARKER = re.compile(r"<!--\s*(needs|while):\s*([\w-]+)\s*-->")
+CONDITIONS = ("kafka-stopped",)
+"""What a shown session may say it was run in: `kafka-stopped`, the broker stopped by SIGSTOP."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,10 @@ class Block:
     line: int
     """The line of its opening fence, counted from 1."""
     text: str
-    needs: str | None
+    needs: str | None = None
     """What a `<!-- needs: NAME -->` just above it says it needs."""
+    condition: str | None = None
+    """What a `<!-- while: CONDITION -->` just above it says it was run in (one of `CONDITIONS`)."""
 
 
 def fenced_blocks(markdown: str) -> list[Block]:
@@ -77,9 +83,9 @@ def fenced_blocks(markdown: str) -> list[Block]:
             continue
         end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith("```"))
         above = next((line for line in reversed(lines[:index]) if line.strip()), "")
-        marker = NEEDS.search(above)
+        marker = dict(MARKER.findall(above))
         blocks.append(Block(lines[index][3:].strip(), index + 1, "\n".join(lines[index + 1:end]),
-                            marker.group(1) if marker else None))
+                            marker.get("needs"), marker.get("while")))
         index = end + 1
     return blocks
 
@@ -91,6 +97,10 @@ class Command:
     """As typed at a shell prompt (continued lines joined)."""
     shown: tuple[str, ...] = ()
     """The output the README shows for it, if any."""
+    shown_status: int | None = None
+    """The exit status the README shows (`$ echo $?` after it), if any."""
+    condition: str | None = None
+    """What the session was run in, from its block's `<!-- while: … -->`."""
 
     @property
     def argv(self) -> list[str]:
@@ -118,8 +128,10 @@ def commands(blocks: list[Block]) -> list[Command]:
                 found.append(Command(block.line + 1 + number, text))
             elif block.language == "" and line.startswith("$ marketstream "):
                 following = lines[number + 1:]
-                shown = following[:next((i for i, text in enumerate(following) if text.startswith("$ ")), len(following))]
-                found.append(Command(block.line + 1 + number, line[2:], tuple(shown)))
+                end = next((i for i, text in enumerate(following) if text.startswith("$ ")), len(following))
+                status = following[end + 1] if following[end:end + 1] == ["$ echo $?"] else None
+                found.append(Command(block.line + 1 + number, line[2:], tuple(following[:end]),
+                                     None if status is None else int(status), block.condition))
     return found
 
 
@@ -138,6 +150,7 @@ def test_every_marketstream_command_of_the_readme_is_run_here_or_named_as_not_ru
 class Lake:
     settings: Settings
     minio: PrivateMinio
+    kafka: PrivateKafka
     env: dict[str, str]
     """The environment the commands run in: the lake's servers, and a `date` that prints `between`."""
     between: datetime
@@ -175,7 +188,7 @@ def readme_lake(tmp_path_factory):
         (shell_clock / "date").chmod(0o755)
         env = {**os.environ, **{name.upper(): str(value) for name, value in {**STACK, **servers}.items()},
                "PATH": f"{shell_clock}:{os.environ['PATH']}"}
-        yield Lake(settings, minio, env, between)
+        yield Lake(settings, minio, kafka, env, between)
     finally:
         minio.stop()
         kafka.stop()
@@ -263,21 +276,24 @@ def shape(line: str) -> str:
     return re.sub(NUMBER, "#", line)
 
 
-def check_status(command: Command, settings: Settings, out: str, status: int) -> None:
+def check_status(command: Command, settings: Settings, out: str, errors: str, status: int) -> None:
     """Each dataset with its topic, tables and dead letters; the stock table's true row count; exit 1 with an
-    ALERT line for each threshold passed; every line the README shows (but its elisions and alerts, which
+    ALERT line for each threshold passed (3 with a line naming KAFKA_BOOTSTRAP_SERVERS when Kafka could not
+    be read); the exit status the README shows; every line it shows (but its elisions and alerts, which
     depend on the hour) has the shape of a line printed (the lake has topics with messages, an empty one and
     missing ones, tables with rows and missing ones)."""
     lines = out.strip().splitlines()
     alerts = [line for line in lines if line.startswith("ALERT ")]
-    assert status == (1 if alerts else 0), out
+    unread = "(KAFKA_BOOTSTRAP_SERVERS)" in errors
+    assert status == (3 if unread else 1 if alerts else 0), out + errors
+    assert command.shown_status in (None, status), f"README.md:{command.line} shows exit {command.shown_status}"
     rows = tables_asked(settings, [])["stock"].num_rows
     assert "  table stock (s3://stock-data): " in out and f", {rows:,} rows, " in out, out
-    printed = {shape(line) for line in lines}
+    printed = {shape(line) for line in (out + errors).splitlines()}
     for line in command.shown:
-        if line.strip() in ("...", "") or line.startswith(("ALERT ", "$ ")) or line.strip().isdigit():
+        if line.strip() in ("...", "") or line.startswith("ALERT "):
             continue
-        assert shape(line) in printed, f"README.md:{command.line} shows {line!r}, which the command never prints:\n{out}"
+        assert shape(line) in printed, f"README.md:{command.line} shows {line!r}, which the command never prints:\n{out}{errors}"
 
 
 def check_maintain(settings: Settings, out: str, before: dict[str, pa.Table]) -> None:
@@ -293,13 +309,19 @@ def test_each_command_runs_and_prints_what_the_lake_holds(readme_lake, command, 
     lake = readme_lake
     before = tables_asked(lake.settings, [])
     argv = command.words(lake.env)
-    done = subprocess.run([sys.executable, "-m", "pipelines.cli", *argv[1:]], cwd=tmp_path, env=lake.env,
-                          capture_output=True, text=True, timeout=300)
+    assert command.condition in (None, *CONDITIONS), f"README.md:{command.line}: no such condition {command.condition}"
+    if command.condition == "kafka-stopped":
+        lake.kafka.process.send_signal(signal.SIGSTOP)
+    try:
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", *argv[1:]], cwd=tmp_path, env=lake.env,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        lake.kafka.process.send_signal(signal.SIGCONT)
     where = f"README.md:{command.line}: {command.text}\n{done.stdout}{done.stderr}"
     assert done.stdout.strip() or "--output" in argv, where
     kind = argv[1]
     if kind == "status":
-        check_status(command, lake.settings, done.stdout, done.returncode)
+        check_status(command, lake.settings, done.stdout, done.stderr, done.returncode)
         return
     assert done.returncode == 0, where
     if kind == "sql":
