@@ -27,6 +27,20 @@ def upload(path, ticker: str, offsets: range) -> object:
                       file_stats(rows, ["price", "kafka_offset"]))
 
 
+def answer_lost_once(monkeypatch) -> list:
+    """The first commit lands, but its answer is lost (the connection reset); the calls made so far."""
+    real, calls = DeltaTable.create_write_transaction, []
+
+    def lands_then_fails(self, *args, **kwargs):
+        calls.append(1)
+        real(self, *args, **kwargs)
+        if len(calls) == 1:
+            raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", lands_then_fails)
+    return calls
+
+
 def test_a_commit_adds_its_files_and_versions_together(tmp_path):
     table = committer(tmp_path)
     assert table.committed_version("app:0") == -1
@@ -50,15 +64,7 @@ def test_a_commit_that_lost_a_race_with_another_process_is_made_on_the_newer_tab
 
 def test_an_attempt_that_landed_although_its_answer_was_lost_is_not_made_again(tmp_path, monkeypatch):
     table = committer(tmp_path)
-    real, calls = DeltaTable.create_write_transaction, []
-
-    def lands_then_fails(self, *args, **kwargs):
-        calls.append(1)
-        real(self, *args, **kwargs)
-        if len(calls) == 1:
-            raise OSError("connection reset by peer")
-
-    monkeypatch.setattr(DeltaTable, "create_write_transaction", lands_then_fails)
+    calls = answer_lost_once(monkeypatch)
     table.commit_files([upload(tmp_path, "A", range(0, 5))], {"app:0": 4})
     monkeypatch.undo()
     read = DeltaTable(str(tmp_path))
@@ -70,15 +76,7 @@ def test_a_replacing_commit_swaps_the_selected_partitions_files_for_its_own_and_
     table.commit_files([upload(tmp_path, "A", range(0, 5)), upload(tmp_path, "A", range(5, 8)),
                   upload(tmp_path, "B", range(0, 3))], {"app": 0})
     assert table.read([("ticker", "in", ["A"])]).num_rows == 8
-    real, calls = DeltaTable.create_write_transaction, []
-
-    def lands_then_fails(self, *args, **kwargs):  # its answer is lost: a retry must not remove A's new file
-        calls.append(1)
-        real(self, *args, **kwargs)
-        if len(calls) == 1:
-            raise OSError("connection reset by peer")
-
-    monkeypatch.setattr(DeltaTable, "create_write_transaction", lands_then_fails)
+    answer_lost_once(monkeypatch)  # a retry must not remove A's new file
     table.commit_files([upload(tmp_path, "A", range(100, 102)), upload(tmp_path, "C", range(0, 4))], {"app": 1},
                  replacing=[("ticker", "in", ["A"])])
     monkeypatch.undo()
@@ -191,15 +189,7 @@ def test_a_commit_whose_answer_was_lost_is_prepared_again_and_finds_itself_commi
     from sinks.delta_commits import Commit
 
     table = committer(tmp_path)
-    real, calls = DeltaTable.create_write_transaction, []
-
-    def lands_then_fails(self, *args, **kwargs):
-        calls.append(1)
-        real(self, *args, **kwargs)
-        if len(calls) == 1:
-            raise OSError("connection reset by peer")
-
-    monkeypatch.setattr(DeltaTable, "create_write_transaction", lands_then_fails)
+    calls = answer_lost_once(monkeypatch)
     seen = []
 
     def fenced(view) -> Commit | None:
