@@ -43,7 +43,7 @@ from marketstream.bars import (LEGACY_INCARNATION, combine_parts, fold_trades, h
                                with_legacy_held)
 from marketstream.runs import key_runs
 from sinks.delta_commits import Commit, DeltaCommitter, TableView, retrying
-from sinks.delta_stats import file_stats
+from sinks.delta_stats import files_stats
 from sinks.layout import object_key, partition_path
 from sinks.object_store import ObjectStore
 from sinks.pending import PendingWrites
@@ -257,12 +257,13 @@ class BarsWriter:
 
     def _put_files(self, files: list[tuple[str, object, pa.Table]]) -> list[AddAction]:
         objects, adds = {}, []
-        for ticker, day, chunk in files:
+        stats = files_stats([chunk for _, _, chunk in files], self._committer.stats_columns)
+        for (ticker, day, chunk), stats_of_file in zip(files, stats):
             relative = object_key(partition_path([("ticker", ticker), ("date", day)]), f"bars-{uuid.uuid4().hex}.parquet")
             data = _parquet(chunk.drop_columns(PARTITION_BY), self._compression)
             objects[object_key(self._folder, relative)] = data
             adds.append(AddAction(relative, len(data), {"ticker": ticker, "date": day.isoformat()},
-                                  int(time.time() * 1000), True, file_stats(chunk, self._committer.stats_columns)))
+                                  int(time.time() * 1000), True, stats_of_file))
         self._store.put_many(self._bucket, objects)
         return adds
 

@@ -250,9 +250,11 @@ def test_maintenance_writes_bars_files_without_full_statistics_again_through_the
     from sinks.delta_maintenance import partitions_lacking_stats
 
     settings, bucket, table = bars_table
-    monkeypatch.setattr(sinks.bars_table, "file_stats",  # as the writer did before 2026-12: the minute only
-                        lambda rows, columns: json.dumps({"numRecords": rows.num_rows, "minValues": {"minute": "2026-11-24T14:30:00Z"},
-                                                          "maxValues": {"minute": "2026-11-24T14:32:00Z"}}))
+    monkeypatch.setattr(sinks.bars_table, "files_stats",  # as the writer did before 2026-12: the minute only
+                        lambda tables, columns: [json.dumps({"numRecords": rows.num_rows,
+                                                             "minValues": {"minute": "2026-11-24T14:30:00Z"},
+                                                             "maxValues": {"minute": "2026-11-24T14:32:00Z"}})
+                                                 for rows in tables])
     trades = tape(31)
     Writer(settings, bucket).write(trades)
     monkeypatch.undo()

@@ -114,3 +114,16 @@ def test_a_reader_filtering_on_any_column_finds_the_rows_of_a_file_added_with_th
         dataset = DeltaTable(str(folder)).to_pyarrow_dataset()
         answers[label] = dataset.to_table(filter=ds.field("source") == "alpaca").num_rows
     assert answers == {"partial": 0, "full": 1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(tables(), st.lists(st.integers(0, 12), max_size=4))
+def test_the_stats_of_several_files_at_once_are_those_of_each_file_alone(table, cuts):
+    from sinks.delta_stats import files_stats
+
+    bounds = [0, *sorted({min(cut, table.num_rows) for cut in cuts}), table.num_rows]
+    files = [table.slice(start, end - start) for start, end in zip(bounds, bounds[1:]) if end > start]
+
+    columns = indexed_columns(files[0].schema, ["part"], {})
+    assert [json.loads(stats) for stats in files_stats(files, columns)] == \
+        [json.loads(file_stats(table, columns)) for table in files]
