@@ -26,13 +26,14 @@ incarnation that was current when the table was first written by this version (t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from marketstream.runs import key_changes
+from marketstream.runs import key_changes, key_runs
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MINUTE_US = 60_000_000
@@ -270,10 +271,103 @@ def unheld_trades(entries: pa.Table, trades: pa.Table, incarnation: str) -> pa.T
     return pa.concat_tables([trades.filter(pc.invert(doubtful)), kept])
 
 
+def single_stream(parts: pa.Table) -> pa.Table:
+    """`parts` (rows of the bars table, each holding one Kafka partition, as the stream makes them) with that
+    partition's `incarnation`, `kafka_partition` and `last` (offset) as columns of their own."""
+    first_entry = pc.list_element(parts.column("held_through"), 0)
+    return (parts.append_column("incarnation", pc.struct_field(first_entry, "incarnation"))
+            .append_column("kafka_partition", pc.struct_field(first_entry, "kafka_partition"))
+            .append_column("last", pc.struct_field(first_entry, "offset")))
+
+
+def split_by_held(entries: pa.Table, parts: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Parts of one Kafka partition each (rows of the bars table as the stream makes them: a part holds every
+    trade of its ticker's minute in that partition from its `first_offset` to its held offset) against what the
+    rows `entries` describes hold (`held_entries`): (the parts none of whose trades are held, the parts some but
+    not all of whose trades are held, with `held`: the offset through which they are). Parts held whole are
+    left out: folding them again would count their trades twice."""
+    if not entries.num_rows or not parts.num_rows:
+        return parts, parts.slice(0, 0).append_column("held", pa.array([], pa.int64()))
+    # most parts are of minutes after every held one (a stream moves on): only the others are looked up
+    doubtful = pc.less_equal(parts.column("minute"), pc.max(entries.column("minute")).cast(parts.schema.field("minute").type))
+    if not pc.any(doubtful).as_py():
+        return parts, parts.slice(0, 0).append_column("held", pa.array([], pa.int64()))
+    later = parts.filter(pc.invert(doubtful))
+    parts = parts.filter(doubtful)
+    streams = single_stream(parts).append_column("_row", pa.array(range(parts.num_rows), pa.int64()))
+    exact = entries.filter(pc.not_equal(entries.column("kafka_partition"), ANY_PARTITION))
+    exact = exact.select(["ticker", "minute", "incarnation", "kafka_partition", "offset"]).rename_columns(
+        ["ticker", "minute", "incarnation", "kafka_partition", "_held"])
+    exact = exact.cast(pa.schema([streams.schema.field(name) for name in _ENTRY_KEYS] + [pa.field("_held", pa.int64())]))
+    legacy = entries.filter(pc.equal(entries.column("kafka_partition"), ANY_PARTITION))
+    legacy = pa.table({"ticker": legacy.column("ticker"), "minute": legacy.column("minute"),
+                       "incarnation": legacy.column("incarnation"), "_held_any": legacy.column("offset")}).cast(
+        pa.schema([streams.schema.field("ticker"), streams.schema.field("minute"), streams.schema.field("incarnation"),
+                   pa.field("_held_any", pa.int64())]))
+    keys = streams.select([*_ENTRY_KEYS, "first_offset", "last", "_row"])
+    keys = keys.join(exact, _ENTRY_KEYS, join_type="left outer").join(legacy, ["ticker", "minute", "incarnation"],
+                                                                      join_type="left outer")
+    held = pc.max_element_wise(pc.fill_null(keys.column("_held"), -1), pc.fill_null(keys.column("_held_any"), -1))
+    rows = keys.column("_row")
+    none_held = pc.greater(keys.column("first_offset"), held)
+    some_held = pc.and_(pc.invert(none_held), pc.greater(keys.column("last"), held))
+    unheld = pa.concat_tables([later, parts.take(rows.filter(none_held))])
+    partly = parts.take(rows.filter(some_held)).append_column("held", held.filter(some_held))
+    return unheld, partly
+
+
+Reread = Callable[[str, int, int, int], pa.Table]
+"""`reread(incarnation, partition, first, last)`: the trades (`ticker`, `date`, `timestamp`, `kafka_partition`,
+`kafka_offset`, `price`, `size`) of a Kafka partition's offsets `first`..`last` that the bars table keeps."""
+
+
+def unheld_parts(entries: pa.Table, parts: pa.Table, reread: Reread) -> pa.Table:
+    """Bar rows holding exactly the trades of `parts` (as the stream makes them, one Kafka partition each)
+    that the rows `entries` describes (`held_entries`) do not hold: parts held whole are left out, parts held
+    in part (another writer cut the same minute elsewhere) are folded again from their trades above what is
+    held, which `reread` gives; `held_through` says what each holds."""
+    fresh, partly = split_by_held(entries, combine_each_partition(parts))
+    if not partly.num_rows:
+        return fresh
+    streams = single_stream(partly).sort_by([("incarnation", "ascending"), ("kafka_partition", "ascending")])
+    refolded = [fresh]
+    for (incarnation, partition), start, count in key_runs(streams, ["incarnation", "kafka_partition"]):
+        group = streams.slice(start, count)
+        trades = reread(incarnation, partition, pc.min(group.column("held")).as_py() + 1, pc.max(group.column("last")).as_py())
+        minute = pc.floor_temporal(trades.column("timestamp"), unit="minute")
+        bounds = group.select(["ticker", "minute", "held", "last"]).cast(pa.schema(
+            [trades.schema.field("ticker"), pa.field("minute", minute.type), pa.field("held", pa.int64()),
+             pa.field("last", pa.int64())]))
+        chosen = trades.append_column("minute", minute).join(bounds, ["ticker", "minute"], join_type="inner")
+        offsets = chosen.column("kafka_offset")
+        chosen = chosen.filter(pc.and_(pc.greater(offsets, chosen.column("held")), pc.less_equal(offsets, chosen.column("last"))))
+        if chosen.num_rows:
+            refolded.append(trade_parts(chosen.select(trades.column_names), incarnation).cast(fresh.schema))
+    return pa.concat_tables(refolded)
+
+
+def combine_each_partition(parts: pa.Table) -> pa.Table:
+    """Parts of one Kafka partition each (`split_by_held`) merged per ticker, date, minute and partition: the
+    parts a writer makes of one minute in one partition hold consecutive runs of its trades, so each merged part
+    still holds every trade of its minute in that partition between its first and held offsets."""
+    if _keys_unique(parts, _BAR_KEYS):  # nothing to merge
+        return parts
+    streams = single_stream(parts).sort_by([("incarnation", "ascending"), ("kafka_partition", "ascending")])
+    return pa.concat_tables([combine_parts(streams.slice(start, count).select(parts.column_names))
+                             for _, start, count in key_runs(streams, ["incarnation", "kafka_partition"])])
+
+
+def _keys_unique(parts: pa.Table, keys: list[str]) -> bool:
+    """Whether no two of `parts` share `keys` (a grouping, which copies far less than sorting them all)."""
+    return parts.num_rows < 2 or parts.select(keys).group_by(keys, use_threads=False).aggregate([]).num_rows == parts.num_rows
+
+
 def combine_parts(parts: pa.Table) -> pa.Table:
     """Rows of the bars table with the same ticker, date and minute merged into one, as `Bar.merge` does,
-    holding what each held; in ticker, date and minute order. Rows must carry `held_through`
-    (`with_legacy_held` for rows written before 2026-12)."""
+    holding what each held; in ticker, date and minute order unless no two shared a key (then as they were).
+    Rows must carry `held_through` (`with_legacy_held` for rows written before 2026-12)."""
+    if _keys_unique(parts, _BAR_KEYS):  # the common case: nothing to merge
+        return _bars_table({name: parts.column(name) for name in parts.column_names}, [])
     by_open = parts.sort_by([(name, "ascending") for name in [*_BAR_KEYS, "open_ts", "open_offset"]])
     repeated = _repeated_keys(by_open)
     alone = _bars_table({name: by_open.column(name) for name in by_open.column_names}, [])

@@ -60,10 +60,8 @@ class Settings(BaseSettings):
     bars_bucket: str = Field("bars-data", description="bucket of the one-minute bars tables")
     bars_allowed_lateness_seconds: float = Field(
         30.0, ge=0, description="a minute's bar is emitted once a trade this much newer has been seen")
-    bars_batch_max_trades: int = Field(
-        400_000, ge=1, description="trades folded into the bars tables at once (else every BATCH_MAX_AGE_SECONDS)",
-        # BARS_BATCH_MAX_PARTS: its name before 2026-12, when batches held bar parts, still read
-        validation_alias=AliasChoices("bars_batch_max_trades", "bars_batch_max_parts"))
+    bars_batch_max_parts: int = Field(
+        200_000, ge=1, description="bar parts written to the bars tables at once (else every BATCH_MAX_AGE_SECONDS)")
     lake_format: Literal["delta", "parquet"] = Field(
         "delta", description="delta: a Delta Lake table per dataset; parquet: plain hive-partitioned files")
     lake_compact_closed_after_days: int = Field(1, ge=1, description="a date partition this old is closed: compacted")

@@ -2,37 +2,41 @@
 
 Trades go through the trades consumer's own decoder (`pipelines.consumer.decode`: the same validation and
 NYSE-session rule; what it would dead-letter is dropped here, the trades consumer dead-letters it). Each
-poll's trades are split by table (synthetic trades make bars of their own) and minute: a few Arrow tables
-per poll, no Python object per trade.
+poll's trades are folded with Arrow into bar rows, one per table, ticker and minute (`minute_parts`;
+synthetic trades to bars of their own): no Python object per trade or per bar. Each row holds its Kafka
+partition through its last trade (`held_through`, with the topic's incarnation).
 
 Windows: Bytewax's `window` operator with a `TumblingWindower` of one UTC minute. It is keyed by table and
 Kafka partition (a ticker's trades all come through one partition, in order), and each window holds the
-trades of that minute of the partition's tickers. `TradeTimeClock`: the watermark is the newest trade time
-seen minus `lateness`, and it moves on with the wall clock while the partition is quiet, so the last minute
-before a pause closes `lateness` after its end instead of waiting for the next trade. A window's trades
-are emitted when it closes.
+bars of that minute of the partition's tickers, so the operator handles a few items per poll, not one per
+ticker. `TradeTimeClock`: the watermark is the newest trade time seen minus `lateness`, and it moves on
+with the wall clock while the partition is quiet, so the last minute before a pause closes `lateness`
+after its end instead of waiting for the next trade. A window's bars are emitted when it closes.
 
-Late trades: trades older than the watermark are Bytewax's "late" items; they are emitted at once, and the
-bars table folds them into their minute's stored bar (`Bar.merge` gives the same bar in any order and
-split). So every trade the trades table keeps ends in its bar, however late; the trades that came late are
-counted (`marketstream_bars_late_trades`). At the end of input every open minute is emitted.
+Late trades: bar rows older than the watermark are Bytewax's "late" items; they are emitted at once as
+**corrections** of their minute, which the bars table folds into the stored bar (`Bar.merge` gives the
+same bar in any order and split). So every trade the trades table keeps ends in its bar, however late; the
+trades that came late are counted (`marketstream_bars_late_trades`). At the end of input every open
+minute is emitted.
 
-Trades are folded into bars by the bars table's writer, which drops those the table holds (by its rows'
-held offsets, `marketstream.bars.unheld_trades`), so replays, restarts and other deployments fold nothing
-twice. A flow that reads trades again also leaves them out early (`StoredBars`: what each table and date
-held when it first looked), and so does a window restored from a snapshot. The flow reads the topic from
-its earliest offset when it has no recovery state, whatever `KAFKA_STARTING_OFFSET` says: a writer that
-skipped trades would fold later ones into minutes whose earlier ones it never saw. Trades are gathered per
-table for `BATCH_MAX_AGE_SECONDS` or until the process holds `BARS_BATCH_MAX_TRADES`, then written.
+Exactly once: the bars table's writer leaves out what its rows hold, whoever folded it in, and folds again
+from the topic (`TopicRange`) the trades of a part another writer cut elsewhere, so replays, restarts and
+other deployments fold nothing twice. A flow that reads trades again also leaves out early the trades its
+tables held when it first looked at each table and date (`StoredBars`), and so does a window restored from a
+snapshot. The flow reads the topic from its earliest offset when it has no recovery state, whatever
+`KAFKA_STARTING_OFFSET` says: a writer that skipped trades would fold later ones into minutes whose earlier
+ones it never saw. Bar rows are gathered per table for `BATCH_MAX_AGE_SECONDS` or until the process holds
+`BARS_BATCH_MAX_PARTS` of them, then written.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from functools import partial
-import logging
 from typing import Any
 
 import bytewax.operators as op
@@ -45,22 +49,26 @@ from bytewax.outputs import Sink
 
 from marketstream import metrics
 from marketstream.batching import BufferBudget, TableBatcher
-from marketstream.bars import to_datetime, unheld_trades
+from marketstream.bars import combine_parts, split_by_held, to_datetime, trade_parts, unheld_trades
 from marketstream.datasets import STOCK
 from marketstream.runs import key_runs
+from marketstream.schemas import TIMESTAMP
 from marketstream.settings import Settings
 from pipelines.connectors import shared_object_store, topic_source
 from pipelines.consumer import PREFIX, Decoded, SkipCounter, SkipSummary, decode
 from pipelines.runtime import build_or_exit
 from sinks.bars_table import BarsSink, stored_held
-from sources.kafka_topic import InFlight
+from sources.kafka_topic import InFlight, PolledMessages
 
 log = logging.getLogger(__name__)
 
-MinuteTrades = tuple[str, int, pa.Table]
-"""(`<table folder>|<Kafka partition>`, the newest trade time in µs, trades of one minute)."""
+MinuteParts = tuple[str, int, pa.Table]
+"""(`<table folder>|<Kafka partition>`, the newest trade time in µs, bar rows of one minute: a part per ticker)."""
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TRADE_COLUMNS = ["ticker", "date", "timestamp", "kafka_partition", "kafka_offset", "price", "size"]
+TRADES = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32()), pa.field("timestamp", TIMESTAMP),
+                    pa.field("kafka_partition", pa.int32()), pa.field("kafka_offset", pa.int64()),
+                    pa.field("price", pa.float64()), pa.field("size", pa.float64())])
 
 
 def _utc_now() -> datetime:
@@ -70,12 +78,11 @@ def _utc_now() -> datetime:
 class StoredBars:
     """What the bars tables held when this process first looked at a table and date (`load(folder, day)` ->
     `marketstream.bars.held_entries`), to leave out early the trades they hold. Read once per table folder and
-    date: looking late is harmless, since the table's writer drops whatever the table holds when it commits;
-    a table and date read again after `keep` others is simply read again."""
+    date: looking late is harmless, since the table's writer leaves out whatever the table holds when it
+    commits; a table and date read again after `keep` others is simply read again."""
 
-    def __init__(self, load: Callable[[str, date], pa.Table], incarnation: Callable[[], str], keep: int = 8):
+    def __init__(self, load: Callable[[str, date], pa.Table], keep: int = 8):
         self._load = load
-        self._incarnation = incarnation
         self._keep = keep
         self._held: dict[tuple[str, date], pa.Table] = {}
 
@@ -86,37 +93,46 @@ class StoredBars:
             self._held[(folder, day)] = self._load(folder, day)
         return self._held[(folder, day)]
 
-    def unstored(self, folder: str, trades: pa.Table) -> pa.Table:
-        """`trades` of one folder (`TRADE_COLUMNS`) without those stored."""
-        kept = []
-        for day in pc.unique(trades.column("date")).to_pylist():
-            rows = trades.filter(pc.equal(trades.column("date"), pa.scalar(day, pa.date32())))
-            kept.append(unheld_trades(self._entries(folder, day), rows, self._incarnation()))
+    def _by_day(self, rows: pa.Table):
+        for day in pc.unique(rows.column("date")).to_pylist():
+            yield day, rows.filter(pc.equal(rows.column("date"), pa.scalar(day, pa.date32())))
+
+    def unstored(self, folder: str, trades: pa.Table, incarnation: str) -> pa.Table:
+        """`trades` of one folder (`TRADE_COLUMNS`) of topic incarnation `incarnation` without those stored."""
+        kept = [unheld_trades(self._entries(folder, day), rows, incarnation) for day, rows in self._by_day(trades)]
         return pa.concat_tables(kept) if kept else trades
 
+    def not_held(self, folder: str, parts: pa.Table) -> pa.Table:
+        """The bar rows `parts` (as the stream makes them) of which the table does not hold every trade."""
+        kept = []
+        for day, rows in self._by_day(parts):
+            unheld, partly = split_by_held(self._entries(folder, day), rows)
+            kept += [unheld, partly.drop_columns(["held"])]
+        return pa.concat_tables(kept) if kept else parts
 
-def minute_trades(decoded: Decoded, stored: StoredBars | None = None) -> list[tuple[str, MinuteTrades]]:
-    """One poll's decoded trades -> per table folder and minute, its trades, keyed `<folder>|<Kafka partition>`;
-    trades `stored` holds are left out."""
+
+def minute_parts(decoded: Decoded, stored: StoredBars | None = None) -> list[tuple[str, MinuteParts]]:
+    """One poll's decoded trades -> per table folder and minute, the bar rows of its tickers, keyed
+    `<folder>|<Kafka partition>`; trades `stored` holds are left out."""
     trades = decoded.rows
     if PREFIX not in trades.column_names:
         trades = trades.append_column(PREFIX, pa.repeat(pa.scalar("", pa.string()), trades.num_rows))
     trades = trades.select([PREFIX, *TRADE_COLUMNS])
     if stored is not None:
         folders = pc.unique(trades.column(PREFIX)).to_pylist()
-        trades = pa.concat_tables([stored.unstored(folder, trades.filter(pc.equal(trades.column(PREFIX), folder)))
-                                   for folder in folders])
+        trades = pa.concat_tables([stored.unstored(folder, trades.filter(pc.equal(trades.column(PREFIX), folder)),
+                                                   decoded.incarnation) for folder in folders])
         if not trades.num_rows:
             return []
-    minute = pc.floor_temporal(trades.column("timestamp"), unit="minute")
+    parts = trade_parts(trades, decoded.incarnation, [PREFIX])
     # one item per run of one folder and minute
-    trades = trades.append_column("_minute", minute).sort_by([(PREFIX, "ascending"), ("_minute", "ascending")])
+    parts = parts.sort_by([(PREFIX, "ascending"), ("minute", "ascending")])
     items = []
-    for (folder, _), start, count in key_runs(trades, [PREFIX, "_minute"]):
-        run = trades.slice(start, count)
+    for (folder, _), start, count in key_runs(parts, [PREFIX, "minute"]):
+        run = parts.slice(start, count)
         key = f"{folder}|{decoded.kafka_partition}"
-        latest = pc.max(pc.cast(run.column("timestamp"), pa.int64())).as_py()
-        items.append((key, (key, latest, run.select(TRADE_COLUMNS))))
+        latest = pc.max(pc.cast(run.column("close_ts"), pa.int64())).as_py()
+        items.append((key, (key, latest, run.drop_columns([PREFIX]))))
     return items
 
 
@@ -128,7 +144,7 @@ class TradeTimeState:
     """The wall time it was seen at."""
 
 
-class _TradeTimeClockLogic(ClockLogic[MinuteTrades, TradeTimeState | None]):
+class _TradeTimeClockLogic(ClockLogic[MinuteParts, TradeTimeState | None]):
     def __init__(self, lateness: timedelta, now: Callable[[], datetime], state: TradeTimeState | None):
         self._lateness = lateness
         self._now_getter = now
@@ -143,7 +159,7 @@ class _TradeTimeClockLogic(ClockLogic[MinuteTrades, TradeTimeState | None]):
             return datetime.min.replace(tzinfo=timezone.utc)
         return self._state.newest + max(self._now - self._state.seen_at, timedelta(0))
 
-    def on_item(self, value: MinuteTrades) -> tuple[datetime, datetime]:
+    def on_item(self, value: MinuteParts) -> tuple[datetime, datetime]:
         timestamp = to_datetime(value[1])
         base = timestamp - self._lateness
         if base > self._watermark():
@@ -167,7 +183,7 @@ class _TradeTimeClockLogic(ClockLogic[MinuteTrades, TradeTimeState | None]):
 
 
 @dataclass
-class TradeTimeClock(Clock[MinuteTrades, TradeTimeState | None]):
+class TradeTimeClock(Clock[MinuteParts, TradeTimeState | None]):
     """Bytewax's event clock, waking up when a quiet partition's watermark reaches a window's end: the
     watermark is the newest trade time minus `lateness`, plus the wall time since that trade was seen."""
 
@@ -178,50 +194,104 @@ class TradeTimeClock(Clock[MinuteTrades, TradeTimeState | None]):
         return _TradeTimeClockLogic(self.lateness, self.now, resume_state)
 
 
-class MinuteBars(WindowLogic[MinuteTrades, MinuteTrades, tuple[str, list[pa.Table]] | None]):
-    """The trades of one key's minute, emitted together when the window closes."""
+class MinuteBars(WindowLogic[MinuteParts, MinuteParts, tuple[str, list[pa.Table]] | None]):
+    """The bars of one key's minute: the parts received, merged (`combine_parts`) when the window closes."""
 
     def __init__(self, state: tuple[str, list[pa.Table]] | None):
-        self._key, self._trades = state if state is not None else ("", [])
+        self._key, self._parts = state if state is not None else ("", [])
 
-    def on_value(self, value: MinuteTrades) -> tuple:
+    def on_value(self, value: MinuteParts) -> tuple:
         self._key = value[0]
-        self._trades.append(value[2])
+        self._parts.append(value[2])
         return ()
 
     def on_merge(self, original: Any) -> tuple:
         raise NotImplementedError("tumbling windows never merge")
 
     def on_close(self) -> tuple:
-        if not self._trades:
+        if not self._parts:
             return ()
-        return ((self._key, 0, pa.concat_tables(self._trades)),)
+        parts = self._parts[0] if len(self._parts) == 1 else combine_parts(pa.concat_tables(self._parts))
+        return ((self._key, 0, parts),) if parts.num_rows else ()
 
     def snapshot(self) -> tuple[str, list[pa.Table]]:
-        return self._key, list(self._trades)
+        return self._key, list(self._parts)
 
 
 def restored_minute(stored: StoredBars | None, state: tuple[str, list[pa.Table]] | None) -> MinuteBars:
-    """A window's logic; restored from a snapshot, the trades of its minute that the table holds already
-    (stored after the snapshot) are left out."""
+    """A window's logic; restored from a snapshot, the bars of its minute whose trades the table holds already
+    (stored after the snapshot) are dropped: folding them again would count them twice."""
     if state is not None and stored is not None and state[1]:
         folder = state[0].rsplit("|", 1)[0]
-        state = (state[0], [stored.unstored(folder, pa.concat_tables(state[1]))])
+        state = (state[0], [stored.not_held(folder, combine_parts(pa.concat_tables(state[1])))])
     return MinuteBars(state)
 
 
-def _count_late(item: tuple[str, tuple[int, MinuteTrades]]) -> tuple[str, tuple[int, MinuteTrades]]:
-    _, (_, (key, _, trades)) = item
-    metrics.BARS_LATE_TRADES.labels(key.rsplit("|", 1)[0] or "/").inc(trades.num_rows)
+def _count_late(item: tuple[str, tuple[int, MinuteParts]]) -> tuple[str, tuple[int, MinuteParts]]:
+    _, (_, (key, _, parts)) = item
+    metrics.BARS_LATE_TRADES.labels(key.rsplit("|", 1)[0] or "/").inc(pc.sum(parts.column("trades")).as_py() or 0)
     return item
 
 
-def _by_table(item: tuple[str, tuple[int, MinuteTrades]]) -> tuple[str, pa.Table]:
-    _, (_, (key, _, trades)) = item
-    return key.rsplit("|", 1)[0], trades
+def _by_table(item: tuple[str, tuple[int, MinuteParts]]) -> tuple[str, pa.Table]:
+    _, (_, (key, _, parts)) = item
+    return key.rsplit("|", 1)[0], parts
 
 
 MINUTE = timedelta(minutes=1)
+
+
+class TopicRange:
+    """Trades of one Kafka partition's offset range read again from the topic, decoded and kept as the trades
+    consumer keeps them: what the bars writer folds when another writer cut a minute elsewhere (rare: only
+    with several deployments). Raises when the topic is another incarnation than asked, or cannot be read."""
+
+    def __init__(self, settings: Settings, topic: str, timeout: float = 60.0):
+        self._settings = settings
+        self._dataset = replace(STOCK, topic=topic)
+        self._timeout = timeout
+
+    def __call__(self, folder: str, incarnation: str, partition: int, first: int, last: int) -> pa.Table:
+        from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+        topic = self._dataset.topic
+        current = self._settings.kafka_cluster().topic_incarnation(topic)
+        if current != incarnation:
+            raise RuntimeError(f"the trades of {topic} partition {partition} at offsets {first}..{last} are gone: "
+                               f"the topic is incarnation {current} now, not {incarnation}")
+        consumer = Consumer({**self._settings.kafka_client_config(), "group.id": "marketstream-bars-reread",
+                             "enable.auto.commit": False, "enable.partition.eof": True})
+        batch = PolledMessages(topic, partition, incarnation=incarnation)
+        deadline = time.monotonic() + self._timeout
+        try:
+            consumer.assign([TopicPartition(topic, partition, first)])
+            position, at_end = first, False
+            while position <= last and not at_end:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"reading {topic} partition {partition} at offsets {first}..{last} again "
+                                       f"took over {self._timeout:g} s (KAFKA_BOOTSTRAP_SERVERS)")
+                for message in consumer.consume(1000, 1.0):
+                    if message.error() is not None:
+                        at_end = at_end or message.error().code() == KafkaError._PARTITION_EOF
+                        continue
+                    position = message.offset() + 1
+                    if first <= message.offset() <= last:
+                        batch.offsets.append(message.offset())
+                        batch.keys.append(message.key())
+                        batch.values.append(message.value())
+        finally:
+            consumer.close()
+        in_flight = InFlight(len(batch) + 1)
+        in_flight.add(len(batch))
+        decoded = decode(self._dataset, self._settings, SkipCounter("bars_reread"), in_flight, batch)
+        if decoded.rows is None:
+            return TRADES.empty_table()
+        rows = decoded.rows
+        if PREFIX in rows.column_names:
+            rows = rows.filter(pc.equal(rows.column(PREFIX), folder))
+        elif folder:
+            rows = rows.slice(0, 0)
+        return rows.select(TRADE_COLUMNS).cast(TRADES)
 
 
 def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Source | None = None,
@@ -239,33 +309,27 @@ def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Sou
         options = settings.delta_storage_options()
         store = shared_object_store(settings)
         incarnation = partial(settings.kafka_cluster().topic_incarnation, topic)
-        sink = BarsSink(settings.bars_bucket, options, store, incarnation, settings.parquet_compression)
-        stored = stored or StoredBars(lambda folder, day: stored_held(sink.uri(folder), options, day),
-                                      _once(incarnation))
+        sink = BarsSink(settings.bars_bucket, options, store, incarnation, settings.parquet_compression,
+                        reread=TopicRange(settings, topic))
+        stored = stored or StoredBars(lambda folder, day: stored_held(sink.uri(folder), options, day))
     flow = Dataflow("bars_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)
     polls = op.input("kafka_in", flow, source or topic_source(settings, topic, in_flight))
     skipped = SkipCounter("bars")
     decoded = op.map("decode", polls, partial(decode, replace(STOCK, topic=topic), settings, skipped, in_flight))
     op.output("skip_summary", decoded, SkipSummary(skipped))
-    trades = op.flat_map("minute_trades", decoded, lambda d: minute_trades(d, stored) if d.rows is not None else [])
-    windows = window("minutes", trades, TradeTimeClock(timedelta(seconds=settings.bars_allowed_lateness_seconds), now),
+    parts = op.flat_map("minute_parts", decoded, lambda d: minute_parts(d, stored) if d.rows is not None else [])
+    windows = window("minutes", parts, TradeTimeClock(timedelta(seconds=settings.bars_allowed_lateness_seconds), now),
                      TumblingWindower(length=MINUTE, align_to=EPOCH), partial(restored_minute, stored),
                      ordered=False)
     closed = op.map("closed", windows.down, _by_table)
     late = op.map("late", op.map("count_late", windows.late, _count_late), _by_table)
     batcher = partial(TableBatcher, timedelta(seconds=settings.batch_max_age_seconds),
-                      BufferBudget(settings.bars_batch_max_trades), now=now)
-    batches = op.stateful_batch("batches", op.merge("trades", closed, late), batcher)
+                      BufferBudget(settings.bars_batch_max_parts), now=now)
+    batches = op.stateful_batch("batches", op.merge("parts", closed, late), batcher)
     # the sink partition is given values only: each carries its folder
     op.output("bars_out", op.map("with_folder", batches, lambda batch: (batch[0], batch)), sink)
     return flow
-
-
-def _once(read: Callable[[], str]) -> Callable[[], str]:
-    """`read()` asked once, when first needed."""
-    found: list[str] = []
-    return lambda: found[0] if found else (found.append(read()) or found[0])
 
 
 def bars_dataflow() -> Dataflow:

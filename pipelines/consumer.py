@@ -128,6 +128,8 @@ class Decoded:
     kafka_partition: int
     rows: pa.Table | None
     dead_letters: list[DeadLetter]
+    incarnation: str = ""
+    """The topic's incarnation (its topic id) the batch was read from."""
 
 
 def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight: InFlight, batch: PolledMessages) -> Decoded:
@@ -142,7 +144,7 @@ def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight
             skipped.add(reason, count)
             table = table.filter(pc.invert(mask))
     if not table.num_rows:
-        return Decoded(batch.partition, None, dead)
+        return Decoded(batch.partition, None, dead, batch.incarnation)
 
     offsets = pa.array(batch.offsets, pa.int64()).take(table.column(ROW_INDEX))
     table = table.drop_columns([ROW_INDEX])
@@ -150,7 +152,7 @@ def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight
     table = table.append_column("kafka_offset", offsets)
     if dataset.prefix is not None:
         table = table.append_column(PREFIX, dataset.prefix(table, settings))
-    return Decoded(batch.partition, table, dead)
+    return Decoded(batch.partition, table, dead, batch.incarnation)
 
 
 def into_files(dataset: Dataset, max_rows: int, kafka_partition_rows: tuple[str, pa.Table]) -> list[tuple[str, FileRows]]:

@@ -1,20 +1,24 @@
-"""The bars tables: trades folded into one row per (ticker, date, minute) of a Delta table.
+"""The bars tables: bar parts folded into one row per (ticker, date, minute) of a Delta table.
 
-`BarsSink` receives batches of trades (`pipelines.bars`: the trades of minutes whose window closed, and late
-ones) per table folder. Each batch makes one commit per date it touches (`sinks.delta_commits.DeltaCommitter`),
-prepared against the table as it is: the trades its rows hold already are dropped (`marketstream.bars.
-unheld_trades`, by the rows' `held_through` offsets, whoever folded them in), the rest folded into bar rows.
-Minutes the table lacks are added as new Parquet files, one per ticker. A ticker with trades of minutes the
-table holds has its whole partition of that date (a day of one ticker: at most 1 440 rows) read, the new
-trades folded in (`combine_parts`, as `Bar.merge` does) and written again as one file that replaces the
-partition's files in the same commit; so is a ticker whose partition has gathered `COMPACT_AT_FILES` files,
-which keeps a day of one ticker in a few files without any other process rewriting them.
+`BarsSink` receives batches of bar rows as the stream makes them (`pipelines.bars`: a minute's bars when its
+window closed, and corrections holding later trades of it), per table folder. Each part holds one Kafka
+partition: every trade of its ticker's minute in that partition from its `first_offset` to its held offset.
+Each batch makes one commit per date it touches (`sinks.delta_commits.DeltaCommitter`), prepared against the
+table as it is (`marketstream.bars.split_by_held`, by the rows' `held_through` offsets, whoever folded them
+in): a part whose trades the table holds is left out, a part of which it holds none is folded in, and a part
+of which it holds some (another writer cut the same minute elsewhere) is folded again from its trades above
+what is held, read again from the topic (`reread`). Minutes the table lacks are added as new Parquet files,
+one per ticker. A ticker with parts of minutes the table holds has its whole partition of that date (a day of
+one ticker: at most 1 440 rows) read, the parts folded in (`combine_parts`, as `Bar.merge` does) and written
+again as one file that replaces the partition's files in the same commit; so is a ticker whose partition has
+gathered `COMPACT_AT_FILES` files, which keeps a day of one ticker in a few files without any other process
+rewriting them.
 
 Delivery guarantee: each trade folds in once, for any number of writers (workers, processes, independent
 deployments), across crashes and replays. Every commit of a date carries that date's transaction id
 (`marketstream:bars:<date>`, its version counting the date's commits), so delta-rs refuses a commit prepared
 on a table another writer has since changed on that date, and the commit is prepared again on the newer
-table; a commit whose answer was lost is prepared again too, and finds its trades held. Only these commits
+table; a commit whose answer was lost is prepared again too, and finds its parts held. Only these commits
 rewrite a bars table's files: lake maintenance compacts bars tables through `BarsWriter.rewrite`, never
 with delta-rs's optimize (whose commits a concurrent partition rewrite does not see, which would double rows).
 """
@@ -39,7 +43,7 @@ from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
 from marketstream import metrics, schemas
-from marketstream.bars import (LEGACY_INCARNATION, combine_parts, fold_trades, held_entries, trade_parts, unheld_trades,
+from marketstream.bars import (LEGACY_INCARNATION, Reread, combine_parts, fold_trades, held_entries, unheld_parts,
                                with_legacy_held)
 from marketstream.runs import key_runs
 from sinks.delta_commits import Commit, DeltaCommitter, TableView, retrying
@@ -50,9 +54,11 @@ from sinks.pending import PendingWrites
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING_BATCHES = 1
+MAX_PENDING_BATCHES = 2
 """Batches handed to the writing thread and not written yet: what slows the dataflow down when the store is slow."""
 TABLE_SCHEMA = pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS])
+TopicReread = Callable[[str, str, int, int, int], pa.Table]
+"""`reread(folder, incarnation, partition, first, last)`: `marketstream.bars.Reread` for a table folder."""
 PARTITION_BY = list(schemas.BARS_PARTITIONING.names)
 COMPACT_AT_FILES = 24
 """A ticker's partition of a date holding this many files is written again as one with its next rows."""
@@ -104,12 +110,16 @@ def _ticker_of(path: str) -> str:
 
 
 class BarsWriter:
-    """One bars table as this process writes it (created if missing): batches of trades of incarnation
-    `incarnation()` folded in, one commit per date, each prepared against the table as it is."""
+    """One bars table as this process writes it (created if missing): batches of bar parts folded in, one
+    commit per date, each prepared against the table as it is."""
 
     def __init__(self, uri: str, bucket: str, folder: str, storage_options: dict[str, str], store: ObjectStore,
-                 incarnation: str | None, compression: str = "zstd", keep_days: int = 8):
-        """`incarnation`: of the trades `write` folds (None: a writer that only `rewrite`s, as maintenance)."""
+                 incarnation: str | None, compression: str = "zstd", keep_days: int = 8,
+                 reread: TopicReread | None = None):
+        """`incarnation`: of the topic whose trades `write` folds (None: a writer that only `rewrite`s, as
+        maintenance); `reread(folder, incarnation, partition, first, last)`: those trades of a Kafka partition's
+        offsets `first`..`last` that this table keeps, read again (`marketstream.bars.Reread`)."""
+        self._reread = reread
         self.uri = uri
         self._bucket = bucket
         self._folder = folder
@@ -154,11 +164,11 @@ class BarsWriter:
                                pa.concat_tables([held.minutes, new_minutes.cast(_KEYS)]).combine_chunks(), files)
 
     # --- writing
-    def write(self, trades: pa.Table) -> None:
-        """Fold `trades` (`ticker`, `date`, `timestamp`, `kafka_partition`, `kafka_offset`, `price`, `size`)."""
-        days = pc.unique(trades.column("date")).to_pylist()
+    def write(self, parts: pa.Table) -> None:
+        """Fold `parts` (rows of the bars table as the stream makes them, each holding one Kafka partition)."""
+        days = pc.unique(parts.column("date")).to_pylist()
         for day in days:
-            of_day = trades if len(days) == 1 else trades.filter(pc.equal(trades.column("date"), pa.scalar(day, pa.date32())))
+            of_day = parts if len(days) == 1 else parts.filter(pc.equal(parts.column("date"), pa.scalar(day, pa.date32())))
             written = {}
 
             def prepare(view: TableView, day=day, of_day=of_day) -> Commit | None:
@@ -171,12 +181,12 @@ class BarsWriter:
                 metrics.ROWS_COMMITTED.labels(self.uri).inc(written["state"][1].num_rows)
                 metrics.FILES_COMMITTED.labels(self.uri).inc(len(made.adds))
 
-    def _fold(self, view: TableView, day: date, trades: pa.Table, written: dict) -> Commit | None:
+    def _fold(self, view: TableView, day: date, parts: pa.Table, written: dict) -> Commit | None:
         held = self._day(view, day)
-        fresh = unheld_trades(held.entries, trades, self._incarnation)
+        fresh = unheld_parts(held.entries, parts, self._reread_for(parts.num_rows))
         if not fresh.num_rows:
             return None  # held already: a replay, or another writer's
-        parts = fold_trades(fresh, self._incarnation)
+        parts = combine_parts(fresh)
         keys = parts.select(["ticker", "minute"]).cast(_KEYS)
         new_minutes = keys.join(held.minutes, ["ticker", "minute"], join_type="left anti")
         held_tickers = set(keys.join(held.minutes, ["ticker", "minute"], join_type="left semi").column("ticker").to_pylist())
@@ -192,6 +202,19 @@ class BarsWriter:
                                      combine_parts(pa.concat_tables([stored, parts.filter(mask)]))])
         written["state"] = (held, rows, new_minutes, rewritten)
         return self._commit_of(view, day, rows, rewritten)
+
+    def _reread_for(self, parts: int) -> Reread:
+        """How this writer reads trades again, for parts another writer cut elsewhere (`unheld_parts`)."""
+
+        def reread(incarnation: str, partition: int, first: int, last: int) -> pa.Table:
+            if self._reread is None:
+                raise RuntimeError(f"{self.uri}: another writer holds part of a bar part, and no source to read its "
+                                   "trades again was given")
+            log.warning("%s: another writer holds part of some of %d bar parts: trades of partition %d at offsets "
+                        "%d..%d are read again from the topic", self.uri, parts, partition, first, last)
+            return self._reread(self._folder, incarnation, partition, first, last)
+
+        return reread
 
     def _commit_of(self, view: TableView, day: date, rows: pa.Table, rewritten: set[str]) -> Commit:
         adds = self._put(rows.sort_by([("ticker", "ascending"), ("date", "ascending"), ("minute", "ascending")]))
@@ -220,7 +243,7 @@ class BarsWriter:
             if not replaced:
                 return None
             chosen = trades.filter(pc.is_in(trades.column("ticker"), pa.array(replaced, pa.string())))
-            rows = trade_parts(chosen, self._incarnation or "") if chosen.num_rows else TABLE_SCHEMA.empty_table()
+            rows = fold_trades(chosen, self._incarnation or "") if chosen.num_rows else TABLE_SCHEMA.empty_table()
             rows = rows.set_column(rows.schema.get_field_index("held_through"), "held_through",
                                    _held_everywhere(self._incarnation, held, rows.num_rows))
             return self._commit_of(view, day, rows, set(replaced))
@@ -313,14 +336,14 @@ class _BarsPartition(StatefulSinkPartition[pa.Table, None]):
 
     def write_batch(self, items: list[tuple[str, pa.Table]]) -> None:
         by_folder: dict[str, list[pa.Table]] = {}
-        for folder, trades in items:
-            by_folder.setdefault(folder, []).append(trades)
-        for folder, trades in by_folder.items():
+        for folder, parts in items:
+            by_folder.setdefault(folder, []).append(parts)
+        for folder, parts in by_folder.items():
             self._pending.make_room()
-            self._pending.add(self._writer.submit(self._write, folder, pa.concat_tables(trades)))
+            self._pending.add(self._writer.submit(self._write, folder, pa.concat_tables(parts)))
 
-    def _write(self, folder: str, trades: pa.Table) -> None:
-        self._table(folder).write(trades)
+    def _write(self, folder: str, parts: pa.Table) -> None:
+        self._table(folder).write(parts)
 
     def snapshot(self) -> None:
         """Called at the end of every epoch, before its state is committed: every write must be done."""
@@ -332,17 +355,19 @@ class _BarsPartition(StatefulSinkPartition[pa.Table, None]):
 
 
 class BarsSink(FixedPartitionedSink[pa.Table, None]):
-    """Writes `(folder, trades)` items (a batch of trades for the bars table in that folder of `bucket`; `""`
-    is the bucket's root table) of the topic incarnation `topic_incarnation()`. One sink partition per process
-    writes every table; other processes and deployments may write the same tables."""
+    """Writes `(folder, parts)` items (a batch of bar parts for the bars table in that folder of `bucket`; `""`
+    is the bucket's root table) of trades of the topic whose incarnation is `topic_incarnation()`, which
+    `reread` reads again where another writer holds part of a part. One sink partition per process writes
+    every table; other processes and deployments may write the same tables."""
 
     def __init__(self, bucket: str, storage_options: dict[str, str], store: Callable[[], ObjectStore],
-                 topic_incarnation: Callable[[], str], compression: str = "zstd"):
+                 topic_incarnation: Callable[[], str], compression: str = "zstd", reread: TopicReread | None = None):
         self._bucket = bucket
         self._storage_options = storage_options
         self._store = store
         self._topic_incarnation = topic_incarnation
         self._compression = compression
+        self._reread = reread
         self._incarnation: str | None = None
         self._tables: dict[str, BarsWriter] = {}
 
@@ -352,7 +377,7 @@ class BarsSink(FixedPartitionedSink[pa.Table, None]):
     def _table(self, folder: str) -> BarsWriter:
         if folder not in self._tables:
             self._tables[folder] = BarsWriter(self.uri(folder), self._bucket, folder, self._storage_options,
-                                              self._store(), self._incarnation, self._compression)
+                                              self._store(), self._incarnation, self._compression, reread=self._reread)
         return self._tables[folder]
 
     def list_parts(self) -> list[str]:

@@ -212,7 +212,7 @@ class DeltaCommitter:
                     if any(word in text for word in REFUSALS):
                         raise DeltaLakeError(f"object store refused committing to {self.uri}: check S3_ACCESS_KEY / "
                                              "S3_SECRET_KEY") from None
-                    if "Concurrent transaction" in text:
+                    if isinstance(exc, CommitFailedError):  # another writer's commit came first
                         self._another_writer(text)
                         self._sleep(random.uniform(0.01, 0.1))
                         continue

@@ -4,6 +4,7 @@ aggregate of those trades."""
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -140,14 +141,21 @@ def test_the_arrow_fold_of_trades_and_of_parts_in_any_split_gives_the_bars_of_ba
     assert approx_equal(bars_by_minute(combine_parts(pa.concat_tables(parts))), want)
 
 
-def fold_unheld(stored: pa.Table, trades: pa.Table, incarnation: str = INCARNATION) -> pa.Table:
-    """What the bars writer does with a batch of trades: drop those the table holds, fold in the rest."""
-    from marketstream.bars import combine_parts, held_entries, trade_parts, unheld_trades
+def fold_batch(stored: pa.Table, parts: pa.Table, topics: dict[str, pa.Table]) -> pa.Table:
+    """What the bars writer does with a batch of bar parts (as the stream makes them): leave out what the table
+    holds, fold in the rest, reading trades again from `topics` (per incarnation, all its trades) where another
+    writer holds part of a part."""
+    from marketstream.bars import combine_parts, held_entries, unheld_parts
 
-    fresh = unheld_trades(held_entries(stored), trades, incarnation)
+    def reread(incarnation, partition, first, last):
+        trades = topics[incarnation]
+        offsets = trades.column("kafka_offset")
+        return trades.filter(pc.and_(pc.greater_equal(offsets, first), pc.less_equal(offsets, last)))
+
+    fresh = unheld_parts(held_entries(stored), parts, reread)
     if not fresh.num_rows:
         return stored
-    return combine_parts(pa.concat_tables([stored, trade_parts(fresh, incarnation)]))
+    return combine_parts(pa.concat_tables([stored, fresh.cast(stored.schema)]))
 
 
 def empty_bars() -> pa.Table:
@@ -156,24 +164,31 @@ def empty_bars() -> pa.Table:
     return pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS]).empty_table()
 
 
+def batches_of(rows, polls: list[int], batches: list[int], incarnation: str = INCARNATION) -> list[pa.Table]:
+    """A writer's batches over `rows`: the stream polled in runs cut at `polls`, each poll folded into parts,
+    consecutive polls' parts batched together, cut at `batches` (poll numbers)."""
+    bounds = [0, *sorted({min(c, len(rows)) for c in polls}), len(rows)]
+    parts = [parts_of(rows[a:b], incarnation) for a, b in zip(bounds, bounds[1:]) if b > a]
+    cuts = [0, *sorted({min(c, len(parts)) for c in batches}), len(parts)]
+    return [pa.concat_tables(parts[a:b]) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
 @settings(max_examples=200, deadline=None)
-@given(trades, st.lists(st.lists(st.integers(1, 59), max_size=6), min_size=1, max_size=3), st.data())
+@given(trades, st.lists(st.tuples(st.lists(st.integers(1, 59), max_size=8), st.lists(st.integers(1, 8), max_size=3)),
+                        min_size=1, max_size=3), st.data())
 def test_independent_writers_cutting_the_stream_anywhere_fold_every_trade_once(drawn, writers_cuts, data):
-    """Writers (deployments, restarts, replays) each read the stream from its start and cut it into their own
-    consecutive batches; their commits interleave in any order, and some writers stop (are killed) anywhere.
+    """Writers (deployments, restarts, replays) each read the stream from its start, poll it and batch their
+    parts their own way; their commits interleave in any order, and some writers stop (are killed) anywhere.
     As long as one of them reads to the end, the table holds the bars of all trades, each counted once."""
     rows = rows_of(drawn)
-    batches = []
-    for cuts in writers_cuts:
-        bounds = [0, *sorted({min(c, len(rows)) for c in cuts}), len(rows)]
-        batches.append([trades_table(rows[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a])
+    batches = [batches_of(rows, polls, cuts) for polls, cuts in writers_cuts]
     stops = [data.draw(st.integers(0, len(b)), label="batches before this writer is killed") for b in batches]
     stops[data.draw(st.integers(0, len(batches) - 1), label="the writer that reads to the end")] = None
     pending = [b[:stop] if stop is not None else b for b, stop in zip(batches, stops)]
-    stored = empty_bars()
+    stored, topics = empty_bars(), {INCARNATION: trades_table(rows)}
     while any(pending):
         writer = data.draw(st.sampled_from([i for i, left in enumerate(pending) if left]), label="next commit by")
-        stored = fold_unheld(stored, pending[writer].pop(0))
+        stored = fold_batch(stored, pending[writer].pop(0), topics)
     assert approx_equal(bars_by_minute(stored), expected_by_minute(fold(rows)))
 
 
@@ -184,10 +199,11 @@ def test_trades_of_a_recreated_topic_fold_into_minutes_an_earlier_incarnation_fi
     microsecond apart, so that the order of trades by time and offset is the same in the bars and in SQL)."""
     old = rows_of(first)
     new = [(ts + 1, offset, f"new{offset}", price, size) for ts, offset, _, price, size in rows_of(second)]
-    stored = fold_unheld(empty_bars(), trades_table(old), "incarnation-1")
-    stored = fold_unheld(stored, trades_table(new), "incarnation-2")
-    stored = fold_unheld(stored, trades_table(new), "incarnation-2")  # a replay of the new one
-    stored = fold_unheld(stored, trades_table(old), "incarnation-1")  # and of the old one
+    topics = {"incarnation-1": trades_table(old), "incarnation-2": trades_table(new)}
+    stored = fold_batch(empty_bars(), parts_of(old, "incarnation-1"), topics)
+    stored = fold_batch(stored, parts_of(new, "incarnation-2"), topics)
+    stored = fold_batch(stored, parts_of(new, "incarnation-2"), topics)  # a replay of the new one
+    stored = fold_batch(stored, parts_of(old, "incarnation-1"), topics)  # and of the old one
     everything = fold(old)
     for minute, bar in fold(new).items():
         everything[minute] = everything[minute].merge(bar) if minute in everything else bar
@@ -250,3 +266,25 @@ def test_trades_folded_a_chunk_at_a_time_give_the_bars_of_all_at_once(drawn, chu
         marketstream.bars.FOLD_CHUNK = original
     assert approx_equal(bars_by_minute(chunked), expected_by_minute(fold(rows)))
     assert chunked.column("held_through").to_pylist() == parts_of(rows).sort_by("minute").column("held_through").to_pylist()
+
+
+def test_parts_held_in_part_are_folded_again_from_their_own_trades_above_what_is_held():
+    """Two minutes another writer cut elsewhere, held through different offsets, in one batch of one partition:
+    each is folded again from its own trades above its own held offset, read in one range."""
+    from marketstream.bars import held_entries, unheld_parts
+
+    # minute 0: offsets 0, 2, 4; minute 1: offsets 1, 3, 5 (interleaved, as a busy tape is)
+    rows = [(START_US + (i % 2) * MINUTE_US + i, i, f"t{i}", 100.0 + i, 1.0) for i in range(6)]
+    stored = parts_of([rows[0], rows[2]]).cast(empty_bars().schema)  # minute 0 held through offset 2...
+    stored = pa.concat_tables([stored, parts_of([rows[1]]).cast(stored.schema)])  # ...minute 1 through offset 1
+    asked = []
+
+    def reread(incarnation, partition, first, last):
+        asked.append((first, last))
+        table = trades_table(rows)
+        return table.filter(pc.greater_equal(table.column("kafka_offset"), first))
+
+    fresh = unheld_parts(held_entries(stored), parts_of(rows), reread)
+    assert asked == [(2, 5)]  # one read, from the lowest held offset on
+    got = {row["minute"].timestamp(): (row["trades"], row["first_offset"]) for row in fresh.to_pylist()}
+    assert sorted(got.values()) == [(1, 4), (2, 3)]  # minute 0: offset 4 only; minute 1: offsets 3 and 5

@@ -52,16 +52,19 @@ def tape(seed: int = 7, count: int = 600, symbols=("AAPL", "MSFT", "NVDA")) -> t
     return messages, kept
 
 
+INCARNATION = "topic-id"
 FIXED_NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)  # the wall clock stands still: watermarks move with trades only
 
 
-def as_bars(folder: str, trades: pa.Table) -> list[tuple[str, Bar]]:
-    """The trades the flow emitted, each as a bar of its own (`merged` folds them)."""
+def as_bars(folder: str, parts: pa.Table) -> list[tuple[str, Bar]]:
     def us(moment: datetime) -> int:
         return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
 
-    return [(f"{folder}|{r['ticker']}", Bar.of_trade(us(r["timestamp"]), r["kafka_offset"], "", r["price"], r["size"]))
-            for r in trades.to_pylist()]
+    return [(f"{folder}|{r['ticker']}",
+             Bar(us(r["minute"]), (us(r["open_ts"]), r["open_offset"], ""), r["open"], (us(r["close_ts"]), r["close_offset"], ""),
+                 r["close"], r["high"], r["low"], r["volume"], r["trades"], r["notional"], r["first_offset"],
+                 r["last_offset"]))
+            for r in parts.to_pylist()]
 
 
 def late_trades() -> float:
@@ -69,19 +72,19 @@ def late_trades() -> float:
 
 
 def run(messages: list[bytes], poll_sizes: list[int], stored: StoredBars | None = None, **settings) -> list:
-    """The flow over `messages` in polls of `poll_sizes` (cycled); the trades it emitted, each as `(key, Bar)`,
-    in the order they were emitted."""
+    """The flow over `messages` in polls of `poll_sizes` (cycled); its parts as `(key, Bar)`, in the order
+    they were emitted."""
     polls, start, i = [], 0, 0
     while start < len(messages):
         size = poll_sizes[i % len(poll_sizes)]
         end = min(start + size, len(messages))
         polls.append(PolledMessages("stock_trades", 0, list(range(start, end)), [b"k"] * (end - start),
-                                    messages[start:end]))
+                                    messages[start:end], INCARNATION))
         start, i = end, i + 1
     out = []
     run_main(build_bars_flow(make_settings(bars_allowed_lateness_seconds=30, **settings), source=TestingSource(polls),
                              sink=TestingSink(out), stored=stored, now=lambda: FIXED_NOW))
-    return [bar for _, (folder, trades) in out for bar in as_bars(folder, trades)]
+    return [part for _, (folder, parts) in out for part in as_bars(folder, parts)]
 
 
 def merged(parts) -> dict:
@@ -129,29 +132,28 @@ def test_many_tickers_in_six_kafka_partitions_polled_500_at_a_time_give_the_sql_
         symbol = value.split(b'"')[3].decode() if value.startswith(b"{") else "AAPL"
         by_partition.setdefault(symbols.index(symbol) % 6, []).append(value)
     polls = [PolledMessages("stock_trades", partition, list(range(start, min(start + 500, len(values)))),
-                            [b"k"] * len(values[start:start + 500]), values[start:start + 500])
+                            [b"k"] * len(values[start:start + 500]), values[start:start + 500], INCARNATION)
              for start in range(0, 4_100, 500) for partition, values in sorted(by_partition.items()) if start < len(values)]
     out = []
     run_main(build_bars_flow(make_settings(), source=TestingSource(polls), sink=TestingSink(out), now=lambda: FIXED_NOW))
-    bars, expected = merged([bar for _, (folder, trades) in out for bar in as_bars(folder, trades)]), sql_bars(kept)
+    bars, expected = merged([part for _, (folder, parts) in out for part in as_bars(folder, parts)]), sql_bars(kept)
     assert bars.keys() == expected.keys()
     for slot, (open_, high, low, close, volume, count, _) in expected.items():
         bar = bars[slot]
         assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades) == (open_, high, low, close, volume, count)
 
 
-def test_a_batch_holds_at_most_the_trades_the_setting_allows():
+def test_a_batch_holds_at_most_the_parts_setting_allows():
     messages, _ = tape()
     polls = []
     out = []
     for start in range(0, len(messages), 50):
         polls.append(PolledMessages("stock_trades", 0, list(range(start, min(start + 50, len(messages)))),
                                     [b"k"] * 50, messages[start:start + 50]))
-    run_main(build_bars_flow(make_settings(bars_batch_max_trades=7), source=TestingSource(polls),
+    run_main(build_bars_flow(make_settings(bars_batch_max_parts=7), source=TestingSource(polls),
                              sink=TestingSink(out), now=lambda: FIXED_NOW))
-    # flushed as the process holds more than 7 trades, not only at the end (one batch per table): a batch holds
-    # at most the window (a minute of one table, ~60 trades here) that took it past 7
-    assert len(out) > 10 and max(trades.num_rows for _, (_, trades) in out) < 7 + 100
+    # flushed as the process holds more than 7 parts, not only at the end (one batch per table)
+    assert len(out) > 10 and max(parts.num_rows for _, (_, parts) in out) < 20
 
 
 def test_a_minute_closes_once_a_trade_lateness_newer_arrives_and_older_trades_are_corrections():
@@ -162,16 +164,13 @@ def test_a_minute_closes_once_a_trade_lateness_newer_arrives_and_older_trades_ar
                 message("AAPL", OPEN + timedelta(seconds=91), "e", 102.0),   # watermark 61 s: 14:30 closes
                 message("AAPL", OPEN + timedelta(seconds=55), "f", 98.0)]    # its minute closed: a correction
     late_before = late_trades()
-    emitted = run(messages, [1])
-    assert [bar.first_offset for _, bar in emitted] == [
-        3,  # d, at once
-        0, 2,  # 14:30's window: a and c
-        5,  # f, at once
-        1, 4]  # 14:31 at the end of input
+    parts = run(messages, [1])
+    assert [(bar.minute, bar.trades, bar.open, bar.close) for _, bar in parts] == [
+        (OPEN, 1, 97.0, 97.0),  # d, at once
+        (OPEN, 2, 100.0, 99.0),  # 14:30's window: a and c
+        (OPEN, 1, 98.0, 98.0),  # f, at once
+        (OPEN + timedelta(minutes=1), 2, 101.0, 102.0)]  # 14:31 at the end of input
     assert late_trades() - late_before == 2
-
-
-INCARNATION = "topic-id"
 
 
 def stored_table(rows: list[tuple[str, int, int]]) -> StoredBars:
@@ -179,7 +178,7 @@ def stored_table(rows: list[tuple[str, int, int]]) -> StoredBars:
     table = pa.table({"ticker": [r[0] for r in rows], "minute": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
                       "incarnation": [INCARNATION] * len(rows), "kafka_partition": pa.array([0] * len(rows), pa.int32()),
                       "offset": pa.array([r[2] for r in rows], pa.int64())})
-    return StoredBars(lambda folder, day: table if folder == "" else table.slice(0, 0), lambda: INCARNATION)
+    return StoredBars(lambda folder, day: table if folder == "" else table.slice(0, 0))
 
 
 OPEN_US = int((OPEN - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1))
@@ -200,7 +199,7 @@ def test_after_a_restart_only_the_trades_the_table_lacks_are_folded_again(poll_s
 
 
 def trades_at(*rows: tuple[str, int, int, float]) -> pa.Table:
-    """Trades (ticker, µs, offset, price) of partition 0, as the flow's windows hold them."""
+    """Trades (ticker, µs, offset, price) of partition 0."""
     return pa.table({"ticker": [r[0] for r in rows], "date": pa.array([OPEN.date()] * len(rows), pa.date32()),
                      "timestamp": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
                      "kafka_partition": pa.array([0] * len(rows), pa.int32()),
@@ -208,21 +207,24 @@ def trades_at(*rows: tuple[str, int, int, float]) -> pa.Table:
                      "price": [r[3] for r in rows], "size": [1.0] * len(rows)})
 
 
-def test_an_open_minute_restored_from_an_older_snapshot_leaves_out_the_trades_the_table_holds():
-    restored = ("|0", [trades_at(("AAPL", OPEN_US + 1, 0, 100.0), ("MSFT", OPEN_US + 1, 1, 50.0))])
+def test_an_open_minute_restored_from_an_older_snapshot_is_dropped_once_the_table_holds_it():
+    from marketstream.bars import trade_parts
+
+    restored = ("|0", [trade_parts(trades_at(("AAPL", OPEN_US + 1, 0, 100.0), ("MSFT", OPEN_US + 1, 1, 50.0)), INCARNATION)])
     # after the snapshot AAPL's minute was stored through offset 2 (trades 0-2); then the process died
     logic = restored_minute(stored_table([("AAPL", OPEN_US, 2)]), restored)
     [(_, _, kept)] = logic.on_close()
     assert kept.column("ticker").to_pylist() == ["MSFT"]
     logic = restored_minute(stored_table([("AAPL", OPEN_US, 2)]), restored)
-    logic.on_value(("|0", OPEN_US + 4_000_000, trades_at(("AAPL", OPEN_US + 4_000_000, 3, 103.0))))
-    [(_, _, trades)] = logic.on_close()
-    assert sorted(zip(trades.column("ticker").to_pylist(), trades.column("kafka_offset").to_pylist())) == [
-        ("AAPL", 3), ("MSFT", 1)]
+    logic.on_value(("|0", OPEN_US + 4_000_000, trade_parts(trades_at(("AAPL", OPEN_US + 4_000_000, 3, 103.0)), INCARNATION)))
+    [(key, _, bars)] = logic.on_close()
+    by_ticker = {key.split("|")[1]: bar for key, bar in as_bars("", bars)}
+    assert (by_ticker["AAPL"].trades, by_ticker["AAPL"].first_offset, by_ticker["AAPL"].open) == (1, 3, 103.0)
+    assert by_ticker["MSFT"].trades == 1
     # a minute the table does not hold yet is kept as restored
     kept = restored_minute(stored_table([("AAPL", OPEN_US + MINUTE_US, 9)]), restored)
-    [(_, _, trades)] = kept.on_close()
-    assert trades.num_rows == 2
+    [(_, _, bars)] = kept.on_close()
+    assert bars.num_rows == 2
 
 
 def test_a_quiet_tickers_minute_closes_lateness_after_its_end_by_the_wall_clock():
@@ -251,13 +253,15 @@ def test_stored_bars_are_read_once_per_table_and_day_and_the_oldest_are_let_go()
         reads.append((folder, day))
         return held._load("", day)
 
-    stored = StoredBars(load, lambda: INCARNATION, keep=2)
+    stored = StoredBars(load, keep=2)
     trades = trades_at(("AAPL", OPEN_US + 1, 5, 1.0), ("AAPL", OPEN_US + 2, 6, 1.0))
-    assert stored.unstored("", trades).column("kafka_offset").to_pylist() == [6]
-    assert stored.unstored("", trades).num_rows == 1 and reads == [("", OPEN.date())]
+    assert stored.unstored("", trades, INCARNATION).column("kafka_offset").to_pylist() == [6]
+    assert stored.unstored("", trades, INCARNATION).num_rows == 1 and reads == [("", OPEN.date())]
+    assert stored.unstored("", trades, "another-incarnation").num_rows == 2  # a recreated topic: nothing held
     for n in (1, 2):  # two other days: the first is let go, and read again when needed
-        stored.unstored("", trades.set_column(1, "date", pa.array([OPEN.date() + timedelta(days=n)] * 2, pa.date32())))
-    assert stored.unstored("", trades).num_rows == 1 and len(reads) == 4
+        stored.unstored("", trades.set_column(1, "date", pa.array([OPEN.date() + timedelta(days=n)] * 2, pa.date32())),
+                        INCARNATION)
+    assert stored.unstored("", trades, INCARNATION).num_rows == 1 and len(reads) == 4
 
 
 def test_a_short_bars_run_logs_how_many_trades_it_left_out_when_it_ends(caplog):

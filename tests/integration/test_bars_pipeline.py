@@ -160,7 +160,7 @@ def test_independent_bars_deployments_fold_every_trade_once_while_trades_stream(
                                                 for i in range(0, len(keyed), 200)], daemon=True)
     producer.start()
     ways = [{"batch_max_age_seconds": 0.5, "kafka_poll_max_messages": 50},
-            {"batch_max_age_seconds": 2, "kafka_poll_max_messages": 500, "bars_batch_max_trades": 300},
+            {"batch_max_age_seconds": 2, "kafka_poll_max_messages": 500, "bars_batch_max_parts": 300},
             {"batch_max_age_seconds": 1, "bars_allowed_lateness_seconds": 5}]
     processes = []
     for way in ways:

@@ -11,7 +11,9 @@ import pytest
 from deltalake import DeltaTable
 
 from marketstream import schemas
-from marketstream.bars import LEGACY_INCARNATION, MINUTE_US, Bar
+import pyarrow.compute  # noqa: F401 - pa.compute
+
+from marketstream.bars import LEGACY_INCARNATION, MINUTE_US, Bar, trade_parts
 from marketstream.calendar import exchange_date
 from sinks.bars_table import COMPACT_AT_FILES, BarsSink, BarsWriter
 from sinks.object_store import ObjectStore
@@ -53,18 +55,33 @@ def table_of(trades: list[Trade], partition: int = 0) -> pa.Table:
                      "price": [t[3] for t in trades], "size": [t[4] for t in trades]})
 
 
-class Writer:
-    """A bars sink's one writer, as one run of bars_consume has it."""
+def parts(trades: list[Trade], incarnation: str = INCARNATION) -> pa.Table:
+    """Bar parts of `trades` (consecutive ones), as the bars flow makes them."""
+    return trade_parts(table_of(trades), incarnation)
 
-    def __init__(self, settings, bucket: str, incarnation: str = INCARNATION):
+
+class Writer:
+    """A bars sink's one writer, as one run of bars_consume has it; `topic`: every trade, which it reads again
+    where another writer holds part of a part."""
+
+    def __init__(self, settings, bucket: str, incarnation: str = INCARNATION, topic: list[Trade] = ()):
+        everything = table_of(list(topic))
+
+        def reread(folder, incarnation_, partition, first, last):
+            offsets = everything.column("kafka_offset")
+            return everything.filter(pa.compute.and_(pa.compute.greater_equal(offsets, first),
+                                                     pa.compute.less_equal(offsets, last)))
+
+        self.incarnation = incarnation
         self.sink = BarsSink(bucket, settings.delta_storage_options(),
-                             lambda: ObjectStore(settings.s3_storage_options(), retry_max_seconds=1), lambda: incarnation)
+                             lambda: ObjectStore(settings.s3_storage_options(), retry_max_seconds=1), lambda: incarnation,
+                             reread=reread)
         self.sink.list_parts()
         self.part = self.sink.build_part("bars", "bars", None)
 
     def write(self, *batches: list[Trade]) -> None:
         for batch in batches:
-            self.part.write_batch([("", table_of(batch))])
+            self.part.write_batch([("", parts(batch, self.incarnation))])
         self.part.close()
 
 
@@ -94,12 +111,12 @@ def test_trades_fold_into_what_bar_merge_gives_and_replays_change_nothing(bars_t
     trades = tape(5, days=(START, NEXT_DAY))
     half = len(trades) // 2
     # the first half, then a replay of it with the rest: minutes added, minutes corrected, in both dates
-    Writer(settings, bucket).write(trades[:half], trades)
+    Writer(settings, bucket, topic=trades).write(trades[:half], trades)
     rows = stored(table())
     assert_bars_of(rows, trades)
     assert all(row["held_through"] for row in rows.values())
     versions = table().version()
-    Writer(settings, bucket).write(trades, trades[half:])  # a restarted writer replays it all
+    Writer(settings, bucket, topic=trades).write(trades, trades[half:])  # a restarted writer replays it all
     assert table().version() == versions  # nothing to commit
     assert stored(table()) == rows
 
@@ -109,8 +126,8 @@ def test_a_correction_rewrites_its_partition_of_that_date_as_one_file_and_nothin
     aapl = [("AAPL", START + m * MINUTE_US, m, 1.0, 1.0) for m in range(3)]
     msft = [("MSFT", START + m * MINUTE_US, 10 + m, 1.0, 1.0) for m in range(3)]
     writer = Writer(settings, bucket)
-    writer.part.write_batch([("", table_of([*aapl[:2], *msft]))])
-    writer.part.write_batch([("", table_of(aapl[2:]))])
+    writer.part.write_batch([("", parts([*aapl[:2], *msft]))])
+    writer.part.write_batch([("", parts(aapl[2:]))])
     writer.part.snapshot()
     before = set(table().file_uris())
     assert len([uri for uri in before if "ticker=AAPL" in uri]) == 2
@@ -128,7 +145,7 @@ def test_a_tickers_partition_is_kept_to_a_few_files(bars_table):
     writer = Writer(settings, bucket)
     trades = [("AAPL", START + m * MINUTE_US, m, 100.0 + m, 1.0) for m in range(2 * COMPACT_AT_FILES)]
     for trade in trades:  # a minute a batch: a file each, until the partition is written again as one
-        writer.part.write_batch([("", table_of([trade]))])
+        writer.part.write_batch([("", parts([trade]))])
     writer.part.close()
     files = [uri for uri in table().file_uris() if "ticker=AAPL" in uri]
     assert len(files) < COMPACT_AT_FILES
@@ -139,17 +156,18 @@ def test_independent_writers_of_one_table_fold_each_trade_once(bars_table):
     """Two deployments read the same trades, each cutting them into its own batches, and commit at the same
     time; one of them is stopped half-way."""
     settings, bucket, table = bars_table
-    trades = tape(23, tickers=("AAPL", "MSFT", "KO", "T", "XOM"), minutes=4)
+    trades = tape(23, tickers=("AAPL", "MSFT", "KO", "T", "XOM"), minutes=8)
     cuts = {"a": [0, 37, 80, 150, len(trades)], "b": [0, 11, 60, 61, 120, 200, len(trades)]}
+    assert len(trades) > 200
     errors = []
 
     def deployment(name: str, stop_after: int | None) -> None:
         try:
-            writer, bounds = Writer(settings, bucket), cuts[name]
+            writer, bounds = Writer(settings, bucket, topic=trades), cuts[name]
             for n, (start, end) in enumerate(zip(bounds, bounds[1:])):
                 if n == stop_after:
                     return
-                writer.part.write_batch([("", table_of(trades[start:end]))])
+                writer.part.write_batch([("", parts(trades[start:end]))])
                 writer.part.snapshot()
         except Exception as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
@@ -168,7 +186,7 @@ def test_trades_of_a_recreated_topic_fold_into_the_minutes_they_belong_to(bars_t
     old = tape(3)
     Writer(settings, bucket, "incarnation-1").write(old)
     new = [(ticker, at + 1, offset, price, size) for ticker, at, offset, price, size in tape(4)]  # offsets from 0 again
-    Writer(settings, bucket, "incarnation-2").write(new, new[:5])
+    Writer(settings, bucket, "incarnation-2", topic=new).write(new, new[:5])
     rows = stored(table())
     both = merged([(t, Bar.of_trade(at, off + (10_000 if n else 0), "", p, s))
                    for n, part in enumerate((old, new)) for t, at, off, p, s in part])
@@ -190,7 +208,7 @@ def test_a_table_written_before_held_offsets_existed_is_upgraded_and_its_rows_ho
     ObjectStore(settings.s3_storage_options()).ensure_bucket(bucket)
     write_deltalake(f"s3://{bucket}", legacy, partition_by=["ticker", "date"], storage_options=options)
     assert "held_through" not in table().to_pyarrow_table().column_names
-    Writer(settings, bucket).write(trades)  # upgrades the table; replays the 40 it holds, folds the rest
+    Writer(settings, bucket, topic=trades).write(trades)  # upgrades the table; replays the 40 it holds, folds the rest
     assert table().metadata().configuration.get(LEGACY_INCARNATION) == INCARNATION
     assert_bars_of(stored(table()), trades)
     # a recreated topic: the rows written before the upgrade do not hold its trades
@@ -203,7 +221,7 @@ def test_lake_maintenance_compacts_a_bars_partition_by_the_writers_own_commit(ba
     writer = Writer(settings, bucket)
     trades = [("AAPL", START + m * MINUTE_US, m, 100.0, 1.0) for m in range(5)]
     for trade in trades:
-        writer.part.write_batch([("", table_of([trade]))])
+        writer.part.write_batch([("", parts([trade]))])
     writer.part.close()
     assert len(table().file_uris()) == 5
     rewriter = BarsWriter(f"s3://{bucket}", bucket, "", settings.delta_storage_options(),
@@ -222,14 +240,14 @@ def test_a_writer_waits_out_a_store_that_is_down_and_loses_nothing(stack, tmp_pa
     first_day = [trade for trade in trades if trade[1] < NEXT_DAY]
     minio.start()
     try:
-        writer = Writer(settings, bucket)
-        writer.part.write_batch([("", table_of(first_day[: len(first_day) // 2]))])
+        writer = Writer(settings, bucket, topic=trades)
+        writer.part.write_batch([("", parts(first_day[: len(first_day) // 2]))])
         writer.part.snapshot()
         minio.stop()
         done = threading.Event()
 
         def write_the_rest() -> None:  # replays, corrections of stored minutes, and the next day's minutes
-            (Writer(settings, bucket) if down.startswith("when") else writer).write(trades)
+            (Writer(settings, bucket, topic=trades) if down.startswith("when") else writer).write(trades)
             done.set()
 
         threading.Thread(target=write_the_rest, daemon=True).start()

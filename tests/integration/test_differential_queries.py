@@ -154,7 +154,7 @@ def lake(stack, tmp_path_factory):
         trades_topic = f"diff_trades_{suffix}"
         trades = trade_messages(rng, 1200, first_id=10**9)
         streamed(settings, STOCK, trades_topic, trades[:800], rounds=2)
-        bars_settings = settings.model_copy(update={"kafka_stop_at_end": True, "bars_batch_max_trades": 50,
+        bars_settings = settings.model_copy(update={"kafka_stop_at_end": True, "bars_batch_max_parts": 50,
                                                     "kafka_poll_max_messages": 50, "batch_max_age_seconds": 0.05})
         clock = clock_from(datetime(2026, 11, 25, 21, 30, tzinfo=UTC))
         run_main(build_bars_flow(bars_settings, topic=trades_topic, now=clock))
