@@ -244,7 +244,8 @@ MINUTE = timedelta(minutes=1)
 class TopicRange:
     """Trades of one Kafka partition's offset range read again from the topic, decoded and kept as the trades
     consumer keeps them: what the bars writer folds when another writer cut a minute elsewhere (rare: only
-    with several deployments). Raises when the topic is another incarnation than asked, or cannot be read."""
+    with several deployments). Raises when the topic is another incarnation than asked, when the trades asked
+    for are past its retention, or when it cannot be read."""
 
     def __init__(self, settings: Settings, topic: str, timeout: float = 60.0):
         self._settings = settings
@@ -264,6 +265,10 @@ class TopicRange:
         batch = PolledMessages(topic, partition, incarnation=incarnation)
         deadline = time.monotonic() + self._timeout
         try:
+            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self._timeout)
+            if low > first:
+                raise RuntimeError(f"the trades of {topic} partition {partition} at offsets {first}..{low - 1} are "
+                                   "past the topic's retention: run `marketstream rebuild-bars` for the days concerned")
             consumer.assign([TopicPartition(topic, partition, first)])
             position, at_end = first, False
             while position <= last and not at_end:

@@ -276,3 +276,41 @@ def test_a_rebuild_leaves_the_bars_of_trades_the_trades_table_lacks_as_they_are(
     assert sorted(r["trades"] for r in before.to_pylist() if r["ticker"] in ahead) == \
         sorted(r["trades"] for r in after.to_pylist() if r["ticker"] in ahead)
     assert "run it again once stock_consume has caught up" in done.summary()
+
+
+def test_trades_read_again_from_the_topic_are_the_trades_the_trades_table_keeps_or_a_clear_error(lake):
+    """The re-read a bars writer falls back on (another writer cut a minute elsewhere): the offsets asked for,
+    decoded, filtered and split into tables as stock_consume stores them; a topic created again, or trades
+    past its retention, end in one clear error rather than a bar folded from fewer trades."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from pipelines.bars import TopicRange
+
+    settings, topic, bucket = lake
+    produce(settings, topic, keyed_tape(count=1_500), partition=2)
+    trades = consumer(topic, bucket)
+    assert trades.wait(120) == 0, log_of(trades)[-2000:]
+    incarnation = settings.kafka_cluster().topic_incarnation(topic)
+    reread = TopicRange(settings, topic, timeout=30)
+    options = settings.delta_storage_options()
+    columns = ["ticker", "timestamp", "price", "size", "kafka_offset"]
+    for folder, uri in (("", f"s3://{bucket}"), ("_synthetic", f"s3://{bucket}/_synthetic")):
+        stored = DeltaTable(uri, storage_options=options).to_pyarrow_table(columns=columns + ["kafka_partition"])
+        first, last = 300, 1_100
+        want = sorted(row for row in zip(*(stored.column(c).to_pylist() for c in columns))
+                      if first <= row[-1] <= last)
+        got = reread(folder, incarnation, 2, first, last)
+        assert set(got.column("kafka_partition").to_pylist()) <= {2}
+        assert sorted(zip(*(got.column(c).to_pylist() for c in columns))) == want
+        assert len(want) > 50
+    assert reread("", incarnation, 0, 0, 10).num_rows == 0  # a partition that got nothing
+    admin = AdminClient(settings.kafka_client_config())
+    admin.delete_records([TopicPartition(topic, 2, 500)])[TopicPartition(topic, 2, 500)].result()
+    with pytest.raises(RuntimeError, match=r"offsets 300\.\.499 are past the topic's retention: run `marketstream "
+                                           r"rebuild-bars`"):
+        reread("", incarnation, 2, 300, 1_100)
+    assert reread("", incarnation, 2, 600, 700).num_rows > 0
+    recreate_topic(settings, topic)
+    with pytest.raises(RuntimeError, match=f"the topic is incarnation .* now, not {incarnation}"):
+        reread("", incarnation, 2, 600, 700)
