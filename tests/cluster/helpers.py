@@ -3,6 +3,7 @@ what the brokers acknowledged."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -16,11 +17,11 @@ from confluent_kafka import Producer
 from marketstream import schemas
 from marketstream.lake import read_table
 from marketstream.settings import Settings
-from tests.cluster.conftest import REPO, cluster_process_env
+from tests.cluster.conftest import REPO, cluster_process_env, cluster_settings
 from tests.integration.processes import logged
 from tests.integration.test_fault_tolerance import log_of, trade
 
-__all__ = ["SteadyProducer", "consumer", "exactly_once", "log_of", "stored_ids", "wait_for_rows"]
+__all__ = ["SteadyProducer", "consumer", "drained_exactly_once", "log_of", "stored_ids", "streaming", "wait_for_rows"]
 
 
 def consumer(topic: str, bucket: str, cwd: Path, **changes: str) -> subprocess.Popen:
@@ -96,7 +97,26 @@ class SteadyProducer:
         return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
 
-def exactly_once(ids, acknowledged) -> tuple[int, int, int]:
-    """(rows, distinct rows, acknowledged trades missing) of the stored `ids`."""
-    stored = set(ids.to_pylist())
-    return len(ids), pc.count_distinct(ids).as_py(), len(set(acknowledged) - stored)
+def streaming(name: str, cwd: Path, rate: int) -> tuple[Settings, str, subprocess.Popen, SteadyProducer]:
+    """A topic and bucket called `name`, the stock consumer streaming from one to the other, and trades
+    published at `rate` a second: (settings, bucket, consumer process, producer)."""
+    settings = cluster_settings()
+    topic, bucket = name.replace("-", "_"), name
+    settings.kafka_cluster().ensure_topics([topic])
+    process = consumer(topic, bucket, cwd)
+    return settings, bucket, process, SteadyProducer(settings, topic, rate).start()
+
+
+def drained_exactly_once(settings: Settings, bucket: str, producer: SteadyProducer, process: subprocess.Popen) -> int:
+    """Stop `producer`, let the consumer `process` store what the brokers acknowledged, stop it with SIGTERM,
+    and check each acknowledged trade is stored once; the number of them."""
+    producer.stop()
+    assert producer.failed == []
+    acknowledged = set(producer.acked)
+    wait_for_rows(settings, bucket, len(acknowledged), process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0, log_of(process)[-3000:]
+    ids = stored_ids(settings, bucket)
+    missing = acknowledged - set(ids.to_pylist())
+    assert (len(ids), pc.count_distinct(ids).as_py(), len(missing)) == (len(acknowledged), len(acknowledged), 0)
+    return len(acknowledged)
