@@ -1,7 +1,9 @@
 """The product on the cluster profile, configured by `.env` alone: `dataflows.stock_produce` reads its
 tickers from PostgreSQL over verified TLS and publishes over SASL_SSL to three replicated brokers;
-`dataflows.stock_consume` stores every trade once in the Delta table on four MinIO nodes over TLS."""
+`dataflows.stock_consume` stores every trade once in the Delta table on four MinIO nodes over TLS, and
+`marketstream sql` reads them back."""
 
+import subprocess
 import sys
 import time
 
@@ -47,3 +49,13 @@ def test_synthetic_trades_reach_the_delta_table_once_each_over_sasl_ssl_minio_tl
     run = {trade_id.rsplit("-", 1)[0] for trade_id in produced}
     stored = read_table(settings, "stock-data", schemas.STOCK_TRADES_PARTITIONING, prefix="_synthetic").column("trade_id")
     assert sorted(t for t in stored.to_pylist() if t.rsplit("-", 1)[0] in run) == produced
+
+    # and an analyst's query reads them back over TLS (DuckDB on pyarrow's S3 client and delta-rs)
+    (run_id,) = run
+    query = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "sql", "--format", "csv",
+         f"SELECT count(*) AS rows, count(DISTINCT trade_id) AS trades FROM stock_synthetic "
+         f"WHERE starts_with(trade_id, '{run_id}-')"],
+        cwd=tmp_path, env=cluster_process_env(), capture_output=True, text=True, timeout=120)
+    assert query.returncode == 0, query.stderr[-3000:]
+    assert query.stdout.split() == ['"rows","trades"', f"{len(produced)},{len(produced)}"]
