@@ -2,8 +2,10 @@
 
 A server that does not answer (not started yet, restarting) is waited for, with backoff, saying once per
 try what is awaited and which setting names it; SIGTERM ends the wait. A server that answers but refuses
-the configured credentials, or lacks the configured database, cannot get better by waiting: that ends
-the process with one line naming the settings, instead of a traceback or a panic from inside a worker.
+the configured credentials, lacks the configured database, speaks TLS to a client configured for plaintext
+(or the other way round), presents a certificate the configured CA did not sign, or accepts only TLS
+connections, cannot get better by waiting: that ends the process with one line naming the settings,
+instead of a traceback or a panic from inside a worker.
 """
 
 from __future__ import annotations
