@@ -91,9 +91,13 @@ class SteadyProducer:
         self._thread.join(30)
         assert self._producer.flush(flush_seconds) == 0, "messages neither acknowledged nor failed"
 
+    def acknowledged_after(self, after: float) -> list[float]:
+        """When each trade acknowledged after `after` (a monotonic time) was acknowledged."""
+        return [t for t in self.acked.copy().values() if t > after]  # a copy: the delivery callback adds to it
+
     def largest_gap(self, after: float) -> float:
         """The longest time without an acknowledgement from `after` (a monotonic time) on."""
-        times = sorted(t for t in self.acked.values() if t >= after)
+        times = sorted(self.acknowledged_after(after))
         return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
 

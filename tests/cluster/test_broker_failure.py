@@ -8,7 +8,7 @@ import time
 from confluent_kafka import TopicCollection
 
 from tests.cluster.conftest import kill_server, stack
-from tests.cluster.helpers import drained_exactly_once, log_of, streaming
+from tests.cluster.helpers import drained_exactly_once, log_of, stored_ids, streaming, wait_for_rows
 
 RATE = 1_000
 
@@ -29,14 +29,18 @@ def all_in_sync(settings, topic: str) -> bool:
 def test_a_broker_killed_mid_stream_loses_no_acknowledged_trade_and_rejoins_when_restarted(tmp_path, unique):
     settings, bucket, process, producer = streaming(f"cl-broker-{unique}", tmp_path, RATE)
     topic = bucket.replace("-", "_")
-    time.sleep(8)
+    wait_for_rows(settings, bucket, 1, process, seconds=90)  # streaming: consumed and stored
+    time.sleep(4)
 
     victim = leader_of_partition_0(settings, topic)
     killed_at = time.monotonic()
     kill_server(f"kafka-{victim}")
-    time.sleep(12)  # producing and consuming on two brokers
-    acked_while_down = sum(1 for t in producer.acked.values() if t > killed_at + 5)
+    time.sleep(12)  # producing on two brokers
+    stored_early = len(stored_ids(settings, bucket))
+    time.sleep(8)  # and consuming
+    acked_while_down = len(producer.acknowledged_after(killed_at + 5))
     assert acked_while_down > 5 * RATE, "producing did not go on with a broker down"
+    assert len(stored_ids(settings, bucket)) > stored_early + 3 * RATE, "consuming did not go on with a broker down"
     assert process.poll() is None, log_of(process)[-3000:]
 
     restarted_at = time.monotonic()
