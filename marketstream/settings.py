@@ -8,6 +8,7 @@ before it opens any connection, so a missing value stops it with one message nam
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import ssl
@@ -271,31 +272,31 @@ class Settings(BaseSettings):
         }
 
 
-_BUNDLES: dict[tuple[str, str], str] = {}
-
-
 def _bundle_with(extra: str) -> str:
-    """The path of a PEM file holding the CAs this process trusts by default and those in `extra`."""
+    """The path of a PEM file holding the CAs this process trusts by default and those in `extra`: one file
+    per content (named by its hash in the temporary directory), so processes share it and none piles up."""
     base = os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().openssl_cafile
-    if base in _BUNDLES.values():
-        return base
-    key = (base, extra)
-    if key not in _BUNDLES:
-        try:
-            with open(extra, encoding="ascii") as own:
-                added = own.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"S3_CA_BUNDLE {extra}: cannot read it ({exc})") from None
-        try:
-            with open(base, encoding="ascii") as default:
-                trusted = default.read()
-        except (OSError, UnicodeDecodeError):
-            trusted = ""
-        handle, path = tempfile.mkstemp(prefix="marketstream-ca-", suffix=".pem")
+    if os.path.basename(base or "").startswith("marketstream-ca-"):
+        return base  # made here already
+    try:
+        with open(extra, encoding="ascii") as own:
+            added = own.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"S3_CA_BUNDLE {extra}: cannot read it ({exc})") from None
+    try:
+        with open(base, encoding="ascii") as default:
+            trusted = default.read()
+    except (OSError, TypeError, UnicodeDecodeError):
+        trusted = ""
+    content = f"{trusted.rstrip()}\n{added}"
+    path = os.path.join(tempfile.gettempdir(),
+                        f"marketstream-ca-{hashlib.sha256(content.encode()).hexdigest()[:16]}.pem")
+    if not os.path.exists(path):
+        handle, partial = tempfile.mkstemp(prefix=".marketstream-ca-", suffix=".pem")
         with os.fdopen(handle, "w", encoding="ascii") as bundle:
-            bundle.write(f"{trusted.rstrip()}\n{added}")
-        _BUNDLES[key] = path
-    return _BUNDLES[key]
+            bundle.write(content)
+        os.replace(partial, path)  # whole or absent, whoever writes it at the same time
+    return path
 
 
 def load_settings(**overrides) -> Settings:
