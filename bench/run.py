@@ -348,6 +348,11 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
         table += [("bars_consume trades/s / stock_consume rows/s", f"{results['ratios']['bars/stock_consume']:.2f}", "≥ 1"),
                   ("bars_consume peak RSS MB / bars written",
                    f"{results['bars']['peak_rss_mb']:.0f} / {results['bars']['rows']:,}", "")]
+    if "two_deployments" in results and "stock_consume" in results:
+        two = results["two_deployments"]
+        table += [("two deployments into one table: time / one deployment's",
+                   f"{two['seconds'] / results['stock_consume']['seconds']:.2f}", ""),
+                  ("  lost races / rows left out", f"{two['lost_races']} / {two['rows_left_out']:,}", "")]
     width = max(len(row[0]) for row in table)
     print()
     print(f"| {'measure':<{width}} | {'value':>18} | {'target':>10} |")
