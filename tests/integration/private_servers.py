@@ -13,9 +13,26 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on: from `TEST_PORTS` (e.g. `29300-29499`) when set, so that tests sharing a
+    machine with other stacks keep to the ports given them, else one the system picks."""
+    first, _, last = os.environ.get("TEST_PORTS", "").partition("-")
+    candidates = range(int(first), int(last or first) + 1) if first else [0]
+    for candidate in candidates:
+        if candidate in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            port = sock.getsockname()[1]
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError(f"no free port in TEST_PORTS={os.environ['TEST_PORTS']}")
+
+
+_HANDED_OUT: set[int] = set()
+"""Ports `free_port` gave from TEST_PORTS this session: a server handed one may not listen yet."""
 
 
 def _stack(command: str) -> str:
