@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,18 +155,45 @@ DATAFLOWS = tuple(f"{name}_{role}" for name in DATASETS for role in ("produce", 
     "bars_consume", "lake_maintenance")
 
 
+def cluster_place(bytewax_args: list[str], environ: Mapping[str, str] = os.environ) -> tuple[int, int] | None:
+    """(this process's index, the number of processes) when `bytewax_args` (or Bytewax's environment
+    variables) make this process one of a cluster (`-i N -a "host:port;host:port"`), else None."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-i", "--process-id", type=int, default=environ.get("BYTEWAX_PROCESS_ID"))
+    parser.add_argument("-a", "--addresses", default=environ.get("BYTEWAX_ADDRESSES"))
+    known, _ = parser.parse_known_args(bytewax_args)
+    if known.process_id is None or not known.addresses:
+        return None
+    return int(known.process_id), len([a for a in known.addresses.split(";") if a.strip()])
+
+
+def init_recovery(recovery: Path, place: tuple[int, int] | None) -> None:
+    """Create the recovery partitions of one process: the only one, or for process `i` of a cluster of `n`
+    (each on its own host), partition `i` of `n` — Bytewax gathers every process's partitions on resume."""
+    index, count = place or (0, 1)
+    staging = recovery.with_name(recovery.name + ".creating")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(staging), str(count)], check=True)
+    for part in staging.iterdir():
+        if part.name != f"part-{index}.sqlite3":
+            part.unlink()
+    staging.rename(recovery)
+
+
 def run(settings: Settings, dataflow: str, bytewax_args: list[str]) -> int:
     """`python -m bytewax.run dataflows.<dataflow>`, with recovery when RECOVERY_DIRECTORY is set.
 
-    The recovery partitions are created on first use (`python -m bytewax.recovery <dir> 1`); the snapshot
-    interval is SNAPSHOT_INTERVAL_SECONDS, and backups are not kept (`-b 0`).
+    The recovery partitions are created on first use (`python -m bytewax.recovery <dir> 1`; for process `i`
+    of a cluster of `n`, partition `i` of `n`); the snapshot interval is SNAPSHOT_INTERVAL_SECONDS, and
+    backups are not kept (`-b 0`).
     """
     args = [sys.executable, "-m", "bytewax.run", f"dataflows.{dataflow}"]
     if settings.recovery_directory:
         recovery = Path(settings.recovery_directory) / dataflow
         if not recovery.exists():
-            recovery.mkdir(parents=True)
-            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+            recovery.parent.mkdir(parents=True, exist_ok=True)
+            init_recovery(recovery, cluster_place(bytewax_args))
         args += ["-r", str(recovery), "-s", f"{settings.snapshot_interval_seconds:g}", "-b", "0"]
     os.execv(sys.executable, args + bytewax_args)
 
