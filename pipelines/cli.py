@@ -43,6 +43,7 @@ from marketstream import schemas
 from marketstream.datasets import DATASETS, STOCK, lake_tables
 from marketstream.lake import lake_filesystem, read_table
 from marketstream.settings import ConfigError, Settings, get_settings
+from pipelines.runtime import cluster_place
 from sources.pacing import Clock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,18 +154,6 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
 
 DATAFLOWS = tuple(f"{name}_{role}" for name in DATASETS for role in ("produce", "consume")) + (
     "bars_consume", "lake_maintenance")
-
-
-def cluster_place(bytewax_args: list[str], environ: Mapping[str, str] = os.environ) -> tuple[int, int] | None:
-    """(this process's index, the number of processes) when `bytewax_args` (or Bytewax's environment
-    variables) make this process one of a cluster (`-i N -a "host:port;host:port"`), else None."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("-i", "--process-id", type=int, default=environ.get("BYTEWAX_PROCESS_ID"))
-    parser.add_argument("-a", "--addresses", default=environ.get("BYTEWAX_ADDRESSES"))
-    known, _ = parser.parse_known_args(bytewax_args)
-    if known.process_id is None or not known.addresses:
-        return None
-    return int(known.process_id), len([a for a in known.addresses.split(";") if a.strip()])
 
 
 def init_recovery(recovery: Path, place: tuple[int, int] | None) -> None:

@@ -28,3 +28,15 @@ def test_each_process_of_a_cluster_holds_its_own_partition_of_the_clusters_set(t
     assert partitions(tmp_path / "hostB" / "stock_consume") == {"part-1.sqlite3": (1, 2)}
     assert partitions(tmp_path / "alone" / "stock_consume") == {"part-0.sqlite3": (0, 1)}
     assert sorted(p.name for p in tmp_path.joinpath("hostA").iterdir()) == ["stock_consume"]  # no staging left
+
+
+def test_a_lost_peer_is_told_in_one_line_naming_the_process_and_other_errors_are_left_alone():
+    from pipelines.runtime import PEER_LOST_STATUS, lost_peer_line
+
+    class PanicException(BaseException):  # what pyo3 raises out of Bytewax's cluster_main
+        pass
+
+    line = lost_peer_line(PanicException("Send thread panic: Any { .. }"), (0, 2))
+    assert line.startswith("cluster: process 0 of 2 lost its connection to another process of the cluster")
+    assert f"exiting with status {PEER_LOST_STATUS}" in line and "\n" not in line
+    assert lost_peer_line(ValueError("a bug of ours"), (0, 2)) is None
