@@ -1,0 +1,90 @@
+"""Network faults between stock_consume and its object store, made by a real fault proxy (Toxiproxy, built
+by `stack/toxiproxy.sh`), overlapping while trades stream: latency with a bandwidth limit, then connection
+resets, then a store that swallows every byte for longer than a commit attempt waits, then nothing. Every
+trade is stored once, the consumer says once per outage that the store is failing and once that it answers
+again, and it recovers by itself, without a restart."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from datetime import datetime, timezone
+
+import pyarrow.compute as pc
+import pytest
+
+from marketstream.lake import lake_filesystem, read_delta
+from tests.conftest import STACK, make_settings
+from tests.integration.test_fault_tolerance import consumer, log_of, trade
+from tests.integration.test_independent_writers import _produce_steadily
+from tests.integration.toxiproxy import Toxiproxy
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+
+def stored_count(settings, bucket: str) -> int:
+    try:
+        return read_delta(settings, bucket).num_rows
+    except Exception:  # noqa: BLE001 - no table yet
+        return 0
+
+
+def test_the_consumer_rides_out_overlapping_faults_between_it_and_the_object_store_and_stores_every_trade_once(
+        stack, unique):
+    settings = make_settings(kafka_topic_partitions=6)
+    topic, bucket, total, per_second = f"it_toxic_{unique}", f"it-toxic-{unique}", 60_000, 1_000
+    settings.kafka_cluster().ensure_topics([topic])
+    with Toxiproxy() as toxiproxy:
+        store = toxiproxy.proxy("minio", upstream=STACK["s3_endpoint_url"].split("//", 1)[1])
+        producer = _produce_steadily(settings, topic, [trade(i) for i in range(total)], per_second)
+        process = consumer(topic, bucket, kafka_stop_at_end=False, batch_max_age_seconds=1, s3_retry_max_seconds=2,
+                           s3_endpoint_url=f"http://{store.address}")
+        deadline = time.monotonic() + 60
+        while stored_count(settings, bucket) == 0:
+            assert process.poll() is None and time.monotonic() < deadline, log_of(process)[-3000:]
+            time.sleep(0.5)
+        timeline = []
+
+        def fault(seconds: float, label: str) -> None:
+            timeline.append((label, f"{datetime.now(timezone.utc):%H:%M:%S}", stored_count(settings, bucket)))
+            time.sleep(seconds)
+            assert process.poll() is None, f"the consumer exited during {label}:\n" + log_of(process)[-3000:]
+
+        began = time.monotonic()
+        # a slow, thin link: 200 ms each way with jitter, uploads at 256 KB/s
+        store.add("slow", "latency", latency=200, jitter=100)
+        store.add("slow-up", "latency", stream="upstream", latency=200, jitter=100)
+        store.add("thin", "bandwidth", stream="upstream", rate=256)
+        fault(10, "latency + bandwidth")
+        # ...on which every connection is reset as soon as it carries data
+        store.add("reset", "reset_peer", stream="upstream", timeout=0)
+        fault(8, "latency + bandwidth + reset_peer")
+        store.remove("reset")
+        # ...then swallows every byte without closing: requests wait for their timeouts, for longer than a
+        # commit attempt waits (delta-rs: 30 s a request)
+        store.add("hole", "timeout", stream="upstream", timeout=0)
+        fault(40, "latency + bandwidth + timeout")
+        toxiproxy.reset()
+        timeline.append(("no fault", f"{datetime.now(timezone.utc):%H:%M:%S}", stored_count(settings, bucket)))
+
+        producer.join(120)
+        deadline = time.monotonic() + 180
+        while stored_count(settings, bucket) < total:
+            assert process.poll() is None and time.monotonic() < deadline, log_of(process)[-3000:]
+            time.sleep(1)
+        recovered_after = round(time.monotonic() - began, 1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log_of(process)[-3000:]
+
+    log = log_of(process)
+    print("timeline (fault from, UTC, rows stored then):", timeline, "; all stored", recovered_after,
+          "s after the first fault")
+    print("\n".join(line for line in log.splitlines() if " WARNING " in line or " ERROR " in line)[-6000:])
+    ids = read_delta(settings, bucket).column("trade_id")
+    assert len(ids) == total and pc.count_distinct(ids).as_py() == total
+    assert "Traceback" not in log, log[-3000:]
+    outages = re.findall(r"object store .*(?:unreachable|failing)", log)
+    answers = re.findall(r"answers again", log)
+    assert 1 <= len(outages) <= 3 and len(answers) == len(outages), log[-4000:]
+    lake_filesystem(settings).rm(bucket, recursive=True)
