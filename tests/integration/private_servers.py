@@ -97,7 +97,9 @@ class PrivateMinio(_PrivateServer):
 class PrivateKafka(_PrivateServer):
     stop_seconds = 60
 
-    def __init__(self, data: Path):
+    def __init__(self, data: Path, advertised_port: int | None = None):
+        """`advertised_port`: the port the broker tells clients to reach it on (default its own), e.g. a
+        fault proxy's in front of it, so that every client connection goes through the proxy."""
         self.data, self.port, self.controller = data, free_port(), free_port()
         self.process: subprocess.Popen | None = None
         self.properties = data / "server.properties"
@@ -106,7 +108,8 @@ class PrivateKafka(_PrivateServer):
             "process.roles=broker,controller\nnode.id=1\n"
             f"controller.quorum.voters=1@127.0.0.1:{self.controller}\n"
             f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller}\n"
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}\ncontroller.listener.names=CONTROLLER\n"
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{advertised_port or self.port}\n"
+            "controller.listener.names=CONTROLLER\n"
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"
             f"log.dirs={data / 'logs'}\noffsets.topic.replication.factor=1\n"
             "transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n"
