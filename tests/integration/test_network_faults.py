@@ -12,6 +12,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pyarrow.compute as pc
@@ -23,7 +24,7 @@ from tests.conftest import STACK, make_settings
 from tests.integration.test_fault_tolerance import consumer, log_of, trade
 from tests.integration.private_servers import PrivateKafka, free_port
 from tests.integration.test_independent_writers import _produce_steadily
-from tests.integration.toxiproxy import Toxiproxy
+from tests.integration.toxiproxy import Proxy, Toxiproxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -33,6 +34,34 @@ def stored_count(settings, bucket: str) -> int:
         return read_delta(settings, bucket).num_rows
     except Exception:  # noqa: BLE001 - no table yet
         return 0
+
+
+def overlapping_faults(toxiproxy: Toxiproxy, proxy: Proxy, process, stored: Callable[[], int],
+                       heavy: str) -> list[tuple[str, str, int]]:
+    """On `proxy`, while `process` runs: 200 ms latency each way with jitter and 256 KB/s on the `heavy`
+    stream for 10 s; on that slow, thin link every connection reset as soon as it carries data, for 8 s;
+    then every byte from the client swallowed without closing, for 40 s (requests wait for their timeouts,
+    longer than a commit attempt waits: delta-rs, 30 s a request); then nothing. Returns when each began
+    (UTC) with the rows `stored` then."""
+    timeline = []
+
+    def fault(seconds: float, label: str) -> None:
+        timeline.append((label, f"{datetime.now(timezone.utc):%H:%M:%S}", stored()))
+        time.sleep(seconds)
+        assert process.poll() is None, f"the consumer exited during {label}:\n" + log_of(process)[-3000:]
+
+    proxy.add("slow", "latency", latency=200, jitter=100)
+    proxy.add("slow-up", "latency", stream="upstream", latency=200, jitter=100)
+    proxy.add("thin", "bandwidth", stream=heavy, rate=256)
+    fault(10, "latency + bandwidth")
+    proxy.add("reset", "reset_peer", stream="upstream", timeout=0)
+    fault(8, "latency + bandwidth + reset_peer")
+    proxy.remove("reset")
+    proxy.add("hole", "timeout", stream="upstream", timeout=0)
+    fault(40, "latency + bandwidth + timeout")
+    toxiproxy.reset()
+    timeline.append(("no fault", f"{datetime.now(timezone.utc):%H:%M:%S}", stored()))
+    return timeline
 
 
 def test_the_consumer_rides_out_overlapping_faults_between_it_and_the_object_store_and_stores_every_trade_once(
@@ -49,29 +78,9 @@ def test_the_consumer_rides_out_overlapping_faults_between_it_and_the_object_sto
         while stored_count(settings, bucket) == 0:
             assert process.poll() is None and time.monotonic() < deadline, log_of(process)[-3000:]
             time.sleep(0.5)
-        timeline = []
-
-        def fault(seconds: float, label: str) -> None:
-            timeline.append((label, f"{datetime.now(timezone.utc):%H:%M:%S}", stored_count(settings, bucket)))
-            time.sleep(seconds)
-            assert process.poll() is None, f"the consumer exited during {label}:\n" + log_of(process)[-3000:]
-
         began = time.monotonic()
-        # a slow, thin link: 200 ms each way with jitter, uploads at 256 KB/s
-        store.add("slow", "latency", latency=200, jitter=100)
-        store.add("slow-up", "latency", stream="upstream", latency=200, jitter=100)
-        store.add("thin", "bandwidth", stream="upstream", rate=256)
-        fault(10, "latency + bandwidth")
-        # ...on which every connection is reset as soon as it carries data
-        store.add("reset", "reset_peer", stream="upstream", timeout=0)
-        fault(8, "latency + bandwidth + reset_peer")
-        store.remove("reset")
-        # ...then swallows every byte without closing: requests wait for their timeouts, for longer than a
-        # commit attempt waits (delta-rs: 30 s a request)
-        store.add("hole", "timeout", stream="upstream", timeout=0)
-        fault(40, "latency + bandwidth + timeout")
-        toxiproxy.reset()
-        timeline.append(("no fault", f"{datetime.now(timezone.utc):%H:%M:%S}", stored_count(settings, bucket)))
+        # uploads are the heavy direction: the bandwidth limit is on them
+        timeline = overlapping_faults(toxiproxy, store, process, lambda: stored_count(settings, bucket), "upstream")
 
         producer.join(120)
         deadline = time.monotonic() + 180
@@ -140,24 +149,8 @@ def test_the_consumer_rides_out_overlapping_faults_between_it_and_kafka_and_stor
             while stored_count(lake, bucket) == 0:
                 assert process.poll() is None and time.monotonic() < deadline, log_of(process)[-3000:]
                 time.sleep(0.5)
-            timeline = []
-
-            def fault(seconds: float, label: str) -> None:
-                timeline.append((label, f"{datetime.now(timezone.utc):%H:%M:%S}", stored_count(lake, bucket)))
-                time.sleep(seconds)
-                assert process.poll() is None, f"the consumer exited during {label}:\n" + log_of(process)[-3000:]
-
-            broker.add("slow", "latency", latency=200, jitter=100)
-            broker.add("slow-up", "latency", stream="upstream", latency=200, jitter=100)
-            broker.add("thin", "bandwidth", rate=256)
-            fault(10, "latency + bandwidth")
-            broker.add("reset", "reset_peer", stream="upstream", timeout=0)
-            fault(8, "latency + bandwidth + reset_peer")
-            broker.remove("reset")
-            broker.add("hole", "timeout", stream="upstream", timeout=0)
-            fault(40, "latency + bandwidth + timeout")
-            toxiproxy.reset()
-            timeline.append(("no fault", f"{datetime.now(timezone.utc):%H:%M:%S}", stored_count(lake, bucket)))
+            # fetches are the heavy direction: the bandwidth limit is on them
+            timeline = overlapping_faults(toxiproxy, broker, process, lambda: stored_count(lake, bucket), "downstream")
             producer.join(300)
             assert not producer.is_alive(), "the producer never got its trades acknowledged"
             deadline = time.monotonic() + 180
