@@ -17,17 +17,19 @@ def free_port() -> int:
     machine with other stacks keep to the ports given them, else one the system picks."""
     first, _, last = os.environ.get("TEST_PORTS", "").partition("-")
     candidates = range(int(first), int(last or first) + 1) if first else [0]
-    for candidate in candidates:
-        if candidate in _HANDED_OUT:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", candidate))
-            except OSError:
+    for _ in range(2):  # once every port of the range was handed out, those nothing listens on again are free
+        for candidate in candidates:
+            if candidate in _HANDED_OUT:
                 continue
-            port = sock.getsockname()[1]
-            _HANDED_OUT.add(port)
-            return port
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", candidate))
+                except OSError:
+                    continue
+                port = sock.getsockname()[1]
+                _HANDED_OUT.add(port)
+                return port
+        _HANDED_OUT.clear()
     raise RuntimeError(f"no free port in TEST_PORTS={os.environ['TEST_PORTS']}")
 
 
