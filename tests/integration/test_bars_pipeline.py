@@ -318,9 +318,6 @@ def test_trades_read_again_from_the_topic_are_the_trades_the_trades_table_keeps_
 
 
 @pytest.mark.faults  # three minutes: `make test-faults`
-@pytest.mark.xfail(strict=True, reason="bars_consume leaves 6 minutes of the newest day short, by 1 352 of 40 000 "
-                                       "trades, while they stream (no fault needed; the same trades all produced "
-                                       "first come out right): found 5 Dec 2026, not fixed yet")
 def test_bars_of_trades_cycling_over_three_days_while_they_stream_equal_the_sql_aggregate(lake, bars_bucket):
     """Trades of 20 tickers whose event times cycle over three days and sixty minutes (every trade but a
     few is late for the newest day's minutes), every seventh synthetic, produced at 1 000/s for 40 s while
