@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-clock-ahead test-cluster bench stack stack-down stack-cluster-down stack-status report clean
+.PHONY: demo test test-unit test-faults test-clock-ahead test-cluster bench stack stack-down stack-cluster-down stack-status toxiproxy toxiproxy-down report clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating the Python environment in $(VENV) (first run takes a few minutes)"
@@ -20,9 +20,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP) .env stack
 	$(BIN)/python -m pipelines.cli demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
 
-## test: the whole suite, integration tests against the real local stack included
+## test: the whole suite, integration tests against the real local stack included (the minutes-long fault
+## runs aside: `make test-faults`)
 test: $(STAMP) stack
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not faults" $(PYTEST_ARGS)
+
+## test-faults: the fault runs: a Bytewax cluster losing a process mid-stream, network faults through
+## Toxiproxy (built from its Go module on first use by stack/toxiproxy.sh)
+test-faults: $(STAMP) stack
+	stack/toxiproxy.sh install
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 ## test-unit: only the tests that need no servers
 test-unit: $(STAMP)
@@ -47,10 +54,17 @@ stack-down:
 stack-status:
 	stack/stack.sh status
 
+## toxiproxy: build (cached) and start Toxiproxy on 127.0.0.1:8474 (TOXIPROXY_PORT), a TCP fault proxy
+toxiproxy:
+	stack/toxiproxy.sh up
+
+toxiproxy-down:
+	stack/toxiproxy.sh down
+
 report: $(STAMP) .env
 	$(BIN)/python -m pipelines.cli report
 
-clean: stack-down
+clean: stack-down toxiproxy-down
 	rm -rf .stack $(VENV)
 
 ## test-cluster: the cluster profile of the stack (three Kafka nodes with SASL_SSL, four MinIO nodes over TLS,

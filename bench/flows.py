@@ -99,6 +99,83 @@ def raw_limit(topic: str, bucket: str, rows_per_file: int = 100_000) -> None:
     print(f"FILES {files}", flush=True)
 
 
+def floor(topic: str, bucket: str, batch: int = 10_000, rows_per_write: int = 500_000) -> None:
+    """The true floor of Kafka -> a partitioned lake: batches of `batch` messages, each one Arrow JSON read
+    of their joined values with an explicit schema; every `rows_per_write` rows (stock_consume buffers as
+    many: BATCH_MAX_BUFFERED_ROWS) sorted by ticker and New York date and cut into one zstd Parquet file per
+    ticker-date, encoded and uploaded on a thread pool. No Bytewax, no validation, no dead letters, no
+    commits: what any pipeline with those must come close to."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+    from confluent_kafka import KafkaError
+
+    from marketstream.settings import load_settings
+    from sinks.object_store import ObjectStore
+
+    global _started
+    settings = load_settings()
+    store = ObjectStore(settings.s3_storage_options())
+    store.ensure_bucket(bucket)
+    consumer, open_partitions = _consumer(settings, topic)
+    schema = pa.schema([("symbol", pa.string()), ("price", pa.float64()), ("size", pa.int64()),
+                        ("timestamp", pa.timestamp("us", tz="UTC")), ("exchange", pa.string()),
+                        ("conditions", pa.list_(pa.string())), ("trade_id", pa.string()), ("tape", pa.string()),
+                        ("source", pa.string())])
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    uploads = ThreadPoolExecutor(8)
+    pending, files = [], 0
+    _started = time.perf_counter()
+
+    def put(key: str, rows: pa.Table) -> None:
+        sink = pa.BufferOutputStream()
+        pq.write_table(rows, sink, compression="zstd")
+        store.put(bucket, key, sink.getvalue().to_pybytes())
+
+    def write(tables: list[pa.Table]) -> None:
+        nonlocal files
+        table = pa.concat_tables(tables)
+        local = pc.local_timestamp(table.column("timestamp").cast(pa.timestamp("us", tz="America/New_York")))
+        table = table.append_column("date", local.cast(pa.date32())).sort_by([("symbol", "ascending"),
+                                                                              ("date", "ascending")])
+        keys = np.char.add(table.column("symbol").to_numpy(zero_copy_only=False).astype(str),
+                           table.column("date").cast(pa.string()).to_numpy(zero_copy_only=False).astype(str))
+        starts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist(), table.num_rows]
+        for start, end in zip(starts, starts[1:]):
+            rows = table.slice(start, end - start)
+            key = f"ticker={rows.column('symbol')[0]}/date={rows.column('date')[0]}/part-{files:06d}.parquet"
+            pending.append(uploads.submit(put, key, rows.drop_columns(["symbol", "date"])))
+            files += 1
+        while len(pending) > 2_000:  # bounded memory: wait for the oldest uploads
+            pending.pop(0).result()
+
+    values: list[bytes] = []
+    tables: list[pa.Table] = []
+    held = 0
+    while open_partitions:
+        for message in consumer.consume(batch, 0.5):
+            if message.error() is not None:
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    open_partitions -= 1
+                continue
+            values.append(message.value())
+        if len(values) >= batch or (values and not open_partitions):
+            tables.append(pj.read_json(io.BytesIO(b"\n".join(values)), parse_options=options))
+            held, values = held + len(values), []
+        if held >= rows_per_write or (tables and not open_partitions):
+            write(tables)
+            tables, held = [], 0
+    for upload in pending:
+        upload.result()
+    uploads.shutdown()
+    print(f"FILES {files}", flush=True)
+
+
 def naive(topic: str, bucket: str, limit: int) -> None:
     """A typical first version: json.loads per message, a pandas DataFrame per 1000 rows, written with
     to_parquet through s3fs into the same ticker/date layout as stock_consume."""

@@ -13,9 +13,10 @@ ticker. `TradeTimeClock`: the watermark is the newest trade time seen minus `lat
 with the wall clock while the partition is quiet, so the last minute before a pause closes `lateness`
 after its end instead of waiting for the next trade. A window's bars are emitted when it closes.
 
-Late trades: bar rows older than the watermark are Bytewax's "late" items; they are emitted at once as
-**corrections** of their minute, which the bars table folds into the stored bar (`Bar.merge` gives the
-same bar in any order and split). So every trade the trades table keeps ends in its bar, however late; the
+Late trades: bar rows of a minute whose window has closed are Bytewax's "late" items (a row older than the
+watermark whose window is still open goes into it: `_TradeTimeClockLogic`); they are emitted at once, after
+their window's bars, as **corrections** of their minute, which the bars table folds into the stored bar
+(`Bar.merge` gives the same bar in any order and split). So every trade the trades table keeps ends in its bar, however late; the
 trades that came late are counted (`marketstream_bars_late_trades`). At the end of input every open
 minute is emitted.
 
@@ -49,7 +50,7 @@ from bytewax.outputs import Sink
 
 from marketstream import metrics
 from marketstream.batching import BufferBudget, TableBatcher
-from marketstream.bars import combine_parts, split_by_held, to_datetime, trade_parts, unheld_trades
+from marketstream.bars import MINUTE_US, combine_parts, minute_of, split_by_held, to_datetime, trade_parts, unheld_trades
 from marketstream.datasets import STOCK
 from marketstream.runs import key_runs
 from marketstream.schemas import TIMESTAMP
@@ -145,11 +146,21 @@ class TradeTimeState:
 
 
 class _TradeTimeClockLogic(ClockLogic[MinuteParts, TradeTimeState | None]):
+    """Bytewax's window operator calls an item late when its timestamp is below the watermark the clock
+    gives for it, and closes windows only at the end of a batch or at a notification. A part late while its
+    minute's window were still open would reach the bars table before that window's bars, and the table
+    would take the window's bars for trades it holds (a row holds every trade of its minute through its
+    offset). So each part stands at the last microsecond of its minute, and items are judged against the
+    watermark the windows were last closed at (`_closed_at`): a part is late exactly when its minute's
+    window was closed, and so emitted, before it. A watermark moved on by a batch closes windows at the
+    notification that follows at once (`notify_at` is then in the past)."""
+
     def __init__(self, lateness: timedelta, now: Callable[[], datetime], state: TradeTimeState | None):
         self._lateness = lateness
         self._now_getter = now
         self._state = state
         self._now = now()
+        self._closed_at = datetime.min.replace(tzinfo=timezone.utc)
 
     def before_batch(self) -> None:
         self._now = max(self._now, self._now_getter())
@@ -160,15 +171,15 @@ class _TradeTimeClockLogic(ClockLogic[MinuteParts, TradeTimeState | None]):
         return self._state.newest + max(self._now - self._state.seen_at, timedelta(0))
 
     def on_item(self, value: MinuteParts) -> tuple[datetime, datetime]:
-        timestamp = to_datetime(value[1])
-        base = timestamp - self._lateness
+        base = to_datetime(value[1]) - self._lateness
         if base > self._watermark():
             self._state = TradeTimeState(base, self._now)
-        return timestamp, self._watermark()
+        return to_datetime(minute_of(value[1]) + MINUTE_US - 1), self._closed_at
 
     def on_notify(self) -> datetime:
         self.before_batch()
-        return self._watermark()
+        self._closed_at = max(self._closed_at, self._watermark())
+        return self._closed_at
 
     def on_eof(self) -> datetime:
         return datetime.max.replace(tzinfo=timezone.utc)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from marketstream import schemas
 from marketstream.datasets import DATASETS, STOCK, lake_tables
 from marketstream.lake import lake_filesystem, read_table
 from marketstream.settings import ConfigError, Settings, get_settings
+from pipelines.runtime import cluster_place
 from sources.pacing import Clock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,18 +156,33 @@ DATAFLOWS = tuple(f"{name}_{role}" for name in DATASETS for role in ("produce", 
     "bars_consume", "lake_maintenance")
 
 
+def init_recovery(recovery: Path, place: tuple[int, int] | None) -> None:
+    """Create the recovery partitions of one process: the only one, or for process `i` of a cluster of `n`
+    (each on its own host), partition `i` of `n` — Bytewax gathers every process's partitions on resume."""
+    index, count = place or (0, 1)
+    staging = recovery.with_name(recovery.name + ".creating")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(staging), str(count)], check=True)
+    for part in staging.iterdir():
+        if part.name != f"part-{index}.sqlite3":
+            part.unlink()
+    staging.rename(recovery)
+
+
 def run(settings: Settings, dataflow: str, bytewax_args: list[str]) -> int:
     """`python -m bytewax.run dataflows.<dataflow>`, with recovery when RECOVERY_DIRECTORY is set.
 
-    The recovery partitions are created on first use (`python -m bytewax.recovery <dir> 1`); the snapshot
-    interval is SNAPSHOT_INTERVAL_SECONDS, and backups are not kept (`-b 0`).
+    The recovery partitions are created on first use (`python -m bytewax.recovery <dir> 1`; for process `i`
+    of a cluster of `n`, partition `i` of `n`); the snapshot interval is SNAPSHOT_INTERVAL_SECONDS, and
+    backups are not kept (`-b 0`).
     """
     args = [sys.executable, "-m", "bytewax.run", f"dataflows.{dataflow}"]
     if settings.recovery_directory:
         recovery = Path(settings.recovery_directory) / dataflow
         if not recovery.exists():
-            recovery.mkdir(parents=True)
-            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+            recovery.parent.mkdir(parents=True, exist_ok=True)
+            init_recovery(recovery, cluster_place(bytewax_args))
         args += ["-r", str(recovery), "-s", f"{settings.snapshot_interval_seconds:g}", "-b", "0"]
     os.execv(sys.executable, args + bytewax_args)
 

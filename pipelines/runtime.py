@@ -1,5 +1,8 @@
 """What every dataflow module's `flow()` does when `python -m bytewax.run` calls it: set up logging, build
 the flow (or stop with one clear line about the configuration problem), then wait for the servers it needs.
+A process of a Bytewax cluster (`-i`/`-a`) whose peer is lost exits with one line saying so and status 4
+(`PEER_LOST_STATUS`), rather than with Bytewax's traceback, so that a supervisor restarts it and the whole
+cluster resumes from its recovery store.
 
 The modules follow Bytewax's own convention: `bytewax.run dataflows.<name>` finds the module's `flow` and,
 as it is a function, calls it. Importing a dataflow module (tests, docs, another dataflow) therefore has no
@@ -7,12 +10,14 @@ side effects and needs no configuration; only running it does."""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from bytewax.dataflow import Dataflow
 
@@ -133,6 +138,52 @@ def serve_metrics(flow_id: str, port: int, address: str) -> int:
     raise ConfigError(f"METRICS_PORT: no free port in {port}..{port + METRICS_PORTS_TRIED - 1}")
 
 
+PEER_LOST_STATUS = 4
+LOST_PEER_SIGNS = ("Send thread panic", "Recv thread panic", "timely communication error", "MergeQueue poisoned")
+"""What Bytewax's cluster_main raises (a pyo3 PanicException) when a connection to another process of the
+cluster breaks: timely's network threads panic on a closed or failed socket and the workers follow."""
+
+
+def cluster_place(bytewax_args: list[str], environ: Mapping[str, str] = os.environ) -> tuple[int, int] | None:
+    """(this process's index, the number of processes) when `bytewax_args` (or Bytewax's environment
+    variables) make this process one of a cluster (`-i N -a "host:port;host:port"`), else None."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-i", "--process-id", type=int, default=environ.get("BYTEWAX_PROCESS_ID"))
+    parser.add_argument("-a", "--addresses", default=environ.get("BYTEWAX_ADDRESSES"))
+    known, _ = parser.parse_known_args(bytewax_args)
+    if known.process_id is None or not known.addresses:
+        return None
+    return int(known.process_id), len([a for a in known.addresses.split(";") if a.strip()])
+
+
+def lost_peer_line(error: BaseException, place: tuple[int, int] | None) -> str | None:
+    """The one line a cluster process ends with when `error` says a peer was lost; None for other errors."""
+    text = f"{type(error).__name__}: {error}"
+    if not any(sign in text for sign in LOST_PEER_SIGNS):
+        return None
+    who = f"process {place[0]} of {place[1]}" if place else "this process"
+    return (f"cluster: {who} lost its connection to another process of the cluster (it died or the network "
+            f"between them failed: {text[:200]}); exiting with status {PEER_LOST_STATUS} so that the whole cluster "
+            "restarts from its recovery store")
+
+
+def exit_clearly_when_a_peer_is_lost(place: tuple[int, int] | None) -> None:
+    """From now on, an error that ends the process because a peer of its cluster was lost is reported with
+    `lost_peer_line` and exit status `PEER_LOST_STATUS`; any other error as before."""
+    previous = sys.excepthook
+
+    def hook(kind, error, traceback) -> None:
+        line = lost_peer_line(error, place)
+        if line is None:
+            previous(kind, error, traceback)
+            return
+        logging.getLogger(__name__).error(line)
+        logging.shutdown()
+        os._exit(PEER_LOST_STATUS)
+
+    sys.excepthook = hook
+
+
 def build_or_exit(build: Callable[[Settings], Dataflow], needs: tuple, settings: Settings | None = None) -> Dataflow:
     """Build the flow with `settings` (default: the environment's), then wait for the servers it `needs`
     (`marketstream.preflight`). A configuration problem ends the process with one line naming the setting."""
@@ -140,6 +191,7 @@ def build_or_exit(build: Callable[[Settings], Dataflow], needs: tuple, settings:
     try:
         settings = settings or get_settings()
         shutdown.install(settings.shutdown_timeout_seconds)
+        exit_clearly_when_a_peer_is_lost(cluster_place(sys.argv[1:]))
         flow = build(settings)
         preflight.wait_for(settings, needs)
         if settings.metrics_port:

@@ -8,7 +8,8 @@ an attempt fails, the table is loaded again and the commit prepared again: after
 writer set the same transaction id first; delta-rs refuses the commit, and MinIO and S3 keep two writers
 from both landing one version through conditional writes, `If-None-Match`, so no lock service is needed),
 and after a failure of the store, with capped backoff — if that attempt landed although its answer was lost,
-the new preparation finds its rows committed and commits nothing.
+the new preparation finds its rows committed and commits nothing. A failing store is logged as one outage
+(`marketstream.outages`, shared with the uploads): a line when it starts failing, one when it answers again.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from marketstream import metrics
+from marketstream.outages import outage
 from sinks.delta_stats import indexed_columns
 
 log = logging.getLogger(__name__)
@@ -45,19 +47,23 @@ def retrying(what: str, action: Callable[[], object], sleep: Callable[[float], N
     """`action()`, retried with capped exponential backoff until it succeeds; refused credentials raise
     `DeltaLakeError` at once."""
     delay, attempt = 0.5, 1
+    store = outage("object store")
     while True:
         try:
-            return action()
+            result = action()
         except Exception as exc:  # noqa: BLE001 - the store being down is retried; refusals are raised
             text = str(exc)
             if any(word in text for word in REFUSALS):
                 raise DeltaLakeError(f"object store refused {what}: check S3_ACCESS_KEY / S3_SECRET_KEY") from None
-            log.warning("delta: %s failed (attempt %d, %s: %s); retrying in %.1fs", what, attempt, type(exc).__name__,
-                        text.splitlines()[0][:300] if text else "", delay)
+            store.failed(f"delta: {what}", exc)
+            log.debug("delta: %s failed (attempt %d); retrying in %.1fs", what, attempt, delay)
             metrics.RETRIES.labels("delta").inc()
             sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
             attempt += 1
+            continue
+        store.answered()
+        return result
 
 
 MAX_LOST_RACES = 20
@@ -216,13 +222,13 @@ class DeltaCommitter:
                         self._another_writer(text)
                         self._sleep(random.uniform(0.01, 0.1))
                         continue
-                    log.warning("delta: committing %d files to %s failed (%s: %s); retrying in %.1fs",
-                                len(prepared.adds), self.uri, type(exc).__name__,
-                                text.splitlines()[0][:300] if text else "", delay)
+                    outage("object store").failed(f"delta: committing {len(prepared.adds)} files to {self.uri}", exc)
+                    log.debug("delta: committing to %s failed; retrying in %.1fs", self.uri, delay)
                     metrics.RETRIES.labels("delta").inc()
                     self._sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_SECONDS)
                     continue
+                outage("object store").answered()
                 # delta-rs does not move the table object past its own commit: without this, the next commit
                 # would see this one as a concurrent transaction, fail, and load the whole table again
                 try:

@@ -3,7 +3,8 @@
 Each object is written with one PUT of its complete bytes, so a reader sees either the whole file or none
 of it; there are no partial files to clean up after a crash. While the store is unreachable or failing,
 `put` retries with capped exponential backoff and does not return, so the dataflow waits (backpressure)
-instead of dropping data. Rejected credentials are not transient and raise at once.
+instead of dropping data. Rejected credentials are not transient and raise at once. An outage is logged
+as two lines (`marketstream.outages`): when the first attempt fails and when one succeeds again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import fsspec.asyn
 import s3fs
 
 from marketstream import metrics
+from marketstream.outages import outage
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +49,22 @@ class ObjectStore:
     def _retrying(self, what: str, action: Callable[[], object]) -> object:
         delay = 0.5
         attempt = 1
+        store = outage("object store")
         while True:
             try:
-                return action()
+                result = action()
             except PermissionError as exc:
                 raise PermissionError(f"object store refused {what}: check S3_ACCESS_KEY / S3_SECRET_KEY ({exc})") from None
             except Exception as exc:  # noqa: BLE001 - every other failure is retried: losing the batch is worse
-                log.warning("object store: %s failed (attempt %d, %s: %s); retrying in %.1fs",
-                            what, attempt, type(exc).__name__, exc, delay)
+                store.failed(what, exc)
+                log.debug("object store: %s failed (attempt %d); retrying in %.1fs", what, attempt, delay)
                 metrics.RETRIES.labels("object_store").inc()
                 self._sleep(delay)
                 delay = min(delay * 2, self._max_backoff)
                 attempt += 1
+                continue
+            store.answered()
+            return result
 
     def ensure_bucket(self, bucket: str) -> None:
         """Create `bucket` if it does not exist."""

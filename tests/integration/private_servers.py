@@ -13,9 +13,28 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on: from `TEST_PORTS` (e.g. `29300-29499`) when set, so that tests sharing a
+    machine with other stacks keep to the ports given them, else one the system picks."""
+    first, _, last = os.environ.get("TEST_PORTS", "").partition("-")
+    candidates = range(int(first), int(last or first) + 1) if first else [0]
+    for _ in range(2):  # once every port of the range was handed out, those nothing listens on again are free
+        for candidate in candidates:
+            if candidate in _HANDED_OUT:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", candidate))
+                except OSError:
+                    continue
+                port = sock.getsockname()[1]
+                _HANDED_OUT.add(port)
+                return port
+        _HANDED_OUT.clear()
+    raise RuntimeError(f"no free port in TEST_PORTS={os.environ['TEST_PORTS']}")
+
+
+_HANDED_OUT: set[int] = set()
+"""Ports `free_port` gave from TEST_PORTS this session: a server handed one may not listen yet."""
 
 
 def _stack(command: str) -> str:
@@ -80,7 +99,9 @@ class PrivateMinio(_PrivateServer):
 class PrivateKafka(_PrivateServer):
     stop_seconds = 60
 
-    def __init__(self, data: Path):
+    def __init__(self, data: Path, advertised_port: int | None = None):
+        """`advertised_port`: the port the broker tells clients to reach it on (default its own), e.g. a
+        fault proxy's in front of it, so that every client connection goes through the proxy."""
         self.data, self.port, self.controller = data, free_port(), free_port()
         self.process: subprocess.Popen | None = None
         self.properties = data / "server.properties"
@@ -89,7 +110,8 @@ class PrivateKafka(_PrivateServer):
             "process.roles=broker,controller\nnode.id=1\n"
             f"controller.quorum.voters=1@127.0.0.1:{self.controller}\n"
             f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller}\n"
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}\ncontroller.listener.names=CONTROLLER\n"
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{advertised_port or self.port}\n"
+            "controller.listener.names=CONTROLLER\n"
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"
             f"log.dirs={data / 'logs'}\noffsets.topic.replication.factor=1\n"
             "transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n"

@@ -18,7 +18,8 @@ from deltalake import DeltaTable
 from marketstream.lake import lake_filesystem
 from tests.dataflows.test_bars import tape
 from tests.integration.kafka_helpers import produce
-from tests.integration.test_fault_tolerance import consumer, init_recovery, log_of, recreate_topic
+from tests.integration.test_fault_tolerance import consumer, init_recovery, log_of, recreate_topic, trade
+from tests.integration.test_independent_writers import _produce_steadily
 
 AGGREGATE = """
     SELECT ticker, minute, open, high, low, close, volume, trades, vwap FROM (
@@ -314,3 +315,34 @@ def test_trades_read_again_from_the_topic_are_the_trades_the_trades_table_keeps_
     recreate_topic(settings, topic)
     with pytest.raises(RuntimeError, match=f"the topic is incarnation .* now, not {incarnation}"):
         reread("", incarnation, 2, 600, 700)
+
+
+@pytest.mark.faults  # three minutes: `make test-faults`
+def test_bars_of_trades_cycling_over_three_days_while_they_stream_equal_the_sql_aggregate(lake, bars_bucket):
+    """Trades of 20 tickers whose event times cycle over three days and sixty minutes (every trade but a
+    few is late for the newest day's minutes), every seventh synthetic, produced at 1 000/s for 40 s while
+    stock_consume and bars_consume stream them; the bars are read once they hold every trade (or 150 s)."""
+    settings, topic, bucket = lake
+
+    def mixed(i: int) -> tuple[bytes, bytes]:
+        key, value = trade(i)
+        return key, value.replace(b'"source":"alpaca"', b'"source":"synthetic"') if i % 7 == 0 else value
+
+    total, options = 40_000, settings.delta_storage_options()
+    settings.kafka_cluster().ensure_topics([topic])
+    producer = _produce_steadily(settings, topic, [mixed(i) for i in range(total)], 1_000)
+    streaming = {"kafka_stop_at_end": False, "batch_max_age_seconds": 1}
+    processes = [consumer(topic, bucket, **streaming), bars_process(topic, bars_bucket, **streaming)]
+    producer.join()
+    deadline, held = time.monotonic() + 150, 0
+    while held < total and time.monotonic() < deadline:
+        time.sleep(2)
+        if version(f"s3://{bars_bucket}", options) >= 0 and version(f"s3://{bars_bucket}/_synthetic", options) >= 0:
+            held = sum(sum(DeltaTable(f"s3://{bars_bucket}{table}", storage_options=options)
+                           .to_pyarrow_table(columns=["trades"]).column("trades").to_pylist())
+                       for table in ("", "/_synthetic"))
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        assert process.wait(60) == 0, log_of(process)[-3000:]
+    assert_bars_equal_the_aggregate_of_the_trades(settings, bucket, bars_bucket)

@@ -29,6 +29,7 @@ def test_the_benchmark_runs_end_to_end_and_writes_its_results(stack):
     results = json.loads(written.pop().read_text())
     try:
         assert results["stock_consume"]["rows"] == 20000
+        assert results["floor"]["rows"] == 20000 and results["floor"]["files"] >= 50  # a file per ticker-date at least
         assert results["freshness"]["stored_rows"] > 0 and results["producer"]["messages"] > 0
         day = results["streamed_day"]
         assert day["written"]["files"] == 120 and day["compaction"]["files_compacted"] >= 120

@@ -37,11 +37,15 @@ def trade(i: int) -> tuple[bytes, bytes]:
 
 
 def consumer(topic: str, bucket: str, recovery: Path | None = None, factory: str = "stock_consume", *,
-             workers: int = 1, **settings) -> subprocess.Popen:
+             workers: int = 1, process_id: int | None = None, addresses: list[str] | None = None,
+             **settings) -> subprocess.Popen:
     """`python -m bytewax.run` on the stock consumer for `topic` -> `bucket` (literal keyword arguments only:
-    bytewax.run parses the factory call with ast.literal_eval)."""
+    bytewax.run parses the factory call with ast.literal_eval); with `process_id` and `addresses`, process
+    `process_id` of the Bytewax cluster whose processes listen at `addresses` (`-i`/`-a`)."""
     arguments = ", ".join([repr(topic), repr(bucket), *(f"{name}={value!r}" for name, value in settings.items())])
     command = [sys.executable, "-m", "bytewax.run", f"tests.integration.flows:{factory}({arguments})", "-w", str(workers)]
+    if process_id is not None:
+        command += ["-i", str(process_id), "-a", ";".join(addresses or [])]
     if recovery is not None:
         command += ["-r", str(recovery), "-s", "1", "-b", "0"]
     return logged(command, cwd=REPO)

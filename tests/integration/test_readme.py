@@ -55,7 +55,8 @@ RUN_HERE = ("sql", "status", "chart", "maintain")
 """Commands that read (or, maintain, keep up) the lake: each example of them runs here."""
 NOT_RUN_HERE = {
     "backfill": "writes the lake from Alpaca's or Finnhub's API (tests/integration/test_backfill.py, against fakes)",
-    "run": "starts a dataflow that runs until stopped (tests/integration/test_processes.py)",
+    "run": "starts a dataflow that runs until stopped (the Scaling out example's cluster: "
+           "tests/integration/test_bytewax_cluster.py)",
     "demo": "the whole product for a minute (make demo)",
 }
 MARKER = re.compile(r"<!--\s*(needs|while):\s*([\w-]+)\s*-->")

@@ -1,0 +1,42 @@
+"""`marketstream run` places a process in its cluster and gives it its own recovery partition."""
+
+import sqlite3
+
+from pipelines.cli import cluster_place, init_recovery
+
+
+def test_a_process_of_a_cluster_is_found_from_bytewax_flags_or_its_environment():
+    assert cluster_place(["-i", "1", "-a", "hostA:2101;hostB:2101"]) == (1, 2)
+    assert cluster_place(["--process-id", "0", "--addresses", "a:1;b:1;c:1", "-w", "2"]) == (0, 3)
+    assert cluster_place([], {"BYTEWAX_PROCESS_ID": "2", "BYTEWAX_ADDRESSES": "a:1;b:1;c:1"}) == (2, 3)
+    assert cluster_place(["-w", "4"], {}) is None
+
+
+def partitions(directory) -> dict[str, tuple]:
+    found = {}
+    for part in sorted(directory.iterdir()):
+        with sqlite3.connect(part) as db:
+            found[part.name] = db.execute("SELECT part_index, part_count FROM parts").fetchone()
+    return found
+
+
+def test_each_process_of_a_cluster_holds_its_own_partition_of_the_clusters_set(tmp_path):
+    init_recovery(tmp_path / "hostA" / "stock_consume", (0, 2))
+    init_recovery(tmp_path / "hostB" / "stock_consume", (1, 2))
+    init_recovery(tmp_path / "alone" / "stock_consume", None)
+    assert partitions(tmp_path / "hostA" / "stock_consume") == {"part-0.sqlite3": (0, 2)}
+    assert partitions(tmp_path / "hostB" / "stock_consume") == {"part-1.sqlite3": (1, 2)}
+    assert partitions(tmp_path / "alone" / "stock_consume") == {"part-0.sqlite3": (0, 1)}
+    assert sorted(p.name for p in tmp_path.joinpath("hostA").iterdir()) == ["stock_consume"]  # no staging left
+
+
+def test_a_lost_peer_is_told_in_one_line_naming_the_process_and_other_errors_are_left_alone():
+    from pipelines.runtime import PEER_LOST_STATUS, lost_peer_line
+
+    class PanicException(BaseException):  # what pyo3 raises out of Bytewax's cluster_main
+        pass
+
+    line = lost_peer_line(PanicException("Send thread panic: Any { .. }"), (0, 2))
+    assert line.startswith("cluster: process 0 of 2 lost its connection to another process of the cluster")
+    assert f"exiting with status {PEER_LOST_STATUS}" in line and "\n" not in line
+    assert lost_peer_line(ValueError("a bug of ours"), (0, 2)) is None
