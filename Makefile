@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-faults test-clock-ahead bench stack stack-down stack-status toxiproxy toxiproxy-down report clean
+.PHONY: demo test test-unit test-faults test-clock-ahead test-cluster bench stack stack-down stack-cluster-down stack-status toxiproxy toxiproxy-down report clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating the Python environment in $(VENV) (first run takes a few minutes)"
@@ -66,3 +66,18 @@ report: $(STAMP) .env
 
 clean: stack-down toxiproxy-down
 	rm -rf .stack $(VENV)
+
+## test-cluster: the cluster profile of the stack (three Kafka nodes with SASL_SSL, four MinIO nodes over TLS,
+## PostgreSQL with TLS only, on ports 19192-19432) started from .env.example + .env.cluster.example, then the
+## tests that need it (tests/cluster/); `make stack-cluster-down` stops it
+CLUSTER_ENV := .stack-cluster/env
+$(CLUSTER_ENV): .env.example .env.cluster.example
+	mkdir -p $(dir $@)
+	cat .env.example .env.cluster.example >$@
+
+test-cluster: $(STAMP) $(CLUSTER_ENV)
+	ENV_FILE=$(CLUSTER_ENV) stack/stack.sh up
+	CLUSTER_ENV_FILE=$(CLUSTER_ENV) $(BIN)/python -m pytest tests/cluster -m cluster $(PYTEST_ARGS)
+
+stack-cluster-down:
+	ENV_FILE=$(CLUSTER_ENV) stack/stack.sh down

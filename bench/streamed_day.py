@@ -123,17 +123,12 @@ def query_one_file(settings: Settings, path: str) -> tuple[float, list]:
     """`QUERY` with DuckDB over one Parquet file in MinIO holding exactly the ticker-day's rows."""
     import duckdb
 
-    from urllib.parse import urlparse
-
     from pyarrow.fs import S3FileSystem
 
-    endpoint = urlparse(settings.s3_endpoint_url)
     started = time.perf_counter()
     connection = duckdb.connect()
     # Arrow's own S3 client (C++), the fastest reader of one file there is here: the bar to compare with
-    filesystem = S3FileSystem(access_key=settings.s3_access_key.get_secret_value(),
-                              secret_key=settings.s3_secret_key.get_secret_value(), region=settings.s3_region,
-                              endpoint_override=endpoint.netloc, scheme=endpoint.scheme)
+    filesystem = S3FileSystem(**settings.arrow_s3_options())
     dataset = ds.dataset(path, filesystem=filesystem, format="parquet")
     connection.register("one_file", dataset)
     answer = connection.sql(QUERY.replace("FROM trades WHERE ticker = 'T000' AND date = DATE '2026-11-24'",

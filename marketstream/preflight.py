@@ -2,8 +2,10 @@
 
 A server that does not answer (not started yet, restarting) is waited for, with backoff, saying once per
 try what is awaited and which setting names it; SIGTERM ends the wait. A server that answers but refuses
-the configured credentials, or lacks the configured database, cannot get better by waiting: that ends
-the process with one line naming the settings, instead of a traceback or a panic from inside a worker.
+the configured credentials, lacks the configured database, speaks TLS to a client configured for plaintext
+(or the other way round), presents a certificate the configured CA did not sign, or accepts only TLS
+connections, cannot get better by waiting: that ends the process with one line naming the settings,
+instead of a traceback or a panic from inside a worker.
 """
 
 from __future__ import annotations
@@ -30,13 +32,62 @@ def _kafka(settings: Settings) -> None:
     config = settings.kafka_client_config()
     config.pop("logger", None)  # while waiting, one line per try is said here; librdkafka's would repeat it
     config["log_level"] = 0
+    reported: list[KafkaError] = []  # librdkafka says why a connection failed only to the error callback
+    config["error_cb"] = reported.append
+    admin = AdminClient(config)
     try:
-        AdminClient(config).list_topics(timeout=5)
+        admin.list_topics(timeout=5)
     except KafkaException as exc:
+        admin.poll(0)
         error = exc.args[0]
-        if error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
-            raise ConfigError(f"Kafka refused the credentials (KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD): {error.str()}") from None
+        for cause in [error, *reported]:
+            refusal = _kafka_refusal(settings, cause)
+            if refusal:
+                raise ConfigError(refusal) from None
+        if not settings.kafka_security_protocol.endswith("SSL") and _speaks_tls(settings.kafka_bootstrap_servers):
+            # librdkafka only sees the broker hang up on its first request, as a broker going down would
+            raise ConfigError(f"Kafka at {settings.kafka_bootstrap_servers} answers with TLS, which "
+                              f"KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} does not speak: set SSL "
+                              "or SASL_SSL") from None
         raise Unreachable(f"Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS): {error.str()}") from None
+
+
+def _kafka_refusal(settings: Settings, error) -> str | None:
+    """What a refused connection to Kafka says about the settings, or None if it is worth waiting for."""
+    from confluent_kafka import KafkaError
+
+    text, servers = error.str(), settings.kafka_bootstrap_servers
+    if error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        return f"Kafka refused the credentials (KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD): {text}"
+    if "SSL handshake failed" in text and "wrong version number" in text:
+        return (f"Kafka at {servers} answers in plaintext, which KAFKA_SECURITY_PROTOCOL="
+                f"{settings.kafka_security_protocol} does not speak: set PLAINTEXT or SASL_PLAINTEXT")
+    if error.code() == KafkaError._SSL or "certificate verify failed" in text:
+        return f"Kafka at {servers}: TLS refused, check KAFKA_SSL_CA_LOCATION ({settings.kafka_ssl_ca_location}): {text}"
+    return None
+
+
+def _speaks_tls(servers: str) -> bool:
+    """Whether the first of the bootstrap `servers` that accepts a connection completes a TLS handshake
+    (its certificate unchecked: this only asks which protocol it speaks)."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    for server in servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=3) as raw:
+                raw.settimeout(3)
+                try:
+                    with context.wrap_socket(raw, server_hostname=host.strip("[]")):
+                        return True
+                except (ssl.SSLError, OSError):
+                    return False
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def _object_store(settings: Settings) -> None:
@@ -52,8 +103,33 @@ def _object_store(settings: Settings) -> None:
         raise ConfigError(f"the object store at {settings.s3_endpoint_url} refused the credentials: check "
                           "S3_ACCESS_KEY / S3_SECRET_KEY") from None
     except (OSError, botocore.exceptions.BotoCoreError) as exc:
+        refusal = object_store_refusal(settings, exc)
+        if refusal:
+            raise ConfigError(refusal) from None
         raise Unreachable(f"the object store at {settings.s3_endpoint_url} (S3_ENDPOINT_URL): "
                           f"{type(exc).__name__}: {exc}") from None
+
+
+def object_store_refusal(settings: Settings, exc: BaseException) -> str | None:
+    """What a failed request to the object store says about the settings (TLS), or None if it is worth
+    waiting for."""
+    causes, cause = [], exc
+    while cause is not None and len(causes) < 10:
+        causes.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    text = " / ".join(causes)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return (f"the object store at {settings.s3_endpoint_url} presented a certificate that S3_CA_BUNDLE "
+                f"({settings.s3_ca_bundle or 'unset: the system CAs'}) does not trust")
+    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+        return (f"the object store at {settings.s3_endpoint_url} answers in plain HTTP: check the scheme of "
+                "S3_ENDPOINT_URL (http://)")
+    scheme, _, address = (settings.s3_endpoint_url or "").partition("://")
+    if scheme == "http" and _speaks_tls(address.split("/")[0]):
+        # MinIO answers a plain request on its TLS port with 400 Bad Request, which says nothing of why
+        return (f"the object store at {settings.s3_endpoint_url} answers with TLS: check the scheme of "
+                "S3_ENDPOINT_URL (https://) and set S3_CA_BUNDLE")
+    return None
 
 
 def _postgres(settings: Settings) -> None:
@@ -63,10 +139,21 @@ def _postgres(settings: Settings) -> None:
     try:
         psycopg.connect(**arguments).close()
     except psycopg.OperationalError as exc:
-        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        if "password authentication failed" in text or "no password supplied" in text:
+        full = str(exc).strip()
+        text = full.splitlines()[-1] if full else type(exc).__name__
+        if "password authentication failed" in full or "no password supplied" in full:
             raise ConfigError(f"PostgreSQL refused user {settings.postgres_user!r}: check POSTGRES_USER / "
                               "POSTGRES_PASSWORD") from None
+        if "no encryption" in full and "pg_hba.conf" in full:
+            raise ConfigError(f"PostgreSQL at {settings.postgres_host}:{settings.postgres_port} accepts only TLS "
+                              f"connections (POSTGRES_SSLMODE={settings.postgres_sslmode or 'unset'}): set "
+                              "POSTGRES_SSLMODE=verify-full and POSTGRES_SSLROOTCERT") from None
+        if "root certificate file" in full or "certificate verify failed" in full:
+            raise ConfigError(f"PostgreSQL at {settings.postgres_host}:{settings.postgres_port}: TLS refused, check "
+                              f"POSTGRES_SSLROOTCERT ({settings.postgres_sslrootcert or 'unset'}): {text}") from None
+        if "server does not support SSL" in full:
+            raise ConfigError(f"PostgreSQL at {settings.postgres_host}:{settings.postgres_port} does not offer TLS "
+                              f"(POSTGRES_SSLMODE={settings.postgres_sslmode})") from None
         if "does not exist" in text:
             raise ConfigError(f"PostgreSQL: {text} (POSTGRES_DB / POSTGRES_USER)") from None
         raise Unreachable(f"PostgreSQL at {settings.postgres_host}:{settings.postgres_port} "

@@ -8,7 +8,11 @@ before it opens any connection, so a missing value stops it with one message nam
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import os
+import ssl
+import tempfile
 from datetime import date
 from typing import Literal
 
@@ -34,6 +38,8 @@ class Settings(BaseSettings):
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
     s3_region: str = "us-east-1"
+    s3_ca_bundle: str | None = Field(
+        None, description="PEM file of the CA(s) that sign the store's certificate (https); unset: the system's CAs")
 
     # --- Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -124,6 +130,9 @@ class Settings(BaseSettings):
     postgres_db: str | None = None
     postgres_user: str | None = None
     postgres_password: SecretStr | None = None
+    postgres_sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = Field(
+        None, description="libpq sslmode; unset: libpq's default (prefer)")
+    postgres_sslrootcert: str | None = Field(None, description="PEM file of the CA that signs the server's certificate")
 
     # --- `marketstream sql`
     sql_memory_limit: str = Field("1GB", pattern=MEMORY_SIZE, description="DuckDB's memory limit (--memory-limit)")
@@ -200,11 +209,14 @@ class Settings(BaseSettings):
         """Keyword arguments for `s3fs.S3FileSystem`."""
         self.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
         assert self.s3_access_key and self.s3_secret_key
+        client = {"region_name": self.s3_region}
+        if self.s3_ca_bundle:
+            client["verify"] = self.s3_ca_bundle  # botocore: the CA bundle to verify the endpoint with
         return {
             "key": self.s3_access_key.get_secret_value(),
             "secret": self.s3_secret_key.get_secret_value(),
             "endpoint_url": self.s3_endpoint_url,
-            "client_kwargs": {"region_name": self.s3_region},
+            "client_kwargs": client,
         }
 
     def delta_storage_options(self) -> dict[str, str]:
@@ -218,7 +230,31 @@ class Settings(BaseSettings):
             "AWS_SECRET_ACCESS_KEY": self.s3_secret_key.get_secret_value(),
             "AWS_REGION": self.s3_region,
             "AWS_ALLOW_HTTP": "true" if self.s3_endpoint_url.startswith("http://") else "false",
+            **self._object_store_ca(),
         }
+
+    def _object_store_ca(self) -> dict[str, str]:
+        """delta-rs (object_store over rustls) has no storage option for a CA of one's own: its
+        `proxy_ca_certificate` is trusted only through a proxy (tried: UnknownIssuer without one). It trusts
+        what rustls-native-certs loads, the file SSL_CERT_FILE names when set, read whenever a client is
+        built. So with S3_CA_BUNDLE, this process's SSL_CERT_FILE becomes a bundle of what it trusted before
+        (the file SSL_CERT_FILE named, else the system's CAs) and S3_CA_BUNDLE's CAs: every other TLS client
+        of the process trusts what it did, plus the store's CA."""
+        if self.s3_ca_bundle:
+            os.environ["SSL_CERT_FILE"] = _bundle_with(self.s3_ca_bundle)
+        return {}
+
+    def arrow_s3_options(self) -> dict:
+        """Keyword arguments for `pyarrow.fs.S3FileSystem`."""
+        self.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
+        assert self.s3_access_key and self.s3_secret_key and self.s3_endpoint_url
+        scheme, _, address = self.s3_endpoint_url.partition("://")
+        options = {"access_key": self.s3_access_key.get_secret_value(),
+                   "secret_key": self.s3_secret_key.get_secret_value(),
+                   "region": self.s3_region, "endpoint_override": address.rstrip("/"), "scheme": scheme}
+        if self.s3_ca_bundle:
+            options["tls_ca_file_path"] = self.s3_ca_bundle
+        return options
 
     def postgres_connect_kwargs(self) -> dict:
         """Keyword arguments for `psycopg.connect`; the password never goes into a DSN string."""
@@ -231,7 +267,36 @@ class Settings(BaseSettings):
             "user": self.postgres_user,
             "password": self.postgres_password.get_secret_value(),
             "connect_timeout": 10,
+            **({"sslmode": self.postgres_sslmode} if self.postgres_sslmode else {}),
+            **({"sslrootcert": self.postgres_sslrootcert} if self.postgres_sslrootcert else {}),
         }
+
+
+def _bundle_with(extra: str) -> str:
+    """The path of a PEM file holding the CAs this process trusts by default and those in `extra`: one file
+    per content (named by its hash in the temporary directory), so processes share it and none piles up."""
+    base = os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().openssl_cafile
+    if os.path.basename(base or "").startswith("marketstream-ca-"):
+        return base  # made here already
+    try:
+        with open(extra, encoding="ascii") as own:
+            added = own.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"S3_CA_BUNDLE {extra}: cannot read it ({exc})") from None
+    try:
+        with open(base, encoding="ascii") as default:
+            trusted = default.read()
+    except (OSError, TypeError, UnicodeDecodeError):
+        trusted = ""
+    content = f"{trusted.rstrip()}\n{added}"
+    path = os.path.join(tempfile.gettempdir(),
+                        f"marketstream-ca-{hashlib.sha256(content.encode()).hexdigest()[:16]}.pem")
+    if not os.path.exists(path):
+        handle, partial = tempfile.mkstemp(prefix=".marketstream-ca-", suffix=".pem")
+        with os.fdopen(handle, "w", encoding="ascii") as bundle:
+            bundle.write(content)
+        os.replace(partial, path)  # whole or absent, whoever writes it at the same time
+    return path
 
 
 def load_settings(**overrides) -> Settings:

@@ -67,10 +67,7 @@ def arrow_filesystem(settings: Settings):
     """pyarrow's S3 client on the store of the settings."""
     import pyarrow.fs as pafs
 
-    options = settings.delta_storage_options()
-    return pafs.S3FileSystem(access_key=options["AWS_ACCESS_KEY_ID"], secret_key=options["AWS_SECRET_ACCESS_KEY"],
-                             endpoint_override=options["AWS_ENDPOINT_URL"], region=options["AWS_REGION"],
-                             scheme="http" if options["AWS_ALLOW_HTTP"] == "true" else "https")
+    return pafs.S3FileSystem(**settings.arrow_s3_options())
 
 
 def answer(settings: Settings, request: Request, out: TextIO, say: Callable[[str], None]) -> Outcome:

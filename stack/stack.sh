@@ -6,6 +6,12 @@
 #   stack/stack.sh down     stop what `up` started
 #   stack/stack.sh status   say what runs
 #
+# STACK_PROFILE (environment or .env) picks the shape: `single` (the default: one Kafka broker, one MinIO, plaintext,
+# PostgreSQL with password rules) or `cluster` (three Kafka KRaft nodes with SASL_SSL and replication factor 3, four
+# MinIO nodes in one erasure set over TLS, PostgreSQL with TLS only; stack/cluster.sh). The cluster profile keeps its
+# data under .stack-cluster/ and takes ports 19192-19197 (Kafka), 19300-19303 (MinIO), 19432 (PostgreSQL) unless
+# told otherwise, so it can run beside the single-node stack.
+#
 # Installs are cached under $MARKETSTREAM_CACHE (default ~/.cache/marketstream); data, logs and pids live
 # under $STACK_DIR (default .stack/ in the repository).
 #
@@ -17,7 +23,6 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STACK_DIR=${STACK_DIR:-$REPO/.stack}
 ENV_FILE=${ENV_FILE:-$REPO/.env}
 
 from_env_file() { # from_env_file NAME: NAME's value in $ENV_FILE (the last one; quotes and a trailing comment removed)
@@ -33,15 +38,25 @@ setting() { # setting NAME DEFAULT: the environment's value, else .env's, else D
 }
 CACHE=${MARKETSTREAM_CACHE:-$HOME/.cache/marketstream}
 
+STACK_PROFILE=$(setting STACK_PROFILE single)
+case $STACK_PROFILE in
+  single) STACK_DIR=${STACK_DIR:-$REPO/.stack} ;;
+  cluster) STACK_DIR=${STACK_DIR:-$REPO/.stack-cluster} ;;
+  *) printf '[stack] error: STACK_PROFILE=%s: single or cluster\n' "$STACK_PROFILE" >&2; exit 2 ;;
+esac
+profile_default() { # profile_default SINGLE CLUSTER: the default of the profile in use
+  if [ "$STACK_PROFILE" = cluster ]; then echo "$2"; else echo "$1"; fi
+}
+
 KAFKA_VERSION=4.1.1
 # MinIO publishes no semver tags; this is the pseudo-version of the newest commit that `go install` builds here.
 MINIO_VERSION=${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}
 
-KAFKA_PORT=$(setting KAFKA_PORT 9092)
-KAFKA_CONTROLLER_PORT=$(setting KAFKA_CONTROLLER_PORT 9093)
-MINIO_PORT=$(setting MINIO_PORT 9000)
-MINIO_CONSOLE_PORT=$(setting MINIO_CONSOLE_PORT 9001)
-POSTGRES_PORT=$(setting POSTGRES_PORT 5432)
+KAFKA_PORT=$(setting KAFKA_PORT "$(profile_default 9092 19192)")  # cluster: the first of three brokers
+KAFKA_CONTROLLER_PORT=$(setting KAFKA_CONTROLLER_PORT "$(profile_default 9093 19195)")  # cluster: the first of three
+MINIO_PORT=$(setting MINIO_PORT "$(profile_default 9000 19300)")  # cluster: the first of four nodes
+MINIO_CONSOLE_PORT=$(setting MINIO_CONSOLE_PORT "$(profile_default 9001 19310)")
+POSTGRES_PORT=$(setting POSTGRES_PORT "$(profile_default 5432 19432)")
 # the local stack's defaults, the same as .env.example's: fine on 127.0.0.1, never beyond it
 S3_ACCESS_KEY=$(setting S3_ACCESS_KEY local-s3-admin-2f9c)
 S3_SECRET_KEY=$(setting S3_SECRET_KEY local-s3-secret-71d4c0b9e2)
@@ -195,9 +210,11 @@ start_postgres() {
       as_pg "$bin/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
         >"$LOGS/postgres-initdb.log" 2>&1 || { cat "$LOGS/postgres-initdb.log" >&2; die "initdb failed"; }
     fi
+    local POSTGRES_SERVER_OPTIONS=""
+    if declare -F prepare_postgres_data >/dev/null; then prepare_postgres_data "$data"; fi  # the cluster profile's TLS
     say "starting postgres on 127.0.0.1:$POSTGRES_PORT"
     as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-      -o "-p $POSTGRES_PORT -c listen_addresses=127.0.0.1 -k $data" start >/dev/null
+      -o "-p $POSTGRES_PORT -c listen_addresses=127.0.0.1 -k $data${POSTGRES_SERVER_OPTIONS:+ $POSTGRES_SERVER_OPTIONS}" start >/dev/null
     head -n 1 "$data/postmaster.pid" >"$PIDS/postgres.pid"
   fi
   # the role gets the configured password on every `up` (through the local socket, SQL on stdin), so
@@ -247,23 +264,34 @@ stop_pid() { # stop_pid NAME: TERM, then KILL after 30 s
   rm -f "$PIDS/$1.pid"
 }
 
-down() {
+stop_postgres() {
   local data=$STACK_DIR/postgres
   if [ -f "$data/postmaster.pid" ] && alive postgres; then
     say "stopping postgres (pid $(cat "$PIDS/postgres.pid"))"
     as_pg "$(pg_bin)/pg_ctl" -D "$data" -m fast -w stop >/dev/null || stop_pid postgres
     rm -f "$PIDS/postgres.pid"
   fi
+}
+
+down() {
+  stop_postgres
   stop_pid minio
   stop_pid kafka
 }
 
 status() {
   local name
-  for name in kafka minio postgres; do
+  for name in $(if [ "$STACK_PROFILE" = cluster ]; then cluster_names; else echo kafka minio postgres; fi); do
     if alive "$name"; then echo "$name: running (pid $(cat "$PIDS/$name.pid"))"; else echo "$name: stopped"; fi
   done
 }
+
+if [ "$STACK_PROFILE" = cluster ]; then
+  # shellcheck source=stack/cluster.sh
+  . "$REPO/stack/cluster.sh"
+  up() { cluster_up; }
+  down() { cluster_down; }
+fi
 
 case "${1:-}" in
   up) up ;;

@@ -41,6 +41,14 @@ STACK_ENV = {name.upper(): str(value) for name, value in STACK.items()}
 """The stack's settings as environment variables, for the dataflows tests start as processes."""
 
 
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    """tests/cluster/ needs the cluster profile of the stack (`make test-cluster`): it is collected only when
+    the marker expression names `cluster`, so `make test` and `make test-unit` run what they always ran."""
+    if collection_path == Path(__file__).resolve().parent / "cluster" and "cluster" not in (config.getoption("markexpr") or ""):
+        return True
+    return None
+
+
 def make_settings(**overrides) -> Settings:
     """Settings for the local stack, ignoring any developer `.env` and environment."""
     return load_settings(_env_file=None, **{**STACK, **overrides})

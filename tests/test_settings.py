@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import pytest
 
 from marketstream.settings import ConfigError, load_settings
@@ -73,3 +76,44 @@ def test_log_lines_never_carry_a_configured_secret(caplog):
 def test_a_misspelt_override_is_an_error():
     with pytest.raises(TypeError, match="unknown settings: batch_max_row"):
         load_settings(_env_file=None, batch_max_row=5)
+
+
+def test_without_tls_settings_the_clients_get_what_they_always_got(monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    settings = make_settings()
+    assert "verify" not in settings.s3_storage_options()["client_kwargs"]
+    assert settings.delta_storage_options() == make_settings().delta_storage_options()
+    assert "SSL_CERT_FILE" not in os.environ
+    assert "tls_ca_file_path" not in settings.arrow_s3_options()
+    assert not {"sslmode", "sslrootcert"} & set(settings.postgres_connect_kwargs())
+
+
+def test_s3_ca_bundle_reaches_every_s3_client(tmp_path, monkeypatch):
+    bundle, before = tmp_path / "ca.crt", tmp_path / "trusted.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nOURS\n-----END CERTIFICATE-----\n")
+    before.write_text("-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n")
+    monkeypatch.setenv("SSL_CERT_FILE", str(before))
+    settings = make_settings(s3_endpoint_url="https://127.0.0.1:19300", s3_ca_bundle=str(bundle))
+    assert settings.s3_storage_options()["client_kwargs"]["verify"] == str(bundle)  # s3fs / botocore: a path
+    assert settings.delta_storage_options()["AWS_ALLOW_HTTP"] == "false"
+    # delta-rs / object_store (rustls): what SSL_CERT_FILE names, now what was trusted before plus the store's CA
+    combined = Path(os.environ["SSL_CERT_FILE"]).read_text()
+    assert "PUBLIC" in combined and "OURS" in combined
+    settings.delta_storage_options()
+    assert Path(os.environ["SSL_CERT_FILE"]).read_text() == combined  # once, not once more per call
+    arrow = settings.arrow_s3_options()  # pyarrow
+    assert (arrow["tls_ca_file_path"], arrow["scheme"], arrow["endpoint_override"]) == (str(bundle), "https", "127.0.0.1:19300")
+
+
+def test_an_unreadable_s3_ca_bundle_is_a_configuration_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    settings = make_settings(s3_ca_bundle=str(tmp_path / "missing.crt"))
+    with pytest.raises(ConfigError, match="S3_CA_BUNDLE .*missing.crt: cannot read it"):
+        settings.delta_storage_options()
+
+
+def test_postgres_tls_settings_go_to_libpq():
+    kwargs = make_settings(postgres_sslmode="verify-full", postgres_sslrootcert="/ca.crt").postgres_connect_kwargs()
+    assert (kwargs["sslmode"], kwargs["sslrootcert"]) == ("verify-full", "/ca.crt")
+    with pytest.raises(ConfigError, match="POSTGRES_SSLMODE"):
+        load_settings(_env_file=None, postgres_sslmode="sometimes")
