@@ -240,6 +240,27 @@ def with_legacy_held(rows: pa.Table, legacy_incarnation: str | None) -> pa.Table
     return rows.set_column(rows.schema.get_field_index("held_through"), "held_through", filled)
 
 
+def held_offsets(entries: pa.Table, keys: pa.Table) -> pa.Array:
+    """For each row of `keys` (`ticker`, `minute`, `incarnation`, `kafka_partition`), in order, the offset
+    through which the rows `entries` describes (`held_entries`) hold that ticker's minute in that Kafka
+    partition of that incarnation: its partition's entry or an `ANY_PARTITION` one (rows written before held
+    offsets existed), whichever is higher; -1 where none holds it."""
+    def typed(table: pa.Table, names: list[str]) -> dict:
+        return {name: table.column(name).cast(keys.schema.field(name).type) for name in names}
+
+    rows = pa.table({**typed(keys, _ENTRY_KEYS), "_row": pa.array(range(keys.num_rows), pa.int64())})
+    by_partition = pc.not_equal(entries.column("kafka_partition"), ANY_PARTITION)
+    exact, legacy = entries.filter(by_partition), entries.filter(pc.invert(by_partition))
+    exact = pa.table({**typed(exact, _ENTRY_KEYS), "offset": exact.column("offset")}).group_by(_ENTRY_KEYS).aggregate(
+        [("offset", "max")]).rename_columns([*_ENTRY_KEYS, "_held"])
+    legacy_keys = ["ticker", "minute", "incarnation"]
+    legacy = pa.table({**typed(legacy, legacy_keys), "offset": legacy.column("offset")}).group_by(legacy_keys).aggregate(
+        [("offset", "max")]).rename_columns([*legacy_keys, "_held_any"])
+    joined = (rows.join(exact, _ENTRY_KEYS, join_type="left outer")
+              .join(legacy, legacy_keys, join_type="left outer").sort_by("_row"))
+    return pc.max_element_wise(pc.fill_null(joined.column("_held"), -1), pc.fill_null(joined.column("_held_any"), -1))
+
+
 def unheld_trades(entries: pa.Table, trades: pa.Table, incarnation: str) -> pa.Table:
     """The `trades` (of topic incarnation `incarnation`: `ticker`, `timestamp`, `kafka_partition`,
     `kafka_offset`, …) that the rows `entries` describes (`held_entries`) do not hold: those whose offset is
@@ -251,23 +272,15 @@ def unheld_trades(entries: pa.Table, trades: pa.Table, incarnation: str) -> pa.T
         return trades
     minute = pc.floor_temporal(trades.column("timestamp"), unit="minute")
     # most trades are of minutes after every held one (a stream moves on): only the others are looked up
-    newest_held = pc.max(mine.column("minute")).cast(minute.type)
-    doubtful = pc.less_equal(minute, newest_held)
+    doubtful = pc.less_equal(minute, pc.max(mine.column("minute")).cast(minute.type))
     if not pc.any(doubtful).as_py():
         return trades
-    keyed = trades.append_column("_minute", minute).filter(doubtful)
-    exact = mine.filter(pc.not_equal(mine.column("kafka_partition"), ANY_PARTITION))
-    exact = pa.table({"ticker": exact.column("ticker"), "_minute": exact.column("minute").cast(minute.type),
-                      "kafka_partition": exact.column("kafka_partition").cast(trades.schema.field("kafka_partition").type),
-                      "_held": exact.column("offset")})
-    any_partition = mine.filter(pc.equal(mine.column("kafka_partition"), ANY_PARTITION))
-    any_partition = pa.table({"ticker": any_partition.column("ticker"),
-                              "_minute": any_partition.column("minute").cast(minute.type),
-                              "_held_any": any_partition.column("offset")})
-    joined = keyed.join(exact, ["ticker", "_minute", "kafka_partition"], join_type="left outer")
-    joined = joined.join(any_partition, ["ticker", "_minute"], join_type="left outer")
-    held = pc.max_element_wise(pc.fill_null(joined.column("_held"), -1), pc.fill_null(joined.column("_held_any"), -1))
-    kept = joined.filter(pc.greater(joined.column("kafka_offset"), held)).select(trades.column_names).cast(trades.schema)
+    looked_up = trades.filter(doubtful)
+    held = held_offsets(mine, pa.table({
+        "ticker": looked_up.column("ticker"), "minute": minute.filter(doubtful),
+        "incarnation": pa.repeat(pa.scalar(incarnation, pa.string()), looked_up.num_rows),
+        "kafka_partition": looked_up.column("kafka_partition")}))
+    kept = looked_up.filter(pc.greater(looked_up.column("kafka_offset"), held))
     return pa.concat_tables([trades.filter(pc.invert(doubtful)), kept])
 
 
@@ -294,25 +307,12 @@ def split_by_held(entries: pa.Table, parts: pa.Table) -> tuple[pa.Table, pa.Tabl
         return parts, parts.slice(0, 0).append_column("held", pa.array([], pa.int64()))
     later = parts.filter(pc.invert(doubtful))
     parts = parts.filter(doubtful)
-    streams = single_stream(parts).append_column("_row", pa.array(range(parts.num_rows), pa.int64()))
-    exact = entries.filter(pc.not_equal(entries.column("kafka_partition"), ANY_PARTITION))
-    exact = exact.select(["ticker", "minute", "incarnation", "kafka_partition", "offset"]).rename_columns(
-        ["ticker", "minute", "incarnation", "kafka_partition", "_held"])
-    exact = exact.cast(pa.schema([streams.schema.field(name) for name in _ENTRY_KEYS] + [pa.field("_held", pa.int64())]))
-    legacy = entries.filter(pc.equal(entries.column("kafka_partition"), ANY_PARTITION))
-    legacy = pa.table({"ticker": legacy.column("ticker"), "minute": legacy.column("minute"),
-                       "incarnation": legacy.column("incarnation"), "_held_any": legacy.column("offset")}).cast(
-        pa.schema([streams.schema.field("ticker"), streams.schema.field("minute"), streams.schema.field("incarnation"),
-                   pa.field("_held_any", pa.int64())]))
-    keys = streams.select([*_ENTRY_KEYS, "first_offset", "last", "_row"])
-    keys = keys.join(exact, _ENTRY_KEYS, join_type="left outer").join(legacy, ["ticker", "minute", "incarnation"],
-                                                                      join_type="left outer")
-    held = pc.max_element_wise(pc.fill_null(keys.column("_held"), -1), pc.fill_null(keys.column("_held_any"), -1))
-    rows = keys.column("_row")
-    none_held = pc.greater(keys.column("first_offset"), held)
-    some_held = pc.and_(pc.invert(none_held), pc.greater(keys.column("last"), held))
-    unheld = pa.concat_tables([later, parts.take(rows.filter(none_held))])
-    partly = parts.take(rows.filter(some_held)).append_column("held", held.filter(some_held))
+    streams = single_stream(parts)
+    held = held_offsets(entries, streams.select(_ENTRY_KEYS))
+    none_held = pc.greater(streams.column("first_offset"), held)
+    some_held = pc.and_(pc.invert(none_held), pc.greater(streams.column("last"), held))
+    unheld = pa.concat_tables([later, parts.filter(none_held)])
+    partly = parts.filter(some_held).append_column("held", held.filter(some_held))
     return unheld, partly
 
 
