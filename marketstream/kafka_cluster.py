@@ -1,12 +1,14 @@
-"""Kafka plumbing shared by producers and consumers: client configuration and topic creation."""
+"""Kafka plumbing shared by producers and consumers: client configuration, topic creation, and reading one
+partition's offset range again (`read_partition`)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 log = logging.getLogger(__name__)
@@ -104,3 +106,34 @@ class KafkaCluster:
         admin = self.admin()  # kept until the answer is in: a client freed earlier fails its requests
         configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
         return int(configs["max.message.bytes"].value)
+
+
+def read_partition(consumer: Consumer, topic: str, partition: int, first: int, end: int, *,
+                   give_up_at: float, poll_seconds: float = 1.0) -> Iterator[Message]:
+    """The messages of one partition at offsets `first`..`end - 1`, in offset order, read with `consumer`
+    (assigned to that partition here; `enable.partition.eof` lets it stop at the partition's end). Messages
+    retention removed meanwhile are skipped: a caller that needs them all compares the low watermark with
+    `first` afterwards. Messages of another partition (left from an earlier assignment) are ignored. Raises
+    TimeoutError when a poll after `give_up_at` (a `time.monotonic()` instant) brings no message: a broker
+    that keeps answering is read to the end."""
+    position = first
+    consumer.assign([TopicPartition(topic, partition, first)])
+    while position < end:
+        batch = [m for m in consumer.consume(min(end - position, 500), timeout=poll_seconds)
+                 if m.topic() == topic and m.partition() == partition]
+        for message in batch:
+            error = message.error()
+            if error is None:
+                if message.offset() >= position:
+                    position = message.offset() + 1
+                    if message.offset() < end:
+                        yield message
+            elif error.code() == KafkaError._PARTITION_EOF and message.offset() >= position:
+                return
+            elif error.code() == KafkaError._AUTO_OFFSET_RESET:  # retention removed `position` meanwhile
+                low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=poll_seconds * 10)
+                position = max(position, low)
+                consumer.assign([TopicPartition(topic, partition, position)])
+        # error events (a lost connection) are no answer either: librdkafka reports them while it retries
+        if all(m.error() is not None for m in batch) and time.monotonic() >= give_up_at:
+            raise TimeoutError(f"the messages {position}..{end - 1} of {topic} [{partition}]: no answer")

@@ -52,6 +52,7 @@ from marketstream import metrics
 from marketstream.batching import BufferBudget, TableBatcher
 from marketstream.bars import MINUTE_US, combine_parts, minute_of, split_by_held, to_datetime, trade_parts, unheld_trades
 from marketstream.datasets import STOCK
+from marketstream.kafka_cluster import read_partition
 from marketstream.runs import key_runs
 from marketstream.schemas import TIMESTAMP
 from marketstream.settings import Settings
@@ -264,7 +265,7 @@ class TopicRange:
         self._timeout = timeout
 
     def __call__(self, folder: str, incarnation: str, partition: int, first: int, last: int) -> pa.Table:
-        from confluent_kafka import Consumer, KafkaError, TopicPartition
+        from confluent_kafka import Consumer, TopicPartition
 
         topic = self._dataset.topic
         current = self._settings.kafka_cluster().topic_incarnation(topic)
@@ -274,29 +275,21 @@ class TopicRange:
         consumer = Consumer({**self._settings.kafka_client_config(), "group.id": "marketstream-bars-reread",
                              "enable.auto.commit": False, "enable.partition.eof": True})
         batch = PolledMessages(topic, partition, incarnation=incarnation)
-        deadline = time.monotonic() + self._timeout
         try:
+            for message in read_partition(consumer, topic, partition, first, last + 1,
+                                          give_up_at=time.monotonic() + self._timeout):
+                batch.offsets.append(message.offset())
+                batch.keys.append(message.key())
+                batch.values.append(message.value())
             low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self._timeout)
-            if low > first:
-                raise RuntimeError(f"the trades of {topic} partition {partition} at offsets {first}..{low - 1} are "
-                                   "past the topic's retention: run `marketstream rebuild-bars` for the days concerned")
-            consumer.assign([TopicPartition(topic, partition, first)])
-            position, at_end = first, False
-            while position <= last and not at_end:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"reading {topic} partition {partition} at offsets {first}..{last} again "
-                                       f"took over {self._timeout:g} s (KAFKA_BOOTSTRAP_SERVERS)")
-                for message in consumer.consume(1000, 1.0):
-                    if message.error() is not None:
-                        at_end = at_end or message.error().code() == KafkaError._PARTITION_EOF
-                        continue
-                    position = message.offset() + 1
-                    if first <= message.offset() <= last:
-                        batch.offsets.append(message.offset())
-                        batch.keys.append(message.key())
-                        batch.values.append(message.value())
+        except TimeoutError:
+            raise RuntimeError(f"reading {topic} partition {partition} at offsets {first}..{last} again got no "
+                               f"answer for {self._timeout:g} s (KAFKA_BOOTSTRAP_SERVERS)") from None
         finally:
             consumer.close()
+        if low > first:  # asked after reading: retention may have removed some while they were read
+            raise RuntimeError(f"the trades of {topic} partition {partition} at offsets {first}..{low - 1} are "
+                               "past the topic's retention: run `marketstream rebuild-bars` for the days concerned")
         in_flight = InFlight(len(batch) + 1)
         in_flight.add(len(batch))
         decoded = decode(self._dataset, self._settings, SkipCounter("bars_reread"), in_flight, batch)

@@ -31,7 +31,7 @@ import pyarrow as pa
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from marketstream.datasets import BARS_TABLES, DATASETS, STOCK, Dataset, lake_tables
-from marketstream.kafka_cluster import KafkaCluster, TopicInfo
+from marketstream.kafka_cluster import KafkaCluster, TopicInfo, read_partition
 from sinks.delta_commits import app_id_prefix
 from sinks.delta_maintenance import is_closed, partitions_lacking_stats
 
@@ -167,27 +167,12 @@ class _TopicReader:
     def read(self, topic: str, partition: int, first: int, end: int) -> list:
         """The messages of one partition from offset `first` to `end` (exclusive: a high watermark read before);
         fewer only when retention removed some meanwhile."""
-        messages, position = [], first
-        self._consumer.assign([TopicPartition(topic, partition, first)])
         give_up_at = max(self._deadline, time.monotonic() + LAST_TRY_SECONDS)
-        while position < end:
-            batch = [m for m in self._consumer.consume(min(end - position, 500), timeout=POLL_SECONDS)
-                     if m.topic() == topic and m.partition() == partition]
-            for message in batch:
-                error = message.error()
-                if error is None:
-                    if message.offset() >= position:
-                        messages.append(message)
-                        position = message.offset() + 1
-                elif error.code() == KafkaError._PARTITION_EOF and message.offset() >= position:
-                    return messages
-                elif error.code() == KafkaError._AUTO_OFFSET_RESET:  # retention removed `position` meanwhile
-                    position = max(position, self.watermark(topic, partition)[0])
-                    self._consumer.assign([TopicPartition(topic, partition, position)])
-            # error events (a lost connection) are no answer either: librdkafka reports them while it retries
-            if all(m.error() is not None for m in batch) and time.monotonic() >= give_up_at:
-                raise KafkaUnreadable(f"the messages {position}..{end - 1} of {topic} [{partition}]: no answer")
-        return messages
+        try:
+            return list(read_partition(self._consumer, topic, partition, first, end, give_up_at=give_up_at,
+                                       poll_seconds=POLL_SECONDS))
+        except (TimeoutError, KafkaException) as exc:
+            raise KafkaUnreadable(str(exc)) from None
 
     def timestamp_at(self, topic: str, partition: int, offset: int, end: int) -> int | None:
         """The Kafka timestamp (ms) of the message at `offset`, or of the first one after it that retention

@@ -34,7 +34,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from marketstream import metrics
-from marketstream.kafka_cluster import KafkaCluster
+from marketstream.kafka_cluster import KafkaCluster, read_partition
 from sinks.layout import object_key
 from sinks.object_store import ObjectStore
 
@@ -150,20 +150,11 @@ def _settled(ask: Callable[[], object], seconds: float = 60.0) -> object:
 
 def _read_range(consumer: Consumer, topic: str, partition: int, start: int, end: int) -> list:
     """The headers of the messages at offsets [start, end) of one partition."""
-    consumer.assign([TopicPartition(topic, partition, start)])
-    found, deadline = [], time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for message in consumer.consume(500, 1.0):
-            if message.partition() != partition:  # left over from the previous assignment
-                continue
-            if message.error() is None:
-                if message.offset() < end:
-                    found.append(message.headers())
-                if message.offset() >= end - 1:
-                    return found
-            elif message.error().code() == KafkaError._PARTITION_EOF:
-                return found
-    raise DeadLetterError(f"could not read the dead letters of {topic} partition {partition} within 60 s")
+    try:
+        return [message.headers() for message in
+                read_partition(consumer, topic, partition, start, end, give_up_at=time.monotonic() + 60)]
+    except TimeoutError:
+        raise DeadLetterError(f"could not read the dead letters of {topic} partition {partition} within 60 s") from None
 
 
 class _Published:
