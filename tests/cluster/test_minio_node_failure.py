@@ -17,7 +17,7 @@ production, a load balancer in front of every node)."""
 
 def test_a_minio_node_killed_mid_run_loses_neither_reads_nor_writes(tmp_path, unique):
     settings, bucket, process, producer = streaming(f"cl-minio-{unique}", tmp_path, RATE)
-    wait_for_rows(settings, bucket, 1, process, seconds=60)
+    wait_for_rows(settings, bucket, 1, process)
     time.sleep(4)
     table = DeltaTable(f"s3://{bucket}", storage_options=settings.delta_storage_options())
 
