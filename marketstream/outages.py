@@ -4,7 +4,10 @@ however many attempts fail in between and however many threads make them. Each f
 counted by its caller (`marketstream_retries_total`) and logged at DEBUG.
 
 `outage(name)` gives the one `Outage` of this process for `name`, so the uploads and the commits of a sink,
-which fail together when the object store is unreachable, report one outage between them."""
+which fail together when the object store is unreachable, report one outage between them.
+
+How to try again is also said once, here: `Backoff` (capped exponential pauses, each failure told to the
+server's outage and counted) and `retry` (an action retried with it until it succeeds or is refused)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+from marketstream import metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +72,45 @@ def outage(name: str) -> Outage:
         if name not in _OUTAGES:
             _OUTAGES[name] = Outage(name)
         return _OUTAGES[name]
+
+
+T = TypeVar("T")
+
+
+class Backoff:
+    """The pauses between attempts at something `server` must answer: 0.5 s, doubled after each failure up
+    to `longest`. Each failure is told to the server's `Outage`, counted as a retry of `operation`
+    (`marketstream_retries_total`) and slept on; a success ends the outage."""
+
+    def __init__(self, server: str, operation: str, *, longest: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        self._outage, self._operation = outage(server), operation
+        self._longest, self._sleep = longest, sleep
+        self._delay = 0.5
+
+    def failed(self, what: str, error: BaseException) -> None:
+        self._outage.failed(what, error)
+        log.debug("%s failed; retrying in %.1fs", what, self._delay)
+        metrics.RETRIES.labels(self._operation).inc()
+        self._sleep(self._delay)
+        self._delay = min(self._delay * 2, self._longest)
+
+    def answered(self) -> None:
+        self._outage.answered()
+
+
+def retry(what: str, action: Callable[[], T], backoff: Backoff,
+          refusal: Callable[[Exception], Exception | None] = lambda error: None) -> T:
+    """`action()`, tried again after each failure with `backoff` until it succeeds; a failure `refusal` turns
+    into an error (refused credentials: waiting cannot cure them) raises that error at once."""
+    while True:
+        try:
+            result = action()
+        except Exception as exc:  # noqa: BLE001 - every other failure is retried: losing the batch is worse
+            refused = refusal(exc)
+            if refused is not None:
+                raise refused from None
+            backoff.failed(what, exc)
+            continue
+        backoff.answered()
+        return result

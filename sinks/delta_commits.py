@@ -29,7 +29,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
 from marketstream import metrics
-from marketstream.outages import outage
+from marketstream.outages import Backoff, retry
 from sinks.delta_stats import indexed_columns
 
 log = logging.getLogger(__name__)
@@ -46,24 +46,15 @@ class DeltaLakeError(RuntimeError):
 def retrying(what: str, action: Callable[[], object], sleep: Callable[[float], None] = time.sleep) -> object:
     """`action()`, retried with capped exponential backoff until it succeeds; refused credentials raise
     `DeltaLakeError` at once."""
-    delay, attempt = 0.5, 1
-    store = outage("object store")
-    while True:
-        try:
-            result = action()
-        except Exception as exc:  # noqa: BLE001 - the store being down is retried; refusals are raised
-            text = str(exc)
-            if any(word in text for word in REFUSALS):
-                raise DeltaLakeError(f"object store refused {what}: check S3_ACCESS_KEY / S3_SECRET_KEY") from None
-            store.failed(f"delta: {what}", exc)
-            log.debug("delta: %s failed (attempt %d); retrying in %.1fs", what, attempt, delay)
-            metrics.RETRIES.labels("delta").inc()
-            sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
-            attempt += 1
-            continue
-        store.answered()
-        return result
+    return retry(f"delta: {what}", action, Backoff("object store", "delta", longest=RETRY_MAX_SECONDS, sleep=sleep),
+                 lambda exc: _refused(f"object store refused {what}", exc))
+
+
+def _refused(what: str, error: Exception) -> DeltaLakeError | None:
+    """The error to end with when `error` is the store refusing the credentials; None: worth retrying."""
+    if any(word in str(error) for word in REFUSALS):
+        return DeltaLakeError(f"{what}: check S3_ACCESS_KEY / S3_SECRET_KEY")
+    return None
 
 
 MAX_LOST_RACES = 20
@@ -199,7 +190,7 @@ class DeltaCommitter:
     def commit(self, prepare: Callable[[TableView], Commit | None]) -> Commit | None:
         """Make the commit `prepare` decides on against the table (None: nothing to commit), once: asked again
         on the newer table after every failed attempt. Returns the commit made, if any."""
-        delay = 0.5
+        backoff = Backoff("object store", "delta", longest=RETRY_MAX_SECONDS, sleep=self._sleep)
         with self._lock:
             while True:
                 prepared = prepare(self._view())
@@ -214,21 +205,16 @@ class DeltaCommitter:
                         commit_properties=properties)
                 except Exception as exc:  # noqa: BLE001 - whatever failed, the next attempt rests on the table as it is
                     self._current = None
-                    text = str(exc)
-                    if any(word in text for word in REFUSALS):
-                        raise DeltaLakeError(f"object store refused committing to {self.uri}: check S3_ACCESS_KEY / "
-                                             "S3_SECRET_KEY") from None
+                    refused = _refused(f"object store refused committing to {self.uri}", exc)
+                    if refused is not None:
+                        raise refused from None
                     if isinstance(exc, CommitFailedError):  # another writer's commit came first
-                        self._another_writer(text)
+                        self._another_writer(str(exc))
                         self._sleep(random.uniform(0.01, 0.1))
                         continue
-                    outage("object store").failed(f"delta: committing {len(prepared.adds)} files to {self.uri}", exc)
-                    log.debug("delta: committing to %s failed; retrying in %.1fs", self.uri, delay)
-                    metrics.RETRIES.labels("delta").inc()
-                    self._sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_SECONDS)
+                    backoff.failed(f"delta: committing {len(prepared.adds)} files to {self.uri}", exc)
                     continue
-                outage("object store").answered()
+                backoff.answered()
                 # delta-rs does not move the table object past its own commit: without this, the next commit
                 # would see this one as a concurrent transaction, fail, and load the whole table again
                 try:

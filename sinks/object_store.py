@@ -17,8 +17,7 @@ from collections.abc import Callable
 import fsspec.asyn
 import s3fs
 
-from marketstream import metrics
-from marketstream.outages import outage
+from marketstream.outages import Backoff, retry
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +46,13 @@ class ObjectStore:
         return self._fs
 
     def _retrying(self, what: str, action: Callable[[], object]) -> object:
-        delay = 0.5
-        attempt = 1
-        store = outage("object store")
-        while True:
-            try:
-                result = action()
-            except PermissionError as exc:
-                raise PermissionError(f"object store refused {what}: check S3_ACCESS_KEY / S3_SECRET_KEY ({exc})") from None
-            except Exception as exc:  # noqa: BLE001 - every other failure is retried: losing the batch is worse
-                store.failed(what, exc)
-                log.debug("object store: %s failed (attempt %d); retrying in %.1fs", what, attempt, delay)
-                metrics.RETRIES.labels("object_store").inc()
-                self._sleep(delay)
-                delay = min(delay * 2, self._max_backoff)
-                attempt += 1
-                continue
-            store.answered()
-            return result
+        def refusal(error: Exception) -> Exception | None:
+            if isinstance(error, PermissionError):
+                return PermissionError(f"object store refused {what}: check S3_ACCESS_KEY / S3_SECRET_KEY ({error})")
+            return None
+
+        return retry(what, action,
+                     Backoff("object store", "object_store", longest=self._max_backoff, sleep=self._sleep), refusal)
 
     def ensure_bucket(self, bucket: str) -> None:
         """Create `bucket` if it does not exist."""
