@@ -55,8 +55,8 @@ from marketstream.datasets import STOCK
 from marketstream.runs import key_runs
 from marketstream.schemas import TIMESTAMP
 from marketstream.settings import Settings
-from pipelines.connectors import shared_object_store
-from pipelines.consumer import PREFIX, Decoded, SkipCounter, SkipSummary, decode, decoded_input
+from pipelines.connectors import shared_object_store, topic_source
+from pipelines.consumer import PREFIX, Decoded, SkipCounter, SkipSummary, decode
 from pipelines.runtime import build_or_exit
 from sinks.bars_table import BarsSink, stored_held
 from sources.kafka_topic import InFlight, PolledMessages
@@ -329,8 +329,10 @@ def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Sou
                         reread=TopicRange(settings, topic))
         stored = stored or StoredBars(lambda folder, day: stored_held(sink.uri(folder), options, day))
     flow = Dataflow("bars_consume")
+    in_flight = InFlight(settings.kafka_max_in_flight_messages)
+    polls = op.input("kafka_in", flow, source or topic_source(settings, topic, in_flight))
     skipped = SkipCounter("bars")
-    decoded = decoded_input(flow, replace(STOCK, topic=topic), settings, skipped, source)
+    decoded = op.map("decode", polls, partial(decode, replace(STOCK, topic=topic), settings, skipped, in_flight))
     op.output("skip_summary", decoded, SkipSummary(skipped))
     parts = op.flat_map("minute_parts", decoded, lambda d: minute_parts(d, stored) if d.rows is not None else [])
     windows = window("minutes", parts, TradeTimeClock(timedelta(seconds=settings.bars_allowed_lateness_seconds), now),

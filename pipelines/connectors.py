@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from marketstream.settings import Settings
 from sinks.object_store import ObjectStore
-from sources.kafka_topic import InFlight, PolledMessages, TopicSource
+from sources.kafka_topic import InFlight, TopicSource
 
 
 def shared_object_store(settings: Settings) -> Callable[[], ObjectStore]:
@@ -20,9 +20,7 @@ def shared_object_store(settings: Settings) -> Callable[[], ObjectStore]:
                                                retry_max_seconds=settings.s3_retry_max_seconds))
 
 
-def topic_source(settings: Settings, topic: str, in_flight: InFlight,
-                 read_ahead: Callable[[PolledMessages], object] | None = None) -> TopicSource:
+def topic_source(settings: Settings, topic: str, in_flight: InFlight) -> TopicSource:
     return TopicSource(settings.kafka_cluster(), topic, in_flight=in_flight,
                        batch_size=settings.kafka_poll_max_messages,
-                       starting_offset=settings.kafka_starting_offset, stop_at_end=settings.kafka_stop_at_end,
-                       read_ahead=read_ahead)
+                       starting_offset=settings.kafka_starting_offset, stop_at_end=settings.kafka_stop_at_end)

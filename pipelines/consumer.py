@@ -4,9 +4,8 @@ Delta table; plain Parquet files with `LAKE_FORMAT=parquet`).
 Each `dataflows/*_consume.py` hands a dataset of the registry (`marketstream.datasets`) to `build_consumer_flow`.
 
 The hot path works on whole message batches: a poll of one Kafka partition is decoded into Arrow columns
-at once (on the Kafka source's read-ahead thread, while the worker polls and writes), split by hive
-partition, and travels as Arrow tables to the batcher and the sink, so no step pays a per-message cost in
-Bytewax.
+at once, split by hive partition, and travels as Arrow tables to the batcher and the sink, so no step pays
+a per-message cost in Bytewax.
 
 Guarantees: every message read ends in exactly one place: a row in the lake, a dead-letter record carrying
 its reason, or a counted and logged skip (a valid record the dataset declines to store, such as a real
@@ -27,7 +26,7 @@ from functools import partial
 import bytewax.operators as op
 import pyarrow as pa
 import pyarrow.compute as pc
-from bytewax.dataflow import Dataflow, Stream
+from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
@@ -156,18 +155,6 @@ def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight
     return Decoded(batch.partition, table, dead, batch.incarnation)
 
 
-def decoded_input(flow: Dataflow, dataset: Dataset, settings: Settings, skipped: SkipCounter,
-                  source: Source | None = None) -> Stream[Decoded]:
-    """`dataset`'s topic as `Decoded` batches. From Kafka they are decoded on the source's read-ahead thread
-    while the worker polls and writes (decoding was half of the worker's time, and Arrow's JSON reader and
-    kernels release the GIL); a test's `source` of `PolledMessages` is decoded in a step of its own."""
-    in_flight = InFlight(settings.kafka_max_in_flight_messages)
-    decode_batch = partial(decode, dataset, settings, skipped, in_flight)
-    if source is not None:
-        return op.map("decode", op.input("kafka_in", flow, source), decode_batch)
-    return op.input("kafka_in", flow, topic_source(settings, dataset.topic, in_flight, read_ahead=decode_batch))
-
-
 def into_files(dataset: Dataset, max_rows: int, kafka_partition_rows: tuple[str, pa.Table]) -> list[tuple[str, FileRows]]:
     """A flushed batch of one Kafka partition -> one `FileRows` per destination (hive partition), of at most
     `max_rows` rows each, keyed `<object key prefix>|<Kafka partition>`."""
@@ -204,8 +191,10 @@ def build_consumer_flow(
         settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
 
     flow = Dataflow(f"{dataset.name}_consume")
+    in_flight = InFlight(settings.kafka_max_in_flight_messages)
+    polls = op.input("kafka_in", flow, source or topic_source(settings, dataset.topic, in_flight))
     skipped = SkipCounter(dataset.name)
-    decoded = decoded_input(flow, dataset, settings, skipped, source)
+    decoded = op.map("decode", polls, partial(decode, dataset, settings, skipped, in_flight))
     op.output("skip_summary", decoded, SkipSummary(skipped))
 
     dead_letters = op.flat_map("dead_letters", decoded, lambda d: d.dead_letters)

@@ -3,35 +3,29 @@
 Each worker reads all its partitions with one librdkafka consumer and hands each partition's messages
 over in batches: one `PolledMessages` item (values, keys and offsets as lists), so the
 dataflow pays Bytewax's per-item cost once per poll instead of once per message; the hot path downstream
-decodes whole batches into Arrow columns. Given a `read_ahead` function (the consumers' decoder), the source
-applies it to each batch on a thread of its own while the worker goes on polling and writing, and hands
-over its results, per partition in offset order, instead of the raw batches.
+decodes whole batches into Arrow columns.
 
 Delivery guarantee: exactly-once input when the dataflow runs with Bytewax recovery (`-r`): the next
 offset of each partition, with the topic's incarnation (its Kafka topic id), is its snapshot, and a
 resumed flow re-reads from the snapshotted offsets (or from the beginning, if the topic was deleted and
 created again since: its offsets start at 0 again), so
 messages of the interrupted epoch are read again (at-least-once into the sinks, which the Parquet sink
-turns into exactly-once). A batch read ahead counts as read only once its result is handed over: the
-snapshot's offset never passes a batch still being decoded. Without recovery it starts from `KAFKA_STARTING_OFFSET`. Consumer errors (a
+turns into exactly-once). Without recovery it starts from `KAFKA_STARTING_OFFSET`. Consumer errors (a
 broker restarting, say) are logged, and librdkafka reconnects by itself. The topic is created if
 missing, so a consumer can start before its producer. `KAFKA_STOP_AT_END` ends the input at the end of
-every partition; SIGTERM / Ctrl-C end it cleanly (`marketstream.shutdown`), so open batches (those read
-ahead included) are flushed before the process exits.
+every partition; SIGTERM / Ctrl-C end it cleanly (`marketstream.shutdown`), so open batches are flushed
+before the process exits.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from marketstream import metrics, shutdown
 from marketstream.kafka_cluster import KafkaCluster
@@ -82,13 +76,9 @@ class _SharedConsumer:
     several partitions; they wait here, per partition, until that partition takes them. One consumer
     instead of one per partition: measured 1.5x faster reads and ~70 MB less memory for six partitions."""
 
-    def __init__(self, config: dict, batch_size: int, on_close, read_ahead: Callable[[PolledMessages], object] | None):
+    def __init__(self, config: dict, batch_size: int, on_close):
         self._consumer = Consumer(config)
         self._batch_size = batch_size
-        self._read_ahead = read_ahead
-        # one thread: what it runs (Arrow's JSON reader and kernels) mostly releases the GIL, so it overlaps
-        # with the worker's polling and writing
-        self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") if read_ahead else None
         self._waiting: dict[int, list] = {}
         self._at_end: set[int] = set()
         self._drained = False  # the last poll emptied librdkafka's queue
@@ -107,13 +97,7 @@ class _SharedConsumer:
                 self._consumer.incremental_unassign([TopicPartition(topic, partition)])
                 return
             self._consumer.close()
-        if self._ahead is not None:
-            self._ahead.shutdown()
         self._on_close()
-
-    def read_ahead(self, batch: PolledMessages) -> Future | None:
-        """`batch` handed to the read-ahead thread, or None if this source has no read-ahead."""
-        return None if self._ahead is None else self._ahead.submit(self._read_ahead, batch)
 
     def take(self, partition: int, in_flight: InFlight) -> tuple[list, bool]:
         """Messages of `partition` read so far (polling first if it has fewer than a batch), and whether
@@ -131,7 +115,6 @@ class _SharedConsumer:
     def _poll(self, in_flight: InFlight) -> None:
         messages = self._consumer.consume(self._batch_size, 0.05)
         self._drained = len(messages) < self._batch_size
-        held_before = {partition: len(waiting) for partition, waiting in self._waiting.items()}
         read = 0
         for message in messages:
             error = message.error()
@@ -146,12 +129,12 @@ class _SharedConsumer:
                 log.warning("%s: Kafka consumer error (librdkafka retries): %s", message.topic(), error)
         in_flight.add(read)
         if read:
-            # the last message each partition received: found per partition, not by another pass over all
-            self._count(messages[0].topic(), read, {partition: waiting[-1].offset() for partition, waiting in
-                                                    self._waiting.items() if len(waiting) > held_before[partition]})
+            self._count(messages, read)
 
-    def _count(self, topic: str, read: int, last_offsets: dict[int, int]) -> None:
+    def _count(self, messages: list, read: int) -> None:
+        topic = messages[0].topic()
         metrics.MESSAGES_READ.labels(topic).inc(read)
+        last_offsets = {m.partition(): m.offset() for m in messages if m.error() is None}
         for partition, offset in last_offsets.items():
             # the high watermark of the last fetch: no request to the broker
             _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
@@ -168,38 +151,21 @@ class _PartitionReader(StatefulSourcePartition[PolledMessages, int]):
         self._topic, self._partition = topic, partition
         self._next_offset = offset
         self._at_end = False
-        self._ahead: deque[tuple[Future, int]] = deque()  # batches being read ahead, with their next offset
         consumer.add(topic, partition, offset)
 
-    def next_batch(self) -> list:
-        stopping = self._at_end or shutdown.requested()
-        if stopping and not self._ahead:
+    def next_batch(self) -> list[PolledMessages]:
+        if self._at_end or shutdown.requested():
             raise StopIteration
-        batch = None
-        if not stopping:
-            messages, self._at_end = self._consumer.take(self._partition, self._in_flight)
-            if messages:
-                # map over the methods: cheaper than a comprehension per field
-                batch = PolledMessages(self._topic, self._partition, list(map(Message.offset, messages)),
-                                       list(map(Message.key, messages)), list(map(Message.value, messages)),
-                                       self._incarnation)
-                ahead = self._consumer.read_ahead(batch)
-                if ahead is None:
-                    self._next_offset = batch.offsets[-1] + 1
-                    return [batch]
-                self._ahead.append((ahead, batch.offsets[-1] + 1))
-        if self._ahead and batch is None and not stopping:
-            wait([self._ahead[0][0]], timeout=_WAIT_FOR_DECODER.total_seconds())  # nothing else to do here
-        ready = []
-        # in order; when stopping, every batch read ahead is waited for, so that it is flushed
-        while self._ahead and (stopping or self._ahead[0][0].done()):
-            future, next_offset = self._ahead.popleft()
-            ready.append(future.result())
-            self._next_offset = next_offset
-        return ready
+        messages, self._at_end = self._consumer.take(self._partition, self._in_flight)
+        if not messages:
+            return []
+        batch = PolledMessages(self._topic, self._partition, [m.offset() for m in messages],
+                             [m.key() for m in messages], [m.value() for m in messages], self._incarnation)
+        self._next_offset = batch.offsets[-1] + 1
+        return [batch]
 
     def next_awake(self) -> datetime | None:
-        return datetime.now(timezone.utc) + _WAIT_FOR_DECODER if self._in_flight.full() and not self._ahead else None
+        return datetime.now(timezone.utc) + _WAIT_FOR_DECODER if self._in_flight.full() else None
 
     def snapshot(self) -> tuple[str, int]:
         return self._incarnation, self._next_offset
@@ -229,12 +195,10 @@ BOUNDED_FETCHES = {
 class TopicSource(FixedPartitionedSource[PolledMessages, tuple[str, int]]):
     """Every partition of `topic` on `cluster`, at most `batch_size` messages per item and `in_flight`
     messages undecoded; without a snapshot from the `starting_offset` (`earliest` or `latest`); with
-    `stop_at_end` the input ends at the end of every partition. With `read_ahead`, each item is
-    `read_ahead(batch)` computed on a thread of the worker's own (which must release `in_flight`)."""
+    `stop_at_end` the input ends at the end of every partition."""
 
     def __init__(self, cluster: KafkaCluster, topic: str, *, in_flight: InFlight, batch_size: int,
-                 starting_offset: str = "earliest", stop_at_end: bool = False,
-                 read_ahead: Callable[[PolledMessages], object] | None = None):
+                 starting_offset: str = "earliest", stop_at_end: bool = False):
         if starting_offset not in ("earliest", "latest"):
             raise ValueError(f"starting_offset must be earliest or latest, not {starting_offset!r}")
         self._cluster = cluster
@@ -242,7 +206,6 @@ class TopicSource(FixedPartitionedSource[PolledMessages, tuple[str, int]]):
         self._batch_size = batch_size
         self._starting_offset = starting_offset
         self._stop_at_end = stop_at_end
-        self._read_ahead = read_ahead
         self._incarnation: str | None = None
         self.in_flight = in_flight
         self._consumers: dict[int, _SharedConsumer] = {}  # per worker thread
@@ -289,8 +252,8 @@ class TopicSource(FixedPartitionedSource[PolledMessages, tuple[str, int]]):
                     "auto.offset.reset": "earliest",
                     **BOUNDED_FETCHES,
                 }
-                consumer = _SharedConsumer(config, self._batch_size, on_close=lambda: self._forget(worker),
-                                           read_ahead=self._read_ahead)
+                consumer = _SharedConsumer(config, self._batch_size,
+                                           on_close=lambda: self._forget(worker))
                 self._consumers[worker] = consumer
             return consumer
 

@@ -14,26 +14,24 @@ from tests.integration.kafka_helpers import produce
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("read_ahead", [False, True], ids=["decoded in a step", "read ahead"])
 @pytest.mark.parametrize("in_flight_limit", [150, 100_000])
-def test_every_message_is_handed_out_once_per_partition_in_offset_order(stack, unique, in_flight_limit, read_ahead):
+def test_every_message_is_handed_out_once_per_partition_in_offset_order(stack, unique, in_flight_limit):
     """A tiny in-flight limit exercises handing out partial batches while the decoder lags behind."""
     settings = make_settings(kafka_stop_at_end=True, kafka_topic_partitions=3, kafka_poll_max_messages=100)
     topic = f"it_source_{unique}"
     produce(settings, topic, [(f"k{i % 7}".encode(), f"m{i}".encode()) for i in range(3_000)])
 
     in_flight = InFlight(in_flight_limit)
+    source = TopicSource(settings.kafka_cluster(), topic, in_flight=in_flight, batch_size=100, stop_at_end=True)
+    flow = Dataflow("source_only")
+    batches = op.input("in", flow, source)
 
     def decoded(batch):
         in_flight.release(len(batch))  # what the consumer flow's decode step does
         return batch
 
-    source = TopicSource(settings.kafka_cluster(), topic, in_flight=in_flight, batch_size=100, stop_at_end=True,
-                         read_ahead=decoded if read_ahead else None)
-    flow = Dataflow("source_only")
-    batches = op.input("in", flow, source)
     out = []
-    op.output("out", batches if read_ahead else op.map("decode", batches, decoded), TestingSink(out))
+    op.output("out", op.map("decode", batches, decoded), TestingSink(out))
     run_main(flow)
 
     assert sum(len(b) for b in out) == 3_000
