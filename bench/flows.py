@@ -47,11 +47,11 @@ def bars_consume(topic: str, bucket: str, **overrides):
     return flow
 
 
-def _consumer(settings, topic: str):
+def _consumer(settings, topic: str, **config):
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({**settings.kafka_client_config(), "group.id": "bench", "enable.auto.commit": False,
-                         "enable.partition.eof": True})
+                         "enable.partition.eof": True, **config})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     return consumer, len(partitions)
@@ -102,57 +102,65 @@ def raw_limit(topic: str, bucket: str, rows_per_file: int = 100_000) -> None:
 def floor(topic: str, bucket: str, batch: int = 10_000, rows_per_write: int = 500_000) -> None:
     """The true floor of Kafka -> a partitioned lake: batches of `batch` messages, each one Arrow JSON read
     of their joined values with an explicit schema; every `rows_per_write` rows (stock_consume buffers as
-    many: BATCH_MAX_BUFFERED_ROWS) sorted by ticker and New York date and cut into one zstd Parquet file per
-    ticker-date, encoded and uploaded on a thread pool. No Bytewax, no validation, no dead letters, no
-    commits: what any pipeline with those must come close to."""
-    import io
+    many: BATCH_MAX_BUFFERED_ROWS) get their New York date in one Arrow call, are sorted once by ticker and
+    date and cut into one zstd Parquet file per ticker-date, encoded and uploaded on a thread pool while the
+    next rows are read, one write in flight (bounded memory). No Bytewax, no validation, no dead letters,
+    no commits: what any pipeline with those must come close to."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import numpy as np
+    from marketstream.calendar import exchange_dates  # first: marketstream picks Arrow's memory pool
+    from marketstream.memory import release_free_memory
+    from marketstream.runs import key_runs
+    from marketstream.settings import load_settings
+    from sinks.object_store import ObjectStore
+    from sources.kafka_topic import BOUNDED_FETCHES
+
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.json as pj
     import pyarrow.parquet as pq
     from confluent_kafka import KafkaError
-
-    from marketstream.settings import load_settings
-    from sinks.object_store import ObjectStore
 
     global _started
     settings = load_settings()
     store = ObjectStore(settings.s3_storage_options())
     store.ensure_bucket(bucket)
-    consumer, open_partitions = _consumer(settings, topic)
+    consumer, open_partitions = _consumer(settings, topic, **BOUNDED_FETCHES)  # as stock_consume's
     schema = pa.schema([("symbol", pa.string()), ("price", pa.float64()), ("size", pa.int64()),
                         ("timestamp", pa.timestamp("us", tz="UTC")), ("exchange", pa.string()),
                         ("conditions", pa.list_(pa.string())), ("trade_id", pa.string()), ("tape", pa.string()),
                         ("source", pa.string())])
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    uploads = ThreadPoolExecutor(8)
-    pending, files = [], 0
+    threads = 4
+    uploads = ThreadPoolExecutor(threads)
+    pending: list = []
+    files = 0
     _started = time.perf_counter()
 
-    def put(key: str, rows: pa.Table) -> None:
+    def encode(rows: pa.Table) -> bytes:
         sink = pa.BufferOutputStream()
         pq.write_table(rows, sink, compression="zstd")
-        store.put(bucket, key, sink.getvalue().to_pybytes())
+        return sink.getvalue().to_pybytes()
 
-    def write(tables: list[pa.Table]) -> None:
-        nonlocal files
-        table = pa.concat_tables(tables)
-        local = pc.local_timestamp(table.column("timestamp").cast(pa.timestamp("us", tz="America/New_York")))
-        table = table.append_column("date", local.cast(pa.date32())).sort_by([("symbol", "ascending"),
-                                                                              ("date", "ascending")])
-        keys = np.char.add(table.column("symbol").to_numpy(zero_copy_only=False).astype(str),
-                           table.column("date").cast(pa.string()).to_numpy(zero_copy_only=False).astype(str))
-        starts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist(), table.num_rows]
-        for start, end in zip(starts, starts[1:]):
-            rows = table.slice(start, end - start)
-            key = f"ticker={rows.column('symbol')[0]}/date={rows.column('date')[0]}/part-{files:06d}.parquet"
-            pending.append(uploads.submit(put, key, rows.drop_columns(["symbol", "date"])))
+    def put(parts: dict[str, pa.Table]) -> None:
+        release_free_memory()
+        store.put_many(bucket, {key: encode(rows) for key, rows in parts.items()})
+
+    def write() -> None:
+        nonlocal files, tables, held
+        table, tables, held = pa.concat_tables(tables), [], 0
+        table = table.append_column("date", exchange_dates(table.column("timestamp")))
+        table = table.sort_by([("symbol", "ascending"), ("date", "ascending")])
+        rows = table.drop_columns(["symbol", "date"])
+        parts = {}
+        for (ticker, day), start, count in key_runs(table, ["symbol", "date"]):
+            parts[f"ticker={ticker}/date={day}/part-{files:06d}.parquet"] = rows.slice(start, count)
             files += 1
-        while len(pending) > 2_000:  # bounded memory: wait for the oldest uploads
+        del table
+        keys = list(parts)
+        while pending:  # bounded memory: one write in flight while the next is read
             pending.pop(0).result()
+        for i in range(threads):
+            pending.append(uploads.submit(put, {key: parts[key] for key in keys[i::threads]}))
 
     values: list[bytes] = []
     tables: list[pa.Table] = []
@@ -165,11 +173,10 @@ def floor(topic: str, bucket: str, batch: int = 10_000, rows_per_write: int = 50
                 continue
             values.append(message.value())
         if len(values) >= batch or (values and not open_partitions):
-            tables.append(pj.read_json(io.BytesIO(b"\n".join(values)), parse_options=options))
+            tables.append(pj.read_json(pa.BufferReader(b"\n".join(values)), parse_options=options))
             held, values = held + len(values), []
         if held >= rows_per_write or (tables and not open_partitions):
-            write(tables)
-            tables, held = [], 0
+            write()
     for upload in pending:
         upload.result()
     uploads.shutdown()

@@ -3,8 +3,8 @@
     python -m bench.run [--trades 2000000] [--tickers 500] [--naive-rows 100000]
                         [--freshness-seconds 30] [--freshness-rate 20000] [--producer-seconds 15]
 
-Runs against the local stack (`make stack`), on topics and buckets of its own, and prints one table;
-the results go to bench/results/<UTC time>.json. Every contender runs as its own process, so its peak
+Runs against the local stack (`make stack`), on topics and buckets of its own, and prints one table (a run
+of some parts, `--only`, prints their figures instead); the results go to bench/results/<UTC time>.json. Every contender runs as its own process, so its peak
 RSS is its own, and times its work from the end of its imports (see bench/flows.py).
 """
 
@@ -313,16 +313,13 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
             restart_command=lambda restart_topic, bucket: bytewax(f"bench.flows:stock_consume({restart_topic!r}, {bucket!r})"),
             prefill_restart_topic=lambda restart_topic: prefill(settings, restart_topic, 5_000, args.day_tickers),
             flushes=args.day_flushes)
-    if not set(DEFAULT_PARTS) <= only:
+    results["ratios"] = ratios(results)
+    if not set(DEFAULT_PARTS) <= only:  # a partial run: no table, but its figures are kept
         print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
+        write_results(run, results)
         return 0
 
     ours, floor, raw, naive = results["stock_consume"], results["floor"], results["raw_limit"], results["naive"]
-    results["ratios"] = {"stock_consume/floor": ours["rows_per_s"] / floor["rows_per_s"],
-                         "stock_consume/raw": ours["rows_per_s"] / raw["rows_per_s"],
-                         "stock_consume/naive": ours["rows_per_s"] / naive["rows_per_s"]}
-    if "bars" in results:
-        results["ratios"]["bars/stock_consume"] = results["bars"]["trades_per_s"] / ours["rows_per_s"]
     fresh, producer, day = results["freshness"], results["producer"], results["streamed_day"]
     restart = day["restart"]
     table = [
@@ -367,10 +364,26 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
     print(f"|{'-' * (width + 2)}|{'-' * 20}|{'-' * 12}|")
     for name, value, target in table:
         print(f"| {name:<{width}} | {value:>18} | {target:>10} |")
+    write_results(run, results)
+    return 0
+
+
+def ratios(results: dict) -> dict[str, float]:
+    """stock_consume's rows/s against each reference that ran, and the bars' trades/s against it."""
+    if "stock_consume" not in results:
+        return {}
+    ours = results["stock_consume"]["rows_per_s"]
+    found = {f"stock_consume/{short}": ours / results[name]["rows_per_s"]
+             for name, short in (("floor", "floor"), ("raw_limit", "raw"), ("naive", "naive")) if name in results}
+    if "bars" in results:
+        found["bars/stock_consume"] = results["bars"]["trades_per_s"] / ours
+    return found
+
+
+def write_results(run: str, results: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{run}.json").write_text(json.dumps(results, indent=2))
     say(f"results written to bench/results/{run}.json")
-    return 0
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from marketstream import schemas
-from marketstream.calendar import exchange_date, nyse
+from marketstream.calendar import exchange_date, exchange_dates, nyse
 from marketstream.records import (
     MAX_FUTURE,
     ROW_INDEX,
@@ -171,7 +171,6 @@ def outside_session(table: pa.Table) -> tuple[pa.Array, str]:
 
 
 COLUMNS = schemas.decoded_columns(schemas.STOCK_TRADES, schemas.STOCK_TRADES_PARTITIONING)
-_NEW_YORK = pa.timestamp("us", tz="America/New_York")
 _RFC3339 = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$"
 
 
@@ -308,7 +307,7 @@ def decode_trades(values: list) -> tuple[pa.Table, list[tuple[int, str]]]:
         fast = pa.table(
             [
                 column("symbol").take(keep),
-                pc.local_timestamp(kept_stamps.cast(_NEW_YORK)).cast(pa.date32()),
+                exchange_dates(kept_stamps),
                 column("trade_id").take(keep),
                 kept_stamps,
                 prices.take(keep),

@@ -176,6 +176,20 @@ class _PartitionReader(StatefulSourcePartition[PolledMessages, int]):
 
 _WAIT_FOR_DECODER = timedelta(milliseconds=5)
 FETCH_MAX_BYTES = 256 * 1024
+BOUNDED_FETCHES = {
+    # prefetch: enough to keep the decoder busy, small enough to bound memory
+    "queued.max.messages.kbytes": 4_096,
+    # a fetch is decompressed whole (JSON trades: ~10x) and its buffers live until every message of it is
+    # consumed: 2 MB fetches cost ~50 MB of RSS, 256 kB ones the same speed. A larger record batch still
+    # comes whole (the broker sends at least one).
+    "fetch.max.bytes": FETCH_MAX_BYTES,
+    "max.partition.fetch.bytes": FETCH_MAX_BYTES // 2,
+    "message.max.bytes": FETCH_MAX_BYTES // 2,  # librdkafka wants fetch.max.bytes >= this
+    # once the prefetch queue is full librdkafka pauses fetching for this long (default 1 s): with a small
+    # queue the default left the consumer idle most of the time
+    "fetch.queue.backoff.ms": 10,
+}
+"""librdkafka settings that bound a consumer's memory at full reading speed."""
 
 
 class TopicSource(FixedPartitionedSource[PolledMessages, tuple[str, int]]):
@@ -236,17 +250,7 @@ class TopicSource(FixedPartitionedSource[PolledMessages, tuple[str, int]]):
                     # a resumed offset past the end (or before the start, after retention) reads from the
                     # first message there is: skipping to the end would lose what arrived meanwhile
                     "auto.offset.reset": "earliest",
-                    # prefetch: enough to keep the decoder busy, small enough to bound memory
-                    "queued.max.messages.kbytes": 4_096,
-                    # a fetch is decompressed whole (JSON trades: ~10x) and its buffers live until every
-                    # message of it is consumed: 2 MB fetches cost ~50 MB of RSS, 256 kB ones the same
-                    # speed. A larger record batch still comes whole (the broker sends at least one).
-                    "fetch.max.bytes": FETCH_MAX_BYTES,
-                    "max.partition.fetch.bytes": FETCH_MAX_BYTES // 2,
-                    "message.max.bytes": FETCH_MAX_BYTES // 2,  # librdkafka wants fetch.max.bytes >= this
-                    # once the prefetch queue is full librdkafka pauses fetching for this long (default
-                    # 1 s): with a small queue the default left the consumer idle most of the time
-                    "fetch.queue.backoff.ms": 10,
+                    **BOUNDED_FETCHES,
                 }
                 consumer = _SharedConsumer(config, self._batch_size,
                                            on_close=lambda: self._forget(worker))

@@ -4,9 +4,10 @@ US daylight-saving time starts 8 Mar, Europe's 29 Mar; US ends 1 Nov, Europe's 2
 from datetime import date, datetime, timezone
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from marketstream.calendar import NyseCalendar, exchange_date
+from marketstream.calendar import NyseCalendar, exchange_date, exchange_dates
 
 
 def utc(*args) -> datetime:
@@ -82,3 +83,12 @@ def test_naive_datetimes_are_refused(cal):
 def test_exchange_date_is_the_new_york_date():
     assert exchange_date(utc(2026, 11, 25, 3, 0)) == date(2026, 11, 24)  # 22:00 ET the day before
     assert exchange_date(utc(2026, 11, 25, 5, 0)) == date(2026, 11, 25)
+
+
+def test_exchange_dates_of_a_column_are_exchange_date_of_each_value():
+    # around both 2026 daylight-saving changes in New York, and midnight there in winter and summer
+    moments = [utc(2026, 3, 8, hour, minute) for hour in range(3, 9) for minute in (0, 59)]
+    moments += [utc(2026, 11, 1, hour, minute) for hour in range(3, 9) for minute in (0, 59)]
+    moments += [utc(2026, 1, 15, 4, 59), utc(2026, 1, 15, 5, 0), utc(2026, 7, 15, 3, 59), utc(2026, 7, 15, 4, 0)]
+    column = pa.array(moments, pa.timestamp("us", tz="UTC"))
+    assert exchange_dates(column).to_pylist() == [exchange_date(moment) for moment in moments]
