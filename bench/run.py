@@ -245,6 +245,21 @@ def measure_producer(settings: Settings, run: str, seconds: float) -> dict:
             "peak_rss_mb": result["peak_rss_mb"]}
 
 
+def store_settings(command: str) -> Settings:
+    """The settings, with what a benchmark needs of them (the object store's address and keys)."""
+    settings = load_settings()
+    try:
+        settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
+    except ConfigError as exc:
+        raise SystemExit(f"{command}: configuration error: {exc}") from None
+    return settings
+
+
+def new_run() -> str:
+    """A run's name: its UTC start and a random suffix; its topics, buckets and results file carry it."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S") + uuid.uuid4().hex[:4]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--trades", type=int, default=int(os.environ.get("BENCH_TRADES", 2_000_000)))
@@ -261,12 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(DEFAULT_PARTS),
                         help="comma-separated parts to run (the table needs all of them)")
     args = parser.parse_args(argv)
-    settings = load_settings()
-    try:
-        settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
-    except ConfigError as exc:
-        raise SystemExit(f"bench: configuration error: {exc}") from None
-    run = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S") + uuid.uuid4().hex[:4]
+    settings = store_settings("bench")
+    run = new_run()
     topic = f"bench_trades_{run}"
     try:
         return measure(args, settings, run, topic)

@@ -23,8 +23,6 @@ import platform
 import shutil
 import sys
 import tempfile
-import uuid
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -35,10 +33,10 @@ from deltalake import DeltaTable
 
 from bench.peers.chart import draw
 from bench.peers.spark import REPO, s3a_uri, spark_submit
-from bench.run import RESULTS, bytewax, drain, drop_topics, prefill, say
+from bench.run import RESULTS, bytewax, drain, drop_topics, new_run, prefill, say, store_settings
 from marketstream import trades
 from marketstream.lake import lake_filesystem
-from marketstream.settings import ConfigError, Settings, load_settings
+from marketstream.settings import Settings
 from sinks.object_store import ObjectStore
 
 PEERS = Path(__file__).resolve().parent
@@ -117,12 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     only = args.only.split(",")
     if set(only) - set(CONTENDERS):
         raise SystemExit(f"--only: the contenders are {', '.join(CONTENDERS)}")
-    settings = load_settings()
-    try:
-        settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
-    except ConfigError as exc:
-        raise SystemExit(f"bench-peers: configuration error: {exc}") from None
-    run = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S") + uuid.uuid4().hex[:4]
+    settings = store_settings("bench-peers")
+    run = new_run()
     try:
         return measure(args, only, settings, run)
     finally:
