@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from bench.peers.chart import draw
-from bench.peers.spark import REPO, s3a_uri, spark_submit
+from bench.peers.spark import REPO, SPARK_VENV, s3a_uri, spark_submit
 from bench.run import RESULTS, bytewax, drain, drop_topics, new_run, prefill, say, store_settings
 from marketstream import trades
 from marketstream.lake import lake_filesystem
@@ -40,7 +40,7 @@ from marketstream.settings import Settings
 from sinks.object_store import ObjectStore
 
 PEERS = Path(__file__).resolve().parent
-QUIX_PYTHON = REPO / ".venv-peers" / "quix" / "bin" / "python"
+QUIX_VENV = REPO / ".venv-peers" / "quix"
 CONTENDERS = ("stock_consume", "floor", "spark", "quix")
 
 
@@ -98,12 +98,10 @@ def logged(command: list[str], log: Path) -> list[str]:
     return ["bash", "-c", f'exec "$@" 2>>{log}', "bash", *command]
 
 
-def version_of(python: Path, package: str) -> str | None:
-    try:
-        found = next(Path(python).parent.parent.glob(f"lib/python3*/site-packages/{package}-*.dist-info"))
-    except StopIteration:
-        return None
-    return found.name.removeprefix(f"{package}-").removesuffix(".dist-info")
+def installed_version(venv: Path, distribution: str) -> str | None:
+    """The version of `distribution` (its name as its `.dist-info` folder spells it) in a peer's environment."""
+    found = sorted(venv.glob(f"lib/python3*/site-packages/{distribution}-*.dist-info"))
+    return found[0].name.removeprefix(f"{distribution}-").removesuffix(".dist-info") if found else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +139,7 @@ def measure(args: argparse.Namespace, only: list[str], settings: Settings, run: 
         "stock_consume": (bytewax(f"bench.flows:stock_consume({topic!r}, 'bench-consume-{run}')"), {}),
         "floor": ([sys.executable, "-m", "bench.flows", "floor", topic, f"bench-floor-{run}"], {}),
         "spark": (logged(spark_command, log), spark_env),
-        "quix": (logged([str(QUIX_PYTHON), str(PEERS / "quix_app.py"), settings.kafka_bootstrap_servers, topic,
+        "quix": (logged([str(QUIX_VENV / "bin" / "python"), str(PEERS / "quix_app.py"), settings.kafka_bootstrap_servers, topic,
                          f"bench-quix-{run}", f"bench-quix-{run}"], log), quix_env),
     }
     buckets = {"stock_consume": f"bench-consume-{run}", "floor": f"bench-floor-{run}",
@@ -149,9 +147,9 @@ def measure(args: argparse.Namespace, only: list[str], settings: Settings, run: 
     results: dict = {"run": run, "trades": args.trades, "tickers": args.tickers, "machine": {
         "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "versions": {"bytewax": metadata.version("bytewax"),
-                     "pyspark": version_of(REPO / ".venv-peers/spark/bin/python", "pyspark"),
-                     "delta_spark": version_of(REPO / ".venv-peers/spark/bin/python", "delta_spark"),
-                     "quixstreams": version_of(QUIX_PYTHON, "quixstreams")}}
+                     "pyspark": installed_version(SPARK_VENV, "pyspark"),
+                     "delta_spark": installed_version(SPARK_VENV, "delta_spark"),
+                     "quixstreams": installed_version(QUIX_VENV, "quixstreams")}}
     try:
         for name in only:
             command, env = contenders[name]
