@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import subprocess
+import threading
 import uuid
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
@@ -49,6 +51,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.interop]
 UTC = timezone.utc
 READER = Path(__file__).resolve().parent / "spark_reader.py"
 NEWS_VERSIONS = ("news@streamed", "news@compacted")
+REPLY_SECONDS = 600
+"""Longest wait for the reader's start or one answer: a Spark stuck starting fails the test instead of hanging it."""
 
 
 def news_messages(rng: random.Random, count: int) -> list[tuple[bytes, bytes]]:
@@ -90,14 +94,25 @@ class SparkReader:
         self.log = (workdir / "spark.log").open("w")
         self.process = subprocess.Popen(command, env={**os.environ, **environment}, text=True,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
+        self.replies: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read_replies, daemon=True).start()
         self.version = self._reply()["ready"]
         self.asked = 0
 
-    def _reply(self) -> dict:
+    def _read_replies(self) -> None:
         for line in self.process.stdout:
             if line.startswith("{"):
-                return json.loads(line)
-        raise RuntimeError(f"the Spark reader stopped: {self.tail()}")
+                self.replies.put(json.loads(line))
+        self.replies.put(None)
+
+    def _reply(self) -> dict:
+        try:
+            reply = self.replies.get(timeout=REPLY_SECONDS)
+        except queue.Empty:
+            raise RuntimeError(f"the Spark reader answered nothing in {REPLY_SECONDS} s: {self.tail()}") from None
+        if reply is None:
+            raise RuntimeError(f"the Spark reader stopped: {self.tail()}")
+        return reply
 
     def tail(self) -> str:
         self.log.flush()
