@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-faults test-clock-ahead test-cluster bench stack stack-down stack-cluster-down stack-status toxiproxy toxiproxy-down report clean
+.PHONY: demo test test-unit test-faults test-clock-ahead test-cluster bench bench-peers test-interop stack stack-down stack-cluster-down stack-status toxiproxy toxiproxy-down report clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating the Python environment in $(VENV) (first run takes a few minutes)"
@@ -23,7 +23,7 @@ demo: $(STAMP) .env stack
 ## test: the whole suite, integration tests against the real local stack included (the minutes-long fault
 ## runs aside: `make test-faults`)
 test: $(STAMP) stack
-	$(BIN)/python -m pytest -m "not faults" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not faults and not interop" $(PYTEST_ARGS)
 
 ## test-faults: the fault runs: a Bytewax cluster losing a process mid-stream, network faults through
 ## Toxiproxy (built from its Go module on first use by stack/toxiproxy.sh)
@@ -43,6 +43,26 @@ test-clock-ahead: $(STAMP)
 ## bench: throughput, freshness and memory of stock_consume against the raw limit (BENCH_ARGS="--trades 500000")
 bench: $(STAMP) .env stack
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## bench-peers: stock_consume and the floor against Spark Structured Streaming -> Delta and Quix Streams -> Parquet,
+## on one prefilled topic (BENCH_ARGS="--trades 500000"); each peer in an environment of its own under .venv-peers/
+PEERS := .venv-peers
+$(PEERS)/%/.installed: bench/peers/requirements-%.txt
+	$(PYTHON) -m venv $(PEERS)/$*
+	$(PEERS)/$*/bin/pip install --quiet --progress-bar off -r $<
+	@touch $@
+
+$(VENV)/.bench-installed: $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet --progress-bar off -e '.[test,bench]'
+	@touch $@
+
+bench-peers: $(VENV)/.bench-installed $(PEERS)/spark/.installed $(PEERS)/quix/.installed .env stack
+	$(BIN)/python -m bench.peers.run $(BENCH_ARGS)
+
+## test-interop: Spark (the peers' environment) reads the tables the project writes and answers the differential
+## query set as a plain full read does; outside `make test` (marker `interop`)
+test-interop: $(STAMP) $(PEERS)/spark/.installed stack
+	$(BIN)/python -m pytest -m interop tests/interop $(PYTEST_ARGS)
 
 ## stack: install (cached) and start Kafka, MinIO and PostgreSQL on loopback
 stack:
@@ -65,7 +85,7 @@ report: $(STAMP) .env
 	$(BIN)/python -m pipelines.cli report
 
 clean: stack-down toxiproxy-down
-	rm -rf .stack $(VENV)
+	rm -rf .stack $(VENV) $(PEERS)
 
 ## test-cluster: the cluster profile of the stack (three Kafka nodes with SASL_SSL, four MinIO nodes over TLS,
 ## PostgreSQL with TLS only, on ports 19192-19432) started from .env.example + .env.cluster.example, then the

@@ -97,11 +97,15 @@ def run_contender(command: list[str], env: dict | None = None) -> dict:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{command[3] if len(command) > 3 else command} failed with exit code {process.returncode}")
-    figures = dict(line.split(" ", 1) for line in output.splitlines() if line.startswith(("BENCH ", "FILES ", "ROWS ")))
-    return {"seconds": float(figures["BENCH"]), "peak_rss_mb": usage.ru_maxrss / 1024,
-            "cpu_s": usage.ru_utime + usage.ru_stime,
-            "files": int(figures["FILES"]) if "FILES" in figures else None,
-            "rows": int(figures["ROWS"]) if "ROWS" in figures else None}
+    figures = dict(line.split(" ", 1) for line in output.splitlines()
+                   if line.startswith(("BENCH ", "FILES ", "ROWS ", "STARTUP ")))
+    result = {"seconds": float(figures["BENCH"]), "peak_rss_mb": usage.ru_maxrss / 1024,
+              "cpu_s": usage.ru_utime + usage.ru_stime,
+              "files": int(figures["FILES"]) if "FILES" in figures else None,
+              "rows": int(figures["ROWS"]) if "ROWS" in figures else None}
+    if "STARTUP" in figures:  # a contender whose start-up is its own (a JVM's), not the interpreter's
+        result["startup_s"] = float(figures["STARTUP"])
+    return result
 
 
 def lake_rows(settings: Settings, bucket: str) -> tuple[int, int]:
@@ -118,6 +122,24 @@ def lake_rows(settings: Settings, bucket: str) -> tuple[int, int]:
         with fs.open(path, "rb") as handle:
             rows += pq.ParquetFile(handle).metadata.num_rows
     return len(files), rows
+
+
+def drain(settings: Settings, name: str, command: list[str], bucket: str, env: dict | None = None,
+          check=None) -> dict:
+    """One contender drains the topic into `bucket`: its figures, and what `check(bucket)` says of what it
+    stored; the bucket is removed after."""
+    say(f"draining with {name}")
+    result = run_contender(command, env)
+    files, rows = lake_rows(settings, bucket)
+    result.update(files=files, rows=rows, rows_per_s=rows / result["seconds"],
+                  rows_per_file=rows / files if files else 0,
+                  cpu_s_per_million_rows=result["cpu_s"] / rows * 1e6 if rows else None)
+    if check is not None:
+        result.update(check(bucket))
+    lake_filesystem(settings).rm(bucket, recursive=True)
+    print(f"    {rows:,} rows in {result['seconds']:.2f} s: {result['rows_per_s']:,.0f} rows/s, "
+          f"peak RSS {result['peak_rss_mb']:.0f} MB, {files} files", flush=True)
+    return result
 
 
 def bytewax(factory: str, *args: str) -> list[str]:
@@ -223,6 +245,21 @@ def measure_producer(settings: Settings, run: str, seconds: float) -> dict:
             "peak_rss_mb": result["peak_rss_mb"]}
 
 
+def store_settings(command: str) -> Settings:
+    """The settings, with what a benchmark needs of them (the object store's address and keys)."""
+    settings = load_settings()
+    try:
+        settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
+    except ConfigError as exc:
+        raise SystemExit(f"{command}: configuration error: {exc}") from None
+    return settings
+
+
+def new_run() -> str:
+    """A run's name: its UTC start and a random suffix; its topics, buckets and results file carry it."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S") + uuid.uuid4().hex[:4]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--trades", type=int, default=int(os.environ.get("BENCH_TRADES", 2_000_000)))
@@ -239,12 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(DEFAULT_PARTS),
                         help="comma-separated parts to run (the table needs all of them)")
     args = parser.parse_args(argv)
-    settings = load_settings()
-    try:
-        settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
-    except ConfigError as exc:
-        raise SystemExit(f"bench: configuration error: {exc}") from None
-    run = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S") + uuid.uuid4().hex[:4]
+    settings = store_settings("bench")
+    run = new_run()
     topic = f"bench_trades_{run}"
     try:
         return measure(args, settings, run, topic)
@@ -260,7 +293,6 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
     only = set(args.only.split(","))
     if only - set(PARTS):
         raise SystemExit(f"--only: unknown parts {sorted(only - set(PARTS))}; the parts are {', '.join(PARTS)}")
-    fs = lake_filesystem(settings)
     results: dict = {"run": run, "trades": args.trades, "tickers": args.tickers, "workers": args.workers, "machine": {
         "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
     contenders = {
@@ -278,18 +310,8 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
         prefill(settings, topic, args.trades, args.tickers)
         say(f"pre-filled in {time.perf_counter() - started:.1f} s")
     for name, (command, bucket) in contenders.items():
-        if name not in only:
-            continue
-        say(f"draining with {name}")
-        result = run_contender(command)
-        files, rows = lake_rows(settings, bucket)
-        result.update(files=files, rows=rows, rows_per_s=rows / result["seconds"],
-                      rows_per_file=rows / files if files else 0,
-                      cpu_s_per_million_rows=result["cpu_s"] / rows * 1e6 if rows else None)
-        results[name] = result
-        fs.rm(bucket, recursive=True)
-        print(f"    {rows:,} rows in {result['seconds']:.2f} s: {result['rows_per_s']:,.0f} rows/s, "
-              f"peak RSS {result['peak_rss_mb']:.0f} MB, {files} files", flush=True)
+        if name in only:
+            results[name] = drain(settings, name, command, bucket)
     if "bars" in results:  # its rows are bars; what it keeps up with is trades
         results["bars"]["trades_per_s"] = args.trades / results["bars"]["seconds"]
     if "stock_consume" in results and results["stock_consume"]["rows"] != args.trades:
