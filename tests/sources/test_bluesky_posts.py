@@ -7,8 +7,8 @@ import pytest
 
 from marketstream.companies import Company, CompanyDirectory
 from sources.bluesky_posts import BlueskySearch, bluesky_source, keywords
-from tests.fakes.bluesky import FakeBluesky
-from tests.fakes.http import Reply
+from chaos.fakes.bluesky import FakeBluesky
+from chaos.fakes.http import Reply
 from tests.sources.clock import Clock
 
 COMPANIES = [Company("AAPL", "Apple", ("iPhone", "Tim Cook")), Company("TSLA", "Tesla", ("Elon Musk",))]
