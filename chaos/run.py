@@ -345,6 +345,7 @@ class FaultRunner:
         self._paused: dict[int, subprocess.Popen] = {}
         self._threads: list[threading.Thread] = []
         self._restarting: dict[str, threading.Thread] = {}
+        self._down: set[str] = set()
 
     def _record(self, fault: Fault, what: str, **details) -> None:
         self.log.append({"at": round(time.monotonic() - self.began, 1), "fault": fault.describe().strip(),
@@ -370,6 +371,7 @@ class FaultRunner:
             self._record(fault, "stopped" if process else "not running")
         elif fault.kind in ("kill_broker", "kill_minio_node", "kill_controller_leader"):
             name = self.stack.controller_leader() if fault.kind == "kill_controller_leader" else fault.target
+            self._down.add(QUORUM_GROUP[fault.kind])
             self.stack.kill(name)
             self._record(fault, f"killed {name}")
         elif fault.kind == "restart_postgres":
@@ -396,6 +398,7 @@ class FaultRunner:
             self._in_background(restart, fault)
             if fault.kind in QUORUM_GROUP:
                 self._restarting[QUORUM_GROUP[fault.kind]] = self._threads[-1]
+                self._down.discard(QUORUM_GROUP[fault.kind])
         elif fault.kind == "network":
             self.proxies[fault.target].remove(f"chaos-{index}")
             self._record(fault, "toxic removed")
@@ -419,7 +422,8 @@ class FaultRunner:
             heapq.heappop(events)
             fault = faults[index]
             group = QUORUM_GROUP.get(fault.kind)
-            if phase == 0 and group and self._restarting.get(group) and self._restarting[group].is_alive():
+            restarting = self._restarting.get(group)
+            if phase == 0 and group and (group in self._down or (restarting and restarting.is_alive())):
                 heapq.heappush(events, (now + 1.0, 0, index))
                 continue
             try:

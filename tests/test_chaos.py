@@ -1,6 +1,8 @@
 """The deterministic parts of `make chaos`, without servers: the schedule is a function of its seed and keeps
 quorums, the reconciliation finds what was lost, doubled or misplaced, and the report's recovery figures."""
 
+import time
+
 import duckdb
 import pyarrow as pa
 import pytest
@@ -120,3 +122,38 @@ def test_percentiles_are_nearest_rank_and_throughput_is_rows_a_second():
     assert (percentile(values, 0.5), percentile(values, 0.99), percentile([], 0.5)) == (50, 99, None)
     samples = [_sample(0, 0, 0), _sample(5, 0, 1000), _sample(10, None, None), _sample(15, 0, 3000)]
     assert throughput(samples, "stock") == [(5, 200.0), (15, 200.0)]
+
+
+class _Stack:
+    """Servers that take `up_seconds` to come back, recording when each was killed and back."""
+
+    def __init__(self, up_seconds: float):
+        self.up_seconds, self.events = up_seconds, []
+
+    def kill(self, name, signum=None):
+        self.events.append(("killed", name, time.monotonic()))
+
+    def up(self):
+        time.sleep(self.up_seconds)
+        self.events.append(("up", None, time.monotonic()))
+
+    def controller_leader(self):
+        return "kafka-2"
+
+
+def test_the_runner_takes_a_broker_down_only_once_the_last_one_is_back_up_even_late():
+    from chaos.run import FaultRunner
+
+    stack = _Stack(up_seconds=1.5)
+    faults = [Fault(0.0, "kill_broker", "kafka-1", 0.3), Fault(0.5, "kill_controller_leader", "controller-leader", 0.3),
+              Fault(0.6, "kill_minio_node", "minio-3", 0.2)]
+    runner = FaultRunner(supervisor=None, stack=stack, proxies={})
+    began = time.monotonic()
+    carried_out = runner.run(faults, began, tick=lambda: None)
+    for thread in runner._threads:
+        thread.join(10)
+    kills = [(name, at) for event, name, at in stack.events if event == "killed"]
+    ups = [at for event, _, at in stack.events if event == "up"]
+    assert [name for name, _ in kills] == ["kafka-1", "minio-3", "kafka-2"]
+    assert kills[2][1] >= ups[0]  # the second broker went down after the first was back
+    assert carried_out[1].at >= 1.5 and carried_out[2].at < 1.0  # the MinIO node was not held back
