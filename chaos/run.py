@@ -403,11 +403,12 @@ class FaultRunner:
             self.proxies[fault.target].remove(f"chaos-{index}")
             self._record(fault, "toxic removed")
 
-    def run(self, faults: list[Fault], began: float, tick) -> list[Fault]:
+    def run(self, faults: list[Fault], began: float, tick, until: float) -> list[Fault]:
         """Each fault at its time, `tick` (the supervisor's) in between, until the last one has ended; the
         faults as carried out. A broker or MinIO node is taken down only once the last one of its group is
         back (`stack up` returned): a restart slower than the schedule's margin (Kafka reloading its logs
-        after a kill takes a minute on a busy machine) delays the next one rather than break the quorum."""
+        after a kill takes a minute on a busy machine) delays the next one rather than break the quorum,
+        and one delayed past `until` (seconds after `began`) is left out and recorded as skipped."""
         self.began = began
         events = [(fault.at, 0, index) for index, fault in enumerate(faults)]
         heapq.heapify(events)
@@ -424,7 +425,10 @@ class FaultRunner:
             group = QUORUM_GROUP.get(fault.kind)
             restarting = self._restarting.get(group)
             if phase == 0 and group and (group in self._down or (restarting and restarting.is_alive())):
-                heapq.heappush(events, (now + 1.0, 0, index))
+                if now + 1.0 > until:
+                    self._record(fault, "skipped: the last one of its group was still restarting at the end")
+                else:
+                    heapq.heappush(events, (now + 1.0, 0, index))
                 continue
             try:
                 if phase == 0:
@@ -686,7 +690,7 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
         say("faults begin")
         runner = FaultRunner(supervisor, stack, proxies)
         fault_phase = time.monotonic()
-        carried_out = runner.run(faults, fault_phase, supervisor.tick)
+        carried_out = runner.run(faults, fault_phase, supervisor.tick, until=args.duration)
         while time.monotonic() - fault_phase < args.duration:
             supervisor.tick()
             time.sleep(0.5)

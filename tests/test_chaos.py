@@ -149,7 +149,7 @@ def test_the_runner_takes_a_broker_down_only_once_the_last_one_is_back_up_even_l
               Fault(0.6, "kill_minio_node", "minio-3", 0.2)]
     runner = FaultRunner(supervisor=None, stack=stack, proxies={})
     began = time.monotonic()
-    carried_out = runner.run(faults, began, tick=lambda: None)
+    carried_out = runner.run(faults, began, tick=lambda: None, until=60)
     for thread in runner._threads:
         thread.join(10)
     kills = [(name, at) for event, name, at in stack.events if event == "killed"]
@@ -157,3 +157,17 @@ def test_the_runner_takes_a_broker_down_only_once_the_last_one_is_back_up_even_l
     assert [name for name, _ in kills] == ["kafka-1", "minio-3", "kafka-2"]
     assert kills[2][1] >= ups[0]  # the second broker went down after the first was back
     assert carried_out[1].at >= 1.5 and carried_out[2].at < 1.0  # the MinIO node was not held back
+
+
+def test_the_runner_leaves_out_a_broker_fault_delayed_past_the_end_of_the_run():
+    from chaos.run import FaultRunner
+
+    stack = _Stack(up_seconds=2.0)
+    faults = [Fault(0.0, "kill_broker", "kafka-1", 0.2), Fault(0.3, "kill_broker", "kafka-3", 0.2)]
+    runner = FaultRunner(supervisor=None, stack=stack, proxies={})
+    carried_out = runner.run(faults, time.monotonic(), tick=lambda: None, until=1.0)
+    for thread in runner._threads:
+        thread.join(10)
+    assert [fault.target for fault in carried_out] == ["kafka-1"]
+    assert [name for event, name, _ in stack.events if event == "killed"] == ["kafka-1"]
+    assert any(entry["what"].startswith("skipped") and "kafka-3" in entry["fault"] for entry in runner.log)
