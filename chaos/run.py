@@ -140,10 +140,27 @@ class Stack:
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
         os.kill(self.pid(name), signum)
 
-    def up(self) -> None:
+    def up(self, patience: float = 900.0) -> None:
+        """`stack.sh up` until every server answers: a Kafka node reloading its logs after a kill on a busy
+        machine can take longer than one `up` waits (120 s), and it must not be left down (the next broker
+        fault would then take the quorum away)."""
+        deadline = time.monotonic() + patience
         with self._lock:
-            subprocess.run([REPO / "stack" / "stack.sh", "up"], env=self.env, check=True, timeout=600,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            while True:
+                done = subprocess.run([REPO / "stack" / "stack.sh", "up"], env=self.env, timeout=600,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                if done.returncode == 0:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"stack/stack.sh up kept failing for {patience:g} s: "
+                                       + done.stderr.strip().splitlines()[-1][:200])
+
+    def alive(self, name: str) -> bool:
+        try:
+            os.kill(self.pid(name), 0)
+            return True
+        except (OSError, ValueError):
+            return False
 
     def controller_leader(self) -> str:
         """The node the KRaft quorum's latest epoch elected, from each node's quorum-state file."""
@@ -336,6 +353,9 @@ def bars_cluster(base_env: dict[str, str], recovery: Path, ports: tuple[int, int
 
 # ---------------------------------------------------------------- faults
 
+GROUP_NODES = {"kafka": ("kafka-1", "kafka-2", "kafka-3"), "minio": ("minio-1", "minio-2", "minio-3", "minio-4")}
+
+
 class FaultRunner:
     """Carries out a schedule against the supervisor, the stack and Toxiproxy; what happened, with errors."""
 
@@ -424,7 +444,8 @@ class FaultRunner:
             fault = faults[index]
             group = QUORUM_GROUP.get(fault.kind)
             restarting = self._restarting.get(group)
-            if phase == 0 and group and (group in self._down or (restarting and restarting.is_alive())):
+            if phase == 0 and group and (group in self._down or (restarting and restarting.is_alive())
+                                         or not all(self.stack.alive(name) for name in GROUP_NODES[group])):
                 if now + 1.0 > until:
                     self._record(fault, "skipped: the last one of its group was still restarting at the end")
                 else:

@@ -140,6 +140,9 @@ class _Stack:
     def controller_leader(self):
         return "kafka-2"
 
+    def alive(self, name):
+        return True
+
 
 def test_the_runner_takes_a_broker_down_only_once_the_last_one_is_back_up_even_late():
     from chaos.run import FaultRunner
