@@ -359,8 +359,9 @@ GROUP_NODES = {"kafka": ("kafka-1", "kafka-2", "kafka-3"), "minio": ("minio-1", 
 class FaultRunner:
     """Carries out a schedule against the supervisor, the stack and Toxiproxy; what happened, with errors."""
 
-    def __init__(self, supervisor: Supervisor, stack: Stack, proxies: dict[str, Proxy]):
-        self.supervisor, self.stack, self.proxies = supervisor, stack, proxies
+    def __init__(self, supervisor: Supervisor, stack: Stack, proxies: dict[str, Proxy], journal: Path | None = None):
+        """`journal`: a file each record is also appended to as it happens (an interrupted run keeps it)."""
+        self.supervisor, self.stack, self.proxies, self.journal = supervisor, stack, proxies, journal
         self.log: list[dict] = []
         self._paused: dict[int, subprocess.Popen] = {}
         self._threads: list[threading.Thread] = []
@@ -368,8 +369,12 @@ class FaultRunner:
         self._down: set[str] = set()
 
     def _record(self, fault: Fault, what: str, **details) -> None:
-        self.log.append({"at": round(time.monotonic() - self.began, 1), "fault": fault.describe().strip(),
-                         "what": what, **details})
+        entry = {"at": round(time.monotonic() - self.began, 1), "fault": fault.describe().strip(), "what": what,
+                 **details}
+        self.log.append(entry)
+        if self.journal:
+            with open(self.journal, "a") as journal:
+                journal.write(json.dumps(entry) + "\n")
 
     def _in_background(self, action, fault: Fault) -> None:
         def run():
@@ -478,8 +483,9 @@ class FaultRunner:
 class Sampler:
     """Every dataset's lag and rows, read like `marketstream status` does, every `SAMPLE_EVERY_SECONDS`."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, settings: Settings, journal: Path | None = None):
+        """`journal`: a file each sample is also appended to as it is read (an interrupted run keeps them)."""
+        self.settings, self.journal = settings, journal
         self.samples: list[Sample] = []
         self.began = time.monotonic()
         self._stop = threading.Event()
@@ -504,7 +510,11 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            self.samples.append(self._sample())
+            sample = self._sample()
+            self.samples.append(sample)
+            if self.journal:
+                with open(self.journal, "a") as journal:
+                    journal.write(json.dumps(sample.__dict__) + "\n")
             self._stop.wait(max(0.0, SAMPLE_EVERY_SECONDS - (time.monotonic() - started)))
 
     def start(self, began: float) -> "Sampler":
@@ -701,7 +711,7 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
         settings.kafka_cluster().ensure_topics([dataset.topic for dataset in DATASETS.values()])
         supervisor.start()
         began = time.monotonic()
-        sampler = Sampler(settings).start(began + WARMUP_SECONDS)
+        sampler = Sampler(settings, work / "samples.jsonl").start(began + WARMUP_SECONDS)
         say(f"load: {args.rate:g} synthetic trades/s over {tickers} tickers, fake APIs, {CANARY_PER_SECOND} "
             f"canary trades/s; warming up {WARMUP_SECONDS:g} s")
         while time.monotonic() - began < WARMUP_SECONDS:
@@ -709,7 +719,7 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
             time.sleep(0.5)
         injector = Injector(settings, seed, bad_message_moments(seed, args.duration)).start()
         say("faults begin")
-        runner = FaultRunner(supervisor, stack, proxies)
+        runner = FaultRunner(supervisor, stack, proxies, work / "faults.jsonl")
         fault_phase = time.monotonic()
         carried_out = runner.run(faults, fault_phase, supervisor.tick, until=args.duration)
         while time.monotonic() - fault_phase < args.duration:
