@@ -458,8 +458,8 @@ class FaultRunner:
                 continue
             try:
                 if phase == 0:
-                    done[index] = replace(fault, at=round(now, 1))
                     self.begin(index, fault)
+                    done[index] = replace(fault, at=round(now, 1))
                     if fault.seconds > 0:
                         heapq.heappush(events, (now + fault.seconds, 1, index))
                 else:
