@@ -4,13 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-faults test-clock-ahead test-cluster bench bench-peers test-interop stack stack-down stack-cluster-down stack-status toxiproxy toxiproxy-down report clean
+.PHONY: demo test test-unit test-faults test-clock-ahead test-cluster chaos bench bench-peers test-interop stack stack-down stack-cluster-down stack-status toxiproxy toxiproxy-down report clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating the Python environment in $(VENV) (first run takes a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --progress-bar off -e '.[test]'
+	$(BIN)/pip install --quiet --progress-bar off -e '.[test,charts]'
 	@touch $(STAMP)
 
 .env:
@@ -52,11 +52,7 @@ $(PEERS)/%/.installed: bench/peers/requirements-%.txt
 	$(PEERS)/$*/bin/pip install --quiet --progress-bar off -r $<
 	@touch $@
 
-$(VENV)/.bench-installed: $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet --progress-bar off -e '.[test,bench]'
-	@touch $@
-
-bench-peers: $(VENV)/.bench-installed $(PEERS)/spark/.installed $(PEERS)/quix/.installed .env stack
+bench-peers: $(STAMP) $(PEERS)/spark/.installed $(PEERS)/quix/.installed .env stack
 	$(BIN)/python -m bench.peers.run $(BENCH_ARGS)
 
 ## test-interop: Spark (the peers' environment) reads the tables the project writes and answers the differential
@@ -101,3 +97,14 @@ test-cluster: $(STAMP) $(CLUSTER_ENV)
 
 stack-cluster-down:
 	ENV_FILE=$(CLUSTER_ENV) stack/stack.sh down
+
+## chaos: a seeded, randomized fault soak on the cluster profile, then every acknowledged message reconciled
+## with the lake (README, *Chaos*); DURATION seconds of faults (default 180), SEED replays a run's schedule,
+## CHAOS_ENV another environment file (its ports, TOXIPROXY_PORT, CHAOS_PROXY_PORT). Exit 1 if anything was
+## lost or doubled. Report in chaos/results/. It empties the datasets' topics and buckets of that stack.
+CHAOS_ENV ?= $(CLUSTER_ENV)
+DURATION ?= 180
+chaos: $(STAMP) $(CLUSTER_ENV)
+	stack/toxiproxy.sh install
+	ENV_FILE=$(CHAOS_ENV) stack/stack.sh up
+	$(BIN)/python -m chaos.run --env-file $(CHAOS_ENV) --duration $(DURATION) $(if $(SEED),--seed $(SEED),)

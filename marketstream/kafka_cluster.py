@@ -14,6 +14,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 log = logging.getLogger(__name__)
 
 _NOT_YET_KNOWN = ("UNKNOWN_TOPIC_OR_PART", "LEADER_NOT_AVAILABLE", "_TIMED_OUT", "REQUEST_TIMED_OUT")
+ATTEMPT_SECONDS = 8.0
+"""The longest one request describing a topic may wait before it is made again."""
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,19 @@ class KafkaCluster:
         admin = self.admin()
         deadline = time.monotonic() + timeout
         while True:
+            # each attempt gets a part of the time: one spent waiting for a controller that was just killed
+            # would otherwise take all of it (found by `make chaos`: a consumer started while the KRaft
+            # leader was down exited with "Timed out waiting for controller")
+            attempt = max(1.0, min(ATTEMPT_SECONDS, deadline - time.monotonic()))
             try:
-                description = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)[topic].result()
+                description = admin.describe_topics(TopicCollection([topic]), request_timeout=attempt)[topic].result()
                 break
             except KafkaException as exc:
                 # a topic created a moment ago may not be known to every part of the broker yet
                 if exc.args[0].name() not in _NOT_YET_KNOWN or time.monotonic() > deadline:
                     raise
+                if exc.args[0].name() == "_TIMED_OUT":
+                    admin = self.admin()  # a new client asks the cluster afresh who its controller is
                 time.sleep(0.2)
         uuid = description.topic_id
         incarnation = (f"{uuid.get_most_significant_bits() & (2**64 - 1):016x}"

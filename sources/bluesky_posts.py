@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+import httpx
 from atproto import Client
 from atproto_client import exceptions as at
 
@@ -90,7 +91,7 @@ class BlueskyPoller:
                 client.login(search.identifier, search.password, fetch_bsky_profile=False)
             except (at.UnauthorizedError, at.BadRequestError) as exc:
                 raise PermanentError(f"Bluesky rejected BLUESKY_IDENTIFIER / BLUESKY_PASSWORD: {exc}") from None
-            except at.AtProtocolError as exc:
+            except (at.AtProtocolError, httpx.TransportError) as exc:  # a connection dropped at login is not wrapped
                 raise _transient("Bluesky login", exc) from None
             log.info("bluesky: logged in as %s", search.identifier)
             self._client = client
@@ -106,7 +107,7 @@ class BlueskyPoller:
         except at.UnauthorizedError as exc:
             self._client = None  # the session is gone: log in again on the next poll
             raise TransientError(f"Bluesky session rejected ({exc}); logging in again") from None
-        except (at.AtProtocolError, ValueError) as exc:
+        except (at.AtProtocolError, httpx.TransportError, ValueError) as exc:
             raise _transient(f"Bluesky search for {keyword!r}", exc) from None
 
     def _post(self, keyword: str, view) -> BlueskyPost | None:

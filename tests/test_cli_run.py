@@ -1,8 +1,13 @@
 """`marketstream run` places a process in its cluster and gives it its own recovery partition."""
 
 import sqlite3
+import subprocess
+import sys
 
-from pipelines.cli import cluster_place, init_recovery
+import pytest
+
+from marketstream.settings import load_settings
+from pipelines.cli import bytewax_command, cluster_place, init_recovery
 
 
 def test_a_process_of_a_cluster_is_found_from_bytewax_flags_or_its_environment():
@@ -40,3 +45,55 @@ def test_a_lost_peer_is_told_in_one_line_naming_the_process_and_other_errors_are
     assert line.startswith("cluster: process 0 of 2 lost its connection to another process of the cluster")
     assert f"exiting with status {PEER_LOST_STATUS}" in line and "\n" not in line
     assert lost_peer_line(ValueError("a bug of ours"), (0, 2)) is None
+
+
+STATELESS_FLOW = '''
+from datetime import datetime, timedelta, timezone
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+class Ticks(StatelessSourcePartition):
+    def next_batch(self):
+        return [1]
+    def next_awake(self):
+        return datetime.now(timezone.utc) + timedelta(seconds=0.2)
+
+class Source(DynamicSource):
+    def build(self, step_id, worker_index, worker_count):
+        return Ticks()
+
+class Printed(StatelessSinkPartition):
+    def write_batch(self, items):
+        print("tick", flush=True)
+
+class Sink(DynamicSink):
+    def build(self, step_id, worker_index, worker_count):
+        return Printed()
+
+flow = Dataflow("stateless")
+op.output("out", op.input("in", flow, Source()), Sink())
+'''
+
+
+def test_bytewax_ends_a_dataflow_without_state_at_once_when_it_runs_with_recovery(tmp_path):
+    """Why `STATELESS_DATAFLOWS` run without a recovery store: an endless source, and the run is over."""
+    (tmp_path / "stateless_flow.py").write_text(STATELESS_FLOW)
+    init_recovery(tmp_path / "recovery", None)
+    run = [sys.executable, "-m", "bytewax.run", "stateless_flow:flow"]
+    with_recovery = subprocess.run(run + ["-r", str(tmp_path / "recovery"), "-s", "10", "-b", "0"], cwd=tmp_path,
+                                   capture_output=True, text=True, timeout=60)
+    assert (with_recovery.returncode, with_recovery.stdout) == (0, "")
+    with pytest.raises(subprocess.TimeoutExpired) as without:
+        subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=5)
+    assert b"tick" in without.value.stdout
+
+
+def test_marketstream_run_gives_a_recovery_store_only_to_dataflows_with_state(tmp_path):
+    settings = load_settings(_env_file=None, recovery_directory=str(tmp_path), snapshot_interval_seconds=5)
+    assert "-r" not in bytewax_command(settings, "stock_produce", [])
+    assert bytewax_command(settings, "macro_produce", ["-w", "2"])[-8:] == [
+        "-r", str(tmp_path / "macro_produce"), "-s", "5", "-b", "0", "-w", "2"]
+    assert (tmp_path / "macro_produce" / "part-0.sqlite3").exists()
+    assert not (tmp_path / "stock_produce").exists()

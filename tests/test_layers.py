@@ -1,5 +1,6 @@
 """Imports point one way: the core (`marketstream/`) <- `sources/` and `sinks/` (never each other) <- the
-flow builders and command line (`pipelines/`) and the dataflow declarations (`dataflows/`).
+flow builders and command line (`pipelines/`) and the dataflow declarations (`dataflows/`) <- the chaos soak
+(`chaos/`, beside `bench/`), which imports none of the tests.
 
 Every import counts, including those inside functions: a lazy import is still a dependency."""
 
@@ -16,6 +17,7 @@ MAY_IMPORT = {
     "sinks": {"marketstream", "sinks"},
     "pipelines": {"marketstream", "sources", "sinks", "pipelines"},
     "dataflows": {"marketstream", "sources", "sinks", "pipelines", "dataflows"},
+    "chaos": {"marketstream", "sources", "sinks", "pipelines", "dataflows", "chaos"},
 }
 PROJECT_PACKAGES = {*MAY_IMPORT, "bench", "tests"}
 
@@ -47,6 +49,12 @@ def wrong_way_imports(root: Path) -> list[str]:
 
 def test_imports_point_one_way():
     assert wrong_way_imports(REPO) == []
+
+
+def test_the_check_reports_the_chaos_soak_importing_a_test(tmp_path):
+    (tmp_path / "chaos").mkdir()
+    (tmp_path / "chaos" / "run.py").write_text("import pipelines.status\nfrom tests.integration import flows\n")
+    assert wrong_way_imports(tmp_path) == ["chaos/run.py:2: chaos imports tests"]
 
 
 def test_the_check_reports_an_import_pointing_up_even_inside_a_function(tmp_path):

@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from tests.conftest import STACK, STACK_ENV
-from tests.fakes.alpaca import FakeAlpacaStream
-from tests.fakes.bluesky import FakeBluesky
-from tests.fakes.finnhub import FakeFinnhub
-from tests.fakes.fred import FakeFred
+from chaos.fakes.alpaca import FakeAlpacaStream
+from chaos.fakes.bluesky import FakeBluesky
+from chaos.fakes.finnhub import FakeFinnhub
+from chaos.fakes.fred import FakeFred
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import pytest
 
 from marketstream.companies import Company, CompanyDirectory
 from sources.bluesky_posts import BlueskySearch, bluesky_source, keywords
-from tests.fakes.bluesky import FakeBluesky
-from tests.fakes.http import Reply
+from chaos.fakes.bluesky import FakeBluesky
+from chaos.fakes.http import Reply
 from tests.sources.clock import Clock
 
 COMPANIES = [Company("AAPL", "Apple", ("iPhone", "Tim Cook")), Company("TSLA", "Tesla", ("Elon Musk",))]
@@ -164,3 +164,16 @@ def test_rejected_credentials_stop_with_a_clear_message(bluesky):
         part.next_batch()
     assert "wrong-password-77" not in str(error.value)
     assert sum(path.endswith("createSession") for _, path, _ in bluesky.requests) == 1
+
+
+def test_a_connection_closed_without_an_answer_at_login_is_retried_not_fatal(bluesky, caplog):
+    """Found by `make chaos` (connection resets between bluesky_produce and the API): the login's
+    `Server disconnected without sending a response` stopped the producer with a traceback."""
+    bluesky.post(1, "earnings")
+    bluesky.faults.append(Reply(drop=True))
+    clock = Clock()
+    part = partition(bluesky, clock, companies=[])
+    assert part.next_batch() == []
+    assert "Bluesky login failed" in caplog.text
+    clock.now = part.next_awake()
+    assert [p.text for p in part.next_batch()] == ["earnings"]

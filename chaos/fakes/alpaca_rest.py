@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from tests.fakes.http import FakeHTTPServer, Reply
+from chaos.fakes.http import FakeHTTPServer, Reply
 
 
 def _at(text: str) -> datetime:

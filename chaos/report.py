@@ -1,0 +1,119 @@
+"""The figures of a chaos run from what it recorded: recovery time after each kind of fault (p50/p99 of the
+time from a fault's end until every dataset's lag is back under the threshold), throughput over time, the
+JSON report and its picture (throughput and lag over time with each fault marked)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaos.schedule import Fault
+
+LAG_THRESHOLD_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Every dataset's figures read at one moment (`at`: seconds since the run's fault phase began; a lag
+    None: it could not be read then)."""
+
+    at: float
+    lag_seconds: dict[str, float | None]
+    lag_messages: dict[str, int | None]
+    rows: dict[str, int | None]
+
+    def recovered(self, threshold: float) -> bool:
+        return all(lag is not None and lag < threshold for lag in self.lag_seconds.values())
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile (None for no values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def recovery_seconds(fault: Fault, samples: list[Sample], threshold: float = LAG_THRESHOLD_SECONDS) -> float | None:
+    """Seconds from `fault`'s end (its restart, its toxic removed; a kill's moment) to the first sample from
+    then on with every lag under `threshold`; None: never within the samples."""
+    for sample in samples:
+        if sample.at >= fault.ends and sample.recovered(threshold):
+            return round(sample.at - fault.ends, 1)
+    return None
+
+
+def recovery_by_kind(faults: list[Fault], samples: list[Sample],
+                     threshold: float = LAG_THRESHOLD_SECONDS) -> dict[str, dict]:
+    times: dict[str, list[float]] = defaultdict(list)
+    never: dict[str, int] = defaultdict(int)
+    for fault in faults:
+        seconds = recovery_seconds(fault, samples, threshold)
+        if seconds is None:
+            never[fault.kind] += 1
+        else:
+            times[fault.kind].append(seconds)
+    return {kind: {"faults": len(times[kind]) + never[kind], "p50_s": percentile(times[kind], 0.5),
+                   "p99_s": percentile(times[kind], 0.99), "max_s": max(times[kind], default=None),
+                   "not_recovered": never[kind]}
+            for kind in sorted({fault.kind for fault in faults})}
+
+
+def throughput(samples: list[Sample], dataset: str) -> list[tuple[float, float]]:
+    """Rows stored a second between consecutive samples whose row counts were read."""
+    points, previous = [], None
+    for sample in samples:
+        rows = sample.rows.get(dataset)
+        if rows is None:
+            continue
+        if previous is not None and sample.at > previous[0]:
+            points.append((sample.at, (rows - previous[1]) / (sample.at - previous[0])))
+        previous = (sample.at, rows)
+    return points
+
+
+def write_json(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+def draw(path: Path, samples: list[Sample], faults: list[Fault], title: str) -> None:
+    """Rows stored a second (top) and lag in seconds (bottom) per dataset over the run, each fault a band
+    (or a line for a kill) coloured by kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(14, 8))
+    datasets = sorted({name for sample in samples for name in sample.lag_seconds})
+    for dataset in datasets:
+        points = throughput(samples, dataset)
+        if points:
+            top.plot([t for t, _ in points], [v for _, v in points], label=dataset, linewidth=1)
+        lags = [(s.at, s.lag_seconds[dataset]) for s in samples if s.lag_seconds.get(dataset) is not None]
+        bottom.plot([t for t, _ in lags], [v for _, v in lags], label=dataset, linewidth=1)
+    bottom.axhline(LAG_THRESHOLD_SECONDS, color="grey", linestyle=":", linewidth=1)
+    kinds = sorted({fault.kind for fault in faults})
+    colours = {kind: plt.get_cmap("tab10")(index % 10) for index, kind in enumerate(kinds)}
+    for axis in (top, bottom):
+        for fault in faults:
+            if fault.seconds > 0:
+                axis.axvspan(fault.at, fault.ends, color=colours[fault.kind], alpha=0.12, linewidth=0)
+            else:
+                axis.axvline(fault.at, color=colours[fault.kind], alpha=0.6, linewidth=0.8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[kind], alpha=0.4) for kind in kinds]
+    top.legend(loc="upper left", fontsize=8)
+    bottom.legend(handles + bottom.get_legend_handles_labels()[0],
+                  kinds + bottom.get_legend_handles_labels()[1], loc="upper left", fontsize=7, ncol=2)
+    top.set_ylabel("rows stored / s")
+    bottom.set_ylabel("consumer lag (s)")
+    bottom.set_yscale("symlog", linthresh=10)
+    bottom.set_xlabel("seconds since the first fault could begin")
+    top.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)

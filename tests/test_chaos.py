@@ -1,0 +1,176 @@
+"""The deterministic parts of `make chaos`, without servers: the schedule is a function of its seed and keeps
+quorums, the reconciliation finds what was lost, doubled or misplaced, and the report's recovery figures."""
+
+import time
+
+import duckdb
+import pyarrow as pa
+import pytest
+from datetime import datetime
+
+from chaos.reconcile import bars_differences, deliveries, outside_layout
+from chaos.report import Sample, percentile, recovery_by_kind, recovery_seconds, throughput
+from chaos.schedule import QUORUM_GROUP, QUORUM_MARGIN_SECONDS, Fault, Targets, build_schedule, overlapping, \
+    quorum_violations
+
+TARGETS = Targets(dataflows=("stock_produce", "stock_consume", "bars_consume/0", "bars_consume/1"),
+                  proxies=("minio", "postgres"))
+
+
+def test_the_same_seed_gives_the_same_schedule_and_another_seed_another():
+    first = build_schedule(42, 1800, TARGETS)
+    assert first == build_schedule(42, 1800, TARGETS)
+    assert first != build_schedule(43, 1800, TARGETS)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_schedule_never_takes_two_brokers_or_two_minio_nodes_down_at_once(seed):
+    faults = build_schedule(seed, 1800, TARGETS)
+    assert quorum_violations(faults) == []
+    for group in set(QUORUM_GROUP.values()):
+        mine = [f for f in faults if QUORUM_GROUP.get(f.kind) == group]
+        assert all(later.at >= earlier.ends + QUORUM_MARGIN_SECONDS - 1e-9 for earlier, later in zip(mine, mine[1:]))
+    assert all(fault.ends <= 1800 for fault in faults)
+
+
+def test_a_thirty_minute_schedule_has_the_targets_faults_overlapping():
+    faults = build_schedule(1, 1800, TARGETS)
+    assert len(faults) >= 150
+    assert len({fault.kind for fault in faults}) >= 6
+    assert overlapping(faults) > 30
+
+
+def test_the_quorum_check_flags_two_brokers_down_together():
+    faults = [Fault(10, "kill_broker", "kafka-1", 20), Fault(25, "kill_controller_leader", "controller-leader", 5),
+              Fault(12, "kill_minio_node", "minio-2", 5), Fault(12, "sigkill_dataflow", "stock_consume", 0)]
+    assert quorum_violations(faults) == [(faults[0], faults[1])]
+
+
+def test_deliveries_name_the_lost_the_doubled_and_the_unexpected():
+    expected = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    stored = [(0, 0), (0, 1), (0, 1), (1, 1), (2, 9)]
+    found = deliveries(expected, stored)
+    assert (found.lost, found.doubled, found.unexpected) == ([(1, 0)], [(0, 1)], [(2, 9)])
+    assert not found.exact and found.summary()["lost"] == 1
+    assert deliveries(expected, list(reversed(expected))).exact
+
+
+def _bars_connection(trades: pa.Table, bars: pa.Table) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect()
+    connection.register("trades", trades)
+    connection.register("bars", bars)
+    return connection
+
+
+def _trades() -> pa.Table:
+    stamps = [datetime(2026, 11, 24, 15, 30, s) for s in (1, 2, 30)] + [datetime(2026, 11, 24, 15, 31, 5)]
+    return pa.table({"ticker": ["AAPL"] * 4, "timestamp": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+                     "price": [10.0, 12.0, 11.0, 9.0], "size": [1.0, 2.0, 1.0, 4.0], "kafka_offset": [0, 1, 2, 3]})
+
+
+def _bars_of(connection_trades: pa.Table) -> pa.Table:
+    from chaos.reconcile import AGGREGATE
+    connection = duckdb.connect()
+    connection.register("t", connection_trades)
+    return connection.sql(AGGREGATE.format(trades="t")).fetch_arrow_table()
+
+
+def test_bars_equal_to_the_aggregate_show_no_difference_and_a_wrong_or_doubled_bar_does():
+    trades = _trades()
+    bars = _bars_of(trades)
+    assert bars_differences(_bars_connection(trades, bars), "trades", "bars") == []
+
+    wrong_close = bars.set_column(bars.schema.get_field_index("close"), "close", pa.array([11.0, 8.0]))
+    differences = bars_differences(_bars_connection(trades, wrong_close), "trades", "bars")
+    assert len(differences) == 1 and "15:31" in differences[0]
+
+    doubled = pa.concat_tables([bars, bars.slice(0, 1)])
+    assert [d.endswith("2 bars") for d in bars_differences(_bars_connection(trades, doubled), "trades", "bars")] == [True]
+    missing = bars.slice(1, 1)
+    assert "no bar" in bars_differences(_bars_connection(trades, missing), "trades", "bars")[0]
+
+
+def test_objects_outside_a_tables_layout_are_named():
+    keys = ["_delta_log/00000000000000000000.json", "_delta_log/_last_checkpoint",
+            "ticker=AAPL/date=2026-11-24/part-1.parquet", "_synthetic/_delta_log/00000000000000000003.json",
+            "_synthetic/ticker=KO/date=2026-11-24/part-2.parquet", "_dead_letters/stock_trades/x/0/12",
+            "ticker=AAPL/part-3.parquet", "stray.txt", "_other/ticker=AAPL/date=2026-11-24/part-4.parquet",
+            "date=2026-11-24/ticker=AAPL/part-5.parquet"]
+    assert outside_layout(keys, ["ticker", "date"], "_synthetic") == [
+        "_other/ticker=AAPL/date=2026-11-24/part-4.parquet", "date=2026-11-24/ticker=AAPL/part-5.parquet",
+        "stray.txt", "ticker=AAPL/part-3.parquet"]
+
+
+def _sample(at: float, lag: float | None, rows: int = 0) -> Sample:
+    return Sample(at, {"stock": lag, "news": 0.0}, {"stock": 0, "news": 0}, {"stock": rows, "news": 0})
+
+
+def test_recovery_is_the_time_from_a_faults_end_until_every_lag_is_under_the_threshold():
+    samples = [_sample(0, 1), _sample(5, 30), _sample(10, None), _sample(15, 12), _sample(20, 3), _sample(25, 2)]
+    broker = Fault(2, "kill_broker", "kafka-1", 6)            # ends at 8: lag under 10 s again at 20
+    kill = Fault(21, "sigkill_dataflow", "stock_consume", 0)  # at 21: the next sample, 25, is fine
+    late = Fault(24, "network", "minio", 10, "latency")       # ends after the last sample
+    assert recovery_seconds(broker, samples) == 12
+    assert recovery_seconds(kill, samples) == 4
+    assert recovery_seconds(late, samples) is None
+    figures = recovery_by_kind([broker, kill, late], samples)
+    assert figures["kill_broker"]["p50_s"] == 12 and figures["network"]["not_recovered"] == 1
+
+
+def test_percentiles_are_nearest_rank_and_throughput_is_rows_a_second():
+    values = list(range(1, 101))
+    assert (percentile(values, 0.5), percentile(values, 0.99), percentile([], 0.5)) == (50, 99, None)
+    samples = [_sample(0, 0, 0), _sample(5, 0, 1000), _sample(10, None, None), _sample(15, 0, 3000)]
+    assert throughput(samples, "stock") == [(5, 200.0), (15, 200.0)]
+
+
+class _Stack:
+    """Servers that take `up_seconds` to come back, recording when each was killed and back."""
+
+    def __init__(self, up_seconds: float):
+        self.up_seconds, self.events = up_seconds, []
+
+    def kill(self, name, signum=None):
+        self.events.append(("killed", name, time.monotonic()))
+
+    def up(self):
+        time.sleep(self.up_seconds)
+        self.events.append(("up", None, time.monotonic()))
+
+    def controller_leader(self):
+        return "kafka-2"
+
+    def alive(self, name):
+        return True
+
+
+def test_the_runner_takes_a_broker_down_only_once_the_last_one_is_back_up_even_late():
+    from chaos.run import FaultRunner
+
+    stack = _Stack(up_seconds=1.5)
+    faults = [Fault(0.0, "kill_broker", "kafka-1", 0.3), Fault(0.5, "kill_controller_leader", "controller-leader", 0.3),
+              Fault(0.6, "kill_minio_node", "minio-3", 0.2)]
+    runner = FaultRunner(supervisor=None, stack=stack, proxies={})
+    began = time.monotonic()
+    carried_out = runner.run(faults, began, tick=lambda: None, until=60)
+    for thread in runner._threads:
+        thread.join(10)
+    kills = [(name, at) for event, name, at in stack.events if event == "killed"]
+    ups = [at for event, _, at in stack.events if event == "up"]
+    assert [name for name, _ in kills] == ["kafka-1", "minio-3", "kafka-2"]
+    assert kills[2][1] >= ups[0]  # the second broker went down after the first was back
+    assert carried_out[1].at >= 1.5 and carried_out[2].at < 1.0  # the MinIO node was not held back
+
+
+def test_the_runner_leaves_out_a_broker_fault_delayed_past_the_end_of_the_run():
+    from chaos.run import FaultRunner
+
+    stack = _Stack(up_seconds=2.0)
+    faults = [Fault(0.0, "kill_broker", "kafka-1", 0.2), Fault(0.3, "kill_broker", "kafka-3", 0.2)]
+    runner = FaultRunner(supervisor=None, stack=stack, proxies={})
+    carried_out = runner.run(faults, time.monotonic(), tick=lambda: None, until=1.0)
+    for thread in runner._threads:
+        thread.join(10)
+    assert [fault.target for fault in carried_out] == ["kafka-1"]
+    assert [name for event, name, _ in stack.events if event == "killed"] == ["kafka-1"]
+    assert any(entry["what"].startswith("skipped") and "kafka-3" in entry["fault"] for entry in runner.log)

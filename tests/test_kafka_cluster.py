@@ -1,0 +1,55 @@
+"""KafkaCluster without a broker: describing a topic rides out a controller that does not answer."""
+
+from concurrent.futures import Future
+
+from confluent_kafka import KafkaError, KafkaException
+
+from marketstream import kafka_cluster
+from marketstream.kafka_cluster import KafkaCluster
+
+
+class _Description:
+    class topic_id:  # noqa: N801 - shaped like confluent_kafka's Uuid
+        @staticmethod
+        def get_most_significant_bits():
+            return 1
+
+        @staticmethod
+        def get_least_significant_bits():
+            return 2
+
+    partitions = [0, 1, 2]
+
+
+class _Admin:
+    """Times out (as librdkafka does while the controller it knows is dead) on the first `stalls` calls."""
+
+    calls: list[float] = []
+
+    def __init__(self, stalls: int):
+        self.stalls = stalls
+
+    def describe_topics(self, topics, request_timeout):
+        _Admin.calls.append(request_timeout)
+        future = Future()
+        if len(_Admin.calls) <= self.stalls:
+            future.set_exception(KafkaException(KafkaError(KafkaError._TIMED_OUT, "Timed out waiting for controller")))
+        else:
+            future.set_result(_Description())
+        return {"topic": future}
+
+
+def test_a_describe_timed_out_waiting_for_the_controller_is_asked_again_of_a_new_client(monkeypatch):
+    monkeypatch.setattr(kafka_cluster, "ATTEMPT_SECONDS", 0.01)
+    _Admin.calls = []
+    clients = []
+
+    def admin(self):
+        clients.append(_Admin(stalls=2))
+        return clients[-1]
+
+    monkeypatch.setattr(KafkaCluster, "admin", admin)
+    info = KafkaCluster({}, 3, 3)._describe("topic", timeout=5.0)
+    assert (info.incarnation, info.partitions) == (f"{1:016x}{2:016x}", 3)
+    assert len(_Admin.calls) == 3 and len(clients) == 3
+    assert all(timeout <= 1.0 for timeout in _Admin.calls)  # never the whole patience in one attempt
