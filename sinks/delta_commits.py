@@ -228,7 +228,8 @@ class DeltaCommitter:
         if not self._warned_of_other_writers:
             self._warned_of_other_writers = True
             log.warning("delta: another writer committed to %s under the same transaction id (another deployment of "
-                        "this consumer?); each commit is prepared again without what that writer stored", self.uri)
+                        "this consumer, or an earlier attempt of this commit whose answer was lost); each commit is "
+                        "prepared again without what is stored already", self.uri)
         else:
             log.info("delta: %s: lost a race with another writer (%s); preparing the commit again", self.uri,
                      error.splitlines()[0][:120])
