@@ -59,6 +59,17 @@ class Dataset:
     """The SQL name of the table of rows kept apart by `prefix`."""
     former_names: tuple[str, ...] = ()
     """Names the dataset had before: its tables' transaction ids under them are still read."""
+    natural_key: tuple[str, ...] = ()
+    """File columns that identify a record within its partition (with the partition columns: `identity`)."""
+    published_twice: bool = False
+    """Whether its producers may publish a record twice (the API producers are at-least-once): then the
+    lake checks each row's natural key and stores each once (`sinks.stored_keys`). Otherwise rows are
+    identified by their Kafka offsets alone: the trade producers never publish a trade id twice."""
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """The columns that identify a stored row: its partition's and its natural key."""
+        return (*self.partitioning.names, *self.natural_key)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -87,6 +98,7 @@ STOCK = Dataset(
     kept_apart_table="stock_synthetic",
     skip=outside_session,
     former_names=("stock_trades",),
+    natural_key=("trade_id",),
 )
 
 MACRO = Dataset(
@@ -98,6 +110,8 @@ MACRO = Dataset(
     few_values=schemas.MACRO_OBSERVATIONS_FEW_VALUES,
     parse=parse_macro,
     former_names=("macrodata",),
+    natural_key=("series_id", "date", "realtime_start"),
+    published_twice=True,
 )
 
 NEWS = Dataset(
@@ -109,6 +123,8 @@ NEWS = Dataset(
     few_values=schemas.NEWS_ARTICLES_FEW_VALUES,
     parse=parse_news,
     former_names=("finnhub",),
+    natural_key=("id",),
+    published_twice=True,
 )
 
 BLUESKY = Dataset(
@@ -119,6 +135,8 @@ BLUESKY = Dataset(
     partitioning=schemas.BLUESKY_POSTS_PARTITIONING,
     few_values=schemas.BLUESKY_POSTS_FEW_VALUES,
     parse=parse_post,
+    natural_key=("uri",),
+    published_twice=True,
 )
 
 DATASETS = {dataset.name: dataset for dataset in (STOCK, MACRO, NEWS, BLUESKY)}

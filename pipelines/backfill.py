@@ -4,8 +4,8 @@ same Delta tables the consumers write.
 The unit of work is one ticker and one day. Its records are fetched whole (trades in hourly windows over
 the NYSE session, news for the day), checked by the dataset's own contract (`Dataset.decode`: what the
 consumer would dead-letter is counted here by reason and not stored; real trades outside the session are
-skipped by the same rule), and merged into the table on their key (`sinks.delta_merge`): (ticker, date,
-trade_id) or (ticker, date, id). The merge commit also records the unit as done (a Delta transaction id
+skipped by the same rule), and merged into the table on their key (`sinks.delta_merge`), the registry's `Dataset.identity`: (ticker,
+date, trade_id) or (ticker, date, id). The merge commit also records the unit as done (a Delta transaction id
 `marketstream:backfill:<dataset>:<ticker>:<date>`), so a second run skips it and a run stopped half-way
 resumes where it stopped; `again=True` fetches done units again, and still inserts only rows the table
 lacks. Rows written by a backfill carry `kafka_partition = -1` and `kafka_offset = -1`: they never came
@@ -35,7 +35,6 @@ from sinks.delta_merge import is_done, merge_new_rows
 from sinks.object_store import ObjectStore
 
 WINDOW = timedelta(hours=1)
-KEYS = {STOCK.name: ["ticker", "date", "trade_id"], NEWS.name: ["ticker", "date", "id"]}
 
 
 class BackfillError(ValueError):
@@ -101,7 +100,7 @@ def _store(dataset: Dataset, uri: str, storage_options: dict[str, str], ticker: 
     for partition_day in [*other_days, day]:
         part = rows.filter(pc.equal(rows.column("date"), pa.scalar(partition_day, pa.date32()))) if rows.num_rows else rows
         inserted += merge_new_rows(uri, storage_options, schema, list(dataset.partitioning.names), part,
-                                   keys=KEYS[dataset.name], partition={"ticker": ticker, "date": partition_day},
+                                   keys=list(dataset.identity), partition={"ticker": ticker, "date": partition_day},
                                    done_app_id=done_app_id(dataset.name, ticker, day) if partition_day == day else None)
     report.inserted += inserted
     return inserted

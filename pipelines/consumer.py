@@ -224,7 +224,8 @@ def build_consumer_flow(
             bucket=dataset.bucket, topic=dataset.topic, dataset=dataset.name, schema=dataset.schema,
             partitioning=dataset.partitioning, topic_incarnation=incarnation, store=store,
             storage_options=settings.delta_storage_options(), compression=settings.parquet_compression,
-            dictionary_columns=dictionary_columns, former_datasets=dataset.former_names))
+            dictionary_columns=dictionary_columns, former_datasets=dataset.former_names,
+            natural_key=dataset.natural_key if dataset.published_twice else ()))
         return flow
     files = op.flat_map("files", batched, partial(into_files, dataset, settings.batch_max_rows))
     op.output("lake", files, lake_sink or ParquetSink(bucket=dataset.bucket, topic=dataset.topic,

@@ -25,6 +25,12 @@ store is down a commit is retried with capped backoff and prepared again each ti
 landed although its answer was lost finds its rows committed; every snapshot waits for the commits in
 flight, so recovery never moves past rows that are not committed. Each file's log entry carries full
 statistics (`sinks.delta_stats`), so readers' filters skip exactly the files that cannot match.
+
+A dataset with a natural key (news, macro, Bluesky: records of at-least-once producers, which publish a
+record again after a crash) is stored exactly once per key as well: each commit also leaves out the rows
+whose key their partition holds, whoever stored it, or that repeat a key earlier in the commit
+(`sinks.stored_keys`); they are counted (`marketstream_skipped_rows_total{reason="republished"}`) and
+logged, and their offsets still move the transaction versions on.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from sinks.files import FileRows, encode_parquet, offset_range
 from sinks.layout import object_key
 from sinks.object_store import ObjectStore
 from sinks.pending import PendingWrites
+from sinks.stored_keys import KeyCheck, StoredKeys
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +95,17 @@ class _FileToAdd:
     """The object's key in the bucket."""
     path: str
     """Its path relative to the table, as the Delta log records it."""
-    partition_values: dict[str, str | None]
+    partition: tuple[tuple[str, object], ...]
+    """The hive partition's values, as the rows hold them."""
     rows: pa.Table
     first_offset: int
     last_offset: int
     kafka_partition: int = -1
+
+    @property
+    def partition_values(self) -> dict[str, str | None]:
+        """The hive partition's values as the Delta log writes them."""
+        return {name: partition_value(value) for name, value in self.partition}
 
 
 @dataclass
@@ -105,6 +118,10 @@ class _Pending:
     files: list[_FileToAdd]
     versions: dict[str, int]
     uploaded: Future | None = None
+    keys: KeyCheck | None = None
+    """The natural-key check of the last attempt to commit these files, if the dataset has a natural key."""
+    republished: int = 0
+    """Rows the last attempt left out because their natural key is stored."""
 
 
 def add_action(file: _FileToAdd, size: int, stats: str) -> AddAction:
@@ -119,8 +136,11 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
     writes arrived, each commit fenced by the table's transaction versions (`_fenced`)."""
 
     def __init__(self, store: ObjectStore, bucket: str, committed: CommittedOffsets, name_prefix: str,
-                 table: Callable[[str], DeltaCommitter], compression: str, dictionary_columns: list[str] | bool):
+                 table: Callable[[str], DeltaCommitter], compression: str, dictionary_columns: list[str] | bool,
+                 dataset: str = "", stored_keys: Callable[[str], StoredKeys | None] = lambda table: None):
         self._store = store
+        self._dataset = dataset
+        self._stored_keys = stored_keys
         self._bucket = bucket
         self._committed = committed
         self._name_prefix = name_prefix
@@ -131,12 +151,12 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delta-commit")
         self._pending = PendingWrites(MAX_PENDING_WRITES)
 
-    def _file(self, table_name: str, path: str, values: dict[str, str | None], kafka_partition: int,
-              rows: pa.Table) -> _FileToAdd:
+    def _file(self, table_name: str, path: str, partition: tuple[tuple[str, object], ...], kafka_partition: int,
+              rows: pa.Table, variant: str = "") -> _FileToAdd:
         first, last = offset_range(rows)
-        name = f"{self._name_prefix}-p{kafka_partition:04d}-{first:020d}-{last:020d}.parquet"
+        name = f"{self._name_prefix}-p{kafka_partition:04d}-{first:020d}-{last:020d}{variant}.parquet"
         relative = object_key(path, name)
-        return _FileToAdd(object_key(table_name, relative), relative, values, rows, first, last, kafka_partition)
+        return _FileToAdd(object_key(table_name, relative), relative, partition, rows, first, last, kafka_partition)
 
     def write_batch(self, items: list[Flush]) -> None:
         pending: dict[str, _Pending] = {}
@@ -151,9 +171,8 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
                              flush.kafka_partition)
                 if not rows.num_rows:
                     continue
-                values = {field: partition_value(value) for field, value in file.partition_values}
                 entry = pending.setdefault(table_name, _Pending(self._table(table_name), table_name, [], {}))
-                entry.files.append(self._file(table_name, path, values, flush.kafka_partition, rows))
+                entry.files.append(self._file(table_name, path, file.partition_values, flush.kafka_partition, rows))
                 entry.versions[app_id] = max(entry.versions.get(app_id, -1), entry.files[-1].last_offset)
             # checked per flush, not per file: a flush's files hold interleaved offsets of one Kafka partition
             for table_name, entry in pending.items():
@@ -177,10 +196,14 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
 
     def _fenced(self, entry: _Pending, uploaded: dict[str, tuple[int, str]], table: TableView) -> Commit | None:
         """The commit of `entry` against `table` as it is: rows at or below their Kafka partition's version
-        in the table (this writer's earlier commit, or another writer's) are left out — a file holding some
-        of them is written again without them — and each partition's version is that of its last row."""
-        adds, versions, dropped = [], {}, 0
+        in the table (this writer's earlier commit, or another writer's) are left out, and so are rows
+        whose natural key the table holds (`sinks.stored_keys`: records published twice) — a file holding
+        some of them is written again without them — and each partition's version is that of its last
+        offset handled."""
+        adds, versions, dropped, republished = [], {}, 0, 0
         through = {}
+        keys = self._stored_keys(entry.table_name)
+        entry.keys = keys.check(table) if keys is not None else None
         for file in entry.files:
             if file.kafka_partition not in through:
                 through[file.kafka_partition] = max(table.version(app) for app in self._committed.app_ids(file.kafka_partition))
@@ -189,18 +212,32 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
             if file.last_offset <= stored:
                 dropped += file.rows.num_rows
                 continue
+            rows, variant = file.rows, ""
             if file.first_offset <= stored:
-                rows = file.rows.filter(pc.greater(file.rows.column("kafka_offset"), stored))
+                rows = rows.filter(pc.greater(rows.column("kafka_offset"), stored))
                 dropped += file.rows.num_rows - rows.num_rows
-                folder = file.path.rpartition("/")[0]
-                file = self._file(entry.table_name, folder, file.partition_values, file.kafka_partition, rows)
-                uploaded.update(self._encode_and_put([file], entry.table.stats_columns))
-            adds.append(add_action(file, *uploaded[file.key]))
+            if entry.keys is not None:
+                new = entry.keys.new_rows(file.partition, rows)
+                republished += rows.num_rows - new.num_rows
+                rows, variant = new, (f"-n{new.num_rows}" if new.num_rows < rows.num_rows else "")
             app_id = self._committed.app_id(file.kafka_partition)
             versions[app_id] = max(versions.get(app_id, -1), file.last_offset)
+            if not rows.num_rows:
+                continue
+            if rows.num_rows < file.rows.num_rows:
+                folder = file.path.rpartition("/")[0]
+                file = self._file(entry.table_name, folder, file.partition, file.kafka_partition, rows, variant)
+                uploaded.update(self._encode_and_put([file], entry.table.stats_columns))
+            if entry.keys is not None:
+                entry.keys.adding(file.path, file.rows)
+            adds.append(add_action(file, *uploaded[file.key]))
         if dropped:
             log.info("%s: %d rows another commit stored already left out of this one", entry.table.uri, dropped)
-        return Commit(adds, versions) if adds else None
+        if republished:
+            log.info("%s: %d rows left out whose key (%s) the table holds already: records published again",
+                     entry.table.uri, republished, ", ".join(keys.columns))
+        entry.republished = republished
+        return Commit(adds, versions) if versions else None
 
     def _commit_all(self, pending: list[_Pending]) -> None:
         for entry in pending:
@@ -208,6 +245,10 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
             with metrics.COMMIT_SECONDS.labels(entry.table.uri).time():
                 made = entry.table.commit(lambda table: self._fenced(entry, uploaded, table))
             entry.files = []  # stored: free the rows
+            if made is not None and entry.keys is not None:
+                self._stored_keys(entry.table_name).committed(entry.keys, [add.path for add in made.adds])
+                if entry.republished:
+                    metrics.SKIPPED_ROWS.labels(self._dataset, "republished").inc(entry.republished)
             if made is not None:
                 metrics.ROWS_COMMITTED.labels(entry.table.uri).inc(
                     sum(json.loads(add.stats)["numRecords"] for add in made.adds))
@@ -228,12 +269,14 @@ class DeltaLakeSink(FixedPartitionedSink[Flush, None]):
     tables of prefixes kept apart, such as `bucket/_synthetic`); creates bucket and tables if missing.
 
     `schema`: the file columns; `partitioning`: the partition columns, in path order; `former_datasets`:
-    names the dataset had before, whose transaction ids in the table still count as committed."""
+    names the dataset had before, whose transaction ids in the table still count as committed;
+    `natural_key`: file columns identifying a record within its partition — a row whose key the partition
+    holds is not stored again (none: rows are identified by their Kafka offsets alone)."""
 
     def __init__(self, *, bucket: str, topic: str, dataset: str, schema: pa.Schema, partitioning: pa.Schema,
                  topic_incarnation: Callable[[], str], store: Callable[[], ObjectStore], storage_options: dict[str, str],
                  compression: str, partitions: int = 4, dictionary_columns: list[str] | bool = True,
-                 former_datasets: tuple[str, ...] = ()):
+                 former_datasets: tuple[str, ...] = (), natural_key: tuple[str, ...] = ()):
         self._bucket = bucket
         self._topic = topic
         self._datasets = [dataset, *former_datasets]
@@ -247,6 +290,8 @@ class DeltaLakeSink(FixedPartitionedSink[Flush, None]):
         self._dictionary_columns = dictionary_columns
         self._incarnation: str | None = None
         self._tables: dict[str, DeltaCommitter] = {}
+        self._natural_key = natural_key
+        self._keys: dict[str, StoredKeys] = {}
         self._lock = threading.Lock()
 
     def _table(self, name: str) -> DeltaCommitter:
@@ -256,6 +301,13 @@ class DeltaLakeSink(FixedPartitionedSink[Flush, None]):
                 uri = f"s3://{self._bucket}/{name}".rstrip("/")
                 self._tables[name] = DeltaCommitter(uri, self._storage_options, self._table_schema, self._partition_by)
             return self._tables[name]
+
+    def _stored_keys(self, name: str) -> StoredKeys | None:
+        """What each partition of a table folder holds, shared by the process's writers (None: no natural key)."""
+        if not self._natural_key:
+            return None
+        with self._lock:
+            return self._keys.setdefault(name, StoredKeys(self._natural_key))
 
     def list_parts(self) -> list[str]:
         self._store().ensure_bucket(self._bucket)
@@ -273,4 +325,4 @@ class DeltaLakeSink(FixedPartitionedSink[Flush, None]):
         committed = CommittedOffsets(app_id_prefixes, lambda table, app_id: self._table(table).committed_version(app_id))
         name_prefix = f"part-{self._topic}-i{self._incarnation}"
         return _DeltaPartition(self._store(), self._bucket, committed, name_prefix, self._table,
-                               self._compression, self._dictionary_columns)
+                               self._compression, self._dictionary_columns, self._datasets[0], self._stored_keys)

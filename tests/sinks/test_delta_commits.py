@@ -23,7 +23,7 @@ def upload(path, ticker: str, offsets: range) -> object:
     data = encode_parquet(rows, "zstd")
     (path / f"ticker={ticker}").mkdir(parents=True, exist_ok=True)
     (path / relative).write_bytes(data)
-    return add_action(_FileToAdd(relative, relative, {"ticker": ticker}, rows, offsets.start, offsets.stop - 1), len(data),
+    return add_action(_FileToAdd(relative, relative, (("ticker", ticker),), rows, offsets.start, offsets.stop - 1), len(data),
                       file_stats(rows, ["price", "kafka_offset"]))
 
 
