@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import pyarrow as pa
+
 from marketstream import metrics
 
 log = logging.getLogger(__name__)
@@ -99,13 +101,22 @@ class Backoff:
         self._outage.answered()
 
 
+NOT_OUTAGES = (pa.ArrowNotImplementedError, pa.ArrowTypeError)
+"""Failures that say the code asked Arrow something it cannot do, not that a server is away: retrying cannot
+cure them. (Python's own TypeError and AttributeError stay retried: HTTP clients raise them on connections
+reset mid-answer.)"""
+
+
 def retry(what: str, action: Callable[[], T], backoff: Backoff,
           refusal: Callable[[Exception], Exception | None] = lambda error: None) -> T:
     """`action()`, tried again after each failure with `backoff` until it succeeds; a failure `refusal` turns
-    into an error (refused credentials: waiting cannot cure them) raises that error at once."""
+    into an error (refused credentials: waiting cannot cure them) raises that error at once, and so does
+    one of `NOT_OUTAGES`."""
     while True:
         try:
             result = action()
+        except NOT_OUTAGES:
+            raise
         except Exception as exc:  # noqa: BLE001 - every other failure is retried: losing the batch is worse
             refused = refusal(exc)
             if refused is not None:

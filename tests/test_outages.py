@@ -1,9 +1,15 @@
-"""An outage is two log lines, whatever the number of failed attempts and of threads making them."""
+"""An outage is two log lines, whatever the number of failed attempts and of threads making them; what
+is not an outage is not waited out."""
 
 import logging
 import threading
+from datetime import date
 
-from marketstream.outages import Outage, outage
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
+import pytest
+
+from marketstream.outages import Backoff, Outage, outage, retry
 
 
 def test_an_outage_is_one_warning_when_it_starts_and_one_when_the_server_answers_again(caplog):
@@ -44,3 +50,24 @@ def test_a_second_outage_is_reported_again_and_threads_failing_together_report_o
 
 def test_one_outage_per_name_in_a_process():
     assert outage("object store") is outage("object store") is not outage("kafka")
+
+
+def test_a_failure_that_says_the_code_asked_wrongly_is_raised_at_once_not_waited_out():
+    """Found when a date partition was filtered with a string: the read was retried as an outage forever."""
+    slept = []
+    backoff = Backoff("object store", "test", sleep=slept.append)
+
+    def compare_a_date_with_text():
+        return pa.compute.equal(pa.array([date(2026, 11, 24)]), pa.scalar("2026-11-24"))
+
+    with pytest.raises(pa.ArrowNotImplementedError):
+        retry("reading", compare_a_date_with_text, backoff)
+    attempts = iter([OSError("connection reset"), None])
+
+    def flaky():
+        error = next(attempts)
+        if error:
+            raise error
+        return "read"
+
+    assert retry("reading", flaky, backoff) == "read" and slept == [0.5]
