@@ -11,11 +11,13 @@ What runs, each dataflow as `marketstream run` with recovery, kept running by `c
   faults     `chaos.schedule` from `--seed`: SIGKILL or SIGSTOP/SIGCONT of any dataflow process, kill and
              restart of a broker (or of the KRaft controllers' leader), of a MinIO node, a PostgreSQL
              restart, and Toxiproxy toxics (latency, bandwidth, reset_peer, timeout) between the dataflows
-             and MinIO, PostgreSQL and the fake APIs
+             and each Kafka broker, MinIO, PostgreSQL and the fake APIs
 
-The dataflows reach MinIO, PostgreSQL and the fake APIs through Toxiproxy; Kafka directly (its brokers
-advertise their own ports, so a proxy in front of one would carry the bootstrap only). MinIO node 1 is the
-clients' one endpoint and is not killed (in production a load balancer fronts every node).
+The dataflows reach Kafka, MinIO, PostgreSQL and the fake APIs through Toxiproxy: each broker has a
+listener advertised at its proxy's port (`KAFKA_PROXY_PORT`, stack/kafka-node-properties.sh), so a client
+bootstrapped through the proxies is told the proxies' addresses. The canaries, the lag samples and the
+reconciliation reach the servers directly. MinIO node 1 is the clients' one endpoint and is not killed (in
+production a load balancer fronts every node).
 
 At the end: the load stops, the consumers are stopped and run once more to the end of their topics from
 their recovery stores (`KAFKA_STOP_AT_END=true`), and `chaos.reconcile` checks every message of every topic
@@ -85,6 +87,8 @@ BAD_MESSAGES = (b"not json {", b'{"symbol": "AAPL", "price": -5}', b'{"a": 1, "a
 PRODUCERS = ("stock_produce", "macro_produce", "news_produce", "bluesky_produce")
 CONSUMERS = ("stock_consume", "macro_consume", "news_consume", "bluesky_consume")
 BARS_CLUSTER = ("bars_consume/0", "bars_consume/1")
+KAFKA_PROXIES = ("kafka-1", "kafka-2", "kafka-3")
+"""The proxies in front of each broker's proxied listener: the dataflows' Kafka traffic passes them."""
 
 
 def say(text: str) -> None:
@@ -314,6 +318,7 @@ def dataflow_env(env: dict[str, str], proxies: dict[str, Proxy], fakes: FakeAPIs
         "PYTHONPATH": str(REPO), "RECOVERY_DIRECTORY": str(recovery), "SNAPSHOT_INTERVAL_SECONDS": "5",
         "KAFKA_STOP_AT_END": "false", "BATCH_MAX_AGE_SECONDS": "2", "S3_RETRY_MAX_SECONDS": "5",
         "S3_ENDPOINT_URL": f"https://{proxies['minio'].address}", "POSTGRES_PORT": str(proxies["postgres"].port),
+        "KAFKA_BOOTSTRAP_SERVERS": ",".join(proxies[name].address for name in KAFKA_PROXIES),
         "STOCK_SOURCE": "synthetic", "SYNTHETIC_TRADES_PER_SECOND": f"{per_ticker_rate:.4f}",
         "TICKERS_REFRESH_SECONDS": "30",
         "API_KEY_FRED": fakes.fred.api_key, "FRED_API_URL": f"http://{proxies['fred'].address}/fred",
@@ -659,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = read_env_file(args.env_file)
         proxy_port = int(env.get("CHAOS_PROXY_PORT") or 19500)
-        names = ("minio", "postgres", "fred", "finnhub", "bluesky")
+        names = ("minio", "postgres", "fred", "finnhub", "bluesky", *KAFKA_PROXIES)
         targets = Targets(dataflows=(*PRODUCERS, *CONSUMERS, *BARS_CLUSTER, "lake_maintenance"), proxies=names)
         faults = build_schedule(seed, args.duration, targets)
         assert not quorum_violations(faults)
@@ -698,8 +703,12 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
         upstreams = {"minio": settings.s3_endpoint_url.split("//", 1)[1],
                      "postgres": f"127.0.0.1:{settings.postgres_port}", "fred": f"127.0.0.1:{fakes.fred.port}",
                      "finnhub": f"127.0.0.1:{fakes.finnhub.port}", "bluesky": f"127.0.0.1:{fakes.bluesky.port}"}
-        proxies = {name: toxiproxy.proxy(f"chaos-{name}", upstreams[name], proxy_port + index)
-                   for index, name in enumerate(names)}
+        ports = {name: proxy_port + index for index, name in enumerate(names)}
+        # each broker's proxied listener is advertised at a fixed port (stack/kafka-node-properties.sh)
+        proxied, advertised = int(env.get("KAFKA_PROXIED_PORT") or 19200), int(env.get("KAFKA_PROXY_PORT") or 19520)
+        for index, name in enumerate(KAFKA_PROXIES):
+            upstreams[name], ports[name] = f"127.0.0.1:{proxied + index}", advertised + index
+        proxies = {name: toxiproxy.proxy(f"chaos-{name}", upstreams[name], ports[name]) for name in names}
         base_env = dataflow_env(env, proxies, fakes, recovery, args.rate / tickers)
         bars_ports = (proxy_port + 10, proxy_port + 11)
         for name in (*PRODUCERS, *CONSUMERS, "lake_maintenance"):

@@ -20,6 +20,10 @@ KAFKA_SASL_USERNAME=$(setting KAFKA_SASL_USERNAME marketstream)
 KAFKA_SASL_PASSWORD=$(setting KAFKA_SASL_PASSWORD local-kafka-c7e1a94b20)
 KAFKA_BROKER_USERNAME=$(setting KAFKA_BROKER_USERNAME broker)
 KAFKA_BROKER_PASSWORD=$(setting KAFKA_BROKER_PASSWORD local-broker-38d0f6a1e5)
+# each node's second client listener, for clients that reach Kafka through a fault proxy (`make chaos`):
+# it listens on KAFKA_PROXIED_PORT (+1, +2) and is advertised at KAFKA_PROXY_PORT (+1, +2), the proxy's ports
+KAFKA_PROXIED_PORT=$(setting KAFKA_PROXIED_PORT 19200)
+KAFKA_PROXY_PORT=$(setting KAFKA_PROXY_PORT 19520)
 
 broker_port() { echo $((KAFKA_PORT + $1 - 1)); }
 controller_port() { echo $((KAFKA_CONTROLLER_PORT + $1 - 1)); }
@@ -60,7 +64,8 @@ write_kafka_properties() { # write_kafka_properties NODE
   : >"$dir/server.properties"
   chmod 600 "$dir/server.properties"  # holds the brokers' own SCRAM password
   KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT KAFKA_BROKER_USERNAME=$KAFKA_BROKER_USERNAME \
-    KAFKA_BROKER_PASSWORD=$KAFKA_BROKER_PASSWORD "$REPO/stack/kafka-node-properties.sh" "$1" "$dir/data" "$TLS" \
+    KAFKA_BROKER_PASSWORD=$KAFKA_BROKER_PASSWORD KAFKA_PROXIED_PORT=$KAFKA_PROXIED_PORT \
+    KAFKA_PROXY_PORT=$KAFKA_PROXY_PORT "$REPO/stack/kafka-node-properties.sh" "$1" "$dir/data" "$TLS" \
     >"$dir/server.properties"
 }
 
@@ -69,6 +74,7 @@ start_kafka_node() { # start_kafka_node NODE
   if alive "$name"; then say "$name already running (pid $(cat "$PIDS/$name.pid"))"; return; fi
   port_open "$(broker_port "$node")" && die "port $(broker_port "$node") is taken by a process this stack did not start"
   port_open "$(controller_port "$node")" && die "port $(controller_port "$node") is taken by a process this stack did not start"
+  port_open $((KAFKA_PROXIED_PORT + node - 1)) && die "port $((KAFKA_PROXIED_PORT + node - 1)) (KAFKA_PROXIED_PORT) is taken by a process this stack did not start"
   write_kafka_properties "$node"
   if [ ! -f "$dir/data/meta.properties" ]; then
     [ -f "$STACK_DIR/kafka.cluster-id" ] ||
