@@ -16,8 +16,9 @@ What runs, each dataflow as `marketstream run` with recovery, kept running by `c
 The dataflows reach Kafka, MinIO, PostgreSQL and the fake APIs through Toxiproxy: each broker has a
 listener advertised at its proxy's port (`KAFKA_PROXY_PORT`, stack/kafka-node-properties.sh), so a client
 bootstrapped through the proxies is told the proxies' addresses. The canaries, the lag samples and the
-reconciliation reach the servers directly. MinIO node 1 is the clients' one endpoint and is not killed (in
-production a load balancer fronts every node).
+reconciliation reach the servers directly. The clients' one MinIO endpoint is a proxy in front of node 1;
+when node 1 is killed the proxy forwards to node 2 until node 1 is back, as a load balancer in front of the
+nodes would.
 
 At the end: the load stops, the consumers are stopped and run once more to the end of their topics from
 their recovery stores (`KAFKA_STOP_AT_END=true`), and `chaos.reconcile` checks every message of every topic
@@ -357,9 +358,13 @@ GROUP_NODES = {"kafka": ("kafka-1", "kafka-2", "kafka-3"), "minio": ("minio-1", 
 class FaultRunner:
     """Carries out a schedule against the supervisor, the stack and Toxiproxy; what happened, with errors."""
 
-    def __init__(self, supervisor: Supervisor, stack: Stack, proxies: dict[str, Proxy], journal: Path | None = None):
-        """`journal`: a file each record is also appended to as it happens (an interrupted run keeps it)."""
+    def __init__(self, supervisor: Supervisor, stack: Stack, proxies: dict[str, Proxy], journal: Path | None = None,
+                 balanced: tuple[list[Proxy], str, str] | None = None):
+        """`journal`: a file each record is also appended to as it happens (an interrupted run keeps it);
+        `balanced`: the proxies the clients reach MinIO through, with the addresses of node 1 (theirs) and of
+        node 2: while node 1 is down they forward to node 2, as a load balancer in front of the nodes would."""
         self.supervisor, self.stack, self.proxies, self.journal = supervisor, stack, proxies, journal
+        self.balanced = balanced
         self.log: list[dict] = []
         self._paused: dict[int, subprocess.Popen] = {}
         self._threads: list[threading.Thread] = []
@@ -397,6 +402,8 @@ class FaultRunner:
             self._down.add(QUORUM_GROUP[fault.kind])
             self.stack.kill(name)
             self._record(fault, f"killed {name}")
+            if name == "minio-1" and self.balanced:
+                self._fail_over(fault, self.balanced[2])
         elif fault.kind == "restart_postgres":
             self.stack.kill("postgres", signal.SIGINT)  # fast shutdown: a killed postmaster leaves its backends
             self._record(fault, "stopped postgres")
@@ -406,6 +413,11 @@ class FaultRunner:
                 fault.toxic == "bandwidth" and fault.target == "minio") else "downstream"
             proxy.add(f"chaos-{index}", fault.toxic, stream=stream, **TOXICS[fault.toxic])
             self._record(fault, f"toxic on {stream}")
+
+    def _fail_over(self, fault: Fault, node: str) -> None:
+        for proxy in self.balanced[0]:
+            proxy.point_to(node)
+        self._record(fault, f"MinIO clients forwarded to {node}")
 
     def end(self, index: int, fault: Fault) -> None:
         if fault.kind == "sigstop_dataflow" and index in self._paused:
@@ -418,6 +430,8 @@ class FaultRunner:
                 began = time.monotonic()
                 self.stack.up()
                 self._record(fault, "restarted", up_seconds=round(time.monotonic() - began, 1))
+                if fault.target == "minio-1" and self.balanced:
+                    self._fail_over(fault, self.balanced[1])
             self._in_background(restart, fault)
             if fault.kind in QUORUM_GROUP:
                 self._restarting[QUORUM_GROUP[fault.kind]] = self._threads[-1]
@@ -709,6 +723,10 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
         for index, name in enumerate(KAFKA_PROXIES):
             upstreams[name], ports[name] = f"127.0.0.1:{proxied + index}", advertised + index
         proxies = {name: toxiproxy.proxy(f"chaos-{name}", upstreams[name], ports[name]) for name in names}
+        # the runner's own reads of the store (lag samples) fail over like the dataflows', without toxics
+        observer = toxiproxy.proxy("chaos-minio-observer", upstreams["minio"], proxy_port + 9)
+        node_2 = f"127.0.0.1:{int(upstreams['minio'].rsplit(':', 1)[1]) + 1}"
+        balanced = ([proxies["minio"], observer], upstreams["minio"], node_2)
         base_env = dataflow_env(env, proxies, fakes, recovery, args.rate / tickers)
         bars_ports = (proxy_port + 10, proxy_port + 11)
         for name in (*PRODUCERS, *CONSUMERS, "lake_maintenance"):
@@ -717,7 +735,8 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
         settings.kafka_cluster().ensure_topics([dataset.topic for dataset in DATASETS.values()])
         supervisor.start()
         began = time.monotonic()
-        sampler = Sampler(settings, work / "samples.jsonl").start(began + WARMUP_SECONDS)
+        observed = settings.model_copy(update={"s3_endpoint_url": f"https://{observer.address}"})
+        sampler = Sampler(observed, work / "samples.jsonl").start(began + WARMUP_SECONDS)
         say(f"load: {args.rate:g} synthetic trades/s over {tickers} tickers, fake APIs, {CANARY_PER_SECOND} "
             f"canary trades/s; warming up {WARMUP_SECONDS:g} s")
         while time.monotonic() - began < WARMUP_SECONDS:
@@ -725,7 +744,7 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
             time.sleep(0.5)
         injector = Injector(settings, seed, bad_message_moments(seed, args.duration)).start()
         say("faults begin")
-        runner = FaultRunner(supervisor, stack, proxies, work / "faults.jsonl")
+        runner = FaultRunner(supervisor, stack, proxies, work / "faults.jsonl", balanced)
         fault_phase = time.monotonic()
         carried_out = runner.run(faults, fault_phase, supervisor.tick, until=args.duration)
         while time.monotonic() - fault_phase < args.duration:

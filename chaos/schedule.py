@@ -42,7 +42,7 @@ class Targets:
 
     dataflows: tuple[str, ...]
     brokers: tuple[str, ...] = ("kafka-1", "kafka-2", "kafka-3")
-    minio_nodes: tuple[str, ...] = ("minio-2", "minio-3", "minio-4")
+    minio_nodes: tuple[str, ...] = ("minio-1", "minio-2", "minio-3", "minio-4")
     proxies: tuple[str, ...] = ()
 
 

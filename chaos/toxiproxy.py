@@ -41,6 +41,11 @@ class Proxy:
     def remove(self, name: str) -> None:
         self.server.call("DELETE", f"/proxies/{self.name}/toxics/{name}")
 
+    def point_to(self, upstream: str) -> None:
+        """Forward new connections to `upstream` from now on (Toxiproxy closes the open ones), as a load
+        balancer does when its health check takes a server out of rotation; the toxics stay."""
+        self.server.call("POST", f"/proxies/{self.name}", {"upstream": upstream})
+
     def toxics(self) -> list[str]:
         return [toxic["name"] for toxic in self.server.call("GET", f"/proxies/{self.name}/toxics")]
 

@@ -174,3 +174,26 @@ def test_the_runner_leaves_out_a_broker_fault_delayed_past_the_end_of_the_run():
     assert [fault.target for fault in carried_out] == ["kafka-1"]
     assert [name for event, name, _ in stack.events if event == "killed"] == ["kafka-1"]
     assert any(entry["what"].startswith("skipped") and "kafka-3" in entry["fault"] for entry in runner.log)
+
+
+class _Proxy:
+    def __init__(self):
+        self.upstreams = []
+
+    def point_to(self, upstream):
+        self.upstreams.append(upstream)
+
+
+def test_while_minio_node_1_is_down_its_clients_are_forwarded_to_node_2_and_back_once_it_is_up():
+    from chaos.run import FaultRunner
+
+    stack, dataflows, observer = _Stack(up_seconds=0.2), _Proxy(), _Proxy()
+    faults = [Fault(0.0, "kill_minio_node", "minio-1", 0.2), Fault(0.9, "kill_minio_node", "minio-2", 0.1)]
+    runner = FaultRunner(supervisor=None, stack=stack, proxies={},
+                         balanced=([dataflows, observer], "127.0.0.1:19300", "127.0.0.1:19301"))
+    runner.run(faults, time.monotonic(), tick=lambda: None, until=60)
+    for thread in runner._threads:
+        thread.join(10)
+    assert dataflows.upstreams == observer.upstreams == ["127.0.0.1:19301", "127.0.0.1:19300"]
+    assert [entry["what"] for entry in runner.log if "forwarded" in entry["what"]] == [
+        "MinIO clients forwarded to 127.0.0.1:19301", "MinIO clients forwarded to 127.0.0.1:19300"]
