@@ -1,0 +1,323 @@
+"""What the console shows, read from Kafka and the lake as `marketstream status` and `marketstream sql` read
+them, as plain JSON-ready values. No figure is made up: what was not read is None, and the reason says why.
+
+- **Overview**: `pipelines.status.lake_status` itself, Kafka's answers waited for `OVERVIEW_PATIENCE_SECONDS`
+  (a console refreshes; a stuck broker must not hold the page for the command line's 30 s). An object store
+  that does not answer is one error line naming S3_ENDPOINT_URL; a Kafka that does not answer is each
+  dataset's `unread`, with the figures that depend on it None.
+- **Bars**: one ticker-day of a bars table (`pipelines.chart.bars_of`), minutes as Unix seconds.
+- **Tables**: each Delta table's version, files, rows and its newest commits with the Kafka offsets they
+  settled (the `txn` actions of the commit: app id `marketstream:<dataset>:<topic>:<incarnation>:<partition>`,
+  version = the last offset stored), and the operation (maintenance runs are OPTIMIZE / VACUUM commits).
+- **Dead letters**: the newest of each dead-letter topic, read from its partitions' tails, with their headers.
+- **SQL**: `pipelines.query` (DuckDB without file, network or extension access, its configuration locked),
+  at most `SQL_ROWS` rows, `SQL_MEMORY_LIMIT`, interrupted after `SQL_TIMEOUT_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timezone
+
+import pyarrow as pa
+
+from marketstream.datasets import DATASETS, lake_tables
+from marketstream.settings import Settings
+
+OVERVIEW_PATIENCE_SECONDS = 3.0
+"""How long one refresh of the overview waits for Kafka before it says a figure is unknown."""
+DEAD_LETTERS_PER_PARTITION = 50
+"""Dead letters read from the tail of each dead-letter partition."""
+EXCERPT_BYTES = 300
+SQL_ROWS = 1_000
+SQL_TIMEOUT_SECONDS = 10.0
+SQL_MEMORY_LIMIT = "512MB"
+HISTORY_COMMITS = 20
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def tables_of(settings: Settings) -> dict[str, str]:
+    return lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket)
+
+
+def overview(settings: Settings, now: datetime | None = None) -> dict:
+    """The data of `marketstream status --json`, plus `error` (the object store did not answer) and
+    `kafka_unreachable` (some Kafka figures were not read)."""
+    from dataclasses import replace
+
+    from marketstream.calendar import exchange_date
+    from pipelines import status as lake
+
+    now = now or datetime.now(timezone.utc)
+    cluster = settings.kafka_cluster()
+    quiet = replace(cluster, client_config={**cluster.client_config, "log_level": 0})
+    try:
+        found = lake.lake_status(quiet, settings.delta_storage_options(), settings.stock_synthetic_prefix,
+                                 settings.bars_bucket, now=now, today=exchange_date(now),
+                                 closed_after_days=settings.lake_compact_closed_after_days,
+                                 patience_seconds=OVERVIEW_PATIENCE_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - whatever the object store's (or Kafka's) client raised: one line
+        from confluent_kafka import KafkaException
+
+        if isinstance(exc, KafkaException):
+            what = f"cannot read Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)"
+        else:
+            what = f"cannot read the object store at {settings.s3_endpoint_url} (S3_ENDPOINT_URL)"
+        return {"at": _iso(now), "datasets": [], "derived": [], "error": f"{what}: {lake.one_line(exc)}",
+                "kafka_unreachable": None}
+    unread = found.unread
+    return {"at": _iso(now), "datasets": [asdict(s) for s in found.datasets],
+            "derived": [asdict(d) for d in found.derived], "error": None,
+            "kafka_unreachable": (f"cannot read Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS): "
+                                  + "; ".join(unread)) if unread else None}
+
+
+class Refresher:
+    """The overview computed again and again in a thread of its own, `pause` seconds apart; every page asks
+    for the newest. `latest()` is None until the first is done."""
+
+    def __init__(self, compute, pause: float = 0.5):
+        self._compute, self._pause = compute, pause
+        self._latest: dict | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="console-overview", daemon=True)
+        self._ready = threading.Condition()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(OVERVIEW_PATIENCE_SECONDS * 3)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                found = self._compute()
+            except Exception as exc:  # noqa: BLE001 - the page shows it; the next round tries again
+                found = {"at": _iso(datetime.now(timezone.utc)), "datasets": [], "derived": [],
+                         "error": f"{type(exc).__name__}: {exc}"[:400], "kafka_unreachable": None}
+            found["took_s"] = round(time.monotonic() - started, 3)
+            with self._ready:
+                self._latest = found
+                self._ready.notify_all()
+            self._stop.wait(self._pause)
+
+    def latest(self, wait: float = 0.0) -> dict | None:
+        with self._ready:
+            if self._latest is None and wait:
+                self._ready.wait_for(lambda: self._latest is not None, wait)
+            return self._latest
+
+
+def bars(settings: Settings, ticker: str, day: date, synthetic: bool) -> list[dict]:
+    """`ticker`'s one-minute bars of `day`, oldest first: time (Unix seconds of the minute), open, high, low,
+    close, volume, trades."""
+    from pipelines.chart import bars_of, check_ticker
+    from pipelines.sql_command import lake_of
+
+    check_ticker(ticker)
+    table = "bars_synthetic" if synthetic else "bars"
+    rows = bars_of(lake_of(settings, {table: tables_of(settings)[table]}), table, ticker, day)
+    return [{"time": int(row["minute"].timestamp()), "open": row["open"], "high": row["high"], "low": row["low"],
+             "close": row["close"], "volume": row["volume"]} for row in sorted(rows, key=lambda r: r["minute"])]
+
+
+def _commit_offsets(filesystem, log: str, version: int) -> dict:
+    """The Kafka offsets one commit settled, by `<dataset>:<topic>:<partition>`, from its `txn` actions."""
+    found = {}
+    try:
+        text = filesystem.cat_file(f"{log}/{version:020d}.json").decode()
+    except FileNotFoundError:  # removed by log retention after a checkpoint
+        return found
+    for line in text.splitlines():
+        action = json.loads(line) if line.strip() else {}
+        txn = action.get("txn")
+        if txn:
+            parts = txn["appId"].split(":")
+            key = f"{parts[1]}:{parts[2]}:{parts[-1]}" if len(parts) >= 5 and parts[0] == "marketstream" else txn["appId"]
+            found[key] = txn["version"]
+    return found
+
+
+def tables(settings: Settings) -> list[dict]:
+    """Each lake table: version, files, rows, and its newest `HISTORY_COMMITS` commits with the Kafka offsets
+    they settled. A table not made yet says so (`version` None)."""
+    from deltalake import DeltaTable
+
+    from marketstream.lake import lake_filesystem
+
+    filesystem = lake_filesystem(settings)
+    options = settings.delta_storage_options()
+    found = []
+    for name, uri in tables_of(settings).items():
+        entry = {"name": name, "uri": uri, "version": None, "files": 0, "rows": 0, "history": []}
+        found.append(entry)
+        try:
+            if not DeltaTable.is_deltatable(uri, storage_options=options):
+                continue
+        except OSError as exc:
+            if "NoSuchBucket" in str(exc):
+                continue
+            raise
+        table = DeltaTable(uri, storage_options=options)
+        files = pa.table(table.get_add_actions(flatten=True))
+        entry.update(version=table.version(), files=files.num_rows,
+                     rows=int(sum(n or 0 for n in files.column("num_records").to_pylist())))
+        log = uri.removeprefix("s3://").rstrip("/") + "/_delta_log"
+        for commit in table.history(HISTORY_COMMITS):
+            version = commit.get("version")
+            metrics = commit.get("operationMetrics") or {}
+            entry["history"].append({
+                "version": version, "operation": commit.get("operation"),
+                "at": _iso(datetime.fromtimestamp(commit["timestamp"] / 1000, timezone.utc))
+                if commit.get("timestamp") is not None else None,
+                "files_added": metrics.get("num_added_files", metrics.get("numAddedFiles")),
+                "rows_added": metrics.get("num_added_rows", metrics.get("numOutputRows")),
+                "offsets": _commit_offsets(filesystem, log, version) if version is not None else {}})
+    return found
+
+
+def _text(raw: bytes | None, limit: int = EXCERPT_BYTES) -> str | None:
+    return None if raw is None else raw[:limit].decode("utf-8", errors="replace")
+
+
+def dead_letters(settings: Settings, limit: int = 100) -> dict:
+    """The newest `limit` dead letters of every dataset, newest first: dataset, reason, origin (topic,
+    partition, offset), the original's excerpt and, for an original too large, where it is stored."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from marketstream.kafka_cluster import read_partition
+
+    cluster = settings.kafka_cluster()
+    config = {**cluster.client_config, "log_level": 0}
+    consumer = Consumer({**config, "group.id": "marketstream-console", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    deadline = time.monotonic() + OVERVIEW_PATIENCE_SECONDS * 2
+    letters, unread = [], []
+    try:
+        for dataset in DATASETS.values():
+            topic = dataset.dead_letter_topic
+            try:
+                metadata = consumer.list_topics(topic, timeout=max(deadline - time.monotonic(), 0.5)).topics.get(topic)
+            except Exception as exc:  # noqa: BLE001 - Kafka did not answer
+                unread.append(f"{topic}: {exc}")
+                continue
+            if metadata is None or metadata.error is not None:
+                continue
+            for partition in metadata.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                           timeout=max(deadline - time.monotonic(), 0.5))
+                if high <= low:
+                    continue
+                for message in read_partition(consumer, topic, partition, max(low, high - DEAD_LETTERS_PER_PARTITION),
+                                              high, give_up_at=deadline, poll_seconds=0.2):
+                    headers = {key: value for key, value in (message.headers() or [])}
+                    header = lambda name: _text(headers.get(name), 1000)  # noqa: E731
+                    letters.append({
+                        "dataset": header("dlq.dataset") or dataset.name,
+                        "at": _iso(datetime.fromtimestamp(message.timestamp()[1] / 1000, timezone.utc)),
+                        "at_ms": message.timestamp()[1],
+                        "reason": header("dlq.reason"), "topic": header("dlq.topic"),
+                        "partition": int(headers["dlq.partition"]) if "dlq.partition" in headers else None,
+                        "offset": int(headers["dlq.offset"]) if "dlq.offset" in headers else None,
+                        "key": _text(message.key(), 200), "excerpt": _text(message.value()),
+                        "size": len(message.value() or b""),
+                        "original_uri": header("dlq.original.uri"), "original_size": header("dlq.original.size"),
+                        "dead_letter": f"{topic}[{partition}]@{message.offset()}"})
+    except Exception as exc:  # noqa: BLE001 - a broker gone mid-read: what was read is shown, and why not more
+        unread.append(str(exc)[:400])
+    finally:
+        consumer.close()
+    letters.sort(key=lambda letter: letter["at_ms"], reverse=True)
+    return {"letters": letters[:limit], "total_read": len(letters),
+            "error": (f"cannot read Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS): "
+                      + "; ".join(unread)) if unread else None}
+
+
+class SqlRefused(Exception):
+    """The query failed, ran out of time or memory, or the store did not answer: one line."""
+
+
+@dataclass
+class SqlAnswer:
+    columns: list[str]
+    rows: list[list]
+    cut: bool
+    seconds: float
+    table: pa.Table
+
+
+class _Collected:
+    def __init__(self):
+        self.schema, self.batches = None, []
+
+    def begin(self, schema: pa.Schema) -> None:
+        self.schema = schema
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.batches.append(batch)
+
+
+def _json_value(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return str(value)
+
+
+def sql(settings: Settings, query: str, *, rows: int = SQL_ROWS, timeout: float | None = None,
+        memory_limit: str = SQL_MEMORY_LIMIT) -> SqlAnswer:
+    """`query` over the lake's tables as `marketstream sql` answers it, locked down: no file, network or
+    extension access, at most `rows` rows and `memory_limit`, interrupted after `timeout` seconds (default
+    `SQL_TIMEOUT_SECONDS`)."""
+    timeout = SQL_TIMEOUT_SECONDS if timeout is None else timeout
+    from pipelines.query import BadRequest, QueryFailed, StoreUnreachable, connect, run, spill_directory, tables_named
+    from pipelines.sql_command import lake_of
+    from pipelines.time_travel import TimeTravel, open_tables
+
+    if len(query) > 20_000:
+        raise SqlRefused("the query is longer than 20 000 characters")
+    started = time.monotonic()
+    lake = lake_of(settings, tables_of(settings))
+    try:
+        lake.check_reachable()
+        opened = open_tables(lake, tables_named(query, lake.tables), TimeTravel())
+        collected = _Collected()
+        with spill_directory() as spill:
+            connection = connect(opened.datasets, allow_files=False, memory_limit=memory_limit, spill_directory=spill)
+            timer = threading.Timer(timeout, connection.interrupt)
+            timer.start()
+            try:
+                outcome = run(connection, query, collected, rows)
+            finally:
+                timer.cancel()
+                connection.close()
+    except (BadRequest, QueryFailed, StoreUnreachable) as exc:
+        seconds = time.monotonic() - started
+        text = str(exc)
+        if seconds >= timeout and "INTERRUPT" in text.upper():
+            text = f"stopped after {timeout:g} s (the console's time limit): {text}"
+        raise SqlRefused(text) from None
+    table = (pa.Table.from_batches(collected.batches, schema=collected.schema) if collected.schema is not None
+             else pa.table({}))
+    columns = [column.to_pylist() for column in table.columns]  # by position: a name may repeat
+    rows = [[_json_value(value) for value in row] for row in zip(*columns)]
+    return SqlAnswer(table.column_names, rows, outcome.cut, round(time.monotonic() - started, 3), table)
