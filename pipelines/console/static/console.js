@@ -218,13 +218,16 @@ async function sql() {
     "DuckDB over the lake's tables (the views of marketstream sql), read-only: no file or network access, " +
     "at most 1 000 rows, 512 MB and 10 s."), box, el("div", {}, run, " ", download), out);
   const body = () => JSON.stringify({ query: box.value });
+  let runs = 0;
   run.addEventListener("click", async () => {
+    const mine = ++runs;  // an answer to an earlier click that comes late is not shown
     out.replaceChildren(el("p", { class: "meta" }, "running…"));
     try {
       const r = await api("/api/sql", { method: "POST", headers: { "content-type": "application/json" }, body: body() });
+      if (mine !== runs) return;
       out.replaceChildren(el("p", { class: "meta", id: "sql-meta" }, `${r.rows.length} rows in ${r.seconds} s` + (r.cut ? ` (the first ${r.limit}; more were cut)` : "")),
         table(r.columns, r.rows.map((row) => row.map((v) => v === null ? "NULL" : typeof v === "object" ? JSON.stringify(v) : v)), { id: "sql-table" }));
-    } catch (error) { out.replaceChildren(problem(error.message)); }
+    } catch (error) { if (mine === runs) out.replaceChildren(problem(error.message)); }
   });
   download.addEventListener("click", async () => {
     const response = await fetch("/api/sql.csv", { method: "POST", headers: { "content-type": "application/json" }, body: body() });
