@@ -30,6 +30,8 @@ from marketstream.settings import Settings
 
 OVERVIEW_PATIENCE_SECONDS = 3.0
 """How long one refresh of the overview waits for Kafka before it says a figure is unknown."""
+LAST_TRY_SECONDS = 0.5
+"""And how long each Kafka query made after that still gets (the command line's: 3 s)."""
 DEAD_LETTERS_PER_PARTITION = 50
 """Dead letters read from the tail of each dead-letter partition."""
 EXCERPT_BYTES = 300
@@ -47,22 +49,39 @@ def tables_of(settings: Settings) -> dict[str, str]:
     return lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket)
 
 
+_LAKES: dict[int, tuple] = {}
+_LAKES_LOCK = threading.Lock()
+
+
+def lake(settings: Settings):
+    """The lake of `settings` (`pipelines.sql_command.lake_of`) and an s3fs client on it, made once and
+    shared by every request: a client made per request (twice a second per open ticker page) leaves its
+    sessions to be closed by the garbage collector, on whatever event loop it then runs in."""
+    with _LAKES_LOCK:
+        if id(settings) not in _LAKES:
+            from pipelines.sql_command import lake_of
+
+            made = lake_of(settings, tables_of(settings))
+            _LAKES[id(settings)] = (settings, made)  # the settings kept: their id is not reused meanwhile
+        return _LAKES[id(settings)][1]
+
+
 def overview(settings: Settings, now: datetime | None = None) -> dict:
     """The data of `marketstream status --json`, plus `error` (the object store did not answer) and
     `kafka_unreachable` (some Kafka figures were not read)."""
     from dataclasses import replace
 
     from marketstream.calendar import exchange_date
-    from pipelines import status as lake
+    from pipelines import status
 
     now = now or datetime.now(timezone.utc)
     cluster = settings.kafka_cluster()
     quiet = replace(cluster, client_config={**cluster.client_config, "log_level": 0})
     try:
-        found = lake.lake_status(quiet, settings.delta_storage_options(), settings.stock_synthetic_prefix,
+        found = status.lake_status(quiet, settings.delta_storage_options(), settings.stock_synthetic_prefix,
                                  settings.bars_bucket, now=now, today=exchange_date(now),
                                  closed_after_days=settings.lake_compact_closed_after_days,
-                                 patience_seconds=OVERVIEW_PATIENCE_SECONDS)
+                                 patience_seconds=OVERVIEW_PATIENCE_SECONDS, last_try_seconds=LAST_TRY_SECONDS)
     except Exception as exc:  # noqa: BLE001 - whatever the object store's (or Kafka's) client raised: one line
         from confluent_kafka import KafkaException
 
@@ -70,7 +89,7 @@ def overview(settings: Settings, now: datetime | None = None) -> dict:
             what = f"cannot read Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)"
         else:
             what = f"cannot read the object store at {settings.s3_endpoint_url} (S3_ENDPOINT_URL)"
-        return {"at": _iso(now), "datasets": [], "derived": [], "error": f"{what}: {lake.one_line(exc)}",
+        return {"at": _iso(now), "datasets": [], "derived": [], "error": f"{what}: {status.one_line(exc)}",
                 "kafka_unreachable": None}
     unread = found.unread
     return {"at": _iso(now), "datasets": [asdict(s) for s in found.datasets],
@@ -83,7 +102,7 @@ class Refresher:
     """The overview computed again and again in a thread of its own, `pause` seconds apart; every page asks
     for the newest. `latest()` is None until the first is done."""
 
-    def __init__(self, compute, pause: float = 0.5):
+    def __init__(self, compute, pause: float = 0.2):
         self._compute, self._pause = compute, pause
         self._latest: dict | None = None
         self._stop = threading.Event()
@@ -122,68 +141,74 @@ def bars(settings: Settings, ticker: str, day: date, synthetic: bool) -> list[di
     """`ticker`'s one-minute bars of `day`, oldest first: time (Unix seconds of the minute), open, high, low,
     close, volume, trades."""
     from pipelines.chart import bars_of, check_ticker
-    from pipelines.sql_command import lake_of
 
     check_ticker(ticker)
-    table = "bars_synthetic" if synthetic else "bars"
-    rows = bars_of(lake_of(settings, {table: tables_of(settings)[table]}), table, ticker, day)
+    rows = bars_of(lake(settings), "bars_synthetic" if synthetic else "bars", ticker, day)
     return [{"time": int(row["minute"].timestamp()), "open": row["open"], "high": row["high"], "low": row["low"],
              "close": row["close"], "volume": row["volume"]} for row in sorted(rows, key=lambda r: r["minute"])]
 
 
-def _commit_offsets(filesystem, log: str, version: int) -> dict:
-    """The Kafka offsets one commit settled, by `<dataset>:<topic>:<partition>`, from its `txn` actions."""
-    found = {}
-    try:
-        text = filesystem.cat_file(f"{log}/{version:020d}.json").decode()
-    except FileNotFoundError:  # removed by log retention after a checkpoint
-        return found
-    for line in text.splitlines():
+def commit_facts(commit_text: str) -> dict:
+    """What one commit's log entry says: the files it added (and their rows, from their statistics) and
+    removed, and its transaction ids: a consumer's `marketstream:<dataset>:<topic>:<incarnation>:<partition>`
+    as `<topic> [<partition>]` -> the last Kafka offset stored; any other (the bars' per-day write count)
+    as it is."""
+    facts = {"files_added": 0, "rows_added": 0, "files_removed": 0, "transactions": {}}
+    for line in commit_text.splitlines():
         action = json.loads(line) if line.strip() else {}
-        txn = action.get("txn")
-        if txn:
-            parts = txn["appId"].split(":")
-            key = f"{parts[1]}:{parts[2]}:{parts[-1]}" if len(parts) >= 5 and parts[0] == "marketstream" else txn["appId"]
-            found[key] = txn["version"]
-    return found
+        if "add" in action:
+            facts["files_added"] += 1
+            stats = action["add"].get("stats")
+            facts["rows_added"] += json.loads(stats).get("numRecords", 0) if stats else 0
+        elif "remove" in action:
+            facts["files_removed"] += 1
+        elif "txn" in action:
+            app_id, parts = action["txn"]["appId"], action["txn"]["appId"].split(":")
+            shown = f"{parts[2]} [{parts[4]}]" if len(parts) == 5 and parts[0] == "marketstream" else app_id
+            facts["transactions"][shown] = action["txn"]["version"]
+    return facts
 
 
 def tables(settings: Settings) -> list[dict]:
     """Each lake table: version, files, rows, and its newest `HISTORY_COMMITS` commits with the Kafka offsets
-    they settled. A table not made yet says so (`version` None)."""
+    they settled. A table not made yet says so (`version` None). The tables are read at once, in threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="console-tables") as pool:
+        return list(pool.map(lambda item: _table(settings, *item), tables_of(settings).items()))
+
+
+def _table(settings: Settings, name: str, uri: str) -> dict:
     from deltalake import DeltaTable
 
-    from marketstream.lake import lake_filesystem
-
-    filesystem = lake_filesystem(settings)
+    filesystem = lake(settings).filesystem
     options = settings.delta_storage_options()
-    found = []
-    for name, uri in tables_of(settings).items():
-        entry = {"name": name, "uri": uri, "version": None, "files": 0, "rows": 0, "history": []}
-        found.append(entry)
-        try:
-            if not DeltaTable.is_deltatable(uri, storage_options=options):
-                continue
-        except OSError as exc:
-            if "NoSuchBucket" in str(exc):
-                continue
-            raise
-        table = DeltaTable(uri, storage_options=options)
-        files = pa.table(table.get_add_actions(flatten=True))
-        entry.update(version=table.version(), files=files.num_rows,
-                     rows=int(sum(n or 0 for n in files.column("num_records").to_pylist())))
-        log = uri.removeprefix("s3://").rstrip("/") + "/_delta_log"
-        for commit in table.history(HISTORY_COMMITS):
-            version = commit.get("version")
-            metrics = commit.get("operationMetrics") or {}
-            entry["history"].append({
-                "version": version, "operation": commit.get("operation"),
-                "at": _iso(datetime.fromtimestamp(commit["timestamp"] / 1000, timezone.utc))
-                if commit.get("timestamp") is not None else None,
-                "files_added": metrics.get("num_added_files", metrics.get("numAddedFiles")),
-                "rows_added": metrics.get("num_added_rows", metrics.get("numOutputRows")),
-                "offsets": _commit_offsets(filesystem, log, version) if version is not None else {}})
-    return found
+    entry = {"name": name, "uri": uri, "version": None, "files": 0, "rows": 0, "history": []}
+    try:
+        if not DeltaTable.is_deltatable(uri, storage_options=options):
+            return entry
+    except OSError as exc:
+        if "NoSuchBucket" in str(exc):
+            return entry
+        raise
+    table = DeltaTable(uri, storage_options=options)
+    files = pa.table(table.get_add_actions(flatten=True))
+    entry.update(version=table.version(), files=files.num_rows,
+                 rows=int(sum(n or 0 for n in files.column("num_records").to_pylist())))
+    log = uri.removeprefix("s3://").rstrip("/") + "/_delta_log"
+    commits = table.history(HISTORY_COMMITS)
+    paths = [f"{log}/{commit['version']:020d}.json" for commit in commits if commit.get("version") is not None]
+    texts = filesystem.cat(paths, on_error="omit") if paths else {}  # at once; one removed by log retention is left out
+    for commit in commits:
+        version = commit.get("version")
+        text = texts.get(f"{log}/{version:020d}.json") if version is not None else None
+        entry["history"].append({
+            "version": version, "operation": commit.get("operation"),
+            "at": _iso(datetime.fromtimestamp(commit["timestamp"] / 1000, timezone.utc))
+            if commit.get("timestamp") is not None else None,
+            **(commit_facts(text.decode()) if text else {"files_added": None, "rows_added": None,
+                                                          "files_removed": None, "transactions": {}})})
+    return entry
 
 
 def _text(raw: bytes | None, limit: int = EXCERPT_BYTES) -> str | None:
@@ -200,7 +225,7 @@ def dead_letters(settings: Settings, limit: int = 100) -> dict:
     cluster = settings.kafka_cluster()
     config = {**cluster.client_config, "log_level": 0}
     consumer = Consumer({**config, "group.id": "marketstream-console", "enable.auto.commit": False,
-                         "enable.partition.eof": True})
+                         "enable.partition.eof": True, "fetch.wait.max.ms": 10})  # see pipelines.status
     deadline = time.monotonic() + OVERVIEW_PATIENCE_SECONDS * 2
     letters, unread = [], []
     try:
@@ -290,16 +315,15 @@ def sql(settings: Settings, query: str, *, rows: int = SQL_ROWS, timeout: float 
     `SQL_TIMEOUT_SECONDS`)."""
     timeout = SQL_TIMEOUT_SECONDS if timeout is None else timeout
     from pipelines.query import BadRequest, QueryFailed, StoreUnreachable, connect, run, spill_directory, tables_named
-    from pipelines.sql_command import lake_of
     from pipelines.time_travel import TimeTravel, open_tables
 
     if len(query) > 20_000:
         raise SqlRefused("the query is longer than 20 000 characters")
     started = time.monotonic()
-    lake = lake_of(settings, tables_of(settings))
+    tables = lake(settings)
     try:
-        lake.check_reachable()
-        opened = open_tables(lake, tables_named(query, lake.tables), TimeTravel())
+        tables.check_reachable()
+        opened = open_tables(tables, tables_named(query, tables.tables), TimeTravel())
         collected = _Collected()
         with spill_directory() as spill:
             connection = connect(opened.datasets, allow_files=False, memory_limit=memory_limit, spill_directory=spill)

@@ -5,7 +5,7 @@
 const main = document.getElementById("main");
 const stateLine = document.getElementById("state");
 const PAGE = document.body.dataset.page;
-const POLL_MS = 1000;
+const POLL_MS = 500;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -95,7 +95,7 @@ async function overview() {
       if (o.kafka_unreachable) alerts.append(el("p", { class: "problem", id: "kafka-state" }, "Kafka unreachable: ", o.kafka_unreachable));
       stateLine.textContent = o.error ? "store unreachable" : o.kafka_unreachable ? "Kafka unreachable" : "live";
       stateLine.className = o.error || o.kafka_unreachable ? "bad" : "good";
-      header.textContent = `read at ${o.at} in ${o.took_s} s; refreshed every second`;
+      header.textContent = `read at ${o.at} in ${o.took_s} s; refreshed twice a second`;
       grid.replaceChildren(...o.datasets.map(datasetCard), ...o.derived.map((d) =>
         el("section", { class: "card", "data-dataset": d.name }, el("h2", {}, d.name, " ", el("small", {}, `computed from ${d.derived_from}'s topic`)),
           el("ul", { class: "tables" }, ...d.tables.map(tableLine)))));
@@ -126,10 +126,11 @@ async function ticker() {
   if (!params.get("ticker")) { info.textContent = "choose a ticker and a day"; rendered(); return; }
   const query = new URLSearchParams({ ticker: params.get("ticker"), date: params.get("date") || today(),
     synthetic: params.get("synthetic") === "1" ? "1" : "0" });
+  const newYork = (t) => new Date(t * 1000).toLocaleTimeString("en-US", { timeZone: "America/New_York", hour: "2-digit", minute: "2-digit", hour12: false });
   const chart = LightweightCharts.createChart(box, { height: 460, autoSize: true,
     layout: { background: { color: "#ffffff" }, textColor: "#333" },
-    timeScale: { timeVisible: true, secondsVisible: false },
-    localization: { timeFormatter: (t) => new Date(t * 1000).toLocaleTimeString("en-US", { timeZone: "America/New_York", hour: "2-digit", minute: "2-digit", hour12: false }) } });
+    timeScale: { timeVisible: true, secondsVisible: false, tickMarkFormatter: newYork },
+    localization: { timeFormatter: newYork } });
   const candles = chart.addSeries(LightweightCharts.CandlestickSeries, { upColor: "#2e9d5b", downColor: "#c8453c",
     borderVisible: false, wickUpColor: "#2e9d5b", wickDownColor: "#c8453c" });
   const volume = chart.addSeries(LightweightCharts.HistogramSeries, { priceFormat: { type: "volume" }, priceScaleId: "" });
@@ -159,7 +160,7 @@ async function ticker() {
       const newest = found.bars[found.bars.length - 1];
       window.consoleChart = { bars: found.bars.length, last: newest ? newest.time : null };
       info.textContent = `${found.ticker} ${found.date}${found.synthetic ? " (synthetic trades)" : ""}: ` +
-        `${found.bars.length} one-minute bars (New York time), refreshed every second`;
+        `${found.bars.length} one-minute bars (New York time), refreshed twice a second`;
       info.dataset.bars = String(found.bars.length);
       last.textContent = newest ? `last minute ${new Date(newest.time * 1000).toLocaleTimeString("en-US", { timeZone: "America/New_York", hour12: false })}: ` +
         `O ${newest.open} H ${newest.high} L ${newest.low} C ${newest.close} V ${newest.volume}` : "no bars yet";
@@ -182,9 +183,10 @@ async function tables() {
       const section = el("section", { class: "card wide", "data-table": t.name }, el("h2", {}, t.name, " ", el("small", {}, t.uri)));
       if (t.version === null) { section.append(el("p", {}, "none yet")); main.append(section); continue; }
       section.append(el("p", { "data-field": "summary" }, `version ${t.version}, ${number(t.files)} files, ${number(t.rows)} rows`));
-      section.append(table(["version", "when", "operation", "files added", "rows added", "Kafka offsets settled"],
-        t.history.map((c) => [c.version, c.at, c.operation, c.files_added ?? "", c.rows_added ?? "",
-          Object.entries(c.offsets).map(([k, v]) => `${k} → ${v}`).join(", ")])));
+      section.append(table(["version", "when", "operation", "files added", "files removed", "rows added",
+        "Kafka offsets stored (topic [partition] → last offset) and other transaction ids"],
+        t.history.map((c) => [c.version, c.at, c.operation, c.files_added ?? "?", c.files_removed ?? "?", c.rows_added ?? "?",
+          Object.entries(c.transactions).map(([k, v]) => `${k} → ${v}`).join(", ")])));
       main.append(section);
     }
     rendered();
