@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo console console-screenshots test-console test test-unit test-faults test-clock-ahead test-cluster chaos bench bench-peers test-interop stack stack-down stack-cluster-down stack-status toxiproxy toxiproxy-down report clean
+.PHONY: demo console console-screenshots test-console monitoring monitoring-down test-monitoring test test-unit test-faults test-clock-ahead test-cluster chaos bench bench-peers test-interop stack stack-down stack-cluster-down stack-status toxiproxy toxiproxy-down report clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating the Python environment in $(VENV) (first run takes a few minutes)"
@@ -41,7 +41,7 @@ demo: $(STAMP) .env stack
 ## test: the whole suite, integration tests against the real local stack included (the minutes-long fault
 ## runs aside: `make test-faults`)
 test: $(STAMP) $(CHROMIUM) stack
-	$(BIN)/python -m pytest -m "not faults and not interop" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not faults and not interop and not monitoring" $(PYTEST_ARGS)
 
 ## test-faults: the fault runs: a Bytewax cluster losing a process mid-stream, network faults through
 ## Toxiproxy (built from its Go module on first use by stack/toxiproxy.sh)
@@ -77,6 +77,19 @@ bench-peers: $(STAMP) $(PEERS)/spark/.installed $(PEERS)/quix/.installed .env st
 ## query set as a plain full read does; outside `make test` (marker `interop`)
 test-interop: $(STAMP) $(PEERS)/spark/.installed stack
 	$(BIN)/python -m pytest -m interop tests/interop $(PYTEST_ARGS)
+
+## monitoring: Prometheus natively (Debian's package, installed when missing) on 127.0.0.1:9090 (PROMETHEUS_PORT),
+## scraping this host's dataflows with monitoring/prometheus.yml; `make monitoring-down` stops it
+monitoring:
+	stack/monitoring.sh up
+
+monitoring-down:
+	stack/monitoring.sh down
+
+## test-monitoring: every PromQL expression of the Grafana dashboard evaluated by that Prometheus scraping running
+## dataflows, each returning data (marker `monitoring`, minutes long: outside `make test`)
+test-monitoring: $(STAMP) stack
+	$(BIN)/python -m pytest -m monitoring tests/integration/test_prometheus.py $(PYTEST_ARGS)
 
 ## stack: install (cached) and start Kafka, MinIO and PostgreSQL on loopback
 stack:
