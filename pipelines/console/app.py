@@ -8,6 +8,7 @@ library (TradingView's lightweight-charts) is served from the package: nothing i
     GET  /api/overview                                 `marketstream status`'s data, refreshed continuously
     GET  /api/bars?ticker=AAPL&date=2026-11-24[&synthetic=1]
     GET  /api/tables     GET /api/dead-letters
+    GET  /api/dead-letter-original?uri=s3://stock-data/_dead_letters/...   an original too large for the broker
     POST /api/sql        {"query": "..."} -> columns, rows (at most 1 000), cut, seconds
     POST /api/sql.csv    {"query": "..."} -> the same rows as CSV
 """
@@ -124,6 +125,16 @@ def create_app(settings: Settings, *, refresher: data.Refresher | None = None):
     async def dead_letters(request: Request) -> JSONResponse:
         return JSONResponse(await run_in_threadpool(data.dead_letters, settings))
 
+    async def original(request: Request) -> Response:
+        uri = request.query_params.get("uri", "")
+        try:
+            body = await run_in_threadpool(data.dead_letter_original, settings, uri)
+        except data.NotAnOriginal as exc:
+            return _problem(str(exc), 404)
+        name = "-".join(uri.split("/")[-3:])
+        return Response(body, media_type="application/octet-stream",  # never rendered: downloaded as bytes
+                        headers={"content-disposition": f'attachment; filename="dead-letter-{name}.bin"'})
+
     async def _query(request: Request) -> str | None:
         try:
             body = await request.json()
@@ -165,7 +176,7 @@ def create_app(settings: Settings, *, refresher: data.Refresher | None = None):
 
     routes = [Route(path, page(name, title)) for path, (name, title) in PAGES.items()] + [
         Route("/api/overview", overview), Route("/api/bars", bars), Route("/api/tables", tables),
-        Route("/api/dead-letters", dead_letters), Route("/api/sql", sql, methods=["POST"]),
+        Route("/api/dead-letters", dead_letters), Route("/api/dead-letter-original", original), Route("/api/sql", sql, methods=["POST"]),
         Route("/api/sql.csv", sql_csv, methods=["POST"]), Mount("/static", StaticFiles(directory=STATIC))]
     app = Starlette(routes=routes, lifespan=lifespan)
     token = settings.console_token.get_secret_value() if settings.console_token else None

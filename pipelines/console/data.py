@@ -268,6 +268,25 @@ def dead_letters(settings: Settings, limit: int = 100) -> dict:
                       + "; ".join(unread)) if unread else None}
 
 
+class NotAnOriginal(Exception):
+    """The address given is not where a dead letter's original is stored."""
+
+
+def dead_letter_original(settings: Settings, uri: str) -> bytes:
+    """The original of a dead letter too large for the broker, as `dlq.original.uri` names it: only under
+    `s3://<a dataset's bucket>/_dead_letters/`, so this reads nothing else of the store."""
+    import re
+
+    buckets = {dataset.bucket for dataset in DATASETS.values()}
+    found = re.fullmatch(r"s3://([a-z0-9.-]+)/_dead_letters/([A-Za-z0-9._-]+/){3}[0-9]+(\.key)?", uri)
+    if found is None or found.group(1) not in buckets or "/../" in uri or "/./" in uri:
+        raise NotAnOriginal(f"{uri[:200]!r} is not the address of a dead letter's original")
+    try:
+        return lake(settings).filesystem.cat_file(uri.removeprefix("s3://"))
+    except FileNotFoundError:
+        raise NotAnOriginal(f"{uri[:200]} holds nothing (removed?)") from None
+
+
 class SqlRefused(Exception):
     """The query failed, ran out of time or memory, or the store did not answer: one line."""
 

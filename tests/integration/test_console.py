@@ -32,6 +32,7 @@ import orjson
 import pytest
 import uvicorn
 from bytewax.testing import run_main
+from confluent_kafka import Producer
 from deltalake import DeltaTable
 from pydantic import SecretStr
 
@@ -55,6 +56,7 @@ DAY = date(2026, 11, 24)
 OPEN = datetime(2026, 11, 24, 14, 30, tzinfo=timezone.utc)
 HOSTILE_KEY = b'<b id="hostile-key">k</b>'
 HOSTILE_VALUE = b'<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> not JSON'
+BIG_ORIGINAL = b"<big>" + bytes(range(256)) * 4_060  # over the topic's max.message.bytes less 16 KiB
 SCREENSHOTS = os.environ.get("CONSOLE_SCREENSHOTS") == "1"
 MEASURED: dict[str, float] = {}
 
@@ -112,6 +114,10 @@ def lake(tmp_path_factory):
         settings = make_settings(**minio.settings, kafka_bootstrap_servers=kafka.bootstrap)
         messages = trade_messages(random.Random(27), 300, first_id=10**9)
         messages += [(HOSTILE_KEY, HOSTILE_VALUE)] + [m for minute in range(5) for m in tsla(minute)]
+        settings.kafka_cluster().ensure_topics([STOCK.topic])
+        big = Producer({**settings.kafka_client_config(), "message.max.bytes": 2_000_000})
+        big.produce(STOCK.topic, key=b"BIG", value=BIG_ORIGINAL)  # too large for a dead letter: stored aside
+        assert big.flush(30) == 0
         streamed(settings, STOCK, STOCK.topic, messages, rounds=2)
         bars_written(settings)
         yield settings
@@ -182,9 +188,9 @@ def test_overview_shows_the_figures_the_api_returns(page, console):
     stock = next(s for s in found["datasets"] if s["dataset"] == "stock")
     card = page.locator('[data-dataset="stock"]')
     assert card.locator('[data-field="messages"]').inner_text() == f"{stock['messages']:,} messages"
-    assert stock["messages"] == 300 + 1 + 20
+    assert stock["messages"] == 300 + 1 + 20 + 1
     assert card.locator('[data-field="lag"]').inner_text().startswith(f"{stock['lag_messages']:,} messages")
-    assert card.locator('[data-field="dead-letters"]').inner_text() == f"{stock['dead_letters']:,}" == "1"
+    assert card.locator('[data-field="dead-letters"]').inner_text() == f"{stock['dead_letters']:,}" == "2"
     assert "not valid JSON" in card.locator(".reasons").inner_text()
     for table in stock["tables"]:
         assert f"{table['rows']:,} rows" in card.locator(f'[data-table="{table["name"]}"]').inner_text()
@@ -289,6 +295,15 @@ def test_dead_letters_are_shown_as_text_never_as_markup(page, console):
     assert row.locator("td").nth(5).inner_text() == HOSTILE_VALUE.decode()
     assert table.locator("img, script, b").count() == 0
     assert page.evaluate("window.__pwned") is None
+    big = table.locator("tbody tr").nth(1)  # the original too large for a dead letter: a link to it in the bucket
+    assert big.locator("td").nth(4).inner_text() == "BIG"
+    link = big.locator("a.original")
+    assert link.inner_text().startswith("s3://stock-data/_dead_letters/stock_trades/")
+    with page.expect_download() as download:
+        link.click()
+    assert Path(download.value.path()).read_bytes() == BIG_ORIGINAL
+    for elsewhere in ("s3://stock-data/_delta_log/00000000000000000000.json", "s3://stock-data/_dead_letters/../x"):
+        assert page.request.get(console.url + "/api/dead-letter-original?uri=" + elsewhere).status == 404
     shot(page, "dead-letters")
 
 

@@ -204,7 +204,8 @@ async function deadLetters() {
       found.letters.map((d) => [d.at, d.dataset, d.reason ?? "(no reason)",
         d.topic === null ? "" : `${d.topic} [${d.partition}] @ ${d.offset}`, d.key ?? "",
         el("code", { class: "excerpt" }, d.excerpt ?? ""),
-        d.original_uri ? `${d.original_uri} (${d.original_size} bytes)` : `${d.size} bytes`]), { id: "dead-letters" }));
+        d.original_uri ? el("a", { href: `/api/dead-letter-original?${new URLSearchParams({ uri: d.original_uri })}`, class: "original" },
+          `${d.original_uri} (${d.original_size} bytes)`) : `${d.size} bytes`]), { id: "dead-letters" }));
     rendered();
   } catch (error) { main.append(problem(error.message)); rendered(); }
 }
