@@ -99,13 +99,16 @@ def overview(settings: Settings, now: datetime | None = None) -> dict:
 
 
 class Refresher:
-    """The overview computed again and again in a thread of its own, `pause` seconds apart; every page asks
-    for the newest. `latest()` is None until the first is done."""
+    """The overview computed again and again in a thread of its own, `pause` seconds apart, while someone
+    looks: after `idle` seconds without a request it rests until the next one (whose answer is then the last
+    one read, with the time it was read, until the next round is done). `latest()` is None until the first."""
 
-    def __init__(self, compute, pause: float = 0.2):
-        self._compute, self._pause = compute, pause
+    def __init__(self, compute, pause: float = 0.2, idle: float = 30.0):
+        self._compute, self._pause, self._idle = compute, pause, idle
         self._latest: dict | None = None
+        self._asked = time.monotonic()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="console-overview", daemon=True)
         self._ready = threading.Condition()
 
@@ -114,10 +117,15 @@ class Refresher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(OVERVIEW_PATIENCE_SECONDS * 3)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if time.monotonic() - self._asked > self._idle:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
             started = time.monotonic()
             try:
                 found = self._compute()
@@ -131,6 +139,8 @@ class Refresher:
             self._stop.wait(self._pause)
 
     def latest(self, wait: float = 0.0) -> dict | None:
+        self._asked = time.monotonic()
+        self._wake.set()
         with self._ready:
             if self._latest is None and wait:
                 self._ready.wait_for(lambda: self._latest is not None, wait)
