@@ -108,7 +108,6 @@ class Refresher:
         self._latest: dict | None = None
         self._asked = time.monotonic()
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="console-overview", daemon=True)
         self._ready = threading.Condition()
 
@@ -117,14 +116,14 @@ class Refresher:
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
         self._thread.join(OVERVIEW_PATIENCE_SECONDS * 3)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            # short relative sleeps rather than timed waits on an event: those wait for a year under libfaketime
+            # (`make test-clock-ahead`), whose clock the absolute deadline of a timed wait is taken from
             if time.monotonic() - self._asked > self._idle:
-                self._wake.wait(1.0)
-                self._wake.clear()
+                time.sleep(0.05)
                 continue
             started = time.monotonic()
             try:
@@ -136,11 +135,10 @@ class Refresher:
             with self._ready:
                 self._latest = found
                 self._ready.notify_all()
-            self._stop.wait(self._pause)
+            time.sleep(self._pause)
 
     def latest(self, wait: float = 0.0) -> dict | None:
         self._asked = time.monotonic()
-        self._wake.set()
         with self._ready:
             if self._latest is None and wait:
                 self._ready.wait_for(lambda: self._latest is not None, wait)
