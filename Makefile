@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-faults test-clock-ahead test-cluster chaos bench bench-peers test-interop stack stack-down stack-cluster-down stack-status toxiproxy toxiproxy-down report clean
+.PHONY: demo console console-screenshots test-console monitoring monitoring-down test-monitoring test test-unit test-faults test-clock-ahead test-cluster chaos bench bench-peers test-interop stack stack-down stack-cluster-down stack-status toxiproxy toxiproxy-down report clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating the Python environment in $(VENV) (first run takes a few minutes)"
@@ -16,14 +16,32 @@ $(STAMP): pyproject.toml
 .env:
 	cp .env.example .env
 
+## the browser the console's tests drive (Debian's chromium; Playwright downloads none)
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+## console: the web console on http://127.0.0.1:8080/ (CONSOLE_ARGS="--host 0.0.0.0" needs CONSOLE_TOKEN)
+console: $(STAMP) .env
+	$(BIN)/marketstream serve $(CONSOLE_ARGS)
+
+## test-console: the console's browser tests alone (part of `make test` too); console-screenshots: the same,
+## writing docs/console-*.png
+test-console: $(STAMP) $(CHROMIUM) stack
+	$(BIN)/python -m pytest tests/integration/test_console.py $(PYTEST_ARGS)
+
+console-screenshots: $(STAMP) $(CHROMIUM) stack
+	CONSOLE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/integration/test_console.py $(PYTEST_ARGS)
+
 ## demo: set everything up, then synthetic trades -> Kafka -> stock_consume -> MinIO, and show what landed
 demo: $(STAMP) .env stack
 	$(BIN)/python -m pipelines.cli demo $(if $(DEMO_SECONDS),--seconds $(DEMO_SECONDS),)
 
 ## test: the whole suite, integration tests against the real local stack included (the minutes-long fault
 ## runs aside: `make test-faults`)
-test: $(STAMP) stack
-	$(BIN)/python -m pytest -m "not faults and not interop" $(PYTEST_ARGS)
+test: $(STAMP) $(CHROMIUM) stack
+	$(BIN)/python -m pytest -m "not faults and not interop and not monitoring" $(PYTEST_ARGS)
 
 ## test-faults: the fault runs: a Bytewax cluster losing a process mid-stream, network faults through
 ## Toxiproxy (built from its Go module on first use by stack/toxiproxy.sh)
@@ -59,6 +77,19 @@ bench-peers: $(STAMP) $(PEERS)/spark/.installed $(PEERS)/quix/.installed .env st
 ## query set as a plain full read does; outside `make test` (marker `interop`)
 test-interop: $(STAMP) $(PEERS)/spark/.installed stack
 	$(BIN)/python -m pytest -m interop tests/interop $(PYTEST_ARGS)
+
+## monitoring: Prometheus natively (Debian's package, installed when missing) on 127.0.0.1:9090 (PROMETHEUS_PORT),
+## scraping this host's dataflows with monitoring/prometheus.yml; `make monitoring-down` stops it
+monitoring:
+	stack/monitoring.sh up
+
+monitoring-down:
+	stack/monitoring.sh down
+
+## test-monitoring: every PromQL expression of the Grafana dashboard evaluated by that Prometheus scraping running
+## dataflows, each returning data (marker `monitoring`, minutes long: outside `make test`)
+test-monitoring: $(STAMP) stack
+	$(BIN)/python -m pytest -m monitoring tests/integration/test_prometheus.py $(PYTEST_ARGS)
 
 ## stack: install (cached) and start Kafka, MinIO and PostgreSQL on loopback
 stack:

@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     # --- `marketstream sql`
     sql_memory_limit: str = Field("1GB", pattern=MEMORY_SIZE, description="DuckDB's memory limit (--memory-limit)")
 
+    # --- `marketstream serve`: the web console
+    console_token: SecretStr | None = Field(
+        None, description="a secret every request to the console must carry; needed to serve off loopback")
+
     # --- Bytewax recovery, used by `marketstream run`
     metrics_port: int | None = Field(None, ge=1, le=65_535,
                                      description="serve Prometheus metrics from this port (the next free one per process)")

@@ -21,6 +21,7 @@ cannot be honoured (a bad --version, --as-of, ticker or output); 3 the object st
     python -m pipelines.cli rebuild-bars --start 2026-11-02 --end 2026-11-24 [--tickers AAPL,MSFT]
     python -m pipelines.cli status [--json] [--dataset stock] [--max-lag-messages N] [--max-lag-seconds S]
                                    [--max-commit-age S] [--max-dead-letters N]
+    python -m pipelines.cli serve [--host 127.0.0.1] [--port 8080]
 """
 
 from __future__ import annotations
@@ -418,6 +419,31 @@ def rebuild_bars(settings: Settings, start: date, end: date, tickers: list[str] 
     return 1 if done.ahead else 0
 
 
+def serve(settings: Settings, host: str, port: int) -> int:
+    """The web console (`pipelines.console`) until stopped. Exit 2 when `host` is off loopback and CONSOLE_TOKEN
+    is unset, or the port cannot be bound."""
+    import socket
+
+    import uvicorn
+
+    from pipelines.console.access import check_bind
+    from pipelines.console.app import create_app
+
+    token = settings.console_token.get_secret_value() if settings.console_token else None
+    check_bind(host, token)
+    try:  # a taken port is one line, not uvicorn's traceback
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        print(f"marketstream serve: cannot listen on {host}:{port} (--host, --port): {exc.strerror}", file=sys.stderr)
+        return 2
+    shown = f"[{host}]" if ":" in host else host
+    _say(f"console at http://{shown}:{port}/" + (" (every request needs CONSOLE_TOKEN)" if token else ""))
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    return 0
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
     """A wrong argument ends in one line naming it (argparse's own error prints the whole usage first)."""
 
@@ -474,6 +500,10 @@ def main(argv: list[str] | None = None, *, clock: Clock | None = None) -> int:
     status_cmd.add_argument("--max-commit-age", type=float,
                             help="alert when a dataset whose topic holds messages has committed nothing for this many seconds")
     status_cmd.add_argument("--max-dead-letters", type=int, help="alert when a dead-letter topic holds more")
+    serve_cmd = commands.add_parser("serve", help="the web console: overview, ticker charts, tables, dead letters, SQL")
+    serve_cmd.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default 127.0.0.1; any other needs CONSOLE_TOKEN)")
+    serve_cmd.add_argument("--port", type=int, default=8080)
     run_cmd = commands.add_parser("run", help="run a dataflow, with recovery when RECOVERY_DIRECTORY is set")
     run_cmd.add_argument("dataflow", choices=DATAFLOWS)
     run_cmd.add_argument("bytewax_args", nargs=argparse.REMAINDER, help="passed to bytewax.run (-w, -i, -a)")
@@ -499,6 +529,8 @@ def main(argv: list[str] | None = None, *, clock: Clock | None = None) -> int:
                 print(f"marketstream status: {limits.problem()}", file=sys.stderr)
                 return 2
             return status(settings, args.json, limits, args.dataset)
+        if args.command == "serve":
+            return serve(settings, args.host, args.port)
         if args.command == "rebuild-bars":
             return rebuild_bars(settings, args.start, args.end, args.tickers)
         if args.command == "maintain":

@@ -133,18 +133,20 @@ def _refused(error: KafkaError) -> bool:
 class _TopicReader:
     """Topics, watermarks and messages, with one consumer. Each query is tried again after a failure (a
     timeout, a lost connection, metadata not known yet) until `deadline` (`time.monotonic`), then raises
-    `KafkaUnreadable`; a query made after the deadline still gets one try of `LAST_TRY_SECONDS`."""
+    `KafkaUnreadable`; a query made after the deadline still gets one try of `last_try` seconds."""
 
-    def __init__(self, cluster: KafkaCluster, deadline: float):
-        self._cluster, self._deadline = cluster, deadline
-        # auto.offset.reset=error: an offset retention removed meanwhile is reported, not skipped silently
+    def __init__(self, cluster: KafkaCluster, deadline: float, last_try: float = LAST_TRY_SECONDS):
+        self._cluster, self._deadline, self._last_try = cluster, deadline, last_try
+        # auto.offset.reset=error: an offset retention removed meanwhile is reported, not skipped silently;
+        # fetch.wait.max.ms: each read assigns another partition, and with the default (500 ms) every one waited
+        # for the fetch the broker held for the previous one (measured: 0.5 s per partition read, 10 ms with it)
         self._consumer = Consumer({**cluster.client_config, "group.id": "marketstream-status", "enable.auto.commit": False,
-                                   "enable.partition.eof": True, "auto.offset.reset": "error"})
+                                   "enable.partition.eof": True, "auto.offset.reset": "error", "fetch.wait.max.ms": 10})
 
     def _patiently(self, what: str, query: Callable[[float], T]) -> T:
         while True:
             try:
-                return query(max(self._deadline - time.monotonic(), LAST_TRY_SECONDS))
+                return query(max(self._deadline - time.monotonic(), self._last_try))
             except KafkaException as exc:
                 error = exc.args[0]
                 text = error.str() if isinstance(error, KafkaError) else str(error)
@@ -167,7 +169,7 @@ class _TopicReader:
     def read(self, topic: str, partition: int, first: int, end: int) -> list:
         """The messages of one partition from offset `first` to `end` (exclusive: a high watermark read before);
         fewer only when retention removed some meanwhile."""
-        give_up_at = max(self._deadline, time.monotonic() + LAST_TRY_SECONDS)
+        give_up_at = max(self._deadline, time.monotonic() + self._last_try)
         try:
             return list(read_partition(self._consumer, topic, partition, first, end, give_up_at=give_up_at,
                                        poll_seconds=POLL_SECONDS))
@@ -284,9 +286,11 @@ def _kafka_figures(status: DatasetStatus, dataset: Dataset, tables: list, reader
 
 
 def dataset_status(dataset: Dataset, tables: dict[str, str], cluster: KafkaCluster, storage_options: dict[str, str],
-                   *, now: datetime, today: date, closed_after_days: int, deadline: float | None = None) -> DatasetStatus:
+                   *, now: datetime, today: date, closed_after_days: int, deadline: float | None = None,
+                   last_try: float = LAST_TRY_SECONDS) -> DatasetStatus:
     """What `marketstream status` says of one dataset; `tables`: its Delta tables by SQL name, with URIs;
-    `deadline` (`time.monotonic`): until when Kafka's answers are waited for (default `PATIENCE_SECONDS`)."""
+    `deadline` (`time.monotonic`): until when Kafka's answers are waited for (default `PATIENCE_SECONDS`), and a
+    query made after it still gets `last_try` seconds."""
     status = DatasetStatus(dataset.name, dataset.topic)
     opened = []
     for name, uri in tables.items():
@@ -294,7 +298,7 @@ def dataset_status(dataset: Dataset, tables: dict[str, str], cluster: KafkaClust
         status.tables.append(table_status)
         if table is not None:
             opened.append(table)
-    reader = _TopicReader(cluster, time.monotonic() + PATIENCE_SECONDS if deadline is None else deadline)
+    reader = _TopicReader(cluster, time.monotonic() + PATIENCE_SECONDS if deadline is None else deadline, last_try)
     try:
         _kafka_figures(status, dataset, opened, reader, now)
     except KafkaUnreadable as exc:
@@ -417,12 +421,14 @@ DERIVED = {"bars": (STOCK.name, BARS_TABLES)}
 
 def lake_status(cluster: KafkaCluster, storage_options: dict[str, str], kept_apart_prefix: str, bars_bucket: str, *,
                 now: datetime, today: date, closed_after_days: int, datasets: list[str] | None = None,
-                patience_seconds: float = PATIENCE_SECONDS) -> LakeStatus:
+                patience_seconds: float = PATIENCE_SECONDS, last_try_seconds: float = LAST_TRY_SECONDS) -> LakeStatus:
     """Every dataset's status (or those named in `datasets`, derived ones included), Kafka's answers waited
-    for `patience_seconds` in all."""
+    for `patience_seconds` in all, then `last_try_seconds` for each query still made (the console, which
+    refreshes every second, waits less than the command line)."""
     deadline = time.monotonic() + patience_seconds
     found = [dataset_status(dataset, dataset_tables(dataset, kept_apart_prefix), cluster, storage_options, now=now,
-                            today=today, closed_after_days=closed_after_days, deadline=deadline)
+                            today=today, closed_after_days=closed_after_days, deadline=deadline,
+                            last_try=last_try_seconds)
              for name, dataset in DATASETS.items() if not datasets or name in datasets]
     uris = lake_tables(kept_apart_prefix, bars_bucket)
     derived = [DerivedStatus(name, source, [_table(table, uris[table], storage_options, today, closed_after_days, now)[1]

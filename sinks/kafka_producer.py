@@ -24,6 +24,8 @@ class DeliveryError(RuntimeError):
 class _ProducerPartition(StatelessSinkPartition[KafkaSinkMessage | MessageBlock]):
     def __init__(self, config: dict, default_topic: str):
         self._failures: list[tuple[str, str]] = []
+        # the counter exists from the start, at 0: "no failures" on a dashboard, not "no data"
+        metrics.DELIVERY_FAILURES.labels(default_topic)
         # delivery reports only for failures: no Python callback per delivered message
         self._producer = Producer({**config, "delivery.report.only.error": True, "on_delivery": self._on_delivery})
         self._default_topic = default_topic

@@ -58,6 +58,8 @@ NOT_RUN_HERE = {
     "run": "starts a dataflow that runs until stopped (the Scaling out example's cluster: "
            "tests/integration/test_bytewax_cluster.py)",
     "demo": "the whole product for a minute (make demo)",
+    "serve": "a web server that runs until stopped (tests/integration/test_console.py serves it, drives it in a "
+             "browser, and runs `serve --host 0.0.0.0` without CONSOLE_TOKEN)",
 }
 MARKER = re.compile(r"<!--\s*(needs|while):\s*([\w-]+)\s*-->")
 CONDITIONS = ("kafka-stopped",)

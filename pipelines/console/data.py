@@ -1,0 +1,374 @@
+"""What the console shows, read from Kafka and the lake as `marketstream status` and `marketstream sql` read
+them, as plain JSON-ready values. No figure is made up: what was not read is None, and the reason says why.
+
+- **Overview**: `pipelines.status.lake_status` itself, Kafka's answers waited for `OVERVIEW_PATIENCE_SECONDS`
+  (a console refreshes; a stuck broker must not hold the page for the command line's 30 s). An object store
+  that does not answer is one error line naming S3_ENDPOINT_URL; a Kafka that does not answer is each
+  dataset's `unread`, with the figures that depend on it None.
+- **Bars**: one ticker-day of a bars table (`pipelines.chart.bars_of`), minutes as Unix seconds.
+- **Tables**: each Delta table's version, files, rows and its newest commits with the Kafka offsets they
+  settled (the `txn` actions of the commit: app id `marketstream:<dataset>:<topic>:<incarnation>:<partition>`,
+  version = the last offset stored), and the operation (maintenance runs are OPTIMIZE / VACUUM commits).
+- **Dead letters**: the newest of each dead-letter topic, read from its partitions' tails, with their headers.
+- **SQL**: `pipelines.query` (DuckDB without file, network or extension access, its configuration locked),
+  at most `SQL_ROWS` rows, `SQL_MEMORY_LIMIT`, interrupted after `SQL_TIMEOUT_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timezone
+
+import pyarrow as pa
+
+from marketstream.datasets import DATASETS, lake_tables
+from marketstream.settings import Settings
+
+OVERVIEW_PATIENCE_SECONDS = 3.0
+"""How long one refresh of the overview waits for Kafka before it says a figure is unknown."""
+LAST_TRY_SECONDS = 0.5
+"""And how long each Kafka query made after that still gets (the command line's: 3 s)."""
+DEAD_LETTERS_PER_PARTITION = 50
+"""Dead letters read from the tail of each dead-letter partition."""
+EXCERPT_BYTES = 300
+SQL_ROWS = 1_000
+SQL_TIMEOUT_SECONDS = 10.0
+SQL_MEMORY_LIMIT = "512MB"
+HISTORY_COMMITS = 20
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def tables_of(settings: Settings) -> dict[str, str]:
+    return lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket)
+
+
+_LAKES: dict[int, tuple] = {}
+_LAKES_LOCK = threading.Lock()
+
+
+def lake(settings: Settings):
+    """The lake of `settings` (`pipelines.sql_command.lake_of`) and an s3fs client on it, made once and
+    shared by every request: a client made per request (twice a second per open ticker page) leaves its
+    sessions to be closed by the garbage collector, on whatever event loop it then runs in."""
+    with _LAKES_LOCK:
+        if id(settings) not in _LAKES:
+            from pipelines.sql_command import lake_of
+
+            made = lake_of(settings, tables_of(settings))
+            _LAKES[id(settings)] = (settings, made)  # the settings kept: their id is not reused meanwhile
+        return _LAKES[id(settings)][1]
+
+
+def overview(settings: Settings, now: datetime | None = None) -> dict:
+    """The data of `marketstream status --json`, plus `error` (the object store did not answer) and
+    `kafka_unreachable` (some Kafka figures were not read)."""
+    from dataclasses import replace
+
+    from marketstream.calendar import exchange_date
+    from pipelines import status
+
+    now = now or datetime.now(timezone.utc)
+    cluster = settings.kafka_cluster()
+    quiet = replace(cluster, client_config={**cluster.client_config, "log_level": 0})
+    try:
+        found = status.lake_status(quiet, settings.delta_storage_options(), settings.stock_synthetic_prefix,
+                                 settings.bars_bucket, now=now, today=exchange_date(now),
+                                 closed_after_days=settings.lake_compact_closed_after_days,
+                                 patience_seconds=OVERVIEW_PATIENCE_SECONDS, last_try_seconds=LAST_TRY_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - whatever the object store's (or Kafka's) client raised: one line
+        from confluent_kafka import KafkaException
+
+        if isinstance(exc, KafkaException):
+            what = f"cannot read Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)"
+        else:
+            what = f"cannot read the object store at {settings.s3_endpoint_url} (S3_ENDPOINT_URL)"
+        return {"at": _iso(now), "datasets": [], "derived": [], "error": f"{what}: {status.one_line(exc)}",
+                "kafka_unreachable": None}
+    unread = found.unread
+    return {"at": _iso(now), "datasets": [asdict(s) for s in found.datasets],
+            "derived": [asdict(d) for d in found.derived], "error": None,
+            "kafka_unreachable": (f"cannot read Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS): "
+                                  + "; ".join(unread)) if unread else None}
+
+
+class Refresher:
+    """The overview computed again and again in a thread of its own, `pause` seconds apart, while someone
+    looks: after `idle` seconds without a request it rests until the next one (whose answer is then the last
+    one read, with the time it was read, until the next round is done). `latest()` is None until the first."""
+
+    def __init__(self, compute, pause: float = 0.2, idle: float = 30.0):
+        self._compute, self._pause, self._idle = compute, pause, idle
+        self._latest: dict | None = None
+        self._asked = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="console-overview", daemon=True)
+        self._ready = threading.Condition()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(OVERVIEW_PATIENCE_SECONDS * 3)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            # short relative sleeps rather than timed waits on an event: those wait for a year under libfaketime
+            # (`make test-clock-ahead`), whose clock the absolute deadline of a timed wait is taken from
+            if time.monotonic() - self._asked > self._idle:
+                time.sleep(0.05)
+                continue
+            started = time.monotonic()
+            try:
+                found = self._compute()
+            except Exception as exc:  # noqa: BLE001 - the page shows it; the next round tries again
+                found = {"at": _iso(datetime.now(timezone.utc)), "datasets": [], "derived": [],
+                         "error": f"{type(exc).__name__}: {exc}"[:400], "kafka_unreachable": None}
+            found["took_s"] = round(time.monotonic() - started, 3)
+            with self._ready:
+                self._latest = found
+                self._ready.notify_all()
+            time.sleep(self._pause)
+
+    def latest(self, wait: float = 0.0) -> dict | None:
+        self._asked = time.monotonic()
+        with self._ready:
+            if self._latest is None and wait:
+                self._ready.wait_for(lambda: self._latest is not None, wait)
+            return self._latest
+
+
+def bars(settings: Settings, ticker: str, day: date, synthetic: bool) -> list[dict]:
+    """`ticker`'s one-minute bars of `day`, oldest first: time (Unix seconds of the minute), open, high, low,
+    close, volume, trades."""
+    from pipelines.chart import bars_of, check_ticker
+
+    check_ticker(ticker)
+    rows = bars_of(lake(settings), "bars_synthetic" if synthetic else "bars", ticker, day)
+    return [{"time": int(row["minute"].timestamp()), "open": row["open"], "high": row["high"], "low": row["low"],
+             "close": row["close"], "volume": row["volume"]} for row in sorted(rows, key=lambda r: r["minute"])]
+
+
+def commit_facts(commit_text: str) -> dict:
+    """What one commit's log entry says: the files it added (and their rows, from their statistics) and
+    removed, and its transaction ids: a consumer's `marketstream:<dataset>:<topic>:<incarnation>:<partition>`
+    as `<topic> [<partition>]` -> the last Kafka offset stored; any other (the bars' per-day write count)
+    as it is."""
+    facts = {"files_added": 0, "rows_added": 0, "files_removed": 0, "transactions": {}}
+    for line in commit_text.splitlines():
+        action = json.loads(line) if line.strip() else {}
+        if "add" in action:
+            facts["files_added"] += 1
+            stats = action["add"].get("stats")
+            facts["rows_added"] += json.loads(stats).get("numRecords", 0) if stats else 0
+        elif "remove" in action:
+            facts["files_removed"] += 1
+        elif "txn" in action:
+            app_id, parts = action["txn"]["appId"], action["txn"]["appId"].split(":")
+            shown = f"{parts[2]} [{parts[4]}]" if len(parts) == 5 and parts[0] == "marketstream" else app_id
+            facts["transactions"][shown] = action["txn"]["version"]
+    return facts
+
+
+def tables(settings: Settings) -> list[dict]:
+    """Each lake table: version, files, rows, and its newest `HISTORY_COMMITS` commits with the Kafka offsets
+    they settled. A table not made yet says so (`version` None). The tables are read at once, in threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="console-tables") as pool:
+        return list(pool.map(lambda item: _table(settings, *item), tables_of(settings).items()))
+
+
+def _table(settings: Settings, name: str, uri: str) -> dict:
+    from deltalake import DeltaTable
+
+    filesystem = lake(settings).filesystem
+    options = settings.delta_storage_options()
+    entry = {"name": name, "uri": uri, "version": None, "files": 0, "rows": 0, "history": []}
+    try:
+        if not DeltaTable.is_deltatable(uri, storage_options=options):
+            return entry
+    except OSError as exc:
+        if "NoSuchBucket" in str(exc):
+            return entry
+        raise
+    table = DeltaTable(uri, storage_options=options)
+    files = pa.table(table.get_add_actions(flatten=True))
+    entry.update(version=table.version(), files=files.num_rows,
+                 rows=int(sum(n or 0 for n in files.column("num_records").to_pylist())))
+    log = uri.removeprefix("s3://").rstrip("/") + "/_delta_log"
+    commits = table.history(HISTORY_COMMITS)
+    paths = [f"{log}/{commit['version']:020d}.json" for commit in commits if commit.get("version") is not None]
+    texts = filesystem.cat(paths, on_error="omit") if paths else {}  # at once; one removed by log retention is left out
+    for commit in commits:
+        version = commit.get("version")
+        text = texts.get(f"{log}/{version:020d}.json") if version is not None else None
+        entry["history"].append({
+            "version": version, "operation": commit.get("operation"),
+            "at": _iso(datetime.fromtimestamp(commit["timestamp"] / 1000, timezone.utc))
+            if commit.get("timestamp") is not None else None,
+            **(commit_facts(text.decode()) if text else {"files_added": None, "rows_added": None,
+                                                          "files_removed": None, "transactions": {}})})
+    return entry
+
+
+def _text(raw: bytes | None, limit: int = EXCERPT_BYTES) -> str | None:
+    return None if raw is None else raw[:limit].decode("utf-8", errors="replace")
+
+
+def dead_letters(settings: Settings, limit: int = 100) -> dict:
+    """The newest `limit` dead letters of every dataset, newest first: dataset, reason, origin (topic,
+    partition, offset), the original's excerpt and, for an original too large, where it is stored."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from marketstream.kafka_cluster import read_partition
+
+    cluster = settings.kafka_cluster()
+    config = {**cluster.client_config, "log_level": 0}
+    consumer = Consumer({**config, "group.id": "marketstream-console", "enable.auto.commit": False,
+                         "enable.partition.eof": True, "fetch.wait.max.ms": 10})  # see pipelines.status
+    deadline = time.monotonic() + OVERVIEW_PATIENCE_SECONDS * 2
+    letters, unread = [], []
+    try:
+        for dataset in DATASETS.values():
+            topic = dataset.dead_letter_topic
+            try:
+                metadata = consumer.list_topics(topic, timeout=max(deadline - time.monotonic(), 0.5)).topics.get(topic)
+            except Exception as exc:  # noqa: BLE001 - Kafka did not answer
+                unread.append(f"{topic}: {exc}")
+                continue
+            if metadata is None or metadata.error is not None:
+                continue
+            for partition in metadata.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                           timeout=max(deadline - time.monotonic(), 0.5))
+                if high <= low:
+                    continue
+                for message in read_partition(consumer, topic, partition, max(low, high - DEAD_LETTERS_PER_PARTITION),
+                                              high, give_up_at=deadline, poll_seconds=0.2):
+                    headers = {key: value for key, value in (message.headers() or [])}
+                    header = lambda name: _text(headers.get(name), 1000)  # noqa: E731
+                    letters.append({
+                        "dataset": header("dlq.dataset") or dataset.name,
+                        "at": _iso(datetime.fromtimestamp(message.timestamp()[1] / 1000, timezone.utc)),
+                        "at_ms": message.timestamp()[1],
+                        "reason": header("dlq.reason"), "topic": header("dlq.topic"),
+                        "partition": int(headers["dlq.partition"]) if "dlq.partition" in headers else None,
+                        "offset": int(headers["dlq.offset"]) if "dlq.offset" in headers else None,
+                        "key": _text(message.key(), 200), "excerpt": _text(message.value()),
+                        "size": len(message.value() or b""),
+                        "original_uri": header("dlq.original.uri"), "original_size": header("dlq.original.size"),
+                        "dead_letter": f"{topic}[{partition}]@{message.offset()}"})
+    except Exception as exc:  # noqa: BLE001 - a broker gone mid-read: what was read is shown, and why not more
+        unread.append(str(exc)[:400])
+    finally:
+        consumer.close()
+    letters.sort(key=lambda letter: letter["at_ms"], reverse=True)
+    return {"letters": letters[:limit], "total_read": len(letters),
+            "error": (f"cannot read Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS): "
+                      + "; ".join(unread)) if unread else None}
+
+
+class NotAnOriginal(Exception):
+    """The address given is not where a dead letter's original is stored."""
+
+
+def dead_letter_original(settings: Settings, uri: str) -> bytes:
+    """The original of a dead letter too large for the broker, as `dlq.original.uri` names it: only under
+    `s3://<a dataset's bucket>/_dead_letters/`, so this reads nothing else of the store."""
+    import re
+
+    buckets = {dataset.bucket for dataset in DATASETS.values()}
+    found = re.fullmatch(r"s3://([a-z0-9.-]+)/_dead_letters/([A-Za-z0-9._-]+/){3}[0-9]+(\.key)?", uri)
+    if found is None or found.group(1) not in buckets or "/../" in uri or "/./" in uri:
+        raise NotAnOriginal(f"{uri[:200]!r} is not the address of a dead letter's original")
+    try:
+        return lake(settings).filesystem.cat_file(uri.removeprefix("s3://"))
+    except FileNotFoundError:
+        raise NotAnOriginal(f"{uri[:200]} holds nothing (removed?)") from None
+
+
+class SqlRefused(Exception):
+    """The query failed, ran out of time or memory, or the store did not answer: one line."""
+
+
+@dataclass
+class SqlAnswer:
+    columns: list[str]
+    rows: list[list]
+    cut: bool
+    seconds: float
+    table: pa.Table
+
+
+class _Collected:
+    def __init__(self):
+        self.schema, self.batches = None, []
+
+    def begin(self, schema: pa.Schema) -> None:
+        self.schema = schema
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.batches.append(batch)
+
+
+def _json_value(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return str(value)
+
+
+def sql(settings: Settings, query: str, *, rows: int = SQL_ROWS, timeout: float | None = None,
+        memory_limit: str = SQL_MEMORY_LIMIT) -> SqlAnswer:
+    """`query` over the lake's tables as `marketstream sql` answers it, locked down: no file, network or
+    extension access, at most `rows` rows and `memory_limit`, interrupted after `timeout` seconds (default
+    `SQL_TIMEOUT_SECONDS`)."""
+    timeout = SQL_TIMEOUT_SECONDS if timeout is None else timeout
+    from pipelines.query import BadRequest, QueryFailed, StoreUnreachable, connect, run, spill_directory, tables_named
+    from pipelines.time_travel import TimeTravel, open_tables
+
+    if len(query) > 20_000:
+        raise SqlRefused("the query is longer than 20 000 characters")
+    started = time.monotonic()
+    tables = lake(settings)
+    try:
+        tables.check_reachable()
+        opened = open_tables(tables, tables_named(query, tables.tables), TimeTravel())
+        collected = _Collected()
+        with spill_directory() as spill:
+            connection = connect(opened.datasets, allow_files=False, memory_limit=memory_limit, spill_directory=spill)
+            timer = threading.Timer(timeout, connection.interrupt)
+            timer.start()
+            try:
+                outcome = run(connection, query, collected, rows)
+            finally:
+                timer.cancel()
+                connection.close()
+    except (BadRequest, QueryFailed, StoreUnreachable) as exc:
+        seconds = time.monotonic() - started
+        text = str(exc)
+        if seconds >= timeout and "INTERRUPT" in text.upper():
+            text = f"stopped after {timeout:g} s (the console's time limit): {text}"
+        raise SqlRefused(text) from None
+    table = (pa.Table.from_batches(collected.batches, schema=collected.schema) if collected.schema is not None
+             else pa.table({}))
+    columns = [column.to_pylist() for column in table.columns]  # by position: a name may repeat
+    rows = [[_json_value(value) for value in row] for row in zip(*columns)]
+    return SqlAnswer(table.column_names, rows, outcome.cut, round(time.monotonic() - started, 3), table)
