@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from deltalake import DeltaTable, Schema
+from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
@@ -46,7 +46,7 @@ from marketstream import metrics, schemas
 from marketstream.bars import (LEGACY_INCARNATION, Reread, combine_parts, fold_trades, held_entries, unheld_parts,
                                with_legacy_held)
 from marketstream.runs import key_runs
-from sinks.delta_commits import Commit, DeltaCommitter, TableView, retrying
+from sinks.delta_commits import Commit, DeltaCommitter, TableView, evolve, retrying
 from sinks.delta_stats import files_stats
 from sinks.layout import object_key, partition_path
 from sinks.object_store import ObjectStore
@@ -85,8 +85,7 @@ def upgrade(uri: str, storage_options: dict[str, str], incarnation: str, sleep: 
         if not table.metadata().configuration.get(LEGACY_INCARNATION):
             table.alter.set_table_properties({LEGACY_INCARNATION: incarnation}, raise_if_not_exists=False)
             log.info("%s: rows written before 2026-12 hold the trades of topic incarnation %s", uri, incarnation)
-        table = DeltaTable(uri, storage_options=storage_options)
-        table.alter.add_columns(Schema.from_arrow(pa.schema([schemas.BARS.field("held_through")])).fields[0])
+        evolve(DeltaTable(uri, storage_options=storage_options), TABLE_SCHEMA)
 
     retrying(f"upgrading {uri}", once, sleep)
 
@@ -129,7 +128,8 @@ class BarsWriter:
         self._keep_days = keep_days
         if incarnation is not None:
             upgrade(uri, storage_options, incarnation)
-        self._committer = DeltaCommitter(uri, storage_options, TABLE_SCHEMA, PARTITION_BY)
+        # columns are added by `upgrade` only, after the legacy incarnation is named
+        self._committer = DeltaCommitter(uri, storage_options, TABLE_SCHEMA, PARTITION_BY, evolve_schema=False)
         self._days: dict[date, _Day] = {}
         self._files = ThreadPoolExecutor(max_workers=FILE_WRITERS, thread_name_prefix="bars-files")
 
