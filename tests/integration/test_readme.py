@@ -29,6 +29,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import duckdb
+import orjson
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -158,10 +159,18 @@ class Lake:
     """An instant after the lake's first part was written and before the rest."""
 
 
+NEWS_MESSAGES = [
+    (ticker.encode(), orjson.dumps({"id": i + 1, "ticker": ticker, "datetime": f"2026-11-24T15:{i:02d}:00.000000Z",
+                                    "headline": headline, "summary": "", "source": "Yahoo", "url": f"https://example.com/{i}",
+                                    "image": "", "category": "company", "related": ticker}))
+    for i, (ticker, headline) in enumerate([("AAPL", "Apple beats estimates, shares surge"), ("AAPL", "Apple sued over app fees"),
+                                            ("MSFT", "Microsoft to hold its annual meeting")])]
+
+
 @pytest.fixture(scope="module")
 def readme_lake(tmp_path_factory):
     """Trades streamed into `stock_trades` -> `stock-data` in many commits and bars in `bars-data`, in two
-    parts with an instant between them; an empty `finnhub` topic, no other. The shell's clock is injected:
+    parts with an instant between them; a few news articles in `finnhub` -> `finnhub-data`, no other topic. The shell's clock is injected:
     `date` prints that instant (the README's `--as-of` example asks `date` for "10 minutes ago")."""
     kafka = PrivateKafka(tmp_path_factory.mktemp("kafka"))
     kafka.start()
@@ -181,7 +190,7 @@ def readme_lake(tmp_path_factory):
         between = datetime.now(timezone.utc).replace(microsecond=0)
         time.sleep(1.5)
         written(trades[600:])
-        settings.kafka_cluster().ensure_topics([NEWS.topic])  # and no other: topics empty and missing
+        streamed(settings, NEWS, NEWS.topic, NEWS_MESSAGES, rounds=1)  # scored for sentiment as they are stored
         stock = DeltaTable("s3://stock-data", storage_options=settings.delta_storage_options())
         assert stock.version() >= 12, "the time-travel examples go back to version 12"
         shell_clock = tmp_path_factory.mktemp("bin")
