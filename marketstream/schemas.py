@@ -110,12 +110,14 @@ BLUESKY_POSTS = pa.schema(
         pa.field("language", pa.string()),
         *LINEAGE_FIELDS,
         *SENTIMENT_FIELDS,
+        # added in 2026-12: whom the post's keyword stands for (`marketstream.social`); null in rows before
+        pa.field("tickers", pa.list_(pa.string())),
     ],
     metadata={"dataset": "bluesky", "version": "2"},
 )
 
 BLUESKY_POSTS_PARTITIONING = pa.schema([pa.field("date", pa.date32()), pa.field("keyword", pa.string())])
-BLUESKY_POSTS_FEW_VALUES = ("language", "kafka_partition", "sentiment_model")
+BLUESKY_POSTS_FEW_VALUES = ("language", "kafka_partition", "sentiment_model", "tickers")
 
 HELD_THROUGH = pa.list_(pa.struct([pa.field("incarnation", pa.string()), pa.field("kafka_partition", pa.int32()),
                                     pa.field("offset", pa.int64())]))

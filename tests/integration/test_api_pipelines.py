@@ -87,7 +87,7 @@ def test_finnhub_to_finnhub_data(bucket, unique):
     assert table.schema.field("datetime").type == schemas.TIMESTAMP
 
 
-def test_bluesky_to_bluesky_data_with_readable_reversible_keyword_partitions(bucket, unique):
+def test_bluesky_to_bluesky_data_with_readable_reversible_keyword_partitions_and_tickers_from_postgresql(bucket, unique):
     topic = f"it_bluesky_{unique}"
     with FakeBluesky() as bluesky:
         bluesky.post(1, "Tim Cook talks earnings", datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc))
@@ -99,11 +99,11 @@ def test_bluesky_to_bluesky_data_with_readable_reversible_keyword_partitions(buc
     consume(settings, BLUESKY, topic, bucket)
 
     table = read_table(settings, bucket, schemas.BLUESKY_POSTS_PARTITIONING, schema=schemas.BLUESKY_POSTS)
-    rows = sorted((str(r["date"]), r["keyword"], r["text"], r["language"]) for r in table.to_pylist())
-    assert rows == [
-        ("2026-11-24", "Sam's Club", "Sam's Club opens", None),
-        ("2026-11-25", "Tim Cook", "Tim Cook talks earnings", "en"),
-        ("2026-11-25", "earnings", "Tim Cook talks earnings", "en"),
+    rows = sorted((str(r["date"]), r["keyword"], r["text"], r["language"], r["tickers"]) for r in table.to_pylist())
+    assert rows == [  # tickers: whom the keyword stands for in companies_info (stack/init.sql), or the market
+        ("2026-11-24", "Sam's Club", "Sam's Club opens", None, ["WMT"]),
+        ("2026-11-25", "Tim Cook", "Tim Cook talks earnings", "en", ["AAPL"]),
+        ("2026-11-25", "earnings", "Tim Cook talks earnings", "en", ["*MARKET*"]),
     ]
     prefixes = sorted(data_folders(settings, bucket))
     assert prefixes == ["date=2026-11-24/keyword=Sam%27s%20Club", "date=2026-11-25/keyword=Tim%20Cook",
@@ -112,11 +112,11 @@ def test_bluesky_to_bluesky_data_with_readable_reversible_keyword_partitions(buc
 
 
 def earlier(schema):
-    """A dataset's schema as it was before the sentiment columns (version 1)."""
-    return schema.remove(schema.get_field_index("sentiment_model")).remove(schema.get_field_index("sentiment"))
+    """A dataset's schema as it was before the sentiment columns and the posts' tickers (version 1)."""
+    return pa.schema([field for field in schema if field.name not in ("sentiment", "sentiment_model", "tickers")])
 
 
-def test_tables_of_the_earlier_schema_gain_the_sentiment_columns_and_keep_their_rows(bucket, unique):
+def test_tables_of_the_earlier_schema_gain_the_new_columns_and_keep_their_rows(bucket, unique):
     """Delta schema evolution on the real store: a news table and a Bluesky table created and written with the
     schema of before are appended to by the consumers of now; their old rows read a null sentiment."""
     from deltalake import DeltaTable, write_deltalake
@@ -151,3 +151,5 @@ def test_tables_of_the_earlier_schema_gain_the_sentiment_columns_and_keep_their_
         rows = sorted(table.to_pyarrow_table().to_pylist(), key=lambda r: r["kafka_offset"] if r["date"] != date(2026, 11, 23) else -1)
         assert [(r["sentiment"] is None, r["sentiment_model"]) for r in rows] == [(True, None), (False, "vader-3.3.2")]
         assert (rows[1]["sentiment"] > 0.5) if folder == "news" else (rows[1]["sentiment"] < -0.5)
+        if folder == "bluesky":  # the message carries no tickers (an earlier producer's): null, as the old row's
+            assert [r["tickers"] for r in rows] == [None, None]

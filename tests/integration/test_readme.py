@@ -39,7 +39,7 @@ import pytest
 from bytewax.testing import run_main
 from deltalake import DeltaTable
 
-from marketstream.datasets import DATASETS, NEWS, STOCK, lake_tables
+from marketstream.datasets import BLUESKY, DATASETS, NEWS, STOCK, lake_tables
 from marketstream.settings import Settings
 from pipelines.bars import build_bars_flow
 from tests.conftest import STACK, clock_from, make_settings
@@ -167,10 +167,21 @@ NEWS_MESSAGES = [
                                             ("MSFT", "Microsoft to hold its annual meeting")])]
 
 
+POST_MESSAGES = [
+    (keyword.encode(), orjson.dumps({"uri": f"at://did:plc:a/app.bsky.feed.post/{uri}", "cid": "c", "author_handle": "a.bsky.social",
+                                     "author_did": "did:plc:a", "text": text, "created_at": "2026-11-24T15:00:00.000000Z",
+                                     "indexed_at": "2026-11-24T15:00:01.000000Z", "like_count": 0, "repost_count": 0,
+                                     "reply_count": 0, "language": "en", "keyword": keyword, "tickers": tickers}))
+    for uri, keyword, tickers, text in [(1, "Tim Cook", ["AAPL"], "Tim Cook nailed it, great keynote"),
+                                        (1, "earnings", ["*MARKET*"], "Tim Cook nailed it, great keynote"),
+                                        (2, "AI", ["MSFT", "NVDA"], "AI stocks are a bubble, awful"),
+                                        (3, "Apple", ["AAPL"], "Apple store opens at 9")]]
+
+
 @pytest.fixture(scope="module")
 def readme_lake(tmp_path_factory):
     """Trades streamed into `stock_trades` -> `stock-data` in many commits and bars in `bars-data`, in two
-    parts with an instant between them; a few news articles in `finnhub` -> `finnhub-data`, no other topic. The shell's clock is injected:
+    parts with an instant between them; a few news articles in `finnhub` -> `finnhub-data` and posts in `bluesky` -> `bluesky-data`, no other topic. The shell's clock is injected:
     `date` prints that instant (the README's `--as-of` example asks `date` for "10 minutes ago")."""
     kafka = PrivateKafka(tmp_path_factory.mktemp("kafka"))
     kafka.start()
@@ -191,6 +202,7 @@ def readme_lake(tmp_path_factory):
         time.sleep(1.5)
         written(trades[600:])
         streamed(settings, NEWS, NEWS.topic, NEWS_MESSAGES, rounds=1)  # scored for sentiment as they are stored
+        streamed(settings, BLUESKY, BLUESKY.topic, POST_MESSAGES, rounds=1)
         stock = DeltaTable("s3://stock-data", storage_options=settings.delta_storage_options())
         assert stock.version() >= 12, "the time-travel examples go back to version 12"
         shell_clock = tmp_path_factory.mktemp("bin")
