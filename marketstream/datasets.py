@@ -145,3 +145,15 @@ def lake_tables(kept_apart_prefix: str, bars_bucket: str = "bars-data") -> dict[
     tables[BARS_TABLES[0]] = f"s3://{bars_bucket}"
     tables[BARS_TABLES[1]] = f"s3://{bars_bucket}/{kept_apart_prefix}"
     return tables
+
+
+SIGNALS_TABLES = ("signals", "signals_synthetic")
+"""Per-minute signals (`dataflows.signals_consume`): the bars of real trades' and of synthetic trades', each
+joined with the news and the posts of their ticker (`marketstream.signals`)."""
+
+
+def signals_tables(kept_apart_prefix: str, signals_bucket: str = "signals-data") -> dict[str, str]:
+    """Each signals table by its SQL name, with its URI (rows of synthetic bars under `kept_apart_prefix`). Not
+    among `lake_tables`: lake maintenance leaves them alone (each round of their writer replaces ticker-days
+    whole, so they need no compaction, and delta-rs's optimize must not race those replacements)."""
+    return {SIGNALS_TABLES[0]: f"s3://{signals_bucket}", SIGNALS_TABLES[1]: f"s3://{signals_bucket}/{kept_apart_prefix}"}

@@ -150,3 +150,21 @@ BARS = pa.schema(
 )
 
 BARS_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])
+
+SIGNAL_COUNTS = [
+    pa.field(f"{source}_{measure}{suffix}", pa.int64() if measure == "count" else pa.float64(), nullable=measure != "count")
+    for suffix in ("", "_15m", "_1h") for source in ("news", "posts") for measure in ("count", "sentiment")
+]
+
+SIGNALS = pa.schema(
+    [
+        # the bar of the minute, as the bars table holds it
+        *(BARS.field(name) for name in ("minute", "open", "high", "low", "close", "volume", "vwap", "trades")),
+        # per window (the minute, 15 minutes and an hour ending with it): articles and posts of the ticker, and
+        # the mean sentiment of those scored (null: none); `marketstream.signals`
+        *SIGNAL_COUNTS,
+    ],
+    metadata={"dataset": "signals", "version": "1"},
+)
+
+SIGNALS_PARTITIONING = BARS_PARTITIONING

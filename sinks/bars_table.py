@@ -279,16 +279,24 @@ class BarsWriter:
         return [add for share in self._files.map(self._put_files, shares) for add in share]
 
     def _put_files(self, files: list[tuple[str, object, pa.Table]]) -> list[AddAction]:
-        objects, adds = {}, []
-        stats = files_stats([chunk for _, _, chunk in files], self._committer.stats_columns)
-        for (ticker, day, chunk), stats_of_file in zip(files, stats):
-            relative = object_key(partition_path([("ticker", ticker), ("date", day)]), f"bars-{uuid.uuid4().hex}.parquet")
-            data = _parquet(chunk.drop_columns(PARTITION_BY), self._compression)
-            objects[object_key(self._folder, relative)] = data
-            adds.append(AddAction(relative, len(data), {"ticker": ticker, "date": day.isoformat()},
-                                  int(time.time() * 1000), True, stats_of_file))
-        self._store.put_many(self._bucket, objects)
-        return adds
+        return put_ticker_day_files(self._store, self._bucket, self._folder, files, self._committer.stats_columns,
+                                    self._compression, "bars")
+
+
+def put_ticker_day_files(store: ObjectStore, bucket: str, folder: str, files: list[tuple[str, object, pa.Table]],
+                         stats_columns: list[str], compression: str, name: str) -> list[AddAction]:
+    """Each `(ticker, date, rows)` of `files` uploaded as one Parquet file of a table partitioned by ticker and
+    date (`folder` of `bucket`), with full statistics; the add actions of a commit that adds them."""
+    objects, adds = {}, []
+    stats = files_stats([chunk for _, _, chunk in files], stats_columns)
+    for (ticker, day, chunk), stats_of_file in zip(files, stats):
+        relative = object_key(partition_path([("ticker", ticker), ("date", day)]), f"{name}-{uuid.uuid4().hex}.parquet")
+        data = _parquet(chunk.drop_columns(PARTITION_BY), compression)
+        objects[object_key(folder, relative)] = data
+        adds.append(AddAction(relative, len(data), {"ticker": ticker, "date": day.isoformat()},
+                              int(time.time() * 1000), True, stats_of_file))
+    store.put_many(bucket, objects)
+    return adds
 
 
 def _held_everywhere(incarnation: str | None, held: dict[int, int], rows: int) -> pa.Array:
