@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import sys
+import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -25,9 +29,11 @@ from pipelines.cli import _sql_tables, sql
 from pipelines.signals import SignalsTable, build_signals_flow, run_round, signals_tables
 from sinks.object_store import ObjectStore
 from sinks.signals_table import SignalsWriter
-from tests.conftest import make_settings
+from tests.conftest import STACK_ENV, make_settings
+from tests.integration.processes import logged
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
 
 OPEN = datetime(2026, 11, 24, 14, 30, tzinfo=timezone.utc)
 DAY = date(2026, 11, 24)
@@ -98,7 +104,9 @@ def reference_sql() -> str:
 def check(table: SignalsTable, options) -> int:
     con = duckdb.connect()
     for name, uri in table.sources.items():
-        con.register(name, DeltaTable(uri, storage_options=options).to_pyarrow_table())
+        empty = {"bars": BARS, "news": NEWS, "bluesky": POSTS}[name].empty_table()
+        con.register(name, DeltaTable(uri, storage_options=options).to_pyarrow_table()
+                     if DeltaTable.is_deltatable(uri, storage_options=options) else empty)
     expected = con.sql(reference_sql()).to_arrow_table().cast(TABLE_SCHEMA).to_pylist()
     stored = DeltaTable(table.uri, storage_options=options).to_pyarrow_table().select(TABLE_SCHEMA.names)
     got = stored.sort_by([("ticker", "ascending"), ("date", "ascending"), ("minute", "ascending")]).to_pylist()
@@ -128,7 +136,7 @@ def _table(name: str) -> SignalsTable:
                         {"bars": f"s3://{name}/bars", "news": f"s3://{name}/news", "bluesky": f"s3://{name}/bluesky"})
 
 
-@hypothesis_settings(max_examples=int(os.environ.get("SIGNALS_EXAMPLES", "3")), deadline=None,
+@hypothesis_settings(max_examples=int(os.environ.get("SIGNALS_EXAMPLES", "8")), deadline=None,
                      suppress_health_check=list(HealthCheck))
 @given(first=st.tuples(st.lists(bar, min_size=1, max_size=30), st.lists(article, max_size=25), st.lists(post, max_size=25)),
        late=st.tuples(st.lists(bar, max_size=15), st.lists(article, max_size=15), st.lists(post, max_size=15)))
@@ -196,3 +204,41 @@ def test_the_signals_tables_read_the_bars_of_real_and_synthetic_trades_and_are_v
         ("signals", "s3://sig", "sig", "", "s3://bars-x"),
         ("signals_synthetic", "s3://sig/_synthetic", "sig", "_synthetic", "s3://bars-x/_synthetic")]
     assert {"signals": "s3://sig", "signals_synthetic": "s3://sig/_synthetic"}.items() <= _sql_tables(settings).items()
+
+
+@pytest.mark.faults  # a process killed and restarted: `make test-faults`, not `make test`
+def test_a_writer_killed_mid_round_does_the_round_again_and_leaves_every_row_equal_to_the_join(lake):
+    """kill -9 of signals_consume after some of a round's date commits landed (the round's source versions
+    not recorded yet); the restarted flow does the round again, whole: every row once, equal to the SQL join."""
+    settings, bucket = lake
+    options = settings.delta_storage_options()
+    table = _table(bucket)
+    days = [DAY + timedelta(days=i) for i in range(-30, 0)]
+    bars = [{**row, "date": day, "minute": row["minute"] + (day - DAY)} for day in days
+            for row in bar_rows([("AAPL", m, 100.0 + m, 2) for m in range(0, 30, 3)] + [("MSFT", 5, 50.0, 1)])]
+    news = [{**row, "date": day, "datetime": row["datetime"] + (day - DAY), "id": row["id"] + 100 * i}
+            for i, day in enumerate(days) for row in news_rows([("AAPL", 1, 60, 0.5), ("AAPL", 2, 400, -0.25)], 0)]
+    write_deltalake(table.sources["bars"], pa.Table.from_pylist(bars, BARS), partition_by=["ticker", "date"], storage_options=options)
+    write_deltalake(table.sources["news"], pa.Table.from_pylist(news, NEWS), partition_by=["ticker", "date"], storage_options=options)
+    command = [sys.executable, "-m", "bytewax.run", f"tests.integration.flows:signals_consume({bucket!r})"]
+    env = {**os.environ, **STACK_ENV, "SIGNALS_INTERVAL_SECONDS": "1"}
+    first = logged(command, env=env, cwd=REPO)
+    deadline = time.monotonic() + 120
+    version = -1
+    while time.monotonic() < deadline and first.poll() is None:
+        if DeltaTable.is_deltatable(table.uri, storage_options=options):
+            version = DeltaTable(table.uri, storage_options=options).version()
+            if version >= 3:  # creation, then at least two of the round's 30 date commits
+                break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    killed = DeltaTable(table.uri, storage_options=options)
+    assert killed.version() >= 3, first.log.seek(0) or first.log.read()[-2000:]
+    assert killed.transaction_version("marketstream:signals:source:bars") is None, "the round ended before the kill"
+
+    again = logged(command, env={**env, "PRODUCE_FOR_SECONDS": "20"}, cwd=REPO)
+    assert again.wait(120) == 0, again.log.seek(0) or again.log.read()[-2000:]
+    assert check(table, options) == len(bars)
+    restarted = DeltaTable(table.uri, storage_options=options)
+    assert restarted.transaction_version("marketstream:signals:source:bars") == 0
