@@ -40,8 +40,12 @@ from bytewax.testing import run_main
 from deltalake import DeltaTable
 
 from marketstream.datasets import BLUESKY, DATASETS, NEWS, STOCK, lake_tables
+from marketstream.datasets import signals_tables as signals_uris
 from marketstream.settings import Settings
 from pipelines.bars import build_bars_flow
+from pipelines.signals import run_round, signals_tables
+from sinks.object_store import ObjectStore
+from sinks.signals_table import SignalsWriter
 from tests.conftest import STACK, clock_from, make_settings
 from tests.integration.lake_writers import streamed, trade_messages
 from tests.integration.private_lake import commands_on, started_minio
@@ -181,7 +185,8 @@ POST_MESSAGES = [
 @pytest.fixture(scope="module")
 def readme_lake(tmp_path_factory):
     """Trades streamed into `stock_trades` -> `stock-data` in many commits and bars in `bars-data`, in two
-    parts with an instant between them; a few news articles in `finnhub` -> `finnhub-data` and posts in `bluesky` -> `bluesky-data`, no other topic. The shell's clock is injected:
+    parts with an instant between them; a few news articles in `finnhub` -> `finnhub-data` and posts in `bluesky` -> `bluesky-data`, no other topic;
+    a round of signals over them. The shell's clock is injected:
     `date` prints that instant (the README's `--as-of` example asks `date` for "10 minutes ago")."""
     kafka = PrivateKafka(tmp_path_factory.mktemp("kafka"))
     kafka.start()
@@ -203,6 +208,10 @@ def readme_lake(tmp_path_factory):
         written(trades[600:])
         streamed(settings, NEWS, NEWS.topic, NEWS_MESSAGES, rounds=1)  # scored for sentiment as they are stored
         streamed(settings, BLUESKY, BLUESKY.topic, POST_MESSAGES, rounds=1)
+        for table in signals_tables(settings):  # a round of signals_consume over the bars, news and posts
+            writer = SignalsWriter(table.uri, table.bucket, table.folder, settings.delta_storage_options(),
+                                   ObjectStore(settings.s3_storage_options()))
+            run_round(table, writer, settings.delta_storage_options())
         stock = DeltaTable("s3://stock-data", storage_options=settings.delta_storage_options())
         assert stock.version() >= 12, "the time-travel examples go back to version 12"
         shell_clock = tmp_path_factory.mktemp("bin")
@@ -221,7 +230,9 @@ def tables_asked(settings: Settings, argv: list[str]) -> dict[str, pa.Table]:
     pinned = dict(value.split("=", 1) for flag, value in zip(argv, argv[1:]) if flag == "--version")
     as_of = next((datetime.fromisoformat(value) for flag, value in zip(argv, argv[1:]) if flag == "--as-of"), None)
     read = {}
-    for name, uri in lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket).items():
+    views = {**lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket),
+             **signals_uris(settings.stock_synthetic_prefix, settings.signals_bucket)}
+    for name, uri in views.items():
         try:
             table = DeltaTable(uri, storage_options=settings.delta_storage_options())
         except Exception:  # noqa: BLE001 - no such table (yet): the command sees none either
