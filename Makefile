@@ -31,10 +31,10 @@ test-faults: $(STAMP) stack
 	stack/toxiproxy.sh install
 	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
-## test-signals: the signals' proofs at length: 200 generated examples of the differential test, and the writer
+## test-signals: the signals' proofs at length: 50 generated examples (SIGNALS_EXAMPLES=…) of the differential test, and the writer
 ## killed with SIGKILL mid-round and restarted (marker `faults`); ~2 min
 test-signals: $(STAMP) stack
-	SIGNALS_EXAMPLES=200 $(BIN)/python -m pytest -m "faults or not faults" tests/integration/test_signals.py $(PYTEST_ARGS)
+	SIGNALS_EXAMPLES=$(or $(SIGNALS_EXAMPLES),50) $(BIN)/python -m pytest -m "faults or not faults" tests/integration/test_signals.py $(PYTEST_ARGS)
 
 ## test-unit: only the tests that need no servers
 test-unit: $(STAMP)
