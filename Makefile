@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo console console-screenshots test-console monitoring monitoring-down test-monitoring test test-unit test-faults test-clock-ahead test-cluster chaos bench bench-peers test-interop stack stack-down stack-cluster-down stack-status toxiproxy toxiproxy-down report clean
+.PHONY: demo console console-screenshots test-console monitoring monitoring-down test-monitoring test test-unit test-faults test-signals test-clock-ahead test-cluster chaos bench bench-peers test-interop stack stack-down stack-cluster-down stack-status toxiproxy toxiproxy-down report clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating the Python environment in $(VENV) (first run takes a few minutes)"
@@ -48,6 +48,11 @@ test: $(STAMP) $(CHROMIUM) stack
 test-faults: $(STAMP) stack
 	stack/toxiproxy.sh install
 	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
+
+## test-signals: the signals' proofs at length: 50 generated examples (SIGNALS_EXAMPLES=…) of the differential test, and the writer
+## killed with SIGKILL mid-round and restarted (marker `faults`); ~2 min
+test-signals: $(STAMP) stack
+	SIGNALS_EXAMPLES=$(or $(SIGNALS_EXAMPLES),50) $(BIN)/python -m pytest -m "faults or not faults" tests/integration/test_signals.py $(PYTEST_ARGS)
 
 ## test-unit: only the tests that need no servers
 test-unit: $(STAMP)

@@ -1,7 +1,9 @@
-"""`make bench`: end-to-end throughput, freshness and memory of stock_consume against the raw limit.
+"""`make bench`: end-to-end throughput, freshness and memory of stock_consume against the raw limit, and what
+sentiment scoring costs the news and Bluesky consumers (`bench.sentiment_cost`).
 
     python -m bench.run [--trades 2000000] [--tickers 500] [--naive-rows 100000]
                         [--freshness-seconds 30] [--freshness-rate 20000] [--producer-seconds 15]
+                        [--sentiment-rows 20000]
 
 Runs against the local stack (`make stack`), on topics and buckets of its own, and prints one table (a run
 of some parts, `--only`, prints their figures instead); the results go to bench/results/<UTC time>.json. Every contender runs as its own process, so its peak
@@ -33,7 +35,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
-from bench import streamed_day
+from bench import sentiment_cost, streamed_day
 from marketstream.lake import lake_filesystem
 from marketstream.settings import ConfigError, Settings, load_settings
 
@@ -272,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--producer-seconds", type=float, default=15)
     parser.add_argument("--day-tickers", type=int, default=50,
                         help="tickers of the streamed day (2 340 ten-second flushes: one file per ticker and flush)")
+    parser.add_argument("--sentiment-rows", type=int, default=20_000,
+                        help="news messages and posts decoded with and without sentiment scoring")
     parser.add_argument("--day-flushes", type=int, default=None, help="only the first flushes of the streamed day")
     parser.add_argument("--only", default=",".join(DEFAULT_PARTS),
                         help="comma-separated parts to run (the table needs all of them)")
@@ -285,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         drop_topics(settings, run)
 
 
-PARTS = ("stock_consume", "floor", "raw_limit", "naive", "bars", "freshness", "producer", "streamed_day", "two_deployments")
-DEFAULT_PARTS = ("stock_consume", "floor", "raw_limit", "naive", "bars", "freshness", "producer", "streamed_day", "two_deployments")
+PARTS = ("stock_consume", "floor", "raw_limit", "naive", "bars", "freshness", "producer", "streamed_day", "two_deployments",
+         "sentiment")
+DEFAULT_PARTS = PARTS
 
 
 def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) -> int:
@@ -329,6 +334,9 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
     if "producer" in only:
         say(f"synthetic producer at full speed for {args.producer_seconds:g} s")
         results["producer"] = measure_producer(settings, run, args.producer_seconds)
+    if "sentiment" in only:
+        say(f"sentiment scoring: {args.sentiment_rows:,} news messages and posts decoded with and without it")
+        results["sentiment"] = sentiment_cost.run(args.sentiment_rows)
     if "streamed_day" in only:
         results["streamed_day"] = streamed_day.run(
             settings, run, args.day_tickers,
@@ -375,6 +383,11 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
         table += [("bars_consume trades/s / stock_consume rows/s", f"{results['ratios']['bars/stock_consume']:.2f}", "≥ 1"),
                   ("bars_consume peak RSS MB / bars written",
                    f"{results['bars']['peak_rss_mb']:.0f} / {results['bars']['rows']:,}", "")]
+    for name in ("news", "bluesky"):
+        cost = results["sentiment"][name]
+        table.append((f"{name} decode rows/s with sentiment / without",
+                      f"{cost['decode_rows_per_s_with_sentiment']:,.0f} / {cost['decode_rows_per_s_without_sentiment']:,.0f}", ""))
+        table.append((f"  / {name}_produce peak rows/s ({cost['producer_peak_rows_per_s']:,.1f})", f"{cost['headroom']:.1f}×", "≥ 1"))
     if "two_deployments" in results and "stock_consume" in results:
         two = results["two_deployments"]
         table += [("two deployments into one table: time / one deployment's",

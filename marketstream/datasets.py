@@ -8,6 +8,10 @@ checked. The consumer dataflows, the command line, the benchmark and the reports
 | news | `news_produce`, `news_consume` | `finnhub` | `finnhub-data` | ticker, date (New York) | | |
 | bluesky | `bluesky_produce`, `bluesky_consume` | `bluesky` | `bluesky-data` | date (UTC), keyword | | |
 
+News articles and Bluesky posts are scored for sentiment as they are decoded (`marketstream.sentiment`,
+columns `sentiment` and `sentiment_model`): the scoring is part of the dataset's parser here, so the
+consumer, the backfill and the benchmark all store the same score.
+
 A dataset's `name` is the one name it goes by: its dataflows are `<name>_produce` and `<name>_consume`
 (also their Bytewax flow ids), its SQL table is `<name>`, its dead letters say `dlq.dataset=<name>`, and its
 Delta transaction ids are `marketstream:<name>:…`. Topics and buckets keep the names the product was
@@ -27,6 +31,7 @@ from marketstream.macro import parse_macro
 from marketstream.news import parse_news
 from marketstream.records import decode_each
 from marketstream.schemas import decoded_columns
+from marketstream.sentiment import article_text, post_text, scoring
 from marketstream.settings import Settings
 from marketstream.social import parse_post
 from marketstream.trades import decode_trades, outside_session, parse_trade, synthetic_apart
@@ -121,7 +126,7 @@ NEWS = Dataset(
     schema=schemas.NEWS_ARTICLES,
     partitioning=schemas.NEWS_ARTICLES_PARTITIONING,
     few_values=schemas.NEWS_ARTICLES_FEW_VALUES,
-    parse=parse_news,
+    parse=scoring(parse_news, article_text),
     former_names=("finnhub",),
     natural_key=("id",),
     published_twice=True,
@@ -134,7 +139,7 @@ BLUESKY = Dataset(
     schema=schemas.BLUESKY_POSTS,
     partitioning=schemas.BLUESKY_POSTS_PARTITIONING,
     few_values=schemas.BLUESKY_POSTS_FEW_VALUES,
-    parse=parse_post,
+    parse=scoring(parse_post, post_text),
     natural_key=("uri",),
     published_twice=True,
 )
@@ -158,3 +163,15 @@ def lake_tables(kept_apart_prefix: str, bars_bucket: str = "bars-data") -> dict[
     tables[BARS_TABLES[0]] = f"s3://{bars_bucket}"
     tables[BARS_TABLES[1]] = f"s3://{bars_bucket}/{kept_apart_prefix}"
     return tables
+
+
+SIGNALS_TABLES = ("signals", "signals_synthetic")
+"""Per-minute signals (`dataflows.signals_consume`): the bars of real trades' and of synthetic trades', each
+joined with the news and the posts of their ticker (`marketstream.signals`)."""
+
+
+def signals_tables(kept_apart_prefix: str, signals_bucket: str = "signals-data") -> dict[str, str]:
+    """Each signals table by its SQL name, with its URI (rows of synthetic bars under `kept_apart_prefix`). Not
+    among `lake_tables`: lake maintenance leaves them alone (each round of their writer replaces ticker-days
+    whole, so they need no compaction, and delta-rs's optimize must not race those replacements)."""
+    return {SIGNALS_TABLES[0]: f"s3://{signals_bucket}", SIGNALS_TABLES[1]: f"s3://{signals_bucket}/{kept_apart_prefix}"}

@@ -3,7 +3,9 @@
 A schema lists the columns stored inside each Parquet file. Hive partition columns (for example `ticker`
 and `date`) live only in object paths and are declared beside the schema as `partitioning`, so readers
 such as pyarrow.dataset, DuckDB and Spark add them back. Timestamps are `timestamp[us, tz=UTC]`.
-Every file also carries its Kafka lineage (`kafka_partition`, `kafka_offset`).
+Every file also carries its Kafka lineage (`kafka_partition`, `kafka_offset`). Columns added later are
+nullable and come after the lineage, in the order they were added, so a table created with the current
+schema and one evolved to it (`sinks.delta_commits.evolve`) have the same columns in the same order.
 
 `*_FEW_VALUES` name the columns with few distinct values, which Parquet dictionary-encodes; the others
 (ids, prices, timestamps, texts) are written plain, which for them is both smaller and faster (a 20 000-row
@@ -19,6 +21,14 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 LINEAGE_FIELDS = [
     pa.field("kafka_partition", pa.int32(), nullable=False),
     pa.field("kafka_offset", pa.int64(), nullable=False),
+]
+
+
+SENTIMENT_FIELDS = [
+    # added in 2026-12 by Delta schema evolution (`sinks.delta_commits.evolve`): null in rows written before;
+    # VADER's compound score in [-1, 1] (null: no word to score) and the model that gave it (`marketstream.sentiment`)
+    pa.field("sentiment", pa.float64()),
+    pa.field("sentiment_model", pa.string()),
 ]
 
 
@@ -77,12 +87,13 @@ NEWS_ARTICLES = pa.schema(
         pa.field("category", pa.string(), nullable=False),
         pa.field("related", pa.string(), nullable=False),
         *LINEAGE_FIELDS,
+        *SENTIMENT_FIELDS,
     ],
-    metadata={"dataset": "news", "version": "1"},
+    metadata={"dataset": "news", "version": "2"},
 )
 
 NEWS_ARTICLES_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])
-NEWS_ARTICLES_FEW_VALUES = ("source", "category", "related", "kafka_partition")
+NEWS_ARTICLES_FEW_VALUES = ("source", "category", "related", "kafka_partition", "sentiment_model")
 
 BLUESKY_POSTS = pa.schema(
     [
@@ -98,12 +109,15 @@ BLUESKY_POSTS = pa.schema(
         pa.field("reply_count", pa.int64(), nullable=False),
         pa.field("language", pa.string()),
         *LINEAGE_FIELDS,
+        *SENTIMENT_FIELDS,
+        # added in 2026-12: whom the post's keyword stands for (`marketstream.social`); null in rows before
+        pa.field("tickers", pa.list_(pa.string())),
     ],
-    metadata={"dataset": "bluesky", "version": "1"},
+    metadata={"dataset": "bluesky", "version": "2"},
 )
 
 BLUESKY_POSTS_PARTITIONING = pa.schema([pa.field("date", pa.date32()), pa.field("keyword", pa.string())])
-BLUESKY_POSTS_FEW_VALUES = ("language", "kafka_partition")
+BLUESKY_POSTS_FEW_VALUES = ("language", "kafka_partition", "sentiment_model", "tickers")
 
 HELD_THROUGH = pa.list_(pa.struct([pa.field("incarnation", pa.string()), pa.field("kafka_partition", pa.int32()),
                                     pa.field("offset", pa.int64())]))
@@ -136,3 +150,21 @@ BARS = pa.schema(
 )
 
 BARS_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])
+
+SIGNAL_COUNTS = [
+    pa.field(f"{source}_{measure}{suffix}", pa.int64() if measure == "count" else pa.float64(), nullable=measure != "count")
+    for suffix in ("", "_15m", "_1h") for source in ("news", "posts") for measure in ("count", "sentiment")
+]
+
+SIGNALS = pa.schema(
+    [
+        # the bar of the minute, as the bars table holds it
+        *(BARS.field(name) for name in ("minute", "open", "high", "low", "close", "volume", "vwap", "trades")),
+        # per window (the minute, 15 minutes and an hour ending with it): articles and posts of the ticker, and
+        # the mean sentiment of those scored (null: none); `marketstream.signals`
+        *SIGNAL_COUNTS,
+    ],
+    metadata={"dataset": "signals", "version": "1"},
+)
+
+SIGNALS_PARTITIONING = BARS_PARTITIONING

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
         30.0, ge=0, description="a minute's bar is emitted once a trade this much newer has been seen")
     bars_batch_max_parts: int = Field(
         200_000, ge=1, description="bar parts written to the bars tables at once (else every BATCH_MAX_AGE_SECONDS)")
+    signals_bucket: str = Field("signals-data", description="bucket of the per-minute signals tables")
+    signals_interval_seconds: float = Field(
+        10.0, gt=0, description="dataflows.signals_consume looks for changed source tables this often")
     lake_format: Literal["delta", "parquet"] = Field(
         "delta", description="delta: a Delta Lake table per dataset; parquet: plain hive-partitioned files")
     lake_compact_closed_after_days: int = Field(1, ge=1, description="a date partition this old is closed: compacted")

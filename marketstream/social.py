@@ -3,7 +3,13 @@
     {"uri": "at://did:plc:…/app.bsky.feed.post/3l…", "cid": "bafyrei…", "author_handle": "alice.bsky.social",
      "author_did": "did:plc:…", "text": "…", "created_at": "2026-11-25T10:00:00.000000Z",
      "indexed_at": "2026-11-25T10:00:01.000000Z", "like_count": 3, "repost_count": 0, "reply_count": 1,
-     "language": "en", "keyword": "Tim Cook"}
+     "language": "en", "keyword": "Tim Cook", "tickers": ["AAPL"]}
+
+`tickers` names whom the keyword stands for when the producer published the post: each company of
+`companies_info` whose `company_name` or one of whose `related_words` is the keyword, and `MARKET` (the
+market as a whole) for a static keyword of `BLUESKY_KEYWORDS`; sorted, each once, possibly empty (a keyword
+no company lists any more). Optional: messages of producers before December 2026 have none, and their rows
+a null `tickers`.
 """
 
 from __future__ import annotations
@@ -14,9 +20,13 @@ from datetime import datetime, timezone
 import orjson
 
 from marketstream.records import InvalidRecord, json_object, rfc3339, utc_micros
+from marketstream.trades import TICKER_PATTERN
 
 EARLIEST_POST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 TEXT_LIMITS = {"uri": 1_000, "cid": 200, "author_handle": 300, "author_did": 300, "text": 10_000}
+MARKET = "*MARKET*"
+"""The key of the market as a whole, for posts found by a static keyword; never a ticker (the asterisks)."""
+MAX_TICKERS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +43,7 @@ class BlueskyPost:
     reply_count: int
     language: str | None
     keyword: str
+    tickers: tuple[str, ...] | None = None
 
     @property
     def key(self) -> str:
@@ -44,6 +55,7 @@ class BlueskyPost:
             "text": self.text, "created_at": rfc3339(self.created_at), "indexed_at": rfc3339(self.indexed_at),
             "like_count": self.like_count, "repost_count": self.repost_count, "reply_count": self.reply_count,
             "language": self.language, "keyword": self.keyword,
+            **({} if self.tickers is None else {"tickers": list(self.tickers)}),
         })
 
 
@@ -73,5 +85,19 @@ def parse_post(raw: bytes | None) -> dict:
     if language is not None and (not isinstance(language, str) or len(language) > 35):
         raise InvalidRecord("field 'language' must be a language tag or null")
     row["language"] = language
+    row["tickers"] = _tickers(obj.get("tickers"))
     row["date"] = datetime.fromtimestamp(row["created_at"] / 1_000_000, tz=timezone.utc).date()
     return row
+
+
+def _tickers(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_TICKERS:
+        raise InvalidRecord(f"field 'tickers' must be a list of at most {MAX_TICKERS} tickers or null")
+    for ticker in value:
+        if not isinstance(ticker, str) or not (ticker == MARKET or TICKER_PATTERN.fullmatch(ticker)):
+            raise InvalidRecord(f"field 'tickers' holds {str(ticker)[:32]!r}, which is neither a ticker nor {MARKET!r}")
+    if len(set(value)) < len(value):
+        raise InvalidRecord("field 'tickers' names a ticker twice")
+    return value

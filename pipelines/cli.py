@@ -41,7 +41,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from marketstream import schemas
-from marketstream.datasets import DATASETS, STOCK, lake_tables
+from marketstream.datasets import DATASETS, STOCK, lake_tables, signals_tables
 from marketstream.lake import lake_filesystem, read_table
 from marketstream.settings import ConfigError, Settings, get_settings
 from pipelines.runtime import cluster_place
@@ -54,6 +54,11 @@ STOCK_BUCKET = STOCK.bucket
 
 def _lake_tables(settings: Settings) -> dict[str, str]:
     return lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket)
+
+
+def _sql_tables(settings: Settings) -> dict[str, str]:
+    """The views of `marketstream sql`: every table of the lake and the signals tables."""
+    return {**_lake_tables(settings), **signals_tables(settings.stock_synthetic_prefix, settings.signals_bucket)}
 
 
 def _say(text: str) -> None:
@@ -260,7 +265,7 @@ def sql(settings: Settings, query: str, tables: dict[str, str] | None = None, *,
     from pipelines.query import BadRequest, QueryFailed, StoreUnreachable
 
     request = sql_command.Request(query, versions, as_of, output_format, output, limit, allow_files, memory_limit,
-                                  tables or _lake_tables(settings))
+                                  tables or _sql_tables(settings))
     try:
         sql_command.answer(settings, request, out or sys.stdout,
                            say=lambda line: print(f"marketstream sql: {line}", file=sys.stderr))
@@ -460,7 +465,7 @@ def main(argv: list[str] | None = None, *, clock: Clock | None = None) -> int:
     demo_cmd.add_argument("--rate", type=float, default=5.0, help="synthetic trades per second per ticker")
     demo_cmd.add_argument("--workers", type=int, default=2)
     commands.add_parser("report", help="what is in the stock-data bucket")
-    sql_cmd = commands.add_parser("sql", help="SQL (DuckDB) over the lake's Delta tables: " + ", ".join(lake_tables("_")))
+    sql_cmd = commands.add_parser("sql", help="SQL (DuckDB) over the lake's Delta tables: " + ", ".join([*lake_tables("_"), *signals_tables("_")]))
     sql_cmd.add_argument("query")
     sql_cmd.add_argument("--version", action="append", default=[], metavar="TABLE=N",
                          help="read TABLE as of its Delta version N (repeatable, one per table; others: latest)")

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from deltalake import DeltaTable, Schema
+from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction
 
@@ -46,7 +46,7 @@ from marketstream import metrics, schemas
 from marketstream.bars import (LEGACY_INCARNATION, Reread, combine_parts, fold_trades, held_entries, unheld_parts,
                                with_legacy_held)
 from marketstream.runs import key_runs
-from sinks.delta_commits import Commit, DeltaCommitter, TableView, retrying
+from sinks.delta_commits import Commit, DeltaCommitter, TableView, evolve, retrying
 from sinks.delta_stats import files_stats
 from sinks.layout import object_key, partition_path
 from sinks.object_store import ObjectStore
@@ -85,8 +85,7 @@ def upgrade(uri: str, storage_options: dict[str, str], incarnation: str, sleep: 
         if not table.metadata().configuration.get(LEGACY_INCARNATION):
             table.alter.set_table_properties({LEGACY_INCARNATION: incarnation}, raise_if_not_exists=False)
             log.info("%s: rows written before 2026-12 hold the trades of topic incarnation %s", uri, incarnation)
-        table = DeltaTable(uri, storage_options=storage_options)
-        table.alter.add_columns(Schema.from_arrow(pa.schema([schemas.BARS.field("held_through")])).fields[0])
+        evolve(DeltaTable(uri, storage_options=storage_options), TABLE_SCHEMA)
 
     retrying(f"upgrading {uri}", once, sleep)
 
@@ -129,7 +128,8 @@ class BarsWriter:
         self._keep_days = keep_days
         if incarnation is not None:
             upgrade(uri, storage_options, incarnation)
-        self._committer = DeltaCommitter(uri, storage_options, TABLE_SCHEMA, PARTITION_BY)
+        # columns are added by `upgrade` only, after the legacy incarnation is named
+        self._committer = DeltaCommitter(uri, storage_options, TABLE_SCHEMA, PARTITION_BY, evolve_schema=False)
         self._days: dict[date, _Day] = {}
         self._files = ThreadPoolExecutor(max_workers=FILE_WRITERS, thread_name_prefix="bars-files")
 
@@ -279,16 +279,24 @@ class BarsWriter:
         return [add for share in self._files.map(self._put_files, shares) for add in share]
 
     def _put_files(self, files: list[tuple[str, object, pa.Table]]) -> list[AddAction]:
-        objects, adds = {}, []
-        stats = files_stats([chunk for _, _, chunk in files], self._committer.stats_columns)
-        for (ticker, day, chunk), stats_of_file in zip(files, stats):
-            relative = object_key(partition_path([("ticker", ticker), ("date", day)]), f"bars-{uuid.uuid4().hex}.parquet")
-            data = _parquet(chunk.drop_columns(PARTITION_BY), self._compression)
-            objects[object_key(self._folder, relative)] = data
-            adds.append(AddAction(relative, len(data), {"ticker": ticker, "date": day.isoformat()},
-                                  int(time.time() * 1000), True, stats_of_file))
-        self._store.put_many(self._bucket, objects)
-        return adds
+        return put_ticker_day_files(self._store, self._bucket, self._folder, files, self._committer.stats_columns,
+                                    self._compression, "bars")
+
+
+def put_ticker_day_files(store: ObjectStore, bucket: str, folder: str, files: list[tuple[str, object, pa.Table]],
+                         stats_columns: list[str], compression: str, name: str) -> list[AddAction]:
+    """Each `(ticker, date, rows)` of `files` uploaded as one Parquet file of a table partitioned by ticker and
+    date (`folder` of `bucket`), with full statistics; the add actions of a commit that adds them."""
+    objects, adds = {}, []
+    stats = files_stats([chunk for _, _, chunk in files], stats_columns)
+    for (ticker, day, chunk), stats_of_file in zip(files, stats):
+        relative = object_key(partition_path([("ticker", ticker), ("date", day)]), f"{name}-{uuid.uuid4().hex}.parquet")
+        data = _parquet(chunk.drop_columns(PARTITION_BY), compression)
+        objects[object_key(folder, relative)] = data
+        adds.append(AddAction(relative, len(data), {"ticker": ticker, "date": day.isoformat()},
+                              int(time.time() * 1000), True, stats_of_file))
+    store.put_many(bucket, objects)
+    return adds
 
 
 def _held_everywhere(incarnation: str | None, held: dict[int, int], rows: int) -> pa.Array:

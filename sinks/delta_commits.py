@@ -25,6 +25,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction
 
@@ -60,12 +61,39 @@ def _refused(what: str, error: Exception) -> DeltaLakeError | None:
 MAX_LOST_RACES = 20
 
 
-def open_or_create(uri: str, storage_options: dict[str, str], schema: pa.Schema, partition_by: list[str]) -> DeltaTable:
-    """The table at `uri`, created with `schema` and `partition_by` when there is none."""
+def open_or_create(uri: str, storage_options: dict[str, str], schema: pa.Schema, partition_by: list[str], *,
+                   evolve_schema: bool = True) -> DeltaTable:
+    """The table at `uri`, created with `schema` and `partition_by` when there is none, and given the columns
+    of `schema` it lacks when it was created with an earlier one (`evolve`; not with `evolve_schema=False`, for
+    a table whose upgrade needs more than new columns: the bars tables, `sinks.bars_table.upgrade`)."""
     try:
-        return DeltaTable(uri, storage_options=storage_options)
+        table = DeltaTable(uri, storage_options=storage_options)
     except TableNotFoundError:
         return DeltaTable.create(uri, schema, mode="ignore", partition_by=partition_by, storage_options=storage_options)
+    if evolve_schema and evolve(table, schema):
+        table = DeltaTable(uri, storage_options=storage_options)
+    return table
+
+
+def evolve(table: DeltaTable, schema: pa.Schema) -> list[str]:
+    """Delta schema evolution: add to `table` the columns of `schema` it lacks, in `schema`'s order, in one
+    commit, and return their names. Rows written before read them as null. Only nullable columns can be added
+    so; a missing column that is not nullable raises ValueError. Two writers evolving one table at once both
+    succeed (delta-rs leaves a column already there as it is), so it is safe for every consumer to call it
+    when it opens its table, before its first commit (a commit's files carrying columns the table's schema
+    lacks would be invisible to every reader)."""
+    present = set(table.schema().to_arrow().names)
+    missing = [field for field in schema if field.name not in present]
+    if not missing:
+        return []
+    required = [field.name for field in missing if not field.nullable]
+    if required:
+        raise ValueError(f"{table.table_uri} lacks columns that are not nullable, which schema evolution cannot "
+                         f"add: {', '.join(required)}")
+    table.alter.add_columns(DeltaSchema.from_arrow(pa.schema(missing)).fields)
+    log.info("delta: %s: added the columns %s (rows written before read them as null)", table.table_uri,
+             ", ".join(field.name for field in missing))
+    return [field.name for field in missing]
 
 
 def racing(what: str, attempt: Callable[[], T], *, again: Callable[[], None] = lambda: None,
@@ -125,7 +153,7 @@ class TableView:
 
 class DeltaCommitter:
     """One Delta table as this process writes it: created if missing (with `schema`, partitioned by
-    `partition_by`), loaded once (loading reads the last checkpoint, whose size grows with the table's
+    `partition_by`) or given the columns of `schema` it lacks (`evolve`), loaded once (loading reads the last checkpoint, whose size grows with the table's
     files) and moved past each commit.
 
     `commit(prepare)` is optimistic concurrency: `prepare` decides what to commit against the table as this
@@ -137,7 +165,7 @@ class DeltaCommitter:
     under other ids it lays on top without asking."""
 
     def __init__(self, uri: str, storage_options: dict[str, str], schema: pa.Schema, partition_by: list[str], *,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, evolve_schema: bool = True):
         self.uri = uri
         self.schema = schema
         self.partition_by = partition_by
@@ -147,7 +175,7 @@ class DeltaCommitter:
         self._warned_of_other_writers = False
 
         self._current: DeltaTable | None = retrying(
-            f"opening {uri}", lambda: open_or_create(uri, storage_options, schema, partition_by), sleep)
+            f"opening {uri}", lambda: open_or_create(uri, storage_options, schema, partition_by, evolve_schema=evolve_schema), sleep)
         """The table as this process's last commit left it (None: load it again); used under `_lock`."""
         self.stats_columns = self._stats_columns(self._current)
         """The columns whose statistics each added file records (the table's properties say which)."""

@@ -4,7 +4,9 @@ Keywords are the static financial terms of `BLUESKY_KEYWORDS` plus each company'
 `related_words` from `companies_info` (re-read every `TICKERS_REFRESH_SECONDS`). One partition walks
 the keywords, one search per poll, `BLUESKY_KEYWORD_DELAY_SECONDS` (2 s) apart, and starts a new cycle
 every `BLUESKY_CYCLE_SECONDS` (30 s). A search reads pages of the newest posts (`sort=latest`) until a
-page holds a post it has seen or `BLUESKY_MAX_PAGES` pages were read.
+page holds a post it has seen or `BLUESKY_MAX_PAGES` pages were read. Each post carries the tickers its
+keyword stands for (`keyword_tickers`: each company whose name or related words hold the keyword, and
+`marketstream.social.MARKET` for a static term), as `companies_info` says when the post is published.
 
 The client logs in once and keeps its session; atproto refreshes the tokens before they expire, so
 cycles reuse one session. A post is published once per keyword: the URIs already published are Bytewax
@@ -27,7 +29,7 @@ from atproto_client import exceptions as at
 
 from marketstream.companies import CompanyDirectory
 from marketstream.dedup import RecentlySeen
-from marketstream.social import BlueskyPost
+from marketstream.social import MARKET, BlueskyPost
 from sources.polling import PermanentError, PollingSource, TransientError
 
 log = logging.getLogger(__name__)
@@ -49,12 +51,23 @@ class BlueskySearch:
     """How many published post URIs are remembered per keyword."""
 
 
+def keyword_tickers(static_keywords: tuple[str, ...], directory: CompanyDirectory) -> dict[str, tuple[str, ...]]:
+    """Each keyword (static terms, then each company's name and related words; each once, in that order) with
+    whom it stands for: `MARKET` for a static term, the ticker of each company naming it; sorted."""
+    found: dict[str, set[str]] = {}
+    for word in static_keywords:
+        if word:
+            found.setdefault(word, set()).add(MARKET)
+    for company in directory.companies():
+        for word in (company.company_name, *company.related_words):
+            if word:
+                found.setdefault(word, set()).add(company.ticker)
+    return {word: tuple(sorted(tickers)) for word, tickers in found.items()}
+
+
 def keywords(static_keywords: tuple[str, ...], directory: CompanyDirectory) -> list[str]:
     """Static terms, then each company's name and related words; each once, in that order."""
-    words = list(static_keywords)
-    for company in directory.companies():
-        words += [company.company_name, *company.related_words]
-    return list(dict.fromkeys(word for word in words if word))
+    return list(keyword_tickers(static_keywords, directory))
 
 
 def _moment(text: str | None) -> datetime:
@@ -110,7 +123,7 @@ class BlueskyPoller:
         except (at.AtProtocolError, httpx.TransportError, ValueError) as exc:
             raise _transient(f"Bluesky search for {keyword!r}", exc) from None
 
-    def _post(self, keyword: str, view) -> BlueskyPost | None:
+    def _post(self, keyword: str, tickers: tuple[str, ...], view) -> BlueskyPost | None:
         try:
             record = view.record
             langs = getattr(record, "langs", None) or []
@@ -119,7 +132,7 @@ class BlueskyPoller:
                 text=getattr(record, "text", ""), created_at=_moment(getattr(record, "created_at", None)),
                 indexed_at=_moment(view.indexed_at), like_count=view.like_count or 0,
                 repost_count=view.repost_count or 0, reply_count=view.reply_count or 0,
-                language=langs[0] if langs else None, keyword=keyword,
+                language=langs[0] if langs else None, keyword=keyword, tickers=tickers,
             )
         except (AttributeError, ValueError, TypeError) as exc:
             log.warning("bluesky: skipping a malformed post for %r (%s): %.200r", keyword, exc, view)
@@ -132,10 +145,13 @@ class BlueskyPoller:
             state["seen"] = {k: v for k, v in state["seen"].items() if k in state["queue"]}  # forget dropped keywords
         keyword = state["queue"][0]
         seen = state["seen"].setdefault(keyword, RecentlySeen(self._search_config.memory_per_keyword))
+        # whom the keyword stands for as companies_info says now (a keyword added or moved applies from its
+        # next search on; one no company lists any more stands for nobody until the cycle ends)
+        tickers = keyword_tickers(self._search_config.static_keywords, self._directory).get(keyword, ())
         posts, cursor = [], None
         for _ in range(self._search_config.max_pages):
             page = self._search(keyword, cursor)
-            fresh = [post for post in (self._post(keyword, view) for view in page.posts or []) if post]
+            fresh = [post for post in (self._post(keyword, tickers, view) for view in page.posts or []) if post]
             new = [post for post in fresh if post.uri not in seen and all(p.uri != post.uri for p in posts)]
             posts += new
             cursor = page.cursor

@@ -63,3 +63,14 @@ def bars_consume(topic: str, bars_bucket: str, **settings):
 
     return build_or_exit(lambda config: build_bars_flow(config, topic=topic), ("kafka", "s3"),
                          make_settings(**{"kafka_stop_at_end": True, "bars_bucket": bars_bucket, **settings}))
+
+
+def signals_consume(prefix: str, **settings):
+    """As `python -m bytewax.run dataflows.signals_consume` runs it, on the tables under `s3://<prefix>/`
+    (`bars`, `news`, `bluesky` -> `signals`) instead of the lake's."""
+    from pipelines.signals import SignalsTable, build_signals_flow
+
+    bucket, _, folder = prefix.partition("/")
+    table = SignalsTable("signals", f"s3://{prefix}/signals", bucket, f"{folder}/signals".strip("/"),
+                         {name: f"s3://{prefix}/{name}" for name in ("bars", "news", "bluesky")})
+    return build_or_exit(lambda config: build_signals_flow(config, [table]), ("s3",), make_settings(**settings))

@@ -3,6 +3,8 @@
 from dataclasses import replace
 from datetime import date, datetime, timezone
 
+import orjson
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from bytewax.testing import run_main
@@ -85,7 +87,7 @@ def test_finnhub_to_finnhub_data(bucket, unique):
     assert table.schema.field("datetime").type == schemas.TIMESTAMP
 
 
-def test_bluesky_to_bluesky_data_with_readable_reversible_keyword_partitions(bucket, unique):
+def test_bluesky_to_bluesky_data_with_readable_reversible_keyword_partitions_and_tickers_from_postgresql(bucket, unique):
     topic = f"it_bluesky_{unique}"
     with FakeBluesky() as bluesky:
         bluesky.post(1, "Tim Cook talks earnings", datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc))
@@ -97,13 +99,57 @@ def test_bluesky_to_bluesky_data_with_readable_reversible_keyword_partitions(buc
     consume(settings, BLUESKY, topic, bucket)
 
     table = read_table(settings, bucket, schemas.BLUESKY_POSTS_PARTITIONING, schema=schemas.BLUESKY_POSTS)
-    rows = sorted((str(r["date"]), r["keyword"], r["text"], r["language"]) for r in table.to_pylist())
-    assert rows == [
-        ("2026-11-24", "Sam's Club", "Sam's Club opens", None),
-        ("2026-11-25", "Tim Cook", "Tim Cook talks earnings", "en"),
-        ("2026-11-25", "earnings", "Tim Cook talks earnings", "en"),
+    rows = sorted((str(r["date"]), r["keyword"], r["text"], r["language"], r["tickers"]) for r in table.to_pylist())
+    assert rows == [  # tickers: whom the keyword stands for in companies_info (stack/init.sql), or the market
+        ("2026-11-24", "Sam's Club", "Sam's Club opens", None, ["WMT"]),
+        ("2026-11-25", "Tim Cook", "Tim Cook talks earnings", "en", ["AAPL"]),
+        ("2026-11-25", "earnings", "Tim Cook talks earnings", "en", ["*MARKET*"]),
     ]
     prefixes = sorted(data_folders(settings, bucket))
     assert prefixes == ["date=2026-11-24/keyword=Sam%27s%20Club", "date=2026-11-25/keyword=Tim%20Cook",
                         "date=2026-11-25/keyword=earnings"]
     assert pc.sum(table.column("like_count")).as_py() == 1 + 1 + 2
+
+
+def earlier(schema):
+    """A dataset's schema as it was before the sentiment columns and the posts' tickers (version 1)."""
+    return pa.schema([field for field in schema if field.name not in ("sentiment", "sentiment_model", "tickers")])
+
+
+def test_tables_of_the_earlier_schema_gain_the_new_columns_and_keep_their_rows(bucket, unique):
+    """Delta schema evolution on the real store: a news table and a Bluesky table created and written with the
+    schema of before are appended to by the consumers of now; their old rows read a null sentiment."""
+    from deltalake import DeltaTable, write_deltalake
+
+    options = make_settings().delta_storage_options()
+    settings = make_settings()
+    lake_filesystem(settings).mkdir(bucket)
+    old_article = {"ticker": "AAPL", "date": date(2026, 11, 23), "id": 1, "datetime": datetime(2026, 11, 23, 15, tzinfo=timezone.utc),
+                   "headline": "Old news", "summary": "", "source": "s", "url": "u", "image": "", "category": "company",
+                   "related": "AAPL", "kafka_partition": 0, "kafka_offset": 0}
+    old_post = {"date": date(2026, 11, 23), "keyword": "earnings", "uri": "at://did:plc:a/app.bsky.feed.post/0", "cid": "c",
+                "author_handle": "a.bsky.social", "author_did": "did:plc:a", "text": "old post",
+                "created_at": datetime(2026, 11, 23, 15, tzinfo=timezone.utc), "indexed_at": datetime(2026, 11, 23, 15, tzinfo=timezone.utc),
+                "like_count": 0, "repost_count": 0, "reply_count": 0, "language": "en", "kafka_partition": 0, "kafka_offset": 0}
+    for dataset, folder, row in ((NEWS, "news", old_article), (BLUESKY, "bluesky", old_post)):
+        schema = pa.schema([*dataset.partitioning, *earlier(dataset.schema)])
+        write_deltalake(f"s3://{bucket}/{folder}", pa.Table.from_pylist([row], schema=schema),
+                        partition_by=dataset.partitioning.names, storage_options=options)
+
+    article = {**{k: v for k, v in old_article.items() if k not in ("date", "kafka_partition", "kafka_offset")},
+               "id": 2, "datetime": "2026-11-24T15:00:00.000000Z", "headline": "Apple beats estimates, a great quarter"}
+    post = {**{k: v for k, v in old_post.items() if k not in ("date", "kafka_partition", "kafka_offset")},
+            "uri": "at://did:plc:a/app.bsky.feed.post/1", "text": "awful crash, terrible day",
+            "created_at": "2026-11-24T15:00:00.000000Z", "indexed_at": "2026-11-24T15:00:01.000000Z"}
+    for dataset, folder, message in ((NEWS, "news", article), (BLUESKY, "bluesky", post)):
+        topic = f"it_{folder}_evolve_{unique}"
+        produce(settings, topic, [(b"k", orjson.dumps(message))])
+        consume(settings, dataset, topic, f"{bucket}/{folder}")
+
+        table = DeltaTable(f"s3://{bucket}/{folder}", storage_options=options)
+        assert table.schema().to_arrow().names == [*dataset.partitioning.names, *dataset.schema.names]
+        rows = sorted(table.to_pyarrow_table().to_pylist(), key=lambda r: r["kafka_offset"] if r["date"] != date(2026, 11, 23) else -1)
+        assert [(r["sentiment"] is None, r["sentiment_model"]) for r in rows] == [(True, None), (False, "vader-3.3.2")]
+        assert (rows[1]["sentiment"] > 0.5) if folder == "news" else (rows[1]["sentiment"] < -0.5)
+        if folder == "bluesky":  # the message carries no tickers (an earlier producer's): null, as the old row's
+            assert [r["tickers"] for r in rows] == [None, None]

@@ -29,6 +29,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import duckdb
+import orjson
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -38,9 +39,13 @@ import pytest
 from bytewax.testing import run_main
 from deltalake import DeltaTable
 
-from marketstream.datasets import DATASETS, NEWS, STOCK, lake_tables
+from marketstream.datasets import BLUESKY, DATASETS, NEWS, STOCK, lake_tables
+from marketstream.datasets import signals_tables as signals_uris
 from marketstream.settings import Settings
 from pipelines.bars import build_bars_flow
+from pipelines.signals import run_round, signals_tables
+from sinks.object_store import ObjectStore
+from sinks.signals_table import SignalsWriter
 from tests.conftest import STACK, clock_from, make_settings
 from tests.integration.lake_writers import streamed, trade_messages
 from tests.integration.private_lake import commands_on, started_minio
@@ -160,10 +165,30 @@ class Lake:
     """An instant after the lake's first part was written and before the rest."""
 
 
+NEWS_MESSAGES = [
+    (ticker.encode(), orjson.dumps({"id": i + 1, "ticker": ticker, "datetime": f"2026-11-24T15:{i:02d}:00.000000Z",
+                                    "headline": headline, "summary": "", "source": "Yahoo", "url": f"https://example.com/{i}",
+                                    "image": "", "category": "company", "related": ticker}))
+    for i, (ticker, headline) in enumerate([("AAPL", "Apple beats estimates, shares surge"), ("AAPL", "Apple sued over app fees"),
+                                            ("MSFT", "Microsoft to hold its annual meeting")])]
+
+
+POST_MESSAGES = [
+    (keyword.encode(), orjson.dumps({"uri": f"at://did:plc:a/app.bsky.feed.post/{uri}", "cid": "c", "author_handle": "a.bsky.social",
+                                     "author_did": "did:plc:a", "text": text, "created_at": "2026-11-24T15:00:00.000000Z",
+                                     "indexed_at": "2026-11-24T15:00:01.000000Z", "like_count": 0, "repost_count": 0,
+                                     "reply_count": 0, "language": "en", "keyword": keyword, "tickers": tickers}))
+    for uri, keyword, tickers, text in [(1, "Tim Cook", ["AAPL"], "Tim Cook nailed it, great keynote"),
+                                        (1, "earnings", ["*MARKET*"], "Tim Cook nailed it, great keynote"),
+                                        (2, "AI", ["MSFT", "NVDA"], "AI stocks are a bubble, awful"),
+                                        (3, "Apple", ["AAPL"], "Apple store opens at 9")]]
+
+
 @pytest.fixture(scope="module")
 def readme_lake(tmp_path_factory):
     """Trades streamed into `stock_trades` -> `stock-data` in many commits and bars in `bars-data`, in two
-    parts with an instant between them; an empty `finnhub` topic, no other. The shell's clock is injected:
+    parts with an instant between them; a few news articles in `finnhub` -> `finnhub-data` and posts in `bluesky` -> `bluesky-data`, no other topic;
+    a round of signals over them. The shell's clock is injected:
     `date` prints that instant (the README's `--as-of` example asks `date` for "10 minutes ago")."""
     kafka = PrivateKafka(tmp_path_factory.mktemp("kafka"))
     kafka.start()
@@ -183,7 +208,12 @@ def readme_lake(tmp_path_factory):
         between = datetime.now(timezone.utc).replace(microsecond=0)
         time.sleep(1.5)
         written(trades[600:])
-        settings.kafka_cluster().ensure_topics([NEWS.topic])  # and no other: topics empty and missing
+        streamed(settings, NEWS, NEWS.topic, NEWS_MESSAGES, rounds=1)  # scored for sentiment as they are stored
+        streamed(settings, BLUESKY, BLUESKY.topic, POST_MESSAGES, rounds=1)
+        for table in signals_tables(settings):  # a round of signals_consume over the bars, news and posts
+            writer = SignalsWriter(table.uri, table.bucket, table.folder, settings.delta_storage_options(),
+                                   ObjectStore(settings.s3_storage_options()))
+            run_round(table, writer, settings.delta_storage_options())
         stock = DeltaTable("s3://stock-data", storage_options=settings.delta_storage_options())
         assert stock.version() >= 12, "the time-travel examples go back to version 12"
         shell_clock = tmp_path_factory.mktemp("bin")
@@ -202,7 +232,9 @@ def tables_asked(settings: Settings, argv: list[str]) -> dict[str, pa.Table]:
     pinned = dict(value.split("=", 1) for flag, value in zip(argv, argv[1:]) if flag == "--version")
     as_of = next((datetime.fromisoformat(value) for flag, value in zip(argv, argv[1:]) if flag == "--as-of"), None)
     read = {}
-    for name, uri in lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket).items():
+    views = {**lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket),
+             **signals_uris(settings.stock_synthetic_prefix, settings.signals_bucket)}
+    for name, uri in views.items():
         try:
             table = DeltaTable(uri, storage_options=settings.delta_storage_options())
         except Exception:  # noqa: BLE001 - no such table (yet): the command sees none either

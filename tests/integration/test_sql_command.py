@@ -112,7 +112,7 @@ def test_each_table_travels_to_its_own_version_and_the_others_read_their_latest(
     ("stock=-1", "--version stock=-1: a version is a whole number from 0; stock has versions 0..5, the first committed at "),
     ("stock=1.5", "--version stock=1.5: a version is a whole number from 0; stock has versions 0..5"),
     ("stock=99999999999999999999999", "--version stock=99999999999999999999999: stock has versions 0..5"),
-    ("nope=1", "--version 'nope=1': no table 'nope' (tables: bars, bars_synthetic, bluesky, macro, news, stock, "),
+    ("nope=1", "--version 'nope=1': no table 'nope' (tables: bars, bars_synthetic, bluesky, macro, news, signals, signals_synthetic, stock, "),
     ("news=0", "--version news=0: news has no versions (no Delta table at s3://finnhub-data)"),
 ])
 def test_a_pin_the_table_cannot_honour_is_one_line_saying_what_it_has(lake, capsys, pin, says):

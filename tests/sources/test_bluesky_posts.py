@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 import pytest
 
 from marketstream.companies import Company, CompanyDirectory
-from sources.bluesky_posts import BlueskySearch, bluesky_source, keywords
+from marketstream.social import MARKET
+from sources.bluesky_posts import BlueskySearch, bluesky_source, keyword_tickers, keywords
 from chaos.fakes.bluesky import FakeBluesky
 from chaos.fakes.http import Reply
 from tests.sources.clock import Clock
@@ -26,8 +27,8 @@ def search_on(server, **overrides) -> BlueskySearch:
                             "posts_per_search": 25, "max_pages": 3, "memory_per_keyword": 5_000, **overrides})
 
 
-def partition(server, clock, resume=None, companies=COMPANIES, **overrides):
-    directory = CompanyDirectory(lambda: list(companies), refresh_seconds=300)
+def partition(server, clock, resume=None, companies=COMPANIES, refresh_seconds=300, **overrides):
+    directory = CompanyDirectory(lambda: list(companies), refresh_seconds=refresh_seconds)
     return bluesky_source(search_on(server, **overrides), directory, now=clock).build_part("bluesky", "bluesky", resume)
 
 
@@ -43,6 +44,30 @@ def run_cycle(part, clock) -> list:
 def test_keywords_are_static_terms_then_company_names_and_related_words(bluesky):
     directory = CompanyDirectory(lambda: COMPANIES + [Company("X", "Apple", ())], refresh_seconds=300)
     assert keywords(("earnings",), directory) == ["earnings", "Apple", "iPhone", "Tim Cook", "Tesla", "Elon Musk"]
+
+
+def test_each_keyword_stands_for_the_companies_naming_it_and_static_terms_for_the_market(bluesky):
+    directory = CompanyDirectory(lambda: COMPANIES + [Company("MSFT", "Microsoft", ("AI", "earnings")),
+                                                      Company("NVDA", "Nvidia", ("AI",))], refresh_seconds=300)
+    assert keyword_tickers(("earnings", "stock market"), directory) == {
+        "earnings": (MARKET, "MSFT"), "stock market": (MARKET,), "Apple": ("AAPL",), "iPhone": ("AAPL",),
+        "Tim Cook": ("AAPL",), "Tesla": ("TSLA",), "Elon Musk": ("TSLA",), "Microsoft": ("MSFT",), "AI": ("MSFT", "NVDA"),
+        "Nvidia": ("NVDA",)}
+    assert MARKET == "*MARKET*"
+
+
+def test_posts_carry_their_keywords_tickers_and_a_keyword_added_later_applies_from_then_on(bluesky):
+    bluesky.post(1, "Tim Cook and Elon Musk on earnings")
+    companies = list(COMPANIES)
+    clock = Clock()
+    part = partition(bluesky, clock, companies=companies, refresh_seconds=0)  # companies_info read at every search
+    first = {p.keyword: p.tickers for p in run_cycle(part, clock)}
+    assert first == {"earnings": (MARKET,), "Tim Cook": ("AAPL",), "Elon Musk": ("TSLA",)}
+    companies.append(Company("SPCX", "SpaceX", ("Elon Musk",)))  # added to companies_info between two cycles
+    bluesky.post(2, "Elon Musk again")
+    clock.now = part.next_awake()
+    second = {p.keyword: p.tickers for p in run_cycle(part, clock)}
+    assert second == {"Elon Musk": ("SPCX", "TSLA")}
 
 
 def test_each_keyword_is_searched_two_seconds_apart_and_cycles_every_thirty(bluesky):

@@ -1,0 +1,244 @@
+"""The signals tables on the real stack: every row equals the SQL join of the source tables (DuckDB over the Delta
+tables as the reference), for generated bars, articles and posts — late ones, corrections of bars, posts without
+tickers or market-wide, articles of tickers without bars — after each round, and a round done again changes
+nothing."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+import time
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+from bytewax.testing import run_main
+from deltalake import DeltaTable, write_deltalake
+from hypothesis import HealthCheck, given, settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from marketstream import schemas
+from marketstream.lake import lake_filesystem
+from marketstream.signals import TABLE_SCHEMA
+from pipelines.cli import _sql_tables, sql
+from pipelines.signals import SignalsTable, build_signals_flow, run_round, signals_tables
+from sinks.object_store import ObjectStore
+from sinks.signals_table import SignalsWriter
+from tests.conftest import STACK_ENV, make_settings
+from tests.integration.processes import logged
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+OPEN = datetime(2026, 11, 24, 14, 30, tzinfo=timezone.utc)
+DAY = date(2026, 11, 24)
+BARS = pa.schema([*schemas.BARS_PARTITIONING, *(f for f in schemas.BARS if f.name in
+                                                 ("minute", "open", "high", "low", "close", "volume", "trades", "vwap"))])
+NEWS = pa.schema([*schemas.NEWS_ARTICLES_PARTITIONING, *schemas.NEWS_ARTICLES])
+POSTS = pa.schema([*schemas.BLUESKY_POSTS_PARTITIONING, *schemas.BLUESKY_POSTS])
+SENTIMENT = st.one_of(st.none(), st.floats(-1, 1, allow_nan=False))
+
+bar = st.tuples(st.sampled_from(["AAPL", "MSFT", "NVDA"]), st.integers(0, 150), st.floats(1, 500), st.integers(1, 50))
+article = st.tuples(st.sampled_from(["AAPL", "MSFT", "ZZZ"]), st.integers(1, 40), st.integers(-80 * 60, 200 * 60), SENTIMENT)
+post = st.tuples(st.integers(1, 30), st.sampled_from([None, [], ["*MARKET*"], ["AAPL"], ["AAPL", "MSFT"], ["NVDA"]]),
+                 st.integers(-80 * 60, 200 * 60), SENTIMENT, st.sampled_from(["Apple", "earnings", "Tim Cook"]))
+
+
+def bar_rows(bars) -> list[dict]:
+    unique = {(ticker, minute): (price, trades) for ticker, minute, price, trades in bars}
+    return [{"ticker": t, "date": DAY, "minute": OPEN + timedelta(minutes=m), "open": p, "high": p + 1, "low": p - 0.5,
+             "close": p + 0.25, "volume": float(n * 10), "trades": n, "vwap": p + 0.1} for (t, m), (p, n) in unique.items()]
+
+
+def news_rows(articles, offset: int) -> list[dict]:
+    unique = {(ticker, article_id): (seconds, sentiment) for ticker, article_id, seconds, sentiment in articles}
+    rows = []
+    for (ticker, article_id), (seconds, sentiment) in unique.items():
+        at = OPEN + timedelta(seconds=seconds, microseconds=article_id)
+        rows.append({"ticker": ticker, "date": DAY if at.date() == DAY or at.hour >= 5 else DAY - timedelta(days=1),
+                     "id": article_id, "datetime": at, "headline": "h", "summary": "", "source": "s", "url": "u",
+                     "image": "", "category": "company", "related": ticker, "kafka_partition": 0, "kafka_offset": offset,
+                     "sentiment": sentiment, "sentiment_model": "vader-3.3.2"})
+    return rows
+
+
+def post_rows(posts, offset: int) -> list[dict]:
+    unique = {(uri, keyword): (tickers, seconds, sentiment) for uri, tickers, seconds, sentiment, keyword in posts}
+    first = {}  # a post found by two keywords is the same post: the same text, time and score
+    rows = []
+    for (uri, keyword), (tickers, seconds, sentiment) in unique.items():
+        seconds, sentiment = first.setdefault(uri, (seconds, sentiment))
+        at = OPEN + timedelta(seconds=seconds)
+        rows.append({"date": at.date(), "keyword": keyword, "uri": f"at://did:plc:a/app.bsky.feed.post/{uri}", "cid": "c",
+                     "author_handle": "a", "author_did": "did:plc:a", "text": "t", "created_at": at, "indexed_at": at,
+                     "like_count": 0, "repost_count": 0, "reply_count": 0, "language": "en", "kafka_partition": 0,
+                     "kafka_offset": offset, "sentiment": sentiment, "sentiment_model": "vader-3.3.2", "tickers": tickers})
+    return rows
+
+
+REFERENCE = """
+WITH n AS (SELECT ticker, id, min(datetime) AS at, avg(sentiment) AS sentiment FROM news GROUP BY ticker, id),
+     p AS (SELECT t.ticker, uri, min(created_at) AS at, avg(sentiment) AS sentiment
+           FROM bluesky, unnest(tickers) AS t(ticker) GROUP BY t.ticker, uri)
+SELECT b.ticker, b.date, b.minute, b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trades, {windows}
+FROM bars b ORDER BY b.ticker, b.date, b.minute
+"""
+
+
+def reference_sql() -> str:
+    windows = []
+    for suffix, width in (("", 1), ("_15m", 15), ("_1h", 60)):
+        for name, items in (("news", "n"), ("posts", "p")):
+            where = (f"FROM {items} WHERE {items}.ticker = b.ticker AND epoch_us({items}.at) // 60000000 "
+                     f"BETWEEN epoch_us(b.minute) // 60000000 - {width - 1} AND epoch_us(b.minute) // 60000000")
+            windows.append(f"(SELECT count(*) {where}) AS {name}_count{suffix}")
+            windows.append(f"(SELECT avg(sentiment) {where}) AS {name}_sentiment{suffix}")
+    return REFERENCE.format(windows=", ".join(windows))
+
+
+def check(table: SignalsTable, options) -> int:
+    con = duckdb.connect()
+    for name, uri in table.sources.items():
+        empty = {"bars": BARS, "news": NEWS, "bluesky": POSTS}[name].empty_table()
+        con.register(name, DeltaTable(uri, storage_options=options).to_pyarrow_table()
+                     if DeltaTable.is_deltatable(uri, storage_options=options) else empty)
+    expected = con.sql(reference_sql()).to_arrow_table().cast(TABLE_SCHEMA).to_pylist()
+    stored = DeltaTable(table.uri, storage_options=options).to_pyarrow_table().select(TABLE_SCHEMA.names)
+    got = stored.sort_by([("ticker", "ascending"), ("date", "ascending"), ("minute", "ascending")]).to_pylist()
+    assert len(got) == len(expected)
+    for row, want in zip(got, expected):
+        for name, value in want.items():
+            if isinstance(value, float):
+                assert row[name] == pytest.approx(value, abs=1e-9), (name, row, want)
+            else:
+                assert row[name] == value, (name, row, want)
+    return len(got)
+
+
+@pytest.fixture
+def lake(stack):
+    settings = make_settings()
+    name = f"it-sig-{uuid.uuid4().hex[:8]}"
+    fs = lake_filesystem(settings)
+    fs.mkdir(name)
+    yield settings, name
+    if fs.exists(name):
+        fs.rm(name, recursive=True)
+
+
+def _table(name: str) -> SignalsTable:
+    return SignalsTable("signals", f"s3://{name}/signals", name, "signals",
+                        {"bars": f"s3://{name}/bars", "news": f"s3://{name}/news", "bluesky": f"s3://{name}/bluesky"})
+
+
+@hypothesis_settings(max_examples=int(os.environ.get("SIGNALS_EXAMPLES", "8")), deadline=None,
+                     suppress_health_check=list(HealthCheck))
+@given(first=st.tuples(st.lists(bar, min_size=1, max_size=30), st.lists(article, max_size=25), st.lists(post, max_size=25)),
+       late=st.tuples(st.lists(bar, max_size=15), st.lists(article, max_size=15), st.lists(post, max_size=15)))
+def test_every_signals_row_is_the_sql_join_of_the_source_tables_round_after_round(lake, first, late):
+    settings, bucket = lake
+    prefix = f"{bucket}/{uuid.uuid4().hex[:6]}"
+    table = _table(prefix)
+    options = settings.delta_storage_options()
+    store = ObjectStore(settings.s3_storage_options())
+    writer = SignalsWriter(table.uri, bucket, f"{prefix.split('/', 1)[1]}/signals", options, store)
+
+    bars, articles, posts = first
+    write_deltalake(table.sources["bars"], pa.Table.from_pylist(bar_rows(bars), BARS), partition_by=["ticker", "date"],
+                    storage_options=options)
+    write_deltalake(table.sources["news"], pa.Table.from_pylist(news_rows(articles, 0), NEWS), partition_by=["ticker", "date"],
+                    storage_options=options)
+    write_deltalake(table.sources["bluesky"], pa.Table.from_pylist(post_rows(posts, 0), POSTS),
+                    partition_by=["date", "keyword"], storage_options=options)
+    done = run_round(table, writer, options)
+    assert check(table, options) == len(bar_rows(bars)) == done.rows
+
+    # late: new minutes and corrections of stored bars (a partition rewritten), articles and posts in minutes
+    # that have their signals already, items without a ticker
+    late_bars, late_articles, late_posts = late
+    if late_bars:
+        merged = {(r["ticker"], r["minute"]): r for r in bar_rows(bars)}
+        merged.update({(r["ticker"], r["minute"]): r for r in bar_rows(late_bars)})
+        write_deltalake(table.sources["bars"], pa.Table.from_pylist(list(merged.values()), BARS), mode="overwrite",
+                        partition_by=["ticker", "date"], storage_options=options)
+    if late_articles:
+        write_deltalake(table.sources["news"], pa.Table.from_pylist(news_rows(late_articles, 1), NEWS), mode="append",
+                        partition_by=["ticker", "date"], storage_options=options)
+    if late_posts:
+        write_deltalake(table.sources["bluesky"], pa.Table.from_pylist(post_rows(late_posts, 1), POSTS), mode="append",
+                        partition_by=["date", "keyword"], storage_options=options)
+    run_round(table, writer, options)
+    rows = check(table, options)
+    version = DeltaTable(table.uri, storage_options=options).version()
+    again = run_round(table, SignalsWriter(table.uri, bucket, f"{prefix.split('/', 1)[1]}/signals", options, store), options)
+    assert again.ticker_days == 0 and DeltaTable(table.uri, storage_options=options).version() == version
+    assert check(table, options) == rows
+
+
+def test_the_dataflow_writes_signals_round_after_round(lake):
+    settings, bucket = lake
+    options = settings.delta_storage_options()
+    table = _table(bucket)
+    write_deltalake(table.sources["bars"], pa.Table.from_pylist(bar_rows([("AAPL", 0, 100.0, 3), ("MSFT", 2, 50.0, 1)]), BARS),
+                    partition_by=["ticker", "date"], storage_options=options)
+    write_deltalake(table.sources["news"], pa.Table.from_pylist(news_rows([("AAPL", 1, 30, 0.5)], 0), NEWS),
+                    partition_by=["ticker", "date"], storage_options=options)
+    flow = build_signals_flow(make_settings(produce_for_seconds=3, signals_interval_seconds=1), [table])
+    run_main(flow)
+    rows = DeltaTable(table.uri, storage_options=options).to_pyarrow_table().sort_by("ticker").to_pylist()
+    assert [(r["ticker"], r["news_count"], r["news_sentiment"], r["posts_count"]) for r in rows] == \
+        [("AAPL", 1, 0.5, 0), ("MSFT", 0, None, 0)]
+    out = io.StringIO()
+    assert sql(settings, "SELECT ticker, news_count FROM signals ORDER BY ticker", tables={"signals": table.uri}, out=out) == 0
+    assert out.getvalue().split()[2:] == ["AAPL", "1", "MSFT", "0"]
+
+
+def test_the_signals_tables_read_the_bars_of_real_and_synthetic_trades_and_are_views_of_marketstream_sql():
+    settings = make_settings(signals_bucket="sig", bars_bucket="bars-x")
+    assert [(t.name, t.uri, t.bucket, t.folder, t.sources["bars"]) for t in signals_tables(settings)] == [
+        ("signals", "s3://sig", "sig", "", "s3://bars-x"),
+        ("signals_synthetic", "s3://sig/_synthetic", "sig", "_synthetic", "s3://bars-x/_synthetic")]
+    assert {"signals": "s3://sig", "signals_synthetic": "s3://sig/_synthetic"}.items() <= _sql_tables(settings).items()
+
+
+@pytest.mark.faults  # a process killed and restarted: `make test-faults`, not `make test`
+def test_a_writer_killed_mid_round_does_the_round_again_and_leaves_every_row_equal_to_the_join(lake):
+    """kill -9 of signals_consume after some of a round's date commits landed (the round's source versions
+    not recorded yet); the restarted flow does the round again, whole: every row once, equal to the SQL join."""
+    settings, bucket = lake
+    options = settings.delta_storage_options()
+    table = _table(bucket)
+    days = [DAY + timedelta(days=i) for i in range(-30, 0)]
+    bars = [{**row, "date": day, "minute": row["minute"] + (day - DAY)} for day in days
+            for row in bar_rows([("AAPL", m, 100.0 + m, 2) for m in range(0, 30, 3)] + [("MSFT", 5, 50.0, 1)])]
+    news = [{**row, "date": day, "datetime": row["datetime"] + (day - DAY), "id": row["id"] + 100 * i}
+            for i, day in enumerate(days) for row in news_rows([("AAPL", 1, 60, 0.5), ("AAPL", 2, 400, -0.25)], 0)]
+    write_deltalake(table.sources["bars"], pa.Table.from_pylist(bars, BARS), partition_by=["ticker", "date"], storage_options=options)
+    write_deltalake(table.sources["news"], pa.Table.from_pylist(news, NEWS), partition_by=["ticker", "date"], storage_options=options)
+    command = [sys.executable, "-m", "bytewax.run", f"tests.integration.flows:signals_consume({bucket!r})"]
+    env = {**os.environ, **STACK_ENV, "SIGNALS_INTERVAL_SECONDS": "1"}
+    first = logged(command, env=env, cwd=REPO)
+    deadline = time.monotonic() + 120
+    version = -1
+    while time.monotonic() < deadline and first.poll() is None:
+        if DeltaTable.is_deltatable(table.uri, storage_options=options):
+            version = DeltaTable(table.uri, storage_options=options).version()
+            if version >= 3:  # creation, then at least two of the round's 30 date commits
+                break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    killed = DeltaTable(table.uri, storage_options=options)
+    assert killed.version() >= 3, first.log.seek(0) or first.log.read()[-2000:]
+    assert killed.transaction_version("marketstream:signals:source:bars") is None, "the round ended before the kill"
+
+    again = logged(command, env={**env, "PRODUCE_FOR_SECONDS": "20"}, cwd=REPO)
+    assert again.wait(120) == 0, again.log.seek(0) or again.log.read()[-2000:]
+    assert check(table, options) == len(bars)
+    restarted = DeltaTable(table.uri, storage_options=options)
+    assert restarted.transaction_version("marketstream:signals:source:bars") == 0
