@@ -143,27 +143,29 @@ def create_app(settings: Settings, *, refresher: data.Refresher | None = None):
         query = body.get("query") if isinstance(body, dict) else None
         return query if isinstance(query, str) and query.strip() else None
 
-    async def sql(request: Request) -> JSONResponse:
+    async def _answer(request: Request):
+        """The answer to the request's query, or the problem to send back instead."""
         query = await _query(request)
         if query is None:
             return _problem('send {"query": "SELECT ..."}')
         try:
-            answer = await run_in_threadpool(data.sql, settings, query)
+            return await run_in_threadpool(data.sql, settings, query)
         except data.SqlRefused as exc:
             return _problem(str(exc))
+
+    async def sql(request: Request) -> JSONResponse:
+        answer = await _answer(request)
+        if isinstance(answer, Response):
+            return answer
         return JSONResponse({"columns": answer.columns, "rows": answer.rows, "cut": answer.cut,
                              "seconds": answer.seconds, "limit": data.SQL_ROWS})
 
     async def sql_csv(request: Request) -> Response:
         from pipelines.query_output import CsvFormat
 
-        query = await _query(request)
-        if query is None:
-            return _problem('send {"query": "SELECT ..."}')
-        try:
-            answer = await run_in_threadpool(data.sql, settings, query)
-        except data.SqlRefused as exc:
-            return _problem(str(exc))
+        answer = await _answer(request)
+        if isinstance(answer, Response):
+            return answer
         out = io.BytesIO()
         if answer.table.num_columns:  # the same CSV as `marketstream sql --format csv`
             csv = CsvFormat(out)
