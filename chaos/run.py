@@ -492,6 +492,9 @@ class FaultRunner:
         self.stack.up()
 
 
+SAMPLE_TIMEOUT_SECONDS = 30.0
+
+
 class Sampler:
     """Every dataset's lag and rows, read like `marketstream status` does, every `SAMPLE_EVERY_SECONDS`."""
 
@@ -503,8 +506,20 @@ class Sampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> Sample:
+    def _sample_within(self, seconds: float) -> Sample:
+        """A sample, or one that knows nothing when reading it took longer than `seconds`: a read stuck on a
+        connection a fault left half-open must not end the sampling (the stuck thread is left to itself)."""
         at = time.monotonic() - self.began
+        found: list[Sample] = []
+        reader = threading.Thread(target=lambda: found.append(self._sample(at)), daemon=True)
+        reader.start()
+        reader.join(seconds)
+        if found:
+            return found[0]
+        unknown = {name: None for name in DATASETS}
+        return Sample(round(at, 1), dict(unknown), dict(unknown), dict(unknown))
+
+    def _sample(self, at: float) -> Sample:
         lag_seconds, lag_messages, rows = {}, {}, {}
         cluster, options = quiet_cluster(self.settings), self.settings.delta_storage_options()
         now = datetime.now(timezone.utc)
@@ -522,7 +537,7 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            sample = self._sample()
+            sample = self._sample_within(SAMPLE_TIMEOUT_SECONDS)
             self.samples.append(sample)
             if self.journal:
                 with open(self.journal, "a") as journal:

@@ -67,20 +67,26 @@ def draw(lake: Lake, table: str, ticker: str, day: date, out: Path | None) -> tu
     return path, len(bars)
 
 
-def bars_of(lake: Lake, table: str, ticker: str, day: date) -> list[dict]:
-    """The rows of `table` for `ticker` and `day` (none when the table holds nothing yet)."""
+def ticker_day_rows(lake: Lake, table: str, ticker: str, day: date, columns: list[str]) -> list[dict]:
+    """The `columns` of `table`'s rows of `ticker` and `day` (a table partitioned by both: bars, signals,
+    news); none when the table holds nothing yet. A column the table does not have yet is left out."""
     import pyarrow.compute as pc
 
     dataset = open_tables(lake, [table], TimeTravel()).datasets.get(table)
     if dataset is None:
         return []
+    columns = [name for name in columns if name in dataset.schema.names]  # a table written before a column came
     try:
-        rows = dataset.to_table(columns=["minute", "open", "high", "low", "close", "volume"],
-                                filter=(pc.field("ticker") == ticker) & (pc.field("date") == day))
+        rows = dataset.to_table(columns=columns, filter=(pc.field("ticker") == ticker) & (pc.field("date") == day))
     except Exception as exc:  # noqa: BLE001 - the scan failing: the store down, else one line
         lake.check_reachable()
         raise QueryFailed(f"cannot read {table}: {one_line(exc)}") from None
     return rows.to_pylist()
+
+
+def bars_of(lake: Lake, table: str, ticker: str, day: date) -> list[dict]:
+    """The bars of `table` for `ticker` and `day` (none when the table holds nothing yet)."""
+    return ticker_day_rows(lake, table, ticker, day, ["minute", "open", "high", "low", "close", "volume"])
 
 
 def time_axis(day: date, bars: list[dict]) -> tuple[datetime, datetime]:

@@ -56,11 +56,6 @@ def _lake_tables(settings: Settings) -> dict[str, str]:
     return lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket)
 
 
-def _sql_tables(settings: Settings) -> dict[str, str]:
-    """The views of `marketstream sql`: every table of the lake and the signals tables."""
-    return {**_lake_tables(settings), **signals_tables(settings.stock_synthetic_prefix, settings.signals_bucket)}
-
-
 def _say(text: str) -> None:
     print(f"==> {text}", flush=True)
 
@@ -265,7 +260,7 @@ def sql(settings: Settings, query: str, tables: dict[str, str] | None = None, *,
     from pipelines.query import BadRequest, QueryFailed, StoreUnreachable
 
     request = sql_command.Request(query, versions, as_of, output_format, output, limit, allow_files, memory_limit,
-                                  tables or _sql_tables(settings))
+                                  tables or sql_command.sql_tables(settings))
     try:
         sql_command.answer(settings, request, out or sys.stdout,
                            say=lambda line: print(f"marketstream sql: {line}", file=sys.stderr))

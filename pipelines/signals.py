@@ -76,8 +76,15 @@ def signals_tables(settings: Settings) -> list[SignalsTable]:
 
 
 def _open(uri: str, options: dict[str, str], version: int | None = None) -> DeltaTable | None:
-    if not DeltaTable.is_deltatable(uri, storage_options=options):
-        return None
+    """The table at `uri`; None while there is none, its bucket included (a source not deployed yet, such as
+    Bluesky without credentials: its signals columns stay empty)."""
+    try:
+        if not DeltaTable.is_deltatable(uri, storage_options=options):
+            return None
+    except OSError as exc:
+        if "NoSuchBucket" in str(exc):
+            return None
+        raise
     return DeltaTable(uri, storage_options=options, version=version)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from marketstream.datasets import lake_tables, signals_tables
 from marketstream.settings import MEMORY_SIZE, Settings
 from pipelines import query_output
 from pipelines.files import UnwritablePath, replaced_atomically
@@ -47,6 +48,13 @@ class Request:
         if self.limit is None:
             return TABLE_ROWS if self.output_format == "table" else None
         return self.limit or None
+
+
+def sql_tables(settings: Settings) -> dict[str, str]:
+    """The views SQL is asked over (`marketstream sql`, the console): every table of the lake and the signals
+    tables, each with its URI."""
+    return {**lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket),
+            **signals_tables(settings.stock_synthetic_prefix, settings.signals_bucket)}
 
 
 def lake_of(settings: Settings, tables: Mapping[str, str]) -> Lake:

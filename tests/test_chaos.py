@@ -197,3 +197,20 @@ def test_while_minio_node_1_is_down_its_clients_are_forwarded_to_node_2_and_back
     assert dataflows.upstreams == observer.upstreams == ["127.0.0.1:19301", "127.0.0.1:19300"]
     assert [entry["what"] for entry in runner.log if "forwarded" in entry["what"]] == [
         "MinIO clients forwarded to 127.0.0.1:19301", "MinIO clients forwarded to 127.0.0.1:19300"]
+
+
+def test_a_sample_stuck_on_a_dead_connection_is_recorded_as_unknown_and_sampling_goes_on():
+    """Seen in CI: a lag read through the MinIO proxy hung when node 1 was killed, and no sample came after."""
+    import threading
+
+    from chaos.run import Sampler
+
+    sampler = Sampler(settings=None)
+    release = threading.Event()
+    sampler._sample = lambda at: (release.wait(10), None)[1]
+    began = time.monotonic()
+    stuck = sampler._sample_within(0.3)
+    assert time.monotonic() - began < 2
+    assert stuck.lag_seconds == stuck.lag_messages == stuck.rows == {name: None for name in stuck.rows}
+    assert set(stuck.rows) == {"stock", "macro", "news", "bluesky"}
+    release.set()

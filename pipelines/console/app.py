@@ -7,6 +7,7 @@ library (TradingView's lightweight-charts) is served from the package: nothing i
     GET  /  /ticker  /tables  /dead-letters  /sql      the pages
     GET  /api/overview                                 `marketstream status`'s data, refreshed continuously
     GET  /api/bars?ticker=AAPL&date=2026-11-24[&synthetic=1]
+    GET  /api/news?ticker=AAPL&date=2026-11-24[&synthetic=1]   its news and the signals' sentiment
     GET  /api/tables     GET /api/dead-letters
     GET  /api/dead-letter-original?uri=s3://stock-data/_dead_letters/...   an original too large for the broker
     POST /api/sql        {"query": "..."} -> columns, rows (at most 1 000), cut, seconds
@@ -94,7 +95,8 @@ def create_app(settings: Settings, *, refresher: data.Refresher | None = None):
             return _problem("the overview is not read yet", 503)
         return JSONResponse(found)
 
-    async def bars(request: Request) -> JSONResponse:
+    async def _ticker_day(request: Request, read) -> JSONResponse:
+        """`read(settings, ticker, day, synthetic)` for the request's ticker and day, as JSON."""
         from pipelines.chart import NotATicker
         from pipelines.query import QueryFailed, StoreUnreachable
 
@@ -105,13 +107,19 @@ def create_app(settings: Settings, *, refresher: data.Refresher | None = None):
             return _problem("date: YYYY-MM-DD (New York)")
         synthetic = request.query_params.get("synthetic") in ("1", "true", "on")
         try:
-            found = await run_in_threadpool(data.bars, settings, ticker, day, synthetic)
+            found = await run_in_threadpool(read, settings, ticker, day, synthetic)
         except NotATicker as exc:
             return _problem(str(exc))
         except (StoreUnreachable, QueryFailed) as exc:
             return _problem(str(exc), 503)
-        return JSONResponse({"ticker": ticker, "date": day.isoformat(), "synthetic": synthetic, "bars": found,
+        return JSONResponse({"ticker": ticker, "date": day.isoformat(), "synthetic": synthetic, **found,
                              "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+    async def bars(request: Request) -> JSONResponse:
+        return await _ticker_day(request, lambda *args: {"bars": data.bars(*args)})
+
+    async def news(request: Request) -> JSONResponse:
+        return await _ticker_day(request, data.news_and_sentiment)
 
     async def tables(request: Request) -> JSONResponse:
         try:
@@ -177,7 +185,7 @@ def create_app(settings: Settings, *, refresher: data.Refresher | None = None):
                         headers={"content-disposition": 'attachment; filename="marketstream-query.csv"'})
 
     routes = [Route(path, page(name, title)) for path, (name, title) in PAGES.items()] + [
-        Route("/api/overview", overview), Route("/api/bars", bars), Route("/api/tables", tables),
+        Route("/api/overview", overview), Route("/api/bars", bars), Route("/api/news", news), Route("/api/tables", tables),
         Route("/api/dead-letters", dead_letters), Route("/api/dead-letter-original", original), Route("/api/sql", sql, methods=["POST"]),
         Route("/api/sql.csv", sql_csv, methods=["POST"]), Mount("/static", StaticFiles(directory=STATIC))]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -25,7 +25,7 @@ from datetime import date, datetime, timezone
 
 import pyarrow as pa
 
-from marketstream.datasets import DATASETS, lake_tables
+from marketstream.datasets import DATASETS
 from marketstream.settings import Settings
 
 OVERVIEW_PATIENCE_SECONDS = 3.0
@@ -46,7 +46,10 @@ def _iso(moment: datetime) -> str:
 
 
 def tables_of(settings: Settings) -> dict[str, str]:
-    return lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket)
+    """The tables the console shows and queries: those of `marketstream sql`."""
+    from pipelines.sql_command import sql_tables
+
+    return sql_tables(settings)
 
 
 _LAKES: dict[int, tuple] = {}
@@ -154,6 +157,26 @@ def bars(settings: Settings, ticker: str, day: date, synthetic: bool) -> list[di
     rows = bars_of(lake(settings), "bars_synthetic" if synthetic else "bars", ticker, day)
     return [{"time": int(row["minute"].timestamp()), "open": row["open"], "high": row["high"], "low": row["low"],
              "close": row["close"], "volume": row["volume"]} for row in sorted(rows, key=lambda r: r["minute"])]
+
+
+def news_and_sentiment(settings: Settings, ticker: str, day: date, synthetic: bool) -> dict:
+    """What was said about `ticker` on `day`: its news articles, oldest first (time: Unix seconds of their
+    minute, as the bars'; headline, source, url, sentiment), and, where the signals table has the minute, the
+    mean sentiment of the news and of the posts of the 15 minutes ending with it (null: none scored)."""
+    from pipelines.chart import check_ticker, ticker_day_rows
+
+    check_ticker(ticker)
+    articles = ticker_day_rows(lake(settings), "news", ticker, day, ["datetime", "headline", "source", "url", "sentiment"])
+    signals = ticker_day_rows(lake(settings), "signals_synthetic" if synthetic else "signals", ticker, day,
+                              ["minute", "news_sentiment_15m", "posts_sentiment_15m"])
+    minute = lambda moment: int(moment.timestamp()) // 60 * 60  # noqa: E731
+    return {
+        "news": [{"time": minute(row["datetime"]), "at": row["datetime"].isoformat(), "headline": row["headline"],
+                  "source": row["source"], "url": row["url"], "sentiment": row.get("sentiment")}
+                 for row in sorted(articles, key=lambda r: r["datetime"])],
+        "sentiment": [{"time": int(row["minute"].timestamp()), "news": row.get("news_sentiment_15m"),
+                       "posts": row.get("posts_sentiment_15m")} for row in sorted(signals, key=lambda r: r["minute"])],
+    }
 
 
 def commit_facts(commit_text: str) -> dict:

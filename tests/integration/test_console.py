@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -36,12 +35,13 @@ from confluent_kafka import Producer
 from deltalake import DeltaTable
 from pydantic import SecretStr
 
-from marketstream.datasets import STOCK
+from marketstream.datasets import NEWS, STOCK
 from marketstream.lake import lake_filesystem
 from pipelines import cli
 from pipelines.bars import build_bars_flow
 from pipelines.console import data
 from pipelines.console.app import create_app
+from pipelines.signals import build_signals_flow
 from tests.conftest import clock_from, make_settings
 from tests.integration.kafka_helpers import produce
 from tests.integration.lake_writers import stamp, streamed, trade_messages
@@ -71,6 +71,22 @@ def tsla(minute: int, count: int = 4) -> list[tuple[bytes, bytes]]:
                 "source": "alpaca"}
         messages.append((b"TSLA", orjson.dumps(body)))
     return messages
+
+
+HOSTILE_HEADLINE = '<img src=x onerror="window.__pwned=3">Tesla <script>window.__pwned=4</script> recalls'
+
+
+def article(number: int, minute: int, headline: str, url: str) -> tuple[bytes, bytes]:
+    """A Finnhub article about TSLA published `minute` minutes after the open of DAY."""
+    body = {"id": number, "ticker": "TSLA", "datetime": stamp(OPEN + timedelta(minutes=minute, seconds=20)),
+            "headline": headline, "summary": "", "source": "Fake Wire", "url": url, "image": "",
+            "category": "company", "related": "TSLA"}
+    return b"TSLA", orjson.dumps(body)
+
+
+NEWS_MESSAGES = [article(1, 1, "Tesla beats estimates, shares surge on record deliveries", "https://news.example/1"),
+                 article(2, 3, HOSTILE_HEADLINE, "javascript:window.__pwned=5"),
+                 article(3, -90, "Tesla before the bell: nothing to chart yet", "https://news.example/3")]
 
 
 def bars_written(settings) -> None:
@@ -120,6 +136,8 @@ def lake(tmp_path_factory):
         assert big.flush(30) == 0
         streamed(settings, STOCK, STOCK.topic, messages, rounds=2)
         bars_written(settings)
+        streamed(settings, NEWS, NEWS.topic, NEWS_MESSAGES, rounds=1)
+        run_main(build_signals_flow(settings.model_copy(update={"produce_for_seconds": 6, "signals_interval_seconds": 1})))
         yield settings
     finally:
         minio.stop()
@@ -241,7 +259,8 @@ def test_the_ticker_page_draws_the_bars_and_a_new_minute_appears(page, console, 
     page.wait_for_function("document.querySelector('#bars-info').dataset.bars === '5'", timeout=10_000)
     found = api(page, console, f"/api/bars?ticker=TSLA&date={DAY}")
     assert [b["time"] for b in found["bars"]] == [int((OPEN + timedelta(minutes=m)).timestamp()) for m in range(5)]
-    assert page.evaluate("window.consoleChart") == {"bars": 5, "last": found["bars"][-1]["time"]}
+    shown = page.evaluate("window.consoleChart")
+    assert (shown["bars"], shown["last"]) == (5, found["bars"][-1]["time"])
     last = found["bars"][-1]
     assert page.locator("#last-bar").inner_text().endswith(
         f"O {last['open']:g} H {last['high']:g} L {last['low']:g} C {last['close']:g} V {last['volume']:g}")
@@ -283,6 +302,29 @@ def test_the_policy_allows_only_the_consoles_own_scripts(page, console):
         headers = page.request.get(console.url + path).headers
         assert "script-src 'self';" in headers["content-security-policy"]
         assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_ticker_page_marks_the_news_lists_them_as_text_and_draws_the_signals_sentiment(page, console):
+    opened(page, console.url + f"/ticker?ticker=TSLA&date={DAY}", "ticker with news")
+    page.wait_for_function("window.consoleChart.news === 3 && window.consoleChart.bars >= 5", timeout=15_000)
+    found = api(page, console, f"/api/news?ticker=TSLA&date={DAY}")
+    assert [a["headline"] for a in found["news"]] == [orjson.loads(NEWS_MESSAGES[i][1])["headline"] for i in (2, 0, 1)]
+    assert [a["time"] for a in found["news"]] == [int((OPEN + timedelta(minutes=m)).timestamp()) for m in (-90, 1, 3)]
+    assert found["news"][1]["sentiment"] > 0  # scored when stored (VADER): a good day
+    # a marker on each minute with news and a bar; the article before the open has no bar to mark
+    assert page.evaluate("window.consoleChart.markers") == 2
+    items = page.locator("#news-list li.news")
+    assert items.count() == 3
+    assert HOSTILE_HEADLINE in items.nth(2).inner_text()
+    assert items.nth(2).locator("a").count() == 0  # a javascript: address is never a link
+    assert items.nth(1).locator("a").get_attribute("href") == "https://news.example/1"
+    assert page.locator("#news-list img, #news-list script").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    # the signals' 15-minute news sentiment, from the minute of the first article on
+    assert page.evaluate("window.consoleChart.sentiment") == len(found["sentiment"]) > 0
+    assert [p["time"] for p in found["sentiment"] if p["news"] is not None] == [
+        int((OPEN + timedelta(minutes=m)).timestamp()) for m in range(1, 5)]
+    shot(page, "ticker-news")
 
 
 def test_dead_letters_are_shown_as_text_never_as_markup(page, console):

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from marketstream import schemas
 from marketstream.lake import lake_filesystem
 from marketstream.signals import TABLE_SCHEMA
-from pipelines.cli import _sql_tables, sql
+from pipelines.cli import sql
+from pipelines.sql_command import sql_tables
 from pipelines.signals import SignalsTable, build_signals_flow, run_round, signals_tables
 from sinks.object_store import ObjectStore
 from sinks.signals_table import SignalsWriter
@@ -203,7 +204,7 @@ def test_the_signals_tables_read_the_bars_of_real_and_synthetic_trades_and_are_v
     assert [(t.name, t.uri, t.bucket, t.folder, t.sources["bars"]) for t in signals_tables(settings)] == [
         ("signals", "s3://sig", "sig", "", "s3://bars-x"),
         ("signals_synthetic", "s3://sig/_synthetic", "sig", "_synthetic", "s3://bars-x/_synthetic")]
-    assert {"signals": "s3://sig", "signals_synthetic": "s3://sig/_synthetic"}.items() <= _sql_tables(settings).items()
+    assert {"signals": "s3://sig", "signals_synthetic": "s3://sig/_synthetic"}.items() <= sql_tables(settings).items()
 
 
 @pytest.mark.faults  # a process killed and restarted: `make test-faults`, not `make test`
@@ -242,3 +243,10 @@ def test_a_writer_killed_mid_round_does_the_round_again_and_leaves_every_row_equ
     assert check(table, options) == len(bars)
     restarted = DeltaTable(table.uri, storage_options=options)
     assert restarted.transaction_version("marketstream:signals:source:bars") == 0
+
+
+def test_a_source_table_whose_bucket_does_not_exist_yet_is_no_table_not_a_failed_round(stack):
+    """Found by the console's tests: a lake without Bluesky (no bucket) failed every round."""
+    from pipelines.signals import _open
+
+    assert _open(f"s3://never-made-{uuid.uuid4().hex[:8]}", make_settings().delta_storage_options()) is None

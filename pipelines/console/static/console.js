@@ -6,6 +6,7 @@ const main = document.getElementById("main");
 const stateLine = document.getElementById("state");
 const PAGE = document.body.dataset.page;
 const POLL_MS = 500;
+const NEWS_POLL_MS = 5000;  // news and signals change far less often than bars
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -136,8 +137,51 @@ async function ticker() {
   const volume = chart.addSeries(LightweightCharts.HistogramSeries, { priceFormat: { type: "volume" }, priceScaleId: "" });
   volume.priceScale().applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
   candles.priceScale().applyOptions({ scaleMargins: { top: 0.05, bottom: 0.25 } });
+  // what was said: a marker per minute with news (headlines on hover and listed below, as text), and the
+  // signals' 15-minute mean sentiment of news and of posts in a pane under the candles
+  const markers = LightweightCharts.createSeriesMarkers(candles, []);
+  const newsLine = chart.addSeries(LightweightCharts.LineSeries, { color: "#3b6fd6", lineWidth: 2, title: "news 15m" }, 1);
+  const postsLine = chart.addSeries(LightweightCharts.LineSeries, { color: "#c27c0e", lineWidth: 2, title: "posts 15m" }, 1);
+  const tip = el("p", { id: "news-tip", class: "meta" });
+  const list = el("ul", { id: "news-list" });
+  box.after(tip);
+  last.after(el("h2", {}, "News"), list);
+  let newsByMinute = new Map();
+  chart.subscribeCrosshairMove((param) => {
+    const items = param.time === undefined ? null : newsByMinute.get(param.time);
+    tip.textContent = items ? items.map((a) => `${newYork(a.time)} ${a.headline}`).join(" · ") : "";
+  });
+  const signed = (v) => (v === null || v === undefined ? "not scored" : (v >= 0 ? "+" : "") + v.toFixed(2));
+  function placeMarkers() {
+    const placed = [...newsByMinute.keys()].filter((t) => shown.has(t)).sort((a, b) => a - b).map((t) => {
+      const mean = newsByMinute.get(t).reduce((sum, a) => sum + (a.sentiment || 0), 0) / newsByMinute.get(t).length;
+      return { time: t, position: "aboveBar", shape: "circle", color: mean > 0.05 ? "#2e9d5b" : mean < -0.05 ? "#c8453c" : "#7a8594" };
+    });
+    markers.setMarkers(placed);
+    window.consoleChart.markers = placed.length;
+  }
+  async function refreshNews() {
+    try {
+      const found = await api(`/api/news?${query}`);
+      newsByMinute = new Map();
+      for (const a of found.news) newsByMinute.set(a.time, [...(newsByMinute.get(a.time) || []), a]);
+      list.replaceChildren(...found.news.map((a) => {
+        const headline = /^https?:\/\//i.test(a.url) ? el("a", { href: a.url, rel: "noopener noreferrer" }, a.headline) : a.headline;
+        return el("li", { class: "news" }, `${newYork(a.time)} `, headline, ` — ${a.source}, sentiment ${signed(a.sentiment)}`);
+      }));
+      if (!found.news.length) list.replaceChildren(el("li", {}, "no news stored for this ticker and day"));
+      const points = (field) => found.sentiment.filter((p) => p[field] !== null).map((p) => ({ time: p.time, value: p[field] }));
+      newsLine.setData(points("news")); postsLine.setData(points("posts"));
+      window.consoleChart.news = found.news.length;
+      window.consoleChart.sentiment = found.sentiment.length;
+      placeMarkers();
+    } catch (error) {
+      list.replaceChildren(el("li", { class: "problem" }, `cannot read the news: ${error.message}`));
+    }
+    setTimeout(refreshNews, NEWS_POLL_MS);
+  }
   let shown = new Map();
-  window.consoleChart = { bars: 0, last: null };
+  window.consoleChart = { bars: 0, last: null, markers: 0, news: 0, sentiment: 0 };
   async function refresh() {
     try {
       const found = await api(`/api/bars?${query}`);
@@ -158,7 +202,8 @@ async function ticker() {
       }
       shown = fresh;
       const newest = found.bars[found.bars.length - 1];
-      window.consoleChart = { bars: found.bars.length, last: newest ? newest.time : null };
+      Object.assign(window.consoleChart, { bars: found.bars.length, last: newest ? newest.time : null });
+      placeMarkers();
       info.textContent = `${found.ticker} ${found.date}${found.synthetic ? " (synthetic trades)" : ""}: ` +
         `${found.bars.length} one-minute bars (New York time), refreshed twice a second`;
       info.dataset.bars = String(found.bars.length);
@@ -172,6 +217,7 @@ async function ticker() {
     setTimeout(refresh, POLL_MS);
   }
   refresh();
+  refreshNews();
 }
 
 // --- Tables
