@@ -47,3 +47,15 @@ def read_delta(settings: Settings, bucket: str, table: str = "") -> pa.Table:
 
     uri = f"s3://{bucket}/{table}".rstrip("/")
     return DeltaTable(uri, storage_options=settings.delta_storage_options()).to_pyarrow_table()
+
+
+def is_delta_table(uri: str, storage_options: dict[str, str]) -> bool:
+    """Whether a Delta table is at `uri`: false too while its bucket does not exist (a source not deployed yet)."""
+    from deltalake import DeltaTable
+
+    try:
+        return DeltaTable.is_deltatable(uri, storage_options=storage_options)
+    except OSError as exc:
+        if "NoSuchBucket" in str(exc):
+            return False
+        raise

@@ -41,6 +41,7 @@ from deltalake import DeltaTable
 from marketstream import schemas
 from marketstream.datasets import BARS_TABLES, BLUESKY, NEWS, lake_tables
 from marketstream.datasets import signals_tables as signals_uris
+from marketstream.lake import is_delta_table
 from marketstream.settings import Settings
 from marketstream.signals import compute
 from pipelines.connectors import shared_object_store
@@ -78,13 +79,8 @@ def signals_tables(settings: Settings) -> list[SignalsTable]:
 def _open(uri: str, options: dict[str, str], version: int | None = None) -> DeltaTable | None:
     """The table at `uri`; None while there is none, its bucket included (a source not deployed yet, such as
     Bluesky without credentials: its signals columns stay empty)."""
-    try:
-        if not DeltaTable.is_deltatable(uri, storage_options=options):
-            return None
-    except OSError as exc:
-        if "NoSuchBucket" in str(exc):
-            return None
-        raise
+    if not is_delta_table(uri, options):
+        return None
     return DeltaTable(uri, storage_options=options, version=version)
 
 

@@ -212,16 +212,13 @@ def tables(settings: Settings) -> list[dict]:
 def _table(settings: Settings, name: str, uri: str) -> dict:
     from deltalake import DeltaTable
 
+    from marketstream.lake import is_delta_table
+
     filesystem = lake(settings).filesystem
     options = settings.delta_storage_options()
     entry = {"name": name, "uri": uri, "version": None, "files": 0, "rows": 0, "history": []}
-    try:
-        if not DeltaTable.is_deltatable(uri, storage_options=options):
-            return entry
-    except OSError as exc:
-        if "NoSuchBucket" in str(exc):
-            return entry
-        raise
+    if not is_delta_table(uri, options):
+        return entry
     table = DeltaTable(uri, storage_options=options)
     files = pa.table(table.get_add_actions(flatten=True))
     entry.update(version=table.version(), files=files.num_rows,
