@@ -513,7 +513,9 @@ class Sampler:
         found: list[Sample] = []
         reader = threading.Thread(target=lambda: found.append(self._sample(at)), daemon=True)
         reader.start()
-        reader.join(seconds)
+        deadline = time.monotonic() + seconds
+        while not found and time.monotonic() < deadline:  # short sleeps: a timed join never returns under libfaketime
+            time.sleep(0.05)
         if found:
             return found[0]
         unknown = {name: None for name in DATASETS}
