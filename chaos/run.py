@@ -3,7 +3,7 @@ the cluster profile of the stack, then a reconciliation of everything Kafka ackn
 
 What runs, each dataflow as `marketstream run` with recovery, kept running by `chaos.supervisor`:
   load       stock_produce (synthetic trades, `--rate` a second), macro_produce, news_produce and
-             bluesky_produce against local fake APIs (`chaos/fakes/`) that publish new data every second;
+             bluesky_produce against local fake APIs (`fakes/`) that publish new data every second;
              from this process, canary trades at `CANARY_PER_SECOND` whose acknowledgements are recorded,
              and bad messages (a known number per topic) for the dead-letter check
   consumers  stock_consume, macro_consume, news_consume, bluesky_consume, bars_consume as a Bytewax
@@ -57,9 +57,9 @@ from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 from dotenv import dotenv_values
 
-from chaos.fakes.bluesky import FakeBluesky
-from chaos.fakes.finnhub import FakeFinnhub
-from chaos.fakes.fred import FakeFred
+from fakes.bluesky import FakeBluesky
+from fakes.finnhub import FakeFinnhub
+from fakes.fred import FakeFred
 from chaos.kafka_readback import read_topic
 from chaos.reconcile import bars_differences, deliveries, outside_layout
 from chaos.report import LAG_THRESHOLD_SECONDS, Sample, draw, recovery_by_kind, write_json

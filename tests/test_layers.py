@@ -1,6 +1,7 @@
 """Imports point one way: the core (`marketstream/`) <- `sources/` and `sinks/` (never each other) <- the
 flow builders and command line (`pipelines/`) and the dataflow declarations (`dataflows/`) <- the chaos soak
-(`chaos/`, beside `bench/`), which imports none of the tests.
+(`chaos/`, beside `bench/`), which imports none of the tests. The fake API servers (`fakes/`) import nothing
+of the project; the command line's demo, the soak and the tests use them.
 
 Every import counts, including those inside functions: a lazy import is still a dependency."""
 
@@ -12,12 +13,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 MAY_IMPORT = {
+    "fakes": {"fakes"},
     "marketstream": {"marketstream"},
     "sources": {"marketstream", "sources"},
     "sinks": {"marketstream", "sinks"},
-    "pipelines": {"marketstream", "sources", "sinks", "pipelines"},
+    "pipelines": {"marketstream", "sources", "sinks", "pipelines", "fakes"},
     "dataflows": {"marketstream", "sources", "sinks", "pipelines", "dataflows"},
-    "chaos": {"marketstream", "sources", "sinks", "pipelines", "dataflows", "chaos"},
+    "chaos": {"marketstream", "sources", "sinks", "pipelines", "dataflows", "chaos", "fakes"},
 }
 PROJECT_PACKAGES = {*MAY_IMPORT, "bench", "tests"}
 

@@ -16,9 +16,9 @@ from pipelines.consumer import build_consumer_flow
 from marketstream.lake import lake_filesystem, read_table
 from pipelines.api_sources import news_source
 from tests.conftest import clock_from, make_settings
-from chaos.fakes.bluesky import FakeBluesky
-from chaos.fakes.finnhub import FakeFinnhub
-from chaos.fakes.fred import FakeFred
+from fakes.bluesky import FakeBluesky
+from fakes.finnhub import FakeFinnhub
+from fakes.fred import FakeFred
 from tests.integration.kafka_helpers import produce, read_topic
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from pipelines.progress import Progress
 from sources.alpaca_history import AlpacaTradeHistory
 from sources.finnhub_news import FinnhubNews, FinnhubNewsHistory
 from sources.pacing import GaveUp
-from chaos.fakes.alpaca_rest import FakeAlpacaHistory
-from chaos.fakes.finnhub import FakeFinnhub
-from chaos.fakes.http import Reply
+from fakes.alpaca_rest import FakeAlpacaHistory
+from fakes.finnhub import FakeFinnhub
+from fakes.http import Reply
 from tests.integration.kafka_helpers import produce
 from tests.integration.test_fault_tolerance import consumer, log_of
 from tests.sources.clock import InstantClock

@@ -12,9 +12,9 @@ from marketstream.lake import lake_filesystem
 from marketstream.settings import get_settings
 from pipelines.cli import main
 from tests.conftest import make_settings
-from chaos.fakes.alpaca_rest import FakeAlpacaHistory
-from chaos.fakes.finnhub import FakeFinnhub
-from chaos.fakes.http import Reply
+from fakes.alpaca_rest import FakeAlpacaHistory
+from fakes.finnhub import FakeFinnhub
+from fakes.http import Reply
 from tests.integration.private_servers import PrivateMinio, free_port
 from tests.sources.clock import InstantClock
 

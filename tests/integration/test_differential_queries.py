@@ -45,7 +45,7 @@ from pipelines import cli
 from pipelines.bars import build_bars_flow
 from pipelines.maintenance import maintain
 from tests.conftest import clock_from, make_settings
-from chaos.fakes.alpaca_rest import FakeAlpacaHistory
+from fakes.alpaca_rest import FakeAlpacaHistory
 from tests.integration.lake_writers import stamp, streamed, trade_messages
 from tests.integration.private_lake import commands_on, started_minio
 from tests.query_predicates import columns_of, matching, plain, predicates, quoted, to_dnf, to_polars, to_sql

@@ -26,8 +26,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from chaos.fakes.finnhub import FakeFinnhub
-from chaos.fakes.http import Reply
+from fakes.finnhub import FakeFinnhub
+from fakes.http import Reply
 from marketstream.datasets import NEWS, STOCK
 from tests.conftest import STACK_ENV, make_settings
 from tests.integration.kafka_helpers import produce

@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from tests.conftest import STACK, STACK_ENV
-from chaos.fakes.alpaca import FakeAlpacaStream
-from chaos.fakes.bluesky import FakeBluesky
-from chaos.fakes.finnhub import FakeFinnhub
-from chaos.fakes.fred import FakeFred
+from fakes.alpaca import FakeAlpacaStream
+from fakes.bluesky import FakeBluesky
+from fakes.finnhub import FakeFinnhub
+from fakes.fred import FakeFred
 
 pytestmark = pytest.mark.integration
 

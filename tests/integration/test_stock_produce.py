@@ -14,7 +14,7 @@ from marketstream.companies import load_companies
 from marketstream.trades import parse_trade
 from pipelines.api_sources import company_directory
 from tests.conftest import make_settings
-from chaos.fakes.alpaca import FakeAlpacaStream
+from fakes.alpaca import FakeAlpacaStream
 from tests.integration.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -103,7 +103,7 @@ def test_a_producer_restarted_with_recovery_does_not_republish(stack, unique, tm
     import subprocess
     import sys
 
-    from chaos.fakes.fred import FakeFred
+    from fakes.fred import FakeFred
 
     topic = f"it_macro_recovery_{unique}"
     recovery = tmp_path / "recovery"

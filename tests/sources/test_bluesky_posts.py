@@ -8,8 +8,8 @@ import pytest
 from marketstream.companies import Company, CompanyDirectory
 from marketstream.social import MARKET
 from sources.bluesky_posts import BlueskySearch, bluesky_source, keyword_tickers, keywords
-from chaos.fakes.bluesky import FakeBluesky
-from chaos.fakes.http import Reply
+from fakes.bluesky import FakeBluesky
+from fakes.http import Reply
 from tests.sources.clock import Clock
 
 COMPANIES = [Company("AAPL", "Apple", ("iPhone", "Tim Cook")), Company("TSLA", "Tesla", ("Elon Musk",))]

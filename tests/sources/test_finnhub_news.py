@@ -6,8 +6,8 @@ import pytest
 
 from marketstream.companies import Company, CompanyDirectory
 from sources.finnhub_news import FinnhubNews, finnhub_news_source
-from chaos.fakes.finnhub import FakeFinnhub
-from chaos.fakes.http import Reply
+from fakes.finnhub import FakeFinnhub
+from fakes.http import Reply
 from tests.sources.clock import Clock
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)

@@ -5,8 +5,8 @@ from datetime import date
 import pytest
 
 from sources.fred import FredSeries, fred_source
-from chaos.fakes.fred import FakeFred, error_xml
-from chaos.fakes.http import Reply
+from fakes.fred import FakeFred, error_xml
+from fakes.http import Reply
 from tests.sources.clock import Clock
 
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings, strategies as st
 from sources.alpaca_history import AlpacaTradeHistory
 from sources.finnhub_news import FinnhubNews, FinnhubNewsHistory
 from sources.pacing import MAX_BACKOFF_SECONDS, GaveUp, Pacer, PermanentError, Refused, TransientError
-from chaos.fakes.alpaca_rest import FakeAlpacaHistory
-from chaos.fakes.finnhub import FakeFinnhub
-from chaos.fakes.http import Reply
+from fakes.alpaca_rest import FakeAlpacaHistory
+from fakes.finnhub import FakeFinnhub
+from fakes.http import Reply
 from tests.sources.clock import InstantClock
 
 UTC = timezone.utc

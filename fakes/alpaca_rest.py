@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from chaos.fakes.http import FakeHTTPServer, Reply
+from fakes.http import FakeHTTPServer, Reply
 
 
 def _at(text: str) -> datetime:

@@ -8,7 +8,7 @@ import json
 import time
 from datetime import datetime, timezone
 
-from chaos.fakes.http import FakeHTTPServer, Reply
+from fakes.http import FakeHTTPServer, Reply
 
 
 def _jwt(subject: str, scope: str, lifetime: float) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from chaos.fakes.http import FakeHTTPServer, Reply
+from fakes.http import FakeHTTPServer, Reply
 
 
 class FakeFinnhub(FakeHTTPServer):

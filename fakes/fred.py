@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xml.sax.saxutils import quoteattr
 
-from chaos.fakes.http import FakeHTTPServer, Reply
+from fakes.http import FakeHTTPServer, Reply
 
 BAD_KEY = ("Bad Request.  The value for variable api_key is not registered.  Read "
            "https://fred.stlouisfed.org/docs/api/api_key.html for more information.")
