@@ -1,5 +1,12 @@
 """`marketstream chart`: one ticker-day of one-minute bars as a candlestick chart with volume, in a
-self-contained HTML file (inline SVG: no script, no network, opens in any browser).
+self-contained HTML file (inline SVG: no script, no network, opens in any browser), with what was said about
+the ticker that day where the lake holds it:
+- a marker above each minute that has news articles (the `news` table), their headlines on hover, and every
+  article of the day listed under the chart as text (a link only for an http(s) address), those outside the
+  axis included;
+- where the signals table (`signals`, or `signals_synthetic` for synthetic bars) has rows, a pane under the
+  volume with the mean sentiment of the news and of the posts of the 15 minutes ending with each minute, in
+  [-1, 1], broken where no item was scored.
 
 - The ticker must be one by the trades contract's rule (`marketstream.trades.TICKER_PATTERN`), so it can
   never make the default file name (`<ticker>-<date>.html`, `…-synthetic.html` for synthetic bars) a path
@@ -13,6 +20,7 @@ self-contained HTML file (inline SVG: no script, no network, opens in any browse
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -23,7 +31,7 @@ from pipelines.files import check_writable, replaced_atomically
 from pipelines.query import QueryFailed, one_line
 from pipelines.time_travel import Lake, TimeTravel, open_tables
 
-WIDTH, PRICE_HEIGHT, VOLUME_HEIGHT, MARGIN = 1200, 420, 120, 60
+WIDTH, PRICE_HEIGHT, VOLUME_HEIGHT, SENTIMENT_HEIGHT, MARGIN = 1200, 420, 120, 100, 60
 PLOT_WIDTH = WIDTH - 2 * MARGIN
 MINUTE = timedelta(minutes=1)
 TICK_STEPS_MINUTES = (1, 2, 5, 10, 15, 30, 60, 120, 240)
@@ -52,9 +60,10 @@ def default_path(ticker: str, day: date, synthetic: bool) -> Path:
     return Path(f"{check_ticker(ticker)}-{day.isoformat()}{'-synthetic' if synthetic else ''}.html")
 
 
-def draw(lake: Lake, table: str, ticker: str, day: date, out: Path | None) -> tuple[Path, int]:
-    """Draw `ticker`'s bars of `day` in `table` into `out` (default: `default_path`); the path and the number
-    of bars drawn. NotATicker, UnwritablePath, NoBars (no file written), StoreUnreachable or QueryFailed."""
+def draw(lake: Lake, table: str, ticker: str, day: date, out: Path | None) -> tuple[Path, int, int]:
+    """Draw `ticker`'s bars of `day` in `table` into `out` (default: `default_path`), with its news and the
+    signals' sentiment where `lake` has those tables (`SAID_TABLES`); the path, the number of bars and of
+    articles drawn. NotATicker, UnwritablePath, NoBars (no file written), StoreUnreachable or QueryFailed."""
     synthetic = table.endswith("_synthetic")
     path = out or default_path(ticker, day, synthetic)
     check_ticker(ticker)
@@ -62,9 +71,35 @@ def draw(lake: Lake, table: str, ticker: str, day: date, out: Path | None) -> tu
     bars = bars_of(lake, table, ticker, day)
     if not bars:
         raise NoBars(f"no bars of {ticker} on {day.isoformat()} in {table} ({lake.tables[table]}): nothing drawn")
+    said = said_about(lake, ticker, day, synthetic)
     with replaced_atomically(path) as stream:
-        stream.write(render(ticker, day, bars, synthetic).encode("utf-8"))
-    return path, len(bars)
+        stream.write(render(ticker, day, bars, synthetic, said).encode("utf-8"))
+    return path, len(bars), len(said.news)
+
+
+SAID_TABLES = ("news", "signals", "signals_synthetic")
+"""The tables `said_about` reads besides the bars, by their names in `pipelines.sql_command.sql_tables`."""
+
+
+@dataclass(frozen=True)
+class Said:
+    """What was said about a ticker on a day."""
+
+    news: list[dict] = field(default_factory=list)
+    """Its articles, oldest first: datetime, headline, source, url, sentiment (null: not scored)."""
+    sentiment: list[dict] = field(default_factory=list)
+    """The signals' minutes, oldest first: minute, news_sentiment_15m, posts_sentiment_15m (null: none scored)."""
+
+
+def said_about(lake: Lake, ticker: str, day: date, synthetic: bool) -> Said:
+    """`ticker`'s news of `day` and the sentiment of its signals (of synthetic bars when `synthetic`); nothing
+    of a table `lake` does not name or that holds nothing yet."""
+    signals = "signals_synthetic" if synthetic else "signals"
+    news = (ticker_day_rows(lake, "news", ticker, day, ["datetime", "headline", "source", "url", "sentiment"])
+            if "news" in lake.tables else [])
+    sentiment = (ticker_day_rows(lake, signals, ticker, day, ["minute", "news_sentiment_15m", "posts_sentiment_15m"])
+                 if signals in lake.tables else [])
+    return Said(sorted(news, key=lambda row: row["datetime"]), sorted(sentiment, key=lambda row: row["minute"]))
 
 
 def ticker_day_rows(lake: Lake, table: str, ticker: str, day: date, columns: list[str]) -> list[dict]:
@@ -98,8 +133,9 @@ def time_axis(day: date, bars: list[dict]) -> tuple[datetime, datetime]:
     return first, last
 
 
-def render(ticker: str, day: date, bars: list[dict], synthetic: bool = False) -> str:
-    """`bars`: rows of the bars table (minute, open, high, low, close, volume), any order, at least one."""
+def render(ticker: str, day: date, bars: list[dict], synthetic: bool = False, said: Said = Said()) -> str:
+    """`bars`: rows of the bars table (minute, open, high, low, close, volume), any order, at least one;
+    `said`: the ticker's news and signals' sentiment that day (`said_about`)."""
     if not bars:
         raise ValueError("no bars to draw")
     title = f"{ticker} {day.isoformat()} — one-minute bars{' of synthetic trades' if synthetic else ''} (New York time)"
@@ -133,14 +169,78 @@ def render(ticker: str, day: date, bars: list[dict], synthetic: bool = False) ->
         height = bar["volume"] / top_volume * VOLUME_HEIGHT
         shapes.append(f'<rect class="volume {kind}" x="{centre - body_width / 2:.2f}" '
                       f'y="{volume_top + VOLUME_HEIGHT - height:.2f}" width="{body_width:.2f}" height="{height:.2f}"/>')
-    ticks = [f'<text class="axis" x="{x(moment):.2f}" y="{volume_top + VOLUME_HEIGHT + 18}" text-anchor="middle">'
+    shapes += news_markers(said.news, start, end, x, zone)
+    bottom = volume_top + VOLUME_HEIGHT
+    if said.sentiment:
+        shapes += sentiment_pane(said.sentiment, start, end, x, bottom + 20)
+        bottom += 20 + SENTIMENT_HEIGHT
+    ticks = [f'<text class="axis" x="{x(moment):.2f}" y="{bottom + 18}" text-anchor="middle">'
              f'{moment.astimezone(zone):%H:%M}</text>' for moment in time_ticks(start, end)]
     for price in (low, (low + high) / 2, high):
         ticks.append(f'<text class="axis" x="{MARGIN - 8}" y="{y(price) + 4:.2f}" text-anchor="end">{price:.2f}</text>')
-    height = volume_top + VOLUME_HEIGHT + MARGIN
+    height = bottom + MARGIN
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
            f'viewBox="0 0 {WIDTH} {height}">{"".join(shapes)}{"".join(ticks)}</svg>')
-    return _page(title, svg)
+    return _page(title, svg + article_list(said.news, zone))
+
+
+def _minute_of(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def news_markers(news: list[dict], start: datetime, end: datetime, x, zone: ZoneInfo) -> list[str]:
+    """A marker above each minute of the axis that has articles; its title their times and headlines."""
+    by_minute: dict[datetime, list[dict]] = {}
+    for article in news:
+        if start <= article["datetime"] < end:
+            by_minute.setdefault(_minute_of(article["datetime"]), []).append(article)
+    markers = []
+    for minute, articles in sorted(by_minute.items()):
+        centre = x(minute + MINUTE / 2)
+        label = "\n".join(f'{a["datetime"].astimezone(zone):%H:%M} {a["headline"]}' for a in articles)
+        markers.append(f'<g class="news"><title>{html.escape(label)}</title>'
+                       f'<path d="M{centre - 6:.2f} {MARGIN - 22} h12 l-6 10 z"/></g>')
+    return markers
+
+
+def sentiment_pane(rows: list[dict], start: datetime, end: datetime, x, top: float) -> list[str]:
+    """The news and posts sentiment of the 15 minutes ending with each minute, from -1 (bottom) to 1 (top), a
+    line per kind broken where that minute has none scored; the zero line and a legend."""
+    def y(value: float) -> float:
+        return top + (1 - value) / 2 * SENTIMENT_HEIGHT
+
+    shapes = [f'<line class="zero" x1="{MARGIN}" x2="{WIDTH - MARGIN}" y1="{y(0):.2f}" y2="{y(0):.2f}"/>',
+              f'<text class="axis" x="{MARGIN - 8}" y="{y(1) + 4:.2f}" text-anchor="end">+1</text>',
+              f'<text class="axis" x="{MARGIN - 8}" y="{y(-1) + 4:.2f}" text-anchor="end">-1</text>']
+    for kind, column, legend_x in (("news", "news_sentiment_15m", MARGIN), ("posts", "posts_sentiment_15m", MARGIN + 220)):
+        shapes.append(f'<text class="legend {kind}" x="{legend_x}" y="{top - 4:.2f}">'
+                      f'{kind} sentiment, 15 minutes</text>')
+        run: list[str] = []
+        for row in [*rows, None]:  # None ends the last run
+            value = None if row is None or not start <= row["minute"] < end else row.get(column)
+            if value is not None:
+                run.append(f'{x(row["minute"] + MINUTE / 2):.2f},{y(max(-1.0, min(1.0, value))):.2f}')
+            elif run:
+                shapes.append(f'<polyline class="sentiment {kind}" points="{" ".join(run)}"/>' if len(run) > 1 else
+                              f'<circle class="sentiment {kind}" cx="{run[0].split(",")[0]}" cy="{run[0].split(",")[1]}" r="2"/>')
+                run = []
+    return shapes
+
+
+def article_list(news: list[dict], zone: ZoneInfo) -> str:
+    """Every article of the day as text, oldest first; a link only for an http(s) address."""
+    if not news:
+        return ""
+    items = []
+    for article in news:
+        headline = html.escape(article["headline"] or "")
+        url = article.get("url") or ""
+        if url.lower().startswith(("https://", "http://")):
+            headline = f'<a href="{html.escape(url, quote=True)}">{headline}</a>'
+        score = "" if article.get("sentiment") is None else f' <span class="score">{article["sentiment"]:+.2f}</span>'
+        items.append(f'<li><time>{article["datetime"].astimezone(zone):%H:%M}</time> {headline} '
+                     f'<span class="source">{html.escape(article.get("source") or "")}</span>{score}</li>')
+    return f'<h2>News ({len(news)})</h2><ol class="news">{"".join(items)}</ol>'
 
 
 def time_ticks(start: datetime, end: datetime) -> list[datetime]:
@@ -166,6 +266,16 @@ body {{ font-family: sans-serif; margin: 1em; }}
 .candle.up rect, .volume.up {{ fill: #2e9d5b; }}
 .candle.down rect, .volume.down {{ fill: #d04a3c; }}
 .axis {{ font-size: 11px; fill: #444; }}
+.news path {{ fill: #2f6fd6; }}
+.zero {{ stroke: #bbb; }}
+.sentiment {{ fill: none; stroke-width: 1.5; }}
+.sentiment.news, circle.sentiment.news {{ stroke: #2f6fd6; }}
+.sentiment.posts, circle.sentiment.posts {{ stroke: #c27c0e; }}
+.legend {{ font-size: 12px; }}
+.legend.news {{ fill: #2f6fd6; }}
+.legend.posts {{ fill: #c27c0e; }}
+ol.news {{ list-style: none; padding: 0; font-size: 14px; }}
+ol.news time, ol.news .source, ol.news .score {{ color: #666; }}
 </style></head>
 <body><h1>{html.escape(title)}</h1>
 {body}

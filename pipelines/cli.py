@@ -373,23 +373,25 @@ def backfill(settings: Settings, what: str, start: date, end: date, tickers: lis
 
 
 def chart(settings: Settings, ticker: str, day: date | None, synthetic: bool, out: Path | None) -> int:
-    """One ticker-day of the bars table as a candlestick chart in a self-contained HTML file (`pipelines.chart`).
+    """One ticker-day of the bars table as a candlestick chart, with its news and signals' sentiment, in a
+    self-contained HTML file (`pipelines.chart`).
     Exit 0; 1 when there are no bars (no file written); 2 for a text that is no ticker or an output that cannot
     be written; 3 when the store is unreachable."""
     from marketstream.calendar import exchange_date
     from pipelines import chart as candles
     from pipelines.files import UnwritablePath
     from pipelines.query import QueryFailed, StoreUnreachable
-    from pipelines.sql_command import lake_of
+    from pipelines.sql_command import lake_of, sql_tables
 
     day = day or exchange_date(datetime.now(timezone.utc))
     table = "bars_synthetic" if synthetic else "bars"
+    tables = {name: uri for name, uri in sql_tables(settings).items() if name in (table, *candles.SAID_TABLES)}
     try:
-        path, drawn = candles.draw(lake_of(settings, {table: _lake_tables(settings)[table]}), table, ticker, day, out)
+        path, drawn, articles = candles.draw(lake_of(settings, tables), table, ticker, day, out)
     except (candles.NotATicker, UnwritablePath, StoreUnreachable, candles.NoBars, QueryFailed) as exc:
         print(f"marketstream chart: {'--out ' if isinstance(exc, UnwritablePath) else ''}{exc}", file=sys.stderr)
         return {candles.NotATicker: 2, UnwritablePath: 2, StoreUnreachable: 3}.get(type(exc), 1)
-    _say(f"{drawn} one-minute bars of {ticker} on {day} drawn into {path}")
+    _say(f"{drawn} one-minute bars and {articles} news articles of {ticker} on {day} drawn into {path}")
     return 0
 
 

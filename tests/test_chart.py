@@ -1,5 +1,6 @@
 """The candlestick chart: one candle and one volume bar per minute, on a real-time axis in New York time;
-the ticker checked by the trades contract's rule before it names a file."""
+the ticker checked by the trades contract's rule before it names a file; news markers, the article list and
+the signals' sentiment pane, every text escaped."""
 
 import re
 from datetime import date, datetime, timedelta, timezone
@@ -10,7 +11,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from marketstream.trades import TICKER_PATTERN
-from pipelines.chart import MARGIN, MAX_CANDLE_WIDTH, MOST_TICKS, PLOT_WIDTH, NotATicker, check_ticker, default_path, render, time_axis, time_ticks
+from pipelines.chart import (MARGIN, MAX_CANDLE_WIDTH, MOST_TICKS, PLOT_WIDTH, SENTIMENT_HEIGHT, NotATicker, Said, check_ticker,
+                             default_path, render, time_axis, time_ticks)
 
 DAY = date(2026, 11, 24)  # a full session: 14:30-21:00 UTC, 09:30-16:00 in New York
 OPEN = datetime(2026, 11, 24, 14, 30, tzinfo=timezone.utc)
@@ -118,3 +120,81 @@ def test_a_candle_is_most_of_its_minute_wide_but_never_a_wall():
     assert widths(render("AAPL", DAY, [bar(0), bar(389)])) == {round(0.7 * PLOT_WIDTH / 390, 2)}
     night = datetime(2026, 11, 24, 5, 0, tzinfo=timezone.utc)
     assert widths(render("AAPL", DAY, [bar(0, start=night)])) == {MAX_CANDLE_WIDTH}
+
+
+def article(minute: int, headline: str = "Apple beats", second: int = 0, url: str = "https://news.example/1",
+            sentiment: float | None = 0.5, start: datetime = OPEN) -> dict:
+    return {"datetime": start + timedelta(minutes=minute, seconds=second), "headline": headline, "source": "Wire",
+            "url": url, "sentiment": sentiment}
+
+
+def markers(page: str) -> list[tuple[str, float]]:
+    """(title, x of the marker's centre) of each news marker."""
+    return [(title, float(left) + 6) for title, left in
+            re.findall(r'<g class="news"><title>([^<]*)</title><path d="M([\d.]+) ', page)]
+
+
+def test_a_minute_with_news_has_one_marker_over_its_candle_titled_with_its_headlines():
+    page = render("AAPL", DAY, [bar(0), bar(5), bar(389)], said=Said(news=[
+        article(5, "Apple beats", 10), article(5, "Apple raises guidance", 50), article(200, "Apple slips")]))
+    found = markers(page)
+    assert [title for title, _ in found] == ["09:35 Apple beats\n09:35 Apple raises guidance", "12:50 Apple slips"]
+    assert found[0][1] == pytest.approx(candle_centres(page)[1], abs=0.01)
+    assert found[1][1] == pytest.approx(MARGIN + 200.5 * PLOT_WIDTH / 390, abs=0.01)  # a minute without a bar too
+
+
+def test_every_article_is_listed_those_outside_the_axis_too_without_a_marker():
+    news = [article(-60, "Before the open"), article(3, "During"), article(400, "After the close")]
+    page = render("AAPL", DAY, [bar(0), bar(389)], said=Said(news=news))
+    assert [title for title, _ in markers(page)] == ["09:33 During"]
+    assert re.findall(r"<li><time>(\d\d:\d\d)</time>", page) == ["08:30", "09:33", "16:10"]
+    assert "News (3)" in page
+
+
+def test_headlines_sources_and_addresses_are_text_and_only_http_addresses_are_links():
+    hostile = '<img src=x onerror="alert(1)">'
+    news = [article(1, hostile, url="javascript:alert(1)"), article(2, "Plain", url='https://a.example/?q="><script>'),
+            {**article(3, "No source"), "source": hostile}]
+    page = render("AAPL", DAY, [bar(0)], said=Said(news=news))
+    assert "<img" not in page and "<script" not in page and "javascript:" not in page  # the address is not shown
+    assert 'href="https://a.example/?q=&quot;&gt;&lt;script&gt;"' in page
+    assert page.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") == 3  # marker title, list, source
+
+
+def sentiment_points(page: str, kind: str) -> list[list[tuple[float, float]]]:
+    """The runs of the `kind` sentiment line: a polyline's points, or a lone minute's circle."""
+    runs = []
+    for points, cx, cy in re.findall(rf'<polyline class="sentiment {kind}" points="([^"]*)"/>|'
+                                     rf'<circle class="sentiment {kind}" cx="([\d.]+)" cy="([\d.]+)"', page):
+        runs.append([tuple(map(float, point.split(","))) for point in points.split()] if points else [(float(cx), float(cy))])
+    return runs
+
+
+scores = st.one_of(st.none(), st.floats(-1, 1))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(scores, scores), min_size=1, max_size=60))
+def test_the_sentiment_lines_follow_each_scored_minute_and_break_where_none_is(values):
+    rows = [{"minute": OPEN + timedelta(minutes=m), "news_sentiment_15m": news, "posts_sentiment_15m": posts}
+            for m, (news, posts) in enumerate(values)]
+    page = render("AAPL", DAY, [bar(0), bar(389)], said=Said(sentiment=rows))
+    zero = float(re.search(r'<line class="zero" x1="[\d.]+" x2="[\d.]+" y1="([\d.]+)"', page).group(1))
+    for kind, position in (("news", 0), ("posts", 1)):
+        expected, run = [], []
+        for m, pair in enumerate(values):
+            if pair[position] is None:
+                expected, run = expected + ([run] if run else []), []
+            else:
+                run.append((MARGIN + (m + 0.5) * PLOT_WIDTH / 390, zero - pair[position] * SENTIMENT_HEIGHT / 2))
+        expected += [run] if run else []
+        drawn = sentiment_points(page, kind)
+        assert [len(r) for r in drawn] == [len(r) for r in expected]
+        for got, want in zip(drawn, expected):
+            assert [c for point in got for c in point] == pytest.approx([c for point in want for c in point], abs=0.02)
+
+
+def test_without_signals_there_is_no_sentiment_pane_and_the_page_is_as_before():
+    plain = render("AAPL", DAY, [bar(0), bar(1)])
+    assert 'class="zero"' not in plain and "sentiment" not in plain.split("</style>")[1]
+    assert render("AAPL", DAY, [bar(0), bar(1)], said=Said()) == plain

@@ -160,22 +160,20 @@ def bars(settings: Settings, ticker: str, day: date, synthetic: bool) -> list[di
 
 
 def news_and_sentiment(settings: Settings, ticker: str, day: date, synthetic: bool) -> dict:
-    """What was said about `ticker` on `day`: its news articles, oldest first (time: Unix seconds of their
-    minute, as the bars'; headline, source, url, sentiment), and, where the signals table has the minute, the
-    mean sentiment of the news and of the posts of the 15 minutes ending with it (null: none scored)."""
-    from pipelines.chart import check_ticker, ticker_day_rows
+    """What was said about `ticker` on `day` (`pipelines.chart.said_about`): its news articles, oldest first
+    (time: Unix seconds of their minute, as the bars'; headline, source, url, sentiment), and, where the
+    signals table has the minute, the mean sentiment of the news and of the posts of the 15 minutes ending with
+    it (null: none scored)."""
+    from pipelines.chart import check_ticker, said_about
 
     check_ticker(ticker)
-    articles = ticker_day_rows(lake(settings), "news", ticker, day, ["datetime", "headline", "source", "url", "sentiment"])
-    signals = ticker_day_rows(lake(settings), "signals_synthetic" if synthetic else "signals", ticker, day,
-                              ["minute", "news_sentiment_15m", "posts_sentiment_15m"])
+    said = said_about(lake(settings), ticker, day, synthetic)
     minute = lambda moment: int(moment.timestamp()) // 60 * 60  # noqa: E731
     return {
         "news": [{"time": minute(row["datetime"]), "at": row["datetime"].isoformat(), "headline": row["headline"],
-                  "source": row["source"], "url": row["url"], "sentiment": row.get("sentiment")}
-                 for row in sorted(articles, key=lambda r: r["datetime"])],
+                  "source": row["source"], "url": row["url"], "sentiment": row.get("sentiment")} for row in said.news],
         "sentiment": [{"time": int(row["minute"].timestamp()), "news": row.get("news_sentiment_15m"),
-                       "posts": row.get("posts_sentiment_15m")} for row in sorted(signals, key=lambda r: r["minute"])],
+                       "posts": row.get("posts_sentiment_15m")} for row in said.sentiment],
     }
 
 
