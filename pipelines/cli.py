@@ -87,44 +87,59 @@ def demo_recovery_directory(environ: Mapping[str, str], flow: str = "stock_consu
     return Path(environ.get("STACK_DIR") or REPO / ".stack") / "recovery" / flow
 
 
+DEMO_CONSUMERS = ("stock_consume", "bars_consume", "news_consume", "bluesky_consume")
+DEMO_PRODUCERS = ("stock_produce", "news_produce", "bluesky_produce")
+
+
 def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
     """Synthetic trades -> Kafka -> stock_consume -> the Delta table, the consumer streaming while the
-    producer runs (a commit every BATCH_MAX_AGE_SECONDS), and bars_consume -> the bars table; then a
-    report, a compaction, SQL queries and a candlestick chart of the busiest ticker-day."""
+    producer runs (a commit every BATCH_MAX_AGE_SECONDS), and bars_consume -> the bars table; news and posts
+    from a local newsroom (`pipelines.newsroom`: no API keys, no real API) -> news_produce and
+    bluesky_produce -> their consumers, scored for sentiment; then a report, a compaction, SQL queries, a
+    round of signals_consume and a chart of the ticker-day with most to show."""
+    from marketstream.companies import load_companies
+    from pipelines.newsroom import Newsroom
+
+    newsroom = Newsroom(load_companies(settings.postgres_connect_kwargs()))
     env = {**os.environ, "STOCK_SOURCE": "synthetic", "PRODUCE_FOR_SECONDS": str(seconds),
-           "SYNTHETIC_TRADES_PER_SECOND": str(rate)}
-    recovery, bars_recovery = demo_recovery_directory(os.environ), demo_recovery_directory(os.environ, "bars_consume")
-    for directory in (recovery, bars_recovery):
+           "SYNTHETIC_TRADES_PER_SECOND": str(rate), **newsroom.producer_environment()}
+    for flow in DEMO_CONSUMERS:
+        directory = demo_recovery_directory(os.environ, flow)
         if not directory.exists():
             directory.mkdir(parents=True)
             subprocess.run([sys.executable, "-m", "bytewax.recovery", str(directory), "1"], check=True)
     before = _topic_size(settings, STOCK_TOPIC)
     _say(f"producing synthetic trades into Kafka topic '{STOCK_TOPIC}' for {seconds:g} s ({rate:g}/s per ticker), "
          f"while stock_consume ({workers} workers) streams them into MinIO bucket '{STOCK_BUCKET}' and "
-         f"bars_consume builds one-minute bars into '{settings.bars_bucket}'")
-    consumer = _bytewax("dataflows.stock_consume", env, "-w", str(workers), "-r", str(recovery), "-s", "5", "-b", "0")
-    bars = _bytewax("dataflows.bars_consume", env, "-r", str(bars_recovery), "-s", "5", "-b", "0")
-    producer = _bytewax("dataflows.stock_produce", env)
+         f"bars_consume builds one-minute bars into '{settings.bars_bucket}'; a local newsroom writes about "
+         f"{', '.join(c.ticker for c in newsroom.companies)} for news_produce and bluesky_produce")
+    consumers = {flow: _bytewax(f"dataflows.{flow}", env, *(("-w", str(workers)) if flow == "stock_consume" else ()),
+                                "-r", str(demo_recovery_directory(os.environ, flow)), "-s", "5", "-b", "0")
+                 for flow in DEMO_CONSUMERS}
     from pipelines.progress import Progress
 
-    started = time.monotonic()
-    progress = Progress("demo: trades in Kafka", int(seconds), "s", counting="trades", out=sys.stdout, every=5.0)
-    while producer.poll() is None:
-        time.sleep(min(5.0, max(seconds / 6, 1.0)))
-        produced = _topic_size(settings, STOCK_TOPIC) - before
-        progress.advance(units=min(int(time.monotonic() - started), progress.total) - progress.done,
-                         rows=produced - progress.rows)
-    if producer.returncode != 0:
-        consumer.terminate()
-        bars.terminate()
-        _say(f"producer failed with exit code {producer.returncode}")
+    with newsroom:
+        producers = {flow: _bytewax(f"dataflows.{flow}", env) for flow in DEMO_PRODUCERS}
+        started = time.monotonic()
+        progress = Progress("demo: trades in Kafka", int(seconds), "s", counting="trades", out=sys.stdout, every=5.0)
+        while any(process.poll() is None for process in producers.values()):
+            time.sleep(min(5.0, max(seconds / 6, 1.0)))
+            produced = _topic_size(settings, STOCK_TOPIC) - before
+            progress.advance(units=min(int(time.monotonic() - started), progress.total) - progress.done,
+                             rows=produced - progress.rows)
+    failed = [f"{flow} (exit code {process.returncode})" for flow, process in producers.items() if process.returncode]
+    if failed:
+        for process in consumers.values():
+            process.terminate()
+        _say(f"producer failed: {', '.join(failed)}")
         return 1
+    _say(f"the newsroom published {newsroom.published['articles']} articles and {newsroom.published['posts']} posts")
     time.sleep(min(settings.batch_max_age_seconds, 10.0) + 5)  # the last trades' batches come of age
-    for process in (consumer, bars):
+    for process in consumers.values():
         process.send_signal(signal.SIGTERM)  # a graceful stop: open batches and minutes are written first
-    for name, process in (("stock_consume", consumer), ("bars_consume", bars)):
+    for flow, process in consumers.items():
         if process.wait() != 0:
-            _say(f"{name} failed with exit code {process.returncode}")
+            _say(f"{flow} failed with exit code {process.returncode}")
             return 1
     if report(settings) != 0 or settings.lake_format != "delta":
         return 0
@@ -142,15 +157,39 @@ def demo(settings: Settings, seconds: float, rate: float, workers: int) -> int:
     _say(f'marketstream sql "{query}"')
     if sql(settings, query, bars_table) != 0:
         return 1
+    return demo_signals(settings, env)
+
+
+def demo_signals(settings: Settings, env: dict[str, str]) -> int:
+    """The demo's end: a bounded run of signals_consume (a round over the tables the demo wrote), a query of
+    the signals of synthetic bars, and the chart of the ticker-day with the most news and posts."""
+    _say("signals_consume: each one-minute bar joined with the count and sentiment of its ticker's news and posts")
+    rounds = _bytewax("dataflows.signals_consume", {**env, "PRODUCE_FOR_SECONDS": "8", "SIGNALS_INTERVAL_SECONDS": "4"})
+    if rounds.wait() != 0:
+        _say(f"signals_consume failed with exit code {rounds.returncode}")
+        return 1
+    from pipelines.sql_command import sql_tables
+
+    signals = {"signals_synthetic": sql_tables(settings)["signals_synthetic"]}
+    query = ("SELECT ticker, date, count(*) AS minutes, sum(news_count) AS articles, sum(posts_count) AS posts, "
+             "round(avg(news_sentiment), 2) AS news_sentiment, round(avg(posts_sentiment), 2) AS posts_sentiment "
+             "FROM signals_synthetic GROUP BY ALL ORDER BY articles + posts DESC, date DESC LIMIT 3")
+    if not _existing_tables(settings, signals):
+        _say("no signals yet")
+        return 1
+    _say(f'marketstream sql "{query}"')
+    if sql(settings, query, signals) != 0:
+        return 1
     from deltalake import DeltaTable
 
-    latest = DeltaTable(bars_table["bars_synthetic"], storage_options=settings.delta_storage_options())
-    rows = latest.to_pyarrow_table(columns=["ticker", "date", "trades"]).group_by(["ticker", "date"]).aggregate(
-        [("trades", "sum")]).sort_by([("date", "descending"), ("trades_sum", "descending")]).slice(0, 1).to_pylist()
+    rows = DeltaTable(signals["signals_synthetic"], storage_options=settings.delta_storage_options()).to_pyarrow_table(
+        columns=["ticker", "date", "trades", "news_count", "posts_count"]).group_by(["ticker", "date"]).aggregate(
+        [("news_count", "sum"), ("posts_count", "sum"), ("trades", "sum")]).to_pylist()
     if not rows:
-        _say("no bars yet")
+        _say("no signals yet")
         return 1
-    return chart(settings, rows[0]["ticker"], rows[0]["date"], True, None)
+    most = max(rows, key=lambda row: (row["news_count_sum"] + row["posts_count_sum"], row["date"], row["trades_sum"]))
+    return chart(settings, most["ticker"], most["date"], True, None)
 
 
 DATAFLOWS = tuple(f"{name}_{role}" for name in DATASETS for role in ("produce", "consume")) + (
