@@ -20,7 +20,9 @@ CONFIG=${PROMETHEUS_CONFIG:-$REPO/monitoring/prometheus.yml}
 PID_FILE=$HOME_DIR/prometheus.pid
 
 say() { echo "[monitoring] $*"; }
-alive() { [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
+# shellcheck source=stack/pidfile.sh
+. "$REPO/stack/pidfile.sh"
+alive() { pid_file_alive "$PID_FILE"; }
 
 install() {
   command -v prometheus >/dev/null && return
@@ -51,15 +53,7 @@ up() {
 
 down() {
   alive || { rm -f "$PID_FILE"; say "prometheus not running"; return; }
-  local pid waited=0
-  pid=$(cat "$PID_FILE")
-  say "stopping prometheus (pid $pid)"
-  kill "$pid"
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ "$waited" -ge 30 ]; then kill -9 "$pid" 2>/dev/null || true; break; fi
-    sleep 1; waited=$((waited + 1))
-  done
-  rm -f "$PID_FILE"
+  stop_pid_file "$PID_FILE" prometheus
 }
 
 case "${1:-}" in

@@ -72,7 +72,9 @@ PIDS=$STACK_DIR/pids
 say() { printf '[stack] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-alive() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
+# shellcheck source=stack/pidfile.sh
+. "$REPO/stack/pidfile.sh"
+alive() { pid_file_alive "$PIDS/$1.pid"; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -252,16 +254,7 @@ up() {
 }
 
 stop_pid() { # stop_pid NAME: TERM, then KILL after 30 s
-  alive "$1" || { rm -f "$PIDS/$1.pid"; return; }
-  local pid waited=0
-  pid=$(cat "$PIDS/$1.pid")
-  say "stopping $1 (pid $pid)"
-  kill "$pid"
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ "$waited" -ge 30 ]; then kill -9 "$pid" 2>/dev/null || true; break; fi
-    sleep 1; waited=$((waited + 1))
-  done
-  rm -f "$PIDS/$1.pid"
+  stop_pid_file "$PIDS/$1.pid" "$1"
 }
 
 stop_postgres() {
