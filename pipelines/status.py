@@ -28,6 +28,7 @@ from datetime import date, datetime, timezone
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from marketstream.datasets import BARS_TABLES, DATASETS, STOCK, Dataset, lake_tables
@@ -88,12 +89,21 @@ class DatasetStatus:
 
 @dataclass
 class DerivedStatus:
-    """Tables computed from a dataset's topic by a dataflow of their own (the bars): no topic, no lag."""
+    """Tables computed from a dataset's topic by a dataflow of their own (the bars): no topic of their own, so
+    no offsets; how far behind they are is read in time instead."""
 
     name: str
     derived_from: str
     """The dataset whose topic they are computed from."""
     tables: list[TableStatus] = field(default_factory=list)
+    newest_held: str | None = None
+    """The time of the newest trade the tables hold (the largest `close_ts` of their files' statistics); None:
+    they hold none yet."""
+    behind_seconds: float | None = None
+    """How much older that trade is than the newest message of the source's topic (0 when it is that one or
+    the topic holds none): the dataflow's lag in time. A minute's bar is written once its window closes, so
+    in steady state this is up to a minute plus the allowed lateness and a batch age. None: unknown (the
+    topic's newest message not read, or the tables hold nothing yet while the topic has messages)."""
 
 
 @dataclass
@@ -405,8 +415,16 @@ def render(statuses: list[DatasetStatus], derived: list[DerivedStatus] = ()) -> 
         if s.unread:
             lines.append(f"  not read from Kafka: {s.unread}")
     for d in derived:
-        lines += [f"{d.name} (computed from {d.derived_from}'s topic by its own dataflow)", *_table_lines(d.tables)]
+        lines += [f"{d.name} (computed from {d.derived_from}'s topic by its own dataflow)", *_table_lines(d.tables),
+                  _behind_line(d)]
     return "\n".join(lines)
+
+
+def _behind_line(d: DerivedStatus) -> str:
+    held = f" (newest trade held {d.newest_held})" if d.newest_held else ""
+    if d.behind_seconds is not None:
+        return f"  behind its source's topic: {d.behind_seconds:g} s{held}"
+    return "  behind its source's topic: " + ("unknown" + held if d.newest_held else "no trade held yet")
 
 
 def to_json(statuses: list[DatasetStatus], found_alerts: list[str], now: datetime,
@@ -431,7 +449,33 @@ def lake_status(cluster: KafkaCluster, storage_options: dict[str, str], kept_apa
                             last_try=last_try_seconds)
              for name, dataset in DATASETS.items() if not datasets or name in datasets]
     uris = lake_tables(kept_apart_prefix, bars_bucket)
-    derived = [DerivedStatus(name, source, [_table(table, uris[table], storage_options, today, closed_after_days, now)[1]
-                                            for table in tables])
-               for name, (source, tables) in DERIVED.items() if not datasets or name in datasets]
+    derived = []
+    for name, (source, tables) in DERIVED.items():
+        if datasets and name not in datasets:
+            continue
+        opened = [_table(table, uris[table], storage_options, today, closed_after_days, now) for table in tables]
+        status = DerivedStatus(name, source, [table_status for _, table_status in opened])
+        source_status = next((s for s in found if s.dataset == source), None) or dataset_status(
+            DATASETS[source], dataset_tables(DATASETS[source], kept_apart_prefix), cluster, storage_options, now=now,
+            today=today, closed_after_days=closed_after_days, deadline=deadline, last_try=last_try_seconds)
+        derived_behind(status, [table for table, _ in opened if table is not None], source_status, now)
+        derived.append(status)
     return LakeStatus(found, derived)
+
+
+def derived_behind(status: DerivedStatus, tables: list, source: DatasetStatus, now: datetime) -> None:
+    """`status.newest_held` from the tables' statistics, and how far it is behind `source`'s topic."""
+    held = []
+    for table in tables:
+        files = pa.table(table.get_add_actions(flatten=True))
+        if "max.close_ts" in files.column_names and files.num_rows:
+            newest = pc.max(files.column("max.close_ts")).as_py()
+            if newest is not None:
+                held.append(newest)
+    newest_held = max(held, default=None)
+    status.newest_held = _iso(newest_held) if newest_held else None
+    if source.messages == 0:
+        status.behind_seconds = 0.0
+    elif source.last_message_age_s is not None and newest_held is not None:
+        newest_message = now.timestamp() - source.last_message_age_s
+        status.behind_seconds = round(max(newest_message - newest_held.timestamp(), 0.0), 3)

@@ -66,6 +66,7 @@ def test_the_bars_tables_are_shown_with_what_they_are_computed_from():
         "bars (computed from stock's topic by its own dataflow)",
         "  table bars (s3://bars-data): version 4, 12 files, 3,000 rows, 2 awaiting compaction, last commit 1.2 min ago",
         "  table bars_synthetic (s3://bars-data/_synthetic): none yet",
+        "  behind its source's topic: no trade held yet",
     ]
 
 
@@ -115,3 +116,18 @@ def test_files_without_full_statistics_are_counted_and_said(tmp_path):
     _, status = _table("stock", str(tmp_path), {}, date(2026, 11, 25), 1, datetime(2026, 11, 25, tzinfo=timezone.utc))
     assert (status.files, status.rows, status.files_without_stats) == (1, 1, 1)
     assert "1 files without full statistics (run marketstream maintain)" in _table_lines([status])[0]
+
+
+def test_the_bars_read_as_their_tables_and_how_far_behind_their_sources_topic_they_are():
+    tables = [TableStatus("bars", "s3://bars-data"), TableStatus("bars_synthetic", "s3://bars-data/_synthetic", version=4,
+                                                                 files=3, rows=90, last_commit_age_s=5)]
+    lines = lambda **figures: render([], [DerivedStatus("bars", "stock", tables, **figures)]).splitlines()  # noqa: E731
+    assert lines(newest_held="2026-11-24T15:02:05Z", behind_seconds=75.5) == [
+        "bars (computed from stock's topic by its own dataflow)",
+        "  table bars (s3://bars-data): none yet",
+        "  table bars_synthetic (s3://bars-data/_synthetic): version 4, 3 files, 90 rows, 0 awaiting compaction, last commit 5 s ago",
+        "  behind its source's topic: 75.5 s (newest trade held 2026-11-24T15:02:05Z)",
+    ]
+    assert lines(newest_held="2026-11-24T15:02:05Z")[-1] == \
+        "  behind its source's topic: unknown (newest trade held 2026-11-24T15:02:05Z)"
+    assert lines()[-1] == "  behind its source's topic: no trade held yet"

@@ -202,3 +202,44 @@ def test_status_shows_the_bars_tables(stack, unique, tmp_path):
             "bars_synthetic", f"s3://{bucket}/_synthetic", None)
     finally:
         lake_filesystem(settings).rm(bucket, recursive=True)
+
+
+def test_the_bars_behind_their_topic_are_the_newest_trade_they_hold_against_the_topics_newest_message(stack, unique):
+    """Read from the files' statistics of both tables (the newest `close_ts` of either), against the source's
+    newest message: 0 when the topic holds none, unknown when that message's time is, or nothing is held."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from pipelines.status import DatasetStatus, DerivedStatus, derived_behind
+
+    settings = make_settings()
+    bucket = f"it-bars-behind-{unique}"
+    lake_filesystem(settings).mkdir(bucket)
+    options = settings.delta_storage_options()
+    try:
+        for uri, closes in ((f"s3://{bucket}", [datetime(2026, 11, 24, 15, 0, 40, tzinfo=timezone.utc),
+                                                 datetime(2026, 11, 24, 15, 1, 10, tzinfo=timezone.utc)]),
+                            (f"s3://{bucket}/_synthetic", [datetime(2026, 11, 24, 15, 2, 5, tzinfo=timezone.utc)])):
+            rows = pa.table({"ticker": ["AAPL"] * len(closes), "date": pa.array([date(2026, 11, 24)] * len(closes)),
+                             "close_ts": pa.array(closes, pa.timestamp("us", tz="UTC"))})
+            write_deltalake(uri, rows, partition_by=["ticker", "date"], storage_options=options)
+        tables = [DeltaTable(f"s3://{bucket}", storage_options=options),
+                  DeltaTable(f"s3://{bucket}/_synthetic", storage_options=options)]
+        now = datetime(2026, 11, 24, 15, 5, 0, tzinfo=timezone.utc)
+
+        def behind(source: DatasetStatus, held=tables) -> DerivedStatus:
+            found = DerivedStatus("bars", "stock")
+            derived_behind(found, held, source, now)
+            return found
+
+        newest_message_20_s_ago = DatasetStatus("stock", "stock_trades", topic_exists=True, messages=9, last_message_age_s=20)
+        found = behind(newest_message_20_s_ago)  # the message at 15:04:40, the newest trade held at 15:02:05
+        assert (found.newest_held, found.behind_seconds) == ("2026-11-24T15:02:05Z", 155.0)
+        assert behind(DatasetStatus("stock", "stock_trades", topic_exists=True, messages=0)).behind_seconds == 0.0
+        unknown = DatasetStatus("stock", "stock_trades", topic_exists=None, messages=None, last_message_age_s=None)
+        assert behind(unknown).behind_seconds is None and behind(unknown).newest_held == "2026-11-24T15:02:05Z"
+        assert (behind(newest_message_20_s_ago, held=[]).newest_held, behind(newest_message_20_s_ago, held=[]).behind_seconds) == (None, None)
+        ahead = DatasetStatus("stock", "stock_trades", topic_exists=True, messages=9, last_message_age_s=200)
+        assert behind(ahead).behind_seconds == 0.0  # a trade time after its message's (clocks apart) is not ahead
+    finally:
+        lake_filesystem(settings).rm(bucket, recursive=True)
