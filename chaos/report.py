@@ -1,32 +1,44 @@
 """The figures of a chaos run from what it recorded: recovery time after each kind of fault (p50/p99 of the
-time from a fault's end until every dataset's lag is back under the threshold), throughput over time, the
-JSON report and its picture (throughput and lag over time with each fault marked)."""
+time from a fault's end until every dataset's lag, and how far the bars are behind, is back under its
+threshold), throughput over time, the JSON report and its picture (throughput and lag over time with each
+fault marked)."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from chaos.schedule import Fault
 
 LAG_THRESHOLD_SECONDS = 10.0
+BARS = "bars"
+"""The name under which a sample holds how far the bars are behind their topic (`pipelines.status`)."""
+
+
+def lag_thresholds(bars_allowed_lateness_seconds: float) -> dict[str, float]:
+    """Under what lag each name of a sample counts as caught up: `LAG_THRESHOLD_SECONDS`, and for the bars, whose
+    minute is written once its window closes, a minute and the allowed lateness more."""
+    return {BARS: 60 + bars_allowed_lateness_seconds + LAG_THRESHOLD_SECONDS}
 
 
 @dataclass(frozen=True)
 class Sample:
     """Every dataset's figures read at one moment (`at`: seconds since the run's fault phase began; a lag
-    None: it could not be read then)."""
+    None: it could not be read then); `lag_seconds` also holds how far the bars are behind (`BARS`)."""
 
     at: float
     lag_seconds: dict[str, float | None]
     lag_messages: dict[str, int | None]
     rows: dict[str, int | None]
 
-    def recovered(self, threshold: float) -> bool:
-        return all(lag is not None and lag < threshold for lag in self.lag_seconds.values())
+    def recovered(self, thresholds: Mapping[str, float] = {}) -> bool:
+        """Every lag read and under its threshold (`thresholds`, else `LAG_THRESHOLD_SECONDS`)."""
+        return all(lag is not None and lag < thresholds.get(name, LAG_THRESHOLD_SECONDS)
+                   for name, lag in self.lag_seconds.items())
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -37,21 +49,21 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def recovery_seconds(fault: Fault, samples: list[Sample], threshold: float = LAG_THRESHOLD_SECONDS) -> float | None:
+def recovery_seconds(fault: Fault, samples: list[Sample], thresholds: Mapping[str, float] = {}) -> float | None:
     """Seconds from `fault`'s end (its restart, its toxic removed; a kill's moment) to the first sample from
-    then on with every lag under `threshold`; None: never within the samples."""
+    then on with every lag under its threshold (`Sample.recovered`); None: never within the samples."""
     for sample in samples:
-        if sample.at >= fault.ends and sample.recovered(threshold):
+        if sample.at >= fault.ends and sample.recovered(thresholds):
             return round(sample.at - fault.ends, 1)
     return None
 
 
 def recovery_by_kind(faults: list[Fault], samples: list[Sample],
-                     threshold: float = LAG_THRESHOLD_SECONDS) -> dict[str, dict]:
+                     thresholds: Mapping[str, float] = {}) -> dict[str, dict]:
     times: dict[str, list[float]] = defaultdict(list)
     never: dict[str, int] = defaultdict(int)
     for fault in faults:
-        seconds = recovery_seconds(fault, samples, threshold)
+        seconds = recovery_seconds(fault, samples, thresholds)
         if seconds is None:
             never[fault.kind] += 1
         else:
@@ -80,9 +92,10 @@ def write_json(path: Path, report: dict) -> None:
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
-def draw(path: Path, samples: list[Sample], faults: list[Fault], title: str) -> None:
-    """Rows stored a second (top) and lag in seconds (bottom) per dataset over the run, each fault a band
-    (or a line for a kill) coloured by kind."""
+def draw(path: Path, samples: list[Sample], faults: list[Fault], title: str,
+         thresholds: Mapping[str, float] = {}) -> None:
+    """Rows stored a second (top) and lag in seconds (bottom) per dataset over the run, with the thresholds
+    (dotted), each fault a band (or a line for a kill) coloured by kind."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,7 +109,8 @@ def draw(path: Path, samples: list[Sample], faults: list[Fault], title: str) -> 
             top.plot([t for t, _ in points], [v for _, v in points], label=dataset, linewidth=1)
         lags = [(s.at, s.lag_seconds[dataset]) for s in samples if s.lag_seconds.get(dataset) is not None]
         bottom.plot([t for t, _ in lags], [v for _, v in lags], label=dataset, linewidth=1)
-    bottom.axhline(LAG_THRESHOLD_SECONDS, color="grey", linestyle=":", linewidth=1)
+    for threshold in {LAG_THRESHOLD_SECONDS, *thresholds.values()}:
+        bottom.axhline(threshold, color="grey", linestyle=":", linewidth=1)
     kinds = sorted({fault.kind for fault in faults})
     colours = {kind: plt.get_cmap("tab10")(index % 10) for index, kind in enumerate(kinds)}
     for axis in (top, bottom):

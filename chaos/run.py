@@ -62,18 +62,18 @@ from fakes.finnhub import FakeFinnhub
 from fakes.fred import FakeFred
 from chaos.kafka_readback import read_topic
 from chaos.reconcile import bars_differences, deliveries, outside_layout
-from chaos.report import LAG_THRESHOLD_SECONDS, Sample, draw, recovery_by_kind, write_json
+from chaos.report import BARS, LAG_THRESHOLD_SECONDS, Sample, draw, lag_thresholds, recovery_by_kind, write_json
 from chaos.schedule import QUORUM_GROUP, TOXICS, Fault, Targets, build_schedule, overlapping, quorum_violations
 from chaos.supervisor import Supervisor
 from chaos.toxiproxy import Proxy, ToxiproxyAPI
 from marketstream import schemas
 from marketstream.companies import load_companies
-from marketstream.datasets import DATASETS, Dataset
+from marketstream.datasets import DATASETS, STOCK, Dataset
 from marketstream.kafka_cluster import KafkaCluster
 from marketstream.lake import lake_filesystem, read_delta
 from marketstream.records import InvalidRecord
 from marketstream.settings import Settings, load_settings
-from pipelines.status import dataset_status, dataset_tables
+from pipelines.status import dataset_status, dataset_tables, derived_status
 
 REPO = Path(__file__).resolve().parents[1]
 CANARY_PER_SECOND = 20
@@ -496,7 +496,8 @@ SAMPLE_TIMEOUT_SECONDS = 30.0
 
 
 class Sampler:
-    """Every dataset's lag and rows, read like `marketstream status` does, every `SAMPLE_EVERY_SECONDS`."""
+    """Every dataset's lag and rows, and how far the bars are behind (as `BARS`), read like `marketstream
+    status` does, every `SAMPLE_EVERY_SECONDS`."""
 
     def __init__(self, settings: Settings, journal: Path | None = None):
         """`journal`: a file each sample is also appended to as it is read (an interrupted run keeps them)."""
@@ -518,22 +519,32 @@ class Sampler:
             time.sleep(0.05)
         if found:
             return found[0]
-        unknown = {name: None for name in DATASETS}
+        unknown = {name: None for name in (*DATASETS, BARS)}
         return Sample(round(at, 1), dict(unknown), dict(unknown), dict(unknown))
 
     def _sample(self, at: float) -> Sample:
         lag_seconds, lag_messages, rows = {}, {}, {}
         cluster, options = quiet_cluster(self.settings), self.settings.delta_storage_options()
         now = datetime.now(timezone.utc)
+        read = {}
         for name, dataset in DATASETS.items():
             try:
-                status = dataset_status(dataset, dataset_tables(dataset, self.settings.stock_synthetic_prefix),
-                                        cluster, options, now=now, today=now.date(), closed_after_days=1,
-                                        deadline=time.monotonic() + 3)
+                read[name] = status = dataset_status(
+                    dataset, dataset_tables(dataset, self.settings.stock_synthetic_prefix), cluster, options, now=now,
+                    today=now.date(), closed_after_days=1, deadline=time.monotonic() + 3)
                 lag_seconds[name], lag_messages[name] = status.lag_seconds, status.lag_messages
                 rows[name] = sum(table.rows or 0 for table in status.tables)
             except Exception:  # noqa: BLE001 - a store or broker down: this sample does not know
                 lag_seconds[name] = lag_messages[name] = rows[name] = None
+        lag_seconds[BARS] = lag_messages[BARS] = rows[BARS] = None
+        if STOCK.name in read:
+            try:
+                bars = derived_status(BARS, read[STOCK.name], options, self.settings.stock_synthetic_prefix,
+                                      self.settings.bars_bucket, now=now, today=now.date(), closed_after_days=1)
+                lag_seconds[BARS] = bars.behind_seconds
+                rows[BARS] = sum(table.rows or 0 for table in bars.tables)
+            except Exception:  # noqa: BLE001 - the store down: this sample does not know
+                pass
         return Sample(round(at, 1), lag_seconds, lag_messages, rows)
 
     def _run(self) -> None:
@@ -754,6 +765,7 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
         began = time.monotonic()
         observed = settings.model_copy(update={"s3_endpoint_url": f"https://{observer.address}"})
         sampler = Sampler(observed, work / "samples.jsonl").start(began + WARMUP_SECONDS)
+        thresholds = lag_thresholds(settings_from(base_env).bars_allowed_lateness_seconds)
         say(f"load: {args.rate:g} synthetic trades/s over {tickers} tickers, fake APIs, {CANARY_PER_SECOND} "
             f"canary trades/s; warming up {WARMUP_SECONDS:g} s")
         while time.monotonic() - began < WARMUP_SECONDS:
@@ -774,7 +786,7 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
         producer_exits = supervisor.stop(PRODUCERS, 60)
         say("waiting for the consumers to catch up (lag under the threshold) before stopping them")
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (sampler.samples and sampler.samples[-1].recovered(LAG_THRESHOLD_SECONDS)):
+        while time.monotonic() < deadline and not (sampler.samples and sampler.samples[-1].recovered(thresholds)):
             time.sleep(1)
         sampler.stop()
         consumer_exits = supervisor.stop(seconds=90)
@@ -812,8 +824,8 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
         "lost": lost, "doubled": doubled, "other_discrepancies": wrong,
         "published_more_than_once_stored_once": republished,
         "datasets": datasets, "bars": bars, "objects_outside_layout": layout,
-        "recovery_after_fault": recovery_by_kind(carried_out, sampler.samples),
-        "lag_threshold_s": LAG_THRESHOLD_SECONDS,
+        "recovery_after_fault": recovery_by_kind(carried_out, sampler.samples, thresholds),
+        "lag_threshold_s": LAG_THRESHOLD_SECONDS, "lag_thresholds_s": thresholds,
         "peak_rss_mb": {member: round(rss, 1) for member, rss in sorted(supervisor.peaks.items())},
         "producer_exit_statuses": producer_exits, "consumer_exit_statuses": consumer_exits,
         "drain_exit_statuses": drained,
@@ -822,7 +834,7 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
     path = args.results / f"{stamp}-{seed}.json"
     write_json(path, report)
     draw(path.with_suffix(".png"), sampler.samples, carried_out,
-         f"chaos seed {seed}: {len(faults)} faults in {args.duration:g} s; lost {lost}, doubled {doubled}")
+         f"chaos seed {seed}: {len(faults)} faults in {args.duration:g} s; lost {lost}, doubled {doubled}", thresholds)
     say(f"report: {path} and {path.with_suffix('.png').name}")
     say(f"faults by kind: {dict(sorted(kinds.items()))}")
     say(f"lost {lost}, doubled {doubled}, other discrepancies {wrong}; records the at-least-once producers "

@@ -448,19 +448,26 @@ def lake_status(cluster: KafkaCluster, storage_options: dict[str, str], kept_apa
                             today=today, closed_after_days=closed_after_days, deadline=deadline,
                             last_try=last_try_seconds)
              for name, dataset in DATASETS.items() if not datasets or name in datasets]
-    uris = lake_tables(kept_apart_prefix, bars_bucket)
     derived = []
-    for name, (source, tables) in DERIVED.items():
+    for name, (source, _) in DERIVED.items():
         if datasets and name not in datasets:
             continue
-        opened = [_table(table, uris[table], storage_options, today, closed_after_days, now) for table in tables]
-        status = DerivedStatus(name, source, [table_status for _, table_status in opened])
         source_status = next((s for s in found if s.dataset == source), None) or dataset_status(
             DATASETS[source], dataset_tables(DATASETS[source], kept_apart_prefix), cluster, storage_options, now=now,
             today=today, closed_after_days=closed_after_days, deadline=deadline, last_try=last_try_seconds)
-        derived_behind(status, [table for table, _ in opened if table is not None], source_status, now)
-        derived.append(status)
+        derived.append(derived_status(name, source_status, storage_options, kept_apart_prefix, bars_bucket, now=now,
+                                      today=today, closed_after_days=closed_after_days))
     return LakeStatus(found, derived)
+
+
+def derived_status(name: str, source: DatasetStatus, storage_options: dict[str, str], kept_apart_prefix: str,
+                   bars_bucket: str, *, now: datetime, today: date, closed_after_days: int) -> DerivedStatus:
+    """What status says of the derived tables `name` (`DERIVED`), `source` being their dataset's status."""
+    uris = lake_tables(kept_apart_prefix, bars_bucket)
+    opened = [_table(table, uris[table], storage_options, today, closed_after_days, now) for table in DERIVED[name][1]]
+    status = DerivedStatus(name, DERIVED[name][0], [table_status for _, table_status in opened])
+    derived_behind(status, [table for table, _ in opened if table is not None], source, now)
+    return status
 
 
 def derived_behind(status: DerivedStatus, tables: list, source: DatasetStatus, now: datetime) -> None:

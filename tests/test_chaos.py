@@ -9,7 +9,7 @@ import pytest
 from datetime import datetime
 
 from chaos.reconcile import bars_differences, deliveries, outside_layout
-from chaos.report import Sample, percentile, recovery_by_kind, recovery_seconds, throughput
+from chaos.report import BARS, Sample, lag_thresholds, percentile, recovery_by_kind, recovery_seconds, throughput
 from chaos.schedule import QUORUM_GROUP, QUORUM_MARGIN_SECONDS, Fault, Targets, build_schedule, overlapping, \
     quorum_violations
 
@@ -117,6 +117,18 @@ def test_recovery_is_the_time_from_a_faults_end_until_every_lag_is_under_the_thr
     assert figures["kill_broker"]["p50_s"] == 12 and figures["network"]["not_recovered"] == 1
 
 
+def test_the_bars_count_as_caught_up_under_a_threshold_of_their_own_a_minute_and_the_lateness_above_the_rest():
+    thresholds = lag_thresholds(bars_allowed_lateness_seconds=30)
+    assert thresholds == {BARS: 100.0}
+    with_bars = lambda stock, bars: Sample(0, {"stock": stock, BARS: bars}, {}, {})  # noqa: E731
+    assert with_bars(3, 95).recovered(thresholds) and not with_bars(3, 95).recovered()
+    assert not with_bars(3, 101).recovered(thresholds) and not with_bars(12, 95).recovered(thresholds)
+    assert not with_bars(3, None).recovered(thresholds)
+    samples = [Sample(t, {"stock": 1.0, BARS: behind}, {}, {}) for t, behind in ((0, 40), (10, 150), (20, 120), (30, 90))]
+    kill = Fault(5, "sigkill_dataflow", "bars_consume-0", 0)
+    assert recovery_seconds(kill, samples, thresholds) == 25 and recovery_seconds(kill, samples) is None
+
+
 def test_percentiles_are_nearest_rank_and_throughput_is_rows_a_second():
     values = list(range(1, 101))
     assert (percentile(values, 0.5), percentile(values, 0.99), percentile([], 0.5)) == (50, 99, None)
@@ -212,5 +224,5 @@ def test_a_sample_stuck_on_a_dead_connection_is_recorded_as_unknown_and_sampling
     stuck = sampler._sample_within(0.3)
     assert time.monotonic() - began < 2
     assert stuck.lag_seconds == stuck.lag_messages == stuck.rows == {name: None for name in stuck.rows}
-    assert set(stuck.rows) == {"stock", "macro", "news", "bluesky"}
+    assert set(stuck.rows) == {"stock", "macro", "news", "bluesky", "bars"}
     release.set()
