@@ -352,7 +352,11 @@ def bars_cluster(base_env: dict[str, str], recovery: Path, ports: tuple[int, int
 
 # ---------------------------------------------------------------- faults
 
-GROUP_NODES = {"kafka": ("kafka-1", "kafka-2", "kafka-3"), "minio": ("minio-1", "minio-2", "minio-3", "minio-4")}
+GROUP_NODES = {"kafka": ("kafka-1", "kafka-2", "kafka-3"), "minio": ("minio-1", "minio-2", "minio-3", "minio-4"),
+               "postgres": ("postgres",)}
+ONE_DOWN_AT_A_TIME = {**QUORUM_GROUP, "restart_postgres": "postgres"}
+"""Faults that take a server down, by the group of which the runner takes one down at a time, once the last
+one is back: a quorum's, and PostgreSQL, which a stop while it is still starting would miss."""
 
 
 class FaultRunner:
@@ -405,6 +409,7 @@ class FaultRunner:
             if name == "minio-1" and self.balanced:
                 self._fail_over(fault, self.balanced[2])
         elif fault.kind == "restart_postgres":
+            self._down.add(ONE_DOWN_AT_A_TIME[fault.kind])
             self.stack.kill("postgres", signal.SIGINT)  # fast shutdown: a killed postmaster leaves its backends
             self._record(fault, "stopped postgres")
         elif fault.kind == "network":
@@ -433,9 +438,9 @@ class FaultRunner:
                 if fault.target == "minio-1" and self.balanced:
                     self._fail_over(fault, self.balanced[1])
             self._in_background(restart, fault)
-            if fault.kind in QUORUM_GROUP:
-                self._restarting[QUORUM_GROUP[fault.kind]] = self._threads[-1]
-                self._down.discard(QUORUM_GROUP[fault.kind])
+            group = ONE_DOWN_AT_A_TIME[fault.kind]
+            self._restarting[group] = self._threads[-1]
+            self._down.discard(group)
         elif fault.kind == "network":
             self.proxies[fault.target].remove(f"chaos-{index}")
             self._record(fault, "toxic removed")
@@ -443,9 +448,10 @@ class FaultRunner:
     def run(self, faults: list[Fault], began: float, tick, until: float) -> list[Fault]:
         """Each fault at its time, `tick` (the supervisor's) in between, until the last one has ended; the
         faults as carried out. A broker or MinIO node is taken down only once the last one of its group is
-        back (`stack up` returned): a restart slower than the schedule's margin (Kafka reloading its logs
-        after a kill takes a minute on a busy machine) delays the next one rather than break the quorum,
-        and one delayed past `until` (seconds after `began`) is left out and recorded as skipped."""
+        back (`stack up` returned), and PostgreSQL only once it is back (`ONE_DOWN_AT_A_TIME`): a restart
+        slower than the schedule's margin (Kafka reloading its logs after a kill takes a minute on a busy
+        machine) delays the next one rather than break the quorum or miss the server, and one delayed past
+        `until` (seconds after `began`) is left out and recorded as skipped."""
         self.began = began
         events = [(fault.at, 0, index) for index, fault in enumerate(faults)]
         heapq.heapify(events)
@@ -459,7 +465,7 @@ class FaultRunner:
                 continue
             heapq.heappop(events)
             fault = faults[index]
-            group = QUORUM_GROUP.get(fault.kind)
+            group = ONE_DOWN_AT_A_TIME.get(fault.kind)
             restarting = self._restarting.get(group)
             if phase == 0 and group and (group in self._down or (restarting and restarting.is_alive())
                                          or not all(self.stack.alive(name) for name in GROUP_NODES[group])):

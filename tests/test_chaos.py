@@ -188,6 +188,25 @@ def test_the_runner_leaves_out_a_broker_fault_delayed_past_the_end_of_the_run():
     assert any(entry["what"].startswith("skipped") and "kafka-3" in entry["fault"] for entry in runner.log)
 
 
+def test_the_runner_stops_postgresql_again_only_once_it_is_back_up():
+    """Seen in the 30-minute soak: a stop scheduled while PostgreSQL was still starting found no process."""
+    from chaos.run import FaultRunner
+
+    stack = _Stack(up_seconds=1.5)
+    faults = [Fault(0.0, "restart_postgres", "postgres", 0.2), Fault(0.5, "restart_postgres", "postgres", 0.2),
+              Fault(0.6, "kill_broker", "kafka-1", 0.2)]
+    runner = FaultRunner(supervisor=None, stack=stack, proxies={})
+    carried_out = runner.run(faults, time.monotonic(), tick=lambda: None, until=60)
+    for thread in runner._threads:
+        thread.join(10)
+    kills = [(name, at) for event, name, at in stack.events if event == "killed"]
+    ups = [at for event, _, at in stack.events if event == "up"]
+    assert [name for name, _ in kills] == ["postgres", "kafka-1", "postgres"]
+    assert kills[2][1] >= ups[0]  # stopped again after it was back
+    assert carried_out[1].at >= 1.5 and carried_out[2].at < 1.0  # a broker is not held back by PostgreSQL
+    assert not any(entry["what"] == "error" for entry in runner.log)
+
+
 class _Proxy:
     def __init__(self):
         self.upstreams = []
