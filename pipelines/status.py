@@ -289,6 +289,9 @@ def _kafka_figures(status: DatasetStatus, dataset: Dataset, tables: list, reader
             first_ms = reader.timestamp_at(dataset.topic, partition, waiting_from[partition], high)
             if first_ms is not None:
                 oldest_waiting_ms = min(oldest_waiting_ms or first_ms, first_ms)
+                # timestamps are the producers' clocks, not the log's order: a message held back by an outage
+                # lands after newer ones; the newest time is the newest read
+                newest_ms = max(newest_ms or first_ms, first_ms)
     if newest_ms is not None:
         status.last_message = _iso(datetime.fromtimestamp(newest_ms / 1000, timezone.utc))
         status.last_message_age_s = _seconds_between(newest_ms, now)
