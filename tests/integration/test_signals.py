@@ -1,12 +1,14 @@
 """The signals tables on the real stack: every row equals the SQL join of the source tables (DuckDB over the Delta
 tables as the reference), for generated bars, articles and posts — late ones, corrections of bars, posts without
 tickers or market-wide, articles of tickers without bars — after each round, and a round done again changes
-nothing."""
+nothing; with several writers at once (one slow, one killed mid-round) while late data arrives, the recorded source
+versions never claim more than the rows hold and a final round leaves every row equal to the join."""
 
 from __future__ import annotations
 
 import io
 import os
+import random
 import signal
 import sys
 import threading
@@ -287,6 +289,8 @@ def assert_recorded_versions_claim_no_more_than_the_rows_hold(table: SignalsTabl
     a round from the recorded versions computes again only what changed since them, so the rest must be right
     already. The sources only grow or get new values here, never go back, so a ticker-day whose join is the same
     at the recorded versions and now was the same at every version between. Returns the recorded versions."""
+    if not DeltaTable.is_deltatable(table.uri, storage_options=options):
+        return {}  # no writer got as far as creating it
     signals = DeltaTable(table.uri, storage_options=options)
     stored = signals.to_pyarrow_table().select(TABLE_SCHEMA.names).to_pylist()
     keys = [(row["ticker"], row["minute"]) for row in stored]
@@ -373,3 +377,111 @@ def test_a_stale_second_deployment_committing_after_a_newer_round_cannot_leave_r
 
     run_round(table, SignalsWriter(*writer), options)  # a final round, by either
     assert check(table, options) == 2 * len(bars)
+
+
+class ChangingSources:
+    """The source tables of `table` as late data keeps changing them: articles, posts and corrected bars (a
+    ticker-day's partition rewritten with new prices and a new minute), each change giving values never seen
+    before, so no ticker-day's join ever goes back to an earlier one."""
+
+    def __init__(self, table: SignalsTable, options, days: list[date], seed: int):
+        self._table, self._options, self._days, self._rng = table, options, days, random.Random(seed)
+        self._bars: dict[tuple, list[dict]] = {}
+        for day in days:
+            for row in moved(bar_rows([(t, m, 100.0 + m, 2) for t in ("AAPL", "MSFT", "NVDA") for m in range(0, 60, 4)]), day):
+                self._bars.setdefault((row["ticker"], row["date"]), []).append(row)
+        _write(table.sources["bars"], [row for rows in self._bars.values() for row in rows], BARS, options)
+        self.changes = 0
+
+    def change(self) -> None:
+        """One change: a late article, a late post or a corrected bar, in turn."""
+        self.changes += 1
+        step, rng, day = self.changes, self._rng, self._rng.choice(self._days)
+        seconds, sentiment = rng.randint(-80 * 60, 100 * 60), rng.choice([None, rng.uniform(-1, 1)])
+        if step % 3 == 1:
+            rows = news_rows([(rng.choice(["AAPL", "MSFT", "ZZZ"]), 1000 + step, seconds, sentiment)], step)
+            _write(self._table.sources["news"], moved(rows, day), NEWS, self._options)
+        elif step % 3 == 2:
+            tickers = rng.choice([None, [], ["*MARKET*"], ["AAPL"], ["AAPL", "MSFT"], ["NVDA"]])
+            rows = post_rows([(1000 + step, tickers, seconds, sentiment, rng.choice(["Apple", "earnings"]))], step)
+            _write(self._table.sources["bluesky"], moved(rows, day), POSTS, self._options)
+        else:
+            ticker = rng.choice(["AAPL", "MSFT", "NVDA"])
+            rows = [{**row, "close": row["close"] + step / 100} for row in self._bars[(ticker, day)]]
+            rows += moved(bar_rows([(ticker, 60 + step, 90.0 + step, 1)]), day)
+            self._bars[(ticker, day)] = rows
+            _write(self._table.sources["bars"], rows, BARS, self._options, mode="overwrite",
+                   predicate=f"ticker = '{ticker}' AND date = '{day.isoformat()}'")
+
+    def correct_every_bar(self) -> None:
+        """A correction of every ticker-day at once: a round of one commit per date."""
+        self.changes += 1
+        self._bars = {key: [{**row, "high": row["high"] + self.changes / 100} for row in rows] for key, rows in self._bars.items()}
+        _write(self._table.sources["bars"], [row for rows in self._bars.values() for row in rows], BARS, self._options,
+               mode="overwrite")
+
+    @property
+    def bars(self) -> int:
+        return sum(len(rows) for rows in self._bars.values())
+
+
+def _log(process) -> str:
+    process.log.seek(0)
+    return process.log.read().decode(errors="replace")
+
+
+@pytest.mark.faults  # processes killed and restarted: `make test-faults`, not `make test`
+def test_two_deployments_one_slow_one_killed_mid_round_while_late_data_arrives_leave_every_row_equal_to_the_join(lake):
+    """A second signals_consume started by mistake, slower than the first (each commit half a second after its
+    rows are computed, so its commits of older source versions come after the first one's of newer ones), both
+    on one signals table while articles, posts and corrected bars keep arriving; the slow one is killed with
+    SIGKILL after a date commit of a round that had more to commit, and started again. Throughout, and when
+    both are killed at an arbitrary moment, the recorded source versions claim no more than the rows hold, and
+    no (ticker, minute) is stored twice; a final round by one writer leaves every row equal to the SQL join."""
+    settings, bucket = lake
+    options = settings.delta_storage_options()
+    table = _table(bucket)
+    sources = ChangingSources(table, options, [DAY - timedelta(days=i) for i in range(8)], seed=26)
+    env = {**os.environ, **STACK_ENV, "SIGNALS_INTERVAL_SECONDS": "1"}
+    fast = [sys.executable, "-m", "bytewax.run", f"tests.integration.flows:signals_consume({bucket!r})"]
+    slow = [sys.executable, "-m", "bytewax.run", f"tests.integration.flows:signals_consume_slow({bucket!r}, 0.5)"]
+    writers = {"fast": logged(fast, env=env, cwd=REPO), "slow": logged(slow, env=env, cwd=REPO)}
+    logs = []
+
+    def burst(changes: int) -> None:
+        for _ in range(changes):
+            sources.change()
+            time.sleep(0.3)
+        time.sleep(1.5)
+        assert all(process.poll() is None for process in writers.values()), [_log(p)[-2000:] for p in writers.values()]
+        assert_recorded_versions_claim_no_more_than_the_rows_hold(table, options)
+
+    for _ in range(4):
+        burst(3)
+    # every ticker-day corrected at once: a long round, which the slow writer (computing from these same
+    # versions) can commit part of; killed right after one of its date commits, the round not ended
+    sources.correct_every_bar()
+    deadline = time.monotonic() + 90
+    while "last=False" not in _log(writers["slow"]):
+        assert time.monotonic() < deadline, _log(writers["slow"])[-3000:]
+        time.sleep(0.02)
+    writers["slow"].send_signal(signal.SIGKILL)
+    writers["slow"].wait(10)
+    logs.append(_log(writers["slow"]))
+    assert_recorded_versions_claim_no_more_than_the_rows_hold(table, options)
+    writers["slow"] = logged(slow, env=env, cwd=REPO)
+    for _ in range(4):
+        burst(3)
+    sources.change()
+    for process in writers.values():  # no final round of theirs: the table as they left it
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    logs += [_log(process) for process in writers.values()]
+    assert_recorded_versions_claim_no_more_than_the_rows_hold(table, options)
+
+    assert sum(log.count("round given up") for log in logs) > 0, "no commit ever met newer rows: nothing was tested"
+    final = run_round(table, SignalsWriter(table.uri, bucket, "signals", options, ObjectStore(settings.s3_storage_options())),
+                      options)
+    assert not final.superseded
+    assert check(table, options) == sources.bars
+    assert_recorded_versions_claim_no_more_than_the_rows_hold(table, options)
