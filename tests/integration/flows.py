@@ -78,19 +78,23 @@ def signals_consume(prefix: str, **settings):
 
 def signals_consume_slow(prefix: str, seconds_before_each_commit: float, **settings):
     """`signals_consume` of a slow deployment: each commit waits `seconds_before_each_commit` once its rows are
-    computed, so it comes after a faster writer's commits of newer source versions. Says on stderr when a commit
-    of a date that does not end its round landed (`COMMITTED … last=False`)."""
+    computed, so it comes after a faster writer's commits of newer source versions. Says on stderr when a round
+    starts (`ROUND`) and when a commit of a date that does not end its round landed (`COMMITTED … last=False`)."""
     import sys
     import time
 
     from sinks.signals_table import SignalsWriter
 
-    replace = SignalsWriter.replace
+    replace, source_versions = SignalsWriter.replace, SignalsWriter.source_versions
+
+    def announced_source_versions(self, names):
+        print("ROUND", file=sys.stderr, flush=True)
+        return source_versions(self, names)
 
     def slow_replace(self, day, *args, **kwargs):
         time.sleep(seconds_before_each_commit)
         replace(self, day, *args, **kwargs)
         print(f"COMMITTED {day} last={kwargs.get('last', False)}", file=sys.stderr, flush=True)
 
-    SignalsWriter.replace = slow_replace
+    SignalsWriter.replace, SignalsWriter.source_versions = slow_replace, announced_source_versions
     return signals_consume(prefix, **settings)

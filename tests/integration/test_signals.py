@@ -290,7 +290,7 @@ def assert_recorded_versions_claim_no_more_than_the_rows_hold(table: SignalsTabl
     already. The sources only grow or get new values here, never go back, so a ticker-day whose join is the same
     at the recorded versions and now was the same at every version between. Returns the recorded versions."""
     if not DeltaTable.is_deltatable(table.uri, storage_options=options):
-        return {}  # no writer got as far as creating it
+        return {name: None for name in table.sources}  # no writer got as far as creating it
     signals = DeltaTable(table.uri, storage_options=options)
     stored = signals.to_pyarrow_table().select(TABLE_SCHEMA.names).to_pylist()
     keys = [(row["ticker"], row["minute"]) for row in stored]
@@ -456,15 +456,23 @@ def test_two_deployments_one_slow_one_killed_mid_round_while_late_data_arrives_l
         assert all(process.poll() is None for process in writers.values()), [_log(p)[-2000:] for p in writers.values()]
         assert_recorded_versions_claim_no_more_than_the_rows_hold(table, options)
 
+    deadline = time.monotonic() + 120  # both started (slow on a loaded machine) and a round ended
+    while "ROUND" not in _log(writers["slow"]) or \
+            None in assert_recorded_versions_claim_no_more_than_the_rows_hold(table, options).values():
+        assert time.monotonic() < deadline, [_log(process)[-2000:] for process in writers.values()]
+        time.sleep(0.5)
     for _ in range(4):
         burst(3)
     # every ticker-day corrected at once: a long round, which the slow writer (computing from these same
-    # versions) can commit part of; killed right after one of its date commits, the round not ended
-    sources.correct_every_bar()
-    deadline = time.monotonic() + 90
+    # versions) can commit part of; killed right after one of its date commits, the round not ended (the
+    # correction made again until it happens: the fast writer may end the round before the slow one starts it)
+    deadline = time.monotonic() + 120
     while "last=False" not in _log(writers["slow"]):
         assert time.monotonic() < deadline, _log(writers["slow"])[-3000:]
-        time.sleep(0.02)
+        sources.correct_every_bar()
+        corrected = time.monotonic()
+        while "last=False" not in _log(writers["slow"]) and time.monotonic() < corrected + 15:
+            time.sleep(0.02)
     writers["slow"].send_signal(signal.SIGKILL)
     writers["slow"].wait(10)
     logs.append(_log(writers["slow"]))
