@@ -9,8 +9,10 @@ and the hour around it: each article names one of the trades' tickers, each post
 (one or two) or the market (one in ten), a score on most. signals_consume then runs as its own process
 (`bench.flows.signals_consume`) until its first round — every ticker-day at once, as after a backfill — has
 ended, timed from the end of its imports. Its trades/s (the bench's trades over its seconds) against
-stock_consume's rows/s is the ratio: at 1 or more it turns a stretch of trades into signals in no more time
-than stock_consume takes to store them.
+stock_consume's rows/s is the ratio (`signals/stock_consume`; `…_cpu` the same by CPU seconds): at 1 or more it
+turns a stretch of trades into signals in no more time than stock_consume takes to store them. A round
+computes whole ticker-days again, so this one round over the whole day is also what a live round costs at the
+close, when every ticker's day so far has changed since the last one.
 """
 
 from __future__ import annotations
