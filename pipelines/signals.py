@@ -12,12 +12,14 @@ Those ticker-days that have bars are computed again whole from the tables (`mark
 with the items of the day before and after, for the windows) and replaced, one commit per date; the round's
 last commit records the source versions it read. So late trades (corrections of a bar), late articles and
 posts, rows a backfill added and compactions all end in the signals of their minutes at the next round,
-however late: every row equals the SQL join of the source tables as of the versions recorded.
+however late: when a round ends, every row equals the SQL join of the source tables as of the versions recorded.
 
 Several writers of one signals table may run at once (a second deployment started by mistake, a slow one, one
 killed mid-round): `sinks.signals_table` lets no commit replace rows computed from newer source versions than
 its own, and records a round's versions only if no newer rows landed during it; a round that meets newer rows
-is given up (`Round.superseded`) and the next one starts from the table as it then is.
+is given up (`Round.superseded`) and the next one starts from the table as it then is. Rows another writer
+commits after a round ended may be newer than the versions recorded, never older, so the next round, by any
+writer, still leaves every row equal to the join.
 
 Why from the tables and not the topics: the bars table already folds every trade exactly once, late ones
 included, across restarts, recreated topics and independent writers; the news and Bluesky tables hold their
