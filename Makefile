@@ -49,8 +49,8 @@ test-faults: $(STAMP) stack
 	stack/toxiproxy.sh install
 	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
-## test-signals: the signals' proofs at length: 50 generated examples (SIGNALS_EXAMPLES=…) of the differential test, and the writer
-## killed with SIGKILL mid-round and restarted (marker `faults`); ~2 min
+## test-signals: the signals' proofs at length: 50 generated examples (SIGNALS_EXAMPLES=…) of the differential test, the writer
+## killed with SIGKILL mid-round and restarted, and two deployments, one slow, one killed, while late data arrives (marker `faults`); ~3 min
 test-signals: $(STAMP) stack
 	SIGNALS_EXAMPLES=$(or $(SIGNALS_EXAMPLES),50) $(BIN)/python -m pytest -m "faults or not faults" tests/integration/test_signals.py $(PYTEST_ARGS)
 

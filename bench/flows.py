@@ -238,3 +238,35 @@ def stock_produce(topic: str, **overrides):
     flow = build_flow(load_settings(**{"stock_source": "synthetic", **overrides}), topic=topic)
     _started = time.perf_counter()
     return flow
+
+
+def signals_consume(bars_uri: str, prefix: str, **overrides):
+    """The real `dataflows.signals_consume` over the benchmark's bars table (`bars_uri`) and the news and
+    Bluesky tables under `s3://<prefix>/`, writing `s3://<prefix>/signals`; it stops once its first round has
+    ended (the round's line makes the process send itself SIGTERM, as an operator stopping it would)."""
+    global _started
+    import os
+    import signal
+
+    from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+    from marketstream import shutdown
+    from marketstream.settings import load_settings
+    from pipelines.signals import SignalsTable, build_signals_flow
+
+    class StopAfterTheFirstRound(StatelessSinkPartition):
+        def write_batch(self, items):
+            print(*items, sep="\n", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    class FirstRound(DynamicSink):
+        def build(self, step_id, worker_index, worker_count):
+            return StopAfterTheFirstRound()
+
+    shutdown.install()
+    bucket = prefix.partition("/")[0]
+    table = SignalsTable("signals", f"s3://{prefix}/signals", bucket, f"{prefix.partition('/')[2]}/signals".strip("/"),
+                         {"bars": bars_uri, "news": f"s3://{prefix}/news", "bluesky": f"s3://{prefix}/bluesky"})
+    flow = build_signals_flow(load_settings(**{"signals_interval_seconds": 0.05, **overrides}), [table], sink=FirstRound())
+    _started = time.perf_counter()
+    return flow

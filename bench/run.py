@@ -1,9 +1,10 @@
-"""`make bench`: end-to-end throughput, freshness and memory of stock_consume against the raw limit, and what
-sentiment scoring costs the news and Bluesky consumers (`bench.sentiment_cost`).
+"""`make bench`: end-to-end throughput, freshness and memory of stock_consume against the raw limit, what
+sentiment scoring costs the news and Bluesky consumers (`bench.sentiment_cost`), and whether signals_consume
+keeps up with stock_consume (`bench.signals_part`).
 
     python -m bench.run [--trades 2000000] [--tickers 500] [--naive-rows 100000]
                         [--freshness-seconds 30] [--freshness-rate 20000] [--producer-seconds 15]
-                        [--sentiment-rows 20000]
+                        [--sentiment-rows 20000] [--signals-articles 20000] [--signals-posts 100000]
 
 Runs against the local stack (`make stack`), on topics and buckets of its own, and prints one table (a run
 of some parts, `--only`, prints their figures instead); the results go to bench/results/<UTC time>.json. Every contender runs as its own process, so its peak
@@ -35,7 +36,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
-from bench import sentiment_cost, streamed_day
+from bench import sentiment_cost, signals_part, streamed_day
 from marketstream.lake import lake_filesystem
 from marketstream.settings import ConfigError, Settings, load_settings
 
@@ -277,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentiment-rows", type=int, default=20_000,
                         help="news messages and posts decoded with and without sentiment scoring")
     parser.add_argument("--day-flushes", type=int, default=None, help="only the first flushes of the streamed day")
+    parser.add_argument("--signals-articles", type=int, default=20_000, help="news articles beside the trades' bars")
+    parser.add_argument("--signals-posts", type=int, default=100_000, help="Bluesky posts beside the trades' bars")
     parser.add_argument("--only", default=",".join(DEFAULT_PARTS),
                         help="comma-separated parts to run (the table needs all of them)")
     args = parser.parse_args(argv)
@@ -290,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 PARTS = ("stock_consume", "floor", "raw_limit", "naive", "bars", "freshness", "producer", "streamed_day", "two_deployments",
-         "sentiment")
+         "sentiment", "signals")
 DEFAULT_PARTS = PARTS
 
 
@@ -298,6 +301,9 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
     only = set(args.only.split(","))
     if only - set(PARTS):
         raise SystemExit(f"--only: unknown parts {sorted(only - set(PARTS))}; the parts are {', '.join(PARTS)}")
+    if "signals" in only and "stock_consume" not in only:
+        say("signals is measured against stock_consume: running stock_consume too")
+        only.add("stock_consume")
     results: dict = {"run": run, "trades": args.trades, "tickers": args.tickers, "workers": args.workers, "machine": {
         "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
     contenders = {
@@ -309,7 +315,7 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
                   f"bench-naive-{run}"),
         "bars": (bytewax(f"bench.flows:bars_consume({topic!r}, 'bench-bars-{run}')"), f"bench-bars-{run}"),
     }
-    if only & {*contenders, "two_deployments"}:
+    if only & {*contenders, "two_deployments", "signals"}:
         say(f"pre-filling topic {topic} with {args.trades:,} trades for {args.tickers} tickers")
         started = time.perf_counter()
         prefill(settings, topic, args.trades, args.tickers)
@@ -327,6 +333,14 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
         two = results["two_deployments"]
         print(f"    {two['rows']:,} rows, each once, in {two['seconds']:.2f} s; {two['lost_races']} lost races, "
               f"{two['rows_left_out']:,} rows uploaded again without what the other stored", flush=True)
+    if "signals" in only:
+        say(f"signals_consume: the bars of the {args.trades:,} trades with {args.signals_articles:,} articles and "
+            f"{args.signals_posts:,} posts")
+        results["signals"] = signals_part.run(
+            settings, run, args.trades, args.signals_articles, args.signals_posts,
+            bars_command=lambda bucket: bytewax(f"bench.flows:bars_consume({topic!r}, {bucket!r})"),
+            signals_command=lambda bars_uri, prefix: bytewax(f"bench.flows:signals_consume({bars_uri!r}, {prefix!r})"),
+            run_contender=run_contender)
     if "freshness" in only:
         say(f"freshness at {args.freshness_rate:,.0f} trades/s for {args.freshness_seconds:g} s")
         results["freshness"] = measure_freshness(settings, run, args.freshness_seconds, args.freshness_rate,
@@ -383,6 +397,12 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
         table += [("bars_consume trades/s / stock_consume rows/s", f"{results['ratios']['bars/stock_consume']:.2f}", "≥ 1"),
                   ("bars_consume peak RSS MB / bars written",
                    f"{results['bars']['peak_rss_mb']:.0f} / {results['bars']['rows']:,}", "")]
+    if "signals" in results:
+        signals = results["signals"]
+        table += [("signals_consume trades/s / stock_consume rows/s", f"{results['ratios']['signals/stock_consume']:.2f}", "≥ 1"),
+                  ("  the same by CPU seconds", f"{results['ratios']['signals/stock_consume_cpu']:.2f}", ""),
+                  (f"  signals rows/s ({signals['articles']:,} articles, {signals['posts']:,} posts) / peak RSS MB",
+                   f"{signals['rows_per_s']:,.0f} / {signals['peak_rss_mb']:.0f}", "")]
     for name in ("news", "bluesky"):
         cost = results["sentiment"][name]
         table.append((f"{name} decode rows/s with sentiment / without",
@@ -404,7 +424,7 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
 
 
 def ratios(results: dict) -> dict[str, float]:
-    """stock_consume's rows/s against each reference that ran, and the bars' trades/s against it."""
+    """stock_consume's rows/s against each reference that ran, and the bars' and the signals' trades/s against it."""
     if "stock_consume" not in results:
         return {}
     ours = results["stock_consume"]["rows_per_s"]
@@ -412,6 +432,9 @@ def ratios(results: dict) -> dict[str, float]:
              for name, short in (("floor", "floor"), ("raw_limit", "raw"), ("naive", "naive")) if name in results}
     if "bars" in results:
         found["bars/stock_consume"] = results["bars"]["trades_per_s"] / ours
+    if "signals" in results:  # by CPU seconds too: on a loaded machine wall times say more of the others' work
+        found["signals/stock_consume"] = results["signals"]["trades_per_s"] / ours
+        found["signals/stock_consume_cpu"] = results["stock_consume"]["cpu_s"] / results["signals"]["cpu_s"]
     return found
 
 

@@ -12,7 +12,14 @@ Those ticker-days that have bars are computed again whole from the tables (`mark
 with the items of the day before and after, for the windows) and replaced, one commit per date; the round's
 last commit records the source versions it read. So late trades (corrections of a bar), late articles and
 posts, rows a backfill added and compactions all end in the signals of their minutes at the next round,
-however late: every row equals the SQL join of the source tables as of the versions recorded.
+however late: when a round ends, every row equals the SQL join of the source tables as of the versions recorded.
+
+Several writers of one signals table may run at once (a second deployment started by mistake, a slow one, one
+killed mid-round): `sinks.signals_table` lets no commit replace rows computed from newer source versions than
+its own, and records a round's versions only if no newer rows landed during it; a round that meets newer rows
+is given up (`Round.superseded`) and the next one starts from the table as it then is. Rows another writer
+commits after a round ended may be newer than the versions recorded, never older, so the next round, by any
+writer, still leaves every row equal to the join.
 
 Why from the tables and not the topics: the bars table already folds every trade exactly once, late ones
 included, across restarts, recreated topics and independent writers; the news and Bluesky tables hold their
@@ -46,7 +53,7 @@ from marketstream.settings import Settings
 from marketstream.signals import compute
 from pipelines.connectors import shared_object_store
 from pipelines.runtime import build_or_exit
-from sinks.signals_table import SignalsWriter
+from sinks.signals_table import SignalsWriter, SupersededRound
 from sources.polling import PollingSource, TransientError
 
 log = logging.getLogger(__name__)
@@ -125,14 +132,18 @@ class Round:
     sources: dict[str, int]
     ticker_days: int = 0
     rows: int = 0
+    superseded: str = ""
+    """Why the round was given up (`SignalsWriter`: another writer's rows are newer); empty: it ended."""
 
     def __str__(self) -> str:
         versions = ", ".join(f"{name} v{version}" for name, version in self.sources.items())
-        return f"{self.table}: {self.ticker_days} ticker-days, {self.rows} rows computed again ({versions})"
+        done = f"{self.table}: {self.ticker_days} ticker-days, {self.rows} rows computed again ({versions})"
+        return f"{done}; given up, another writer's rows are newer ({self.superseded})" if self.superseded else done
 
 
 def run_round(table: SignalsTable, writer: SignalsWriter, options: dict[str, str]) -> Round:
-    """One round: the ticker-days the sources changed since the recorded versions, computed again and replaced."""
+    """One round: the ticker-days the sources changed since the recorded versions, computed again and replaced;
+    given up (`Round.superseded`) when another writer committed rows computed from newer sources meanwhile."""
     recorded = writer.source_versions(list(SOURCES))
     opened = {name: _open(uri, options) for name, uri in table.sources.items()}
     versions = {name: (source.version() if source is not None else -1) for name, source in opened.items()}
@@ -164,20 +175,22 @@ def run_round(table: SignalsTable, writer: SignalsWriter, options: dict[str, str
                      ["ticker", "date", "minute", "open", "high", "low", "close", "volume", "vwap", "trades"], BARS_SCHEMA)
         if bars.num_rows:
             computed.append((day, bars))
-    if not computed:
-        writer.record_sources(versions)
-        return done
-    for index, (day, bars) in enumerate(computed):
-        tickers = sorted(set(bars.column("ticker").to_pylist()))
-        news = _read(opened["news"], [("date", "in", [day - DAY, day]), ("ticker", "in", tickers)],
-                     ["ticker", "id", "datetime", "sentiment"], NEWS_SCHEMA)
-        posts = _read(opened["bluesky"], [("date", "in", [day - DAY, day, day + DAY])],
-                      ["uri", "created_at", "sentiment", "tickers"], POSTS_SCHEMA)
-        rows = compute(bars, news, posts)
-        last = index == len(computed) - 1
-        writer.replace(day, tickers, rows, versions if last else None)
-        done.ticker_days += len(tickers)
-        done.rows += rows.num_rows
+    try:
+        if not computed:
+            writer.record_sources(versions)
+        for index, (day, bars) in enumerate(computed):
+            tickers = sorted(set(bars.column("ticker").to_pylist()))
+            news = _read(opened["news"], [("date", "in", [day - DAY, day]), ("ticker", "in", tickers)],
+                         ["ticker", "id", "datetime", "sentiment"], NEWS_SCHEMA)
+            posts = _read(opened["bluesky"], [("date", "in", [day - DAY, day, day + DAY])],
+                          ["uri", "created_at", "sentiment", "tickers"], POSTS_SCHEMA)
+            rows = compute(bars, news, posts)
+            writer.replace(day, tickers, rows, versions, last=index == len(computed) - 1)
+            done.ticker_days += len(tickers)
+            done.rows += rows.num_rows
+    except SupersededRound as exc:
+        done.superseded = str(exc)
+        log.info("signals: %s: round given up, another writer committed rows of newer sources (%s)", table.uri, exc)
     return done
 
 
@@ -211,7 +224,7 @@ class SignalsPoller:
         except Exception as exc:  # noqa: BLE001 - outages and lost races: the round is done again, whole
             self._writer = None
             raise TransientError(f"signals round of {self._table.uri} failed: {str(exc).splitlines()[0][:300]}") from None
-        return ([done] if done.ticker_days else []), now + self._interval
+        return ([done] if done.ticker_days or done.superseded else []), now + self._interval
 
     def close(self) -> None:
         pass

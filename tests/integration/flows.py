@@ -74,3 +74,27 @@ def signals_consume(prefix: str, **settings):
     table = SignalsTable("signals", f"s3://{prefix}/signals", bucket, f"{folder}/signals".strip("/"),
                          {name: f"s3://{prefix}/{name}" for name in ("bars", "news", "bluesky")})
     return build_or_exit(lambda config: build_signals_flow(config, [table]), ("s3",), make_settings(**settings))
+
+
+def signals_consume_slow(prefix: str, seconds_before_each_commit: float, **settings):
+    """`signals_consume` of a slow deployment: each commit waits `seconds_before_each_commit` once its rows are
+    computed, so it comes after a faster writer's commits of newer source versions. Says on stderr when a round
+    starts (`ROUND`) and when a commit of a date that does not end its round landed (`COMMITTED … last=False`)."""
+    import sys
+    import time
+
+    from sinks.signals_table import SignalsWriter
+
+    replace, source_versions = SignalsWriter.replace, SignalsWriter.source_versions
+
+    def announced_source_versions(self, names):
+        print("ROUND", file=sys.stderr, flush=True)
+        return source_versions(self, names)
+
+    def slow_replace(self, day, *args, **kwargs):
+        time.sleep(seconds_before_each_commit)
+        replace(self, day, *args, **kwargs)
+        print(f"COMMITTED {day} last={kwargs.get('last', False)}", file=sys.stderr, flush=True)
+
+    SignalsWriter.replace, SignalsWriter.source_versions = slow_replace, announced_source_versions
+    return signals_consume(prefix, **settings)
