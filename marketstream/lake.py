@@ -15,6 +15,12 @@ import s3fs
 from marketstream.settings import Settings
 
 
+MAINTENANCE_COMMIT = "marketstream.maintenance"
+"""The field of a commit's `commitInfo` that marks a maintenance commit the operation does not name (a table's
+own writer rewriting partitions, `sinks.bars_table.BarsWriter.rewrite`), saying what it did: its readers
+(the console's Tables page) list it with delta-rs's OPTIMIZE and VACUUM commits."""
+
+
 def lake_filesystem(settings: Settings) -> s3fs.S3FileSystem:
     return s3fs.S3FileSystem(**settings.s3_storage_options(), skip_instance_cache=True)
 
