@@ -5,8 +5,9 @@ and a MinIO of the module's own holding the product's topics and buckets (the co
 The lake: trades streamed by the trades consumer (a few hostile dead letters among them), one-minute bars
 written by the bars flow, with five minutes of TSLA on 2026-11-24 of our own. Each page must show the
 figures its API answers; the overview must follow a consumer draining new messages; the ticker page must
-show a minute the bars flow commits while it is open; a Kafka that does not answer must be said; hostile
-text must stay text; off loopback, the token must be asked for. Each page's first render (navigation to
+show a minute the bars flow commits while it is open; the Tables page must list the maintenance runs of a
+table `marketstream maintain` compacted as its log holds them; a Kafka or a store that does not answer must
+be said; hostile text must stay text; off loopback, the token must be asked for. Each page's first render (navigation to
 the first data written into the page) and the overview's and the ticker page's reaction times are
 measured and reported (printed at the end), not asserted; screenshots go to docs/console-*.png when
 CONSOLE_SCREENSHOTS=1 (`make console-screenshots`).
@@ -436,6 +437,15 @@ def test_an_unreachable_kafka_is_said_and_the_lake_still_shown(page, lake):
         assert card.locator('[data-field="lag"]').inner_text().startswith("unknown")
         assert "rows" in card.locator('[data-table="stock"]').inner_text()  # the lake is read all the same
         shot(page, "kafka-unreachable")
+
+
+def test_an_unreachable_store_is_said(page, lake):
+    nowhere = lake.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})  # nothing listens
+    with Served(nowhere) as served:
+        opened(page, served.url + "/", "overview, store down")
+        assert page.locator("#state").inner_text() == "store unreachable"
+        said = page.locator("#main .problem").first.inner_text()
+        assert said.startswith(f"cannot read the object store at {nowhere.s3_endpoint_url} (S3_ENDPOINT_URL)"), said
 
 
 def test_off_loopback_the_console_needs_its_token(page, lake, monkeypatch, capsys):
