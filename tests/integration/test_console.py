@@ -315,7 +315,10 @@ def test_the_tables_page_lists_the_maintenance_runs_as_the_log_holds_them(page, 
             if info["operation"] in ("OPTIMIZE", "VACUUM START", "VACUUM END")]
     assert {"OPTIMIZE", "VACUUM START", "VACUUM END"} <= {info["operation"] for _, info in runs}
 
+    asked = []
+    page.on("request", lambda request: asked.append(request.url) if "/api/tables" in request.url else None)
     opened(page, console.url + "/tables", "tables after maintenance")
+    assert len(asked) == 1  # asked while the page loads (preload), and that answer is the one the script takes
     section = page.locator('[data-table="stock"]')
     assert section.locator('[data-field="summary"]').inner_text().startswith(
         f"version {after.version()}, {len(after.file_uris())} files")
