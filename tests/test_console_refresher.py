@@ -24,18 +24,6 @@ def test_the_overview_is_refreshed_while_asked_for_and_rests_when_not():
         refresher.stop()
 
 
-def test_nothing_is_read_before_a_page_asks():
-    rounds = []
-    refresher = Refresher(lambda: rounds.append(1) or {"round": len(rounds)}, pause=0.01)
-    refresher.start()
-    try:
-        time.sleep(0.5)
-        assert rounds == [] and refresher.latest() is None
-        assert refresher.latest(wait=5)["round"] >= 1
-    finally:
-        refresher.stop()
-
-
 def test_a_failing_round_is_shown_and_the_next_one_tries_again():
     answers = iter([RuntimeError("store down"), {"datasets": []}])
 

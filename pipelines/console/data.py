@@ -111,16 +111,16 @@ def overview(settings: Settings, now: datetime | None = None) -> dict:
 
 
 class Refresher:
-    """The overview computed again and again in a thread of its own, `pause` seconds apart, while someone
-    looks: it rests until the first request and after `idle` seconds without one (an open overview asks twice a
-    second), until the next (whose answer is then the last one read, with the time it was read, until the next
-    round is done), so that the other pages do not share the machine with it. `latest()` is None until the
-    first round is done."""
+    """The overview computed again and again in a thread of its own, `pause` seconds apart, from start-up
+    and while someone looks: after `idle` seconds without a request (an open overview asks twice a second) it
+    rests, so that the other pages do not share the machine with it, until the next request (whose answer is
+    then the last one read, with the time it was read, until the next round is done). `latest()` is None
+    until the first round is done."""
 
     def __init__(self, compute, pause: float = 0.2, idle: float = 5.0):
         self._compute, self._pause, self._idle = compute, pause, idle
         self._latest: dict | None = None
-        self._asked = float("-inf")
+        self._asked = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="console-overview", daemon=True)
         self._ready = threading.Condition()
