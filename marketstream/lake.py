@@ -15,6 +15,12 @@ import s3fs
 from marketstream.settings import Settings
 
 
+MAINTENANCE_COMMIT = "marketstream.maintenance"
+"""The field of a commit's `commitInfo` that marks a maintenance commit the operation does not name (a table's
+own writer rewriting partitions, `sinks.bars_table.BarsWriter.rewrite`), saying what it did: its readers
+(the console's Tables page) list it with delta-rs's OPTIMIZE and VACUUM commits."""
+
+
 def lake_filesystem(settings: Settings) -> s3fs.S3FileSystem:
     return s3fs.S3FileSystem(**settings.s3_storage_options(), skip_instance_cache=True)
 
@@ -56,6 +62,26 @@ def is_delta_table(uri: str, storage_options: dict[str, str]) -> bool:
     try:
         return DeltaTable.is_deltatable(uri, storage_options=storage_options)
     except OSError as exc:
-        if "NoSuchBucket" in str(exc):
+        if _no_bucket(exc):
             return False
         raise
+
+
+def delta_table_at(uri: str, storage_options: dict[str, str]):
+    """The Delta table at `uri` loaded, None where `is_delta_table` says there is none, in one look at the store
+    instead of two."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(uri, storage_options=storage_options)
+    except TableNotFoundError:
+        return None
+    except OSError as exc:
+        if _no_bucket(exc):
+            return None
+        raise
+
+
+def _no_bucket(error: OSError) -> bool:
+    return "NoSuchBucket" in str(error)

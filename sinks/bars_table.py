@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from urllib.parse import unquote
 
@@ -45,6 +45,7 @@ from deltalake.transaction import AddAction
 from marketstream import metrics, schemas
 from marketstream.bars import (LEGACY_INCARNATION, Reread, combine_parts, fold_trades, held_entries, unheld_parts,
                                with_legacy_held)
+from marketstream.lake import MAINTENANCE_COMMIT
 from marketstream.runs import key_runs
 from sinks.delta_commits import Commit, DeltaCommitter, TableView, evolve, retrying
 from sinks.delta_stats import files_stats
@@ -265,7 +266,8 @@ class BarsWriter:
             rows = with_legacy_held(stored.select(TABLE_SCHEMA.names).cast(TABLE_SCHEMA),
                                     view.configuration.get(LEGACY_INCARNATION))
             replaced["files"] = len(paths)
-            return self._commit_of(view, day, rows, set(pc.unique(rows.column("ticker")).to_pylist()) | set(tickers))
+            commit = self._commit_of(view, day, rows, set(pc.unique(rows.column("ticker")).to_pylist()) | set(tickers))
+            return replace(commit, info={MAINTENANCE_COMMIT: "rewrite"})
 
         made = self._committer.commit(prepare)
         self._days.pop(day, None)

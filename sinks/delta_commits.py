@@ -115,11 +115,12 @@ def racing(what: str, attempt: Callable[[], T], *, again: Callable[[], None] = l
 class Commit:
     """What one Delta commit holds: files to add, transaction versions to set and, with `replacing`
     (filters on partition columns), the partitions whose files it removes (their new content is among
-    `adds`)."""
+    `adds`); `info`: fields added to its `commitInfo` for readers of the log."""
 
     adds: list[AddAction]
     versions: dict[str, int]
     replacing: list[tuple] | None = None
+    info: dict[str, str] | None = None
 
 
 class TableView:
@@ -225,7 +226,8 @@ class DeltaCommitter:
                 if prepared is None:
                     return None
                 properties = CommitProperties(app_transactions=[Transaction(app, version)
-                                                                for app, version in prepared.versions.items()])
+                                                                for app, version in prepared.versions.items()],
+                                              custom_metadata=prepared.info)
                 try:
                     self._current.create_write_transaction(
                         prepared.adds, mode="overwrite" if prepared.replacing else "append", schema=self.schema,

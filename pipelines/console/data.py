@@ -8,7 +8,10 @@ them, as plain JSON-ready values. No figure is made up: what was not read is Non
 - **Bars**: one ticker-day of a bars table (`pipelines.chart.bars_of`), minutes as Unix seconds.
 - **Tables**: each Delta table's version, files, rows and its newest commits with the Kafka offsets they
   settled (the `txn` actions of the commit: app id `marketstream:<dataset>:<topic>:<incarnation>:<partition>`,
-  version = the last offset stored), and the operation (maintenance runs are OPTIMIZE / VACUUM commits).
+  version = the last offset stored), and its maintenance runs (delta-rs's OPTIMIZE and VACUUM commits, and
+  the bars writer's rewrites, marked `MAINTENANCE_COMMIT`) with the files and bytes they replaced or deleted,
+  all as the log entries hold them. A table is loaded afresh on every request; the log entries already read
+  are kept, as a committed entry never changes.
 - **Dead letters**: the newest of each dead-letter topic, read from its partitions' tails, with their headers.
 - **SQL**: `pipelines.query` (DuckDB without file, network or extension access, its configuration locked),
   at most `SQL_ROWS` rows, `SQL_MEMORY_LIMIT`, interrupted after `SQL_TIMEOUT_SECONDS`.
@@ -20,12 +23,14 @@ import json
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timezone
 
 import pyarrow as pa
 
 from marketstream.datasets import DATASETS
+from marketstream.lake import MAINTENANCE_COMMIT
 from marketstream.settings import Settings
 
 OVERVIEW_PATIENCE_SECONDS = 3.0
@@ -39,6 +44,10 @@ SQL_ROWS = 1_000
 SQL_TIMEOUT_SECONDS = 10.0
 SQL_MEMORY_LIMIT = "512MB"
 HISTORY_COMMITS = 20
+LOG_LOOKBACK_COMMITS = 500
+"""How far back the Tables page looks for maintenance runs: the log entries of a table's newest 500 versions
+(dataflows.lake_maintenance runs hourly; a consumer commits about every BATCH_MAX_AGE_SECONDS)."""
+MAINTENANCE_OPERATIONS = ("OPTIMIZE", "VACUUM START", "VACUUM END")
 
 
 def _iso(moment: datetime) -> str:
@@ -102,11 +111,13 @@ def overview(settings: Settings, now: datetime | None = None) -> dict:
 
 
 class Refresher:
-    """The overview computed again and again in a thread of its own, `pause` seconds apart, while someone
-    looks: after `idle` seconds without a request it rests until the next one (whose answer is then the last
-    one read, with the time it was read, until the next round is done). `latest()` is None until the first."""
+    """The overview computed again and again in a thread of its own, `pause` seconds apart, from start-up
+    and while someone looks: after `idle` seconds without a request (an open overview asks twice a second) it
+    rests, so that the other pages do not share the machine with it, until the next request (whose answer is
+    then the last one read, with the time it was read, until the next round is done). `latest()` is None
+    until the first round is done."""
 
-    def __init__(self, compute, pause: float = 0.2, idle: float = 30.0):
+    def __init__(self, compute, pause: float = 0.2, idle: float = 5.0):
         self._compute, self._pause, self._idle = compute, pause, idle
         self._latest: dict | None = None
         self._asked = time.monotonic()
@@ -178,19 +189,36 @@ def news_and_sentiment(settings: Settings, ticker: str, day: date, synthetic: bo
 
 
 def commit_facts(commit_text: str) -> dict:
-    """What one commit's log entry says: the files it added (and their rows, from their statistics) and
-    removed, and its transaction ids: a consumer's `marketstream:<dataset>:<topic>:<incarnation>:<partition>`
-    as `<topic> [<partition>]` -> the last Kafka offset stored; any other (the bars' per-day write count)
-    as it is."""
-    facts = {"files_added": 0, "rows_added": 0, "files_removed": 0, "transactions": {}}
+    """What one commit's log entry says: when and what (its `commitInfo`'s timestamp and operation; a commit
+    marked `MAINTENANCE_COMMIT` as `WRITE (rewrite)`), the files it added (their rows, from their statistics,
+    and bytes) and removed (and bytes: None where a removal does not say), whether it is a maintenance run,
+    what a vacuum deleted from the store (its operation metrics), and its transaction ids: a consumer's
+    `marketstream:<dataset>:<topic>:<incarnation>:<partition>` as `<topic> [<partition>]` -> the last Kafka
+    offset stored; any other (the bars' per-day write count) as it is."""
+    facts = {"operation": None, "at": None, "maintenance": False, "files_added": 0, "rows_added": 0, "bytes_added": 0,
+             "files_removed": 0, "bytes_removed": 0, "files_to_delete": None, "bytes_to_delete": None,
+             "files_deleted": None, "transactions": {}}
     for line in commit_text.splitlines():
         action = json.loads(line) if line.strip() else {}
-        if "add" in action:
+        if "commitInfo" in action:
+            info = action["commitInfo"]
+            operation, marked = info.get("operation"), info.get(MAINTENANCE_COMMIT)
+            metrics = info.get("operationMetrics") or {}
+            facts.update(operation=f"{operation} ({marked})" if marked else operation,
+                         maintenance=bool(marked) or operation in MAINTENANCE_OPERATIONS,
+                         at=_iso(datetime.fromtimestamp(info["timestamp"] / 1000, timezone.utc))
+                         if info.get("timestamp") is not None else None,
+                         files_to_delete=metrics.get("numFilesToDelete"), bytes_to_delete=metrics.get("sizeOfDataToDelete"),
+                         files_deleted=metrics.get("numDeletedFiles"))
+        elif "add" in action:
             facts["files_added"] += 1
+            facts["bytes_added"] += action["add"]["size"]
             stats = action["add"].get("stats")
             facts["rows_added"] += json.loads(stats).get("numRecords", 0) if stats else 0
         elif "remove" in action:
             facts["files_removed"] += 1
+            size = action["remove"].get("size")
+            facts["bytes_removed"] = None if size is None or facts["bytes_removed"] is None else facts["bytes_removed"] + size
         elif "txn" in action:
             app_id, parts = action["txn"]["appId"], action["txn"]["appId"].split(":")
             shown = f"{parts[2]} [{parts[4]}]" if len(parts) == 5 and parts[0] == "marketstream" else app_id
@@ -199,42 +227,60 @@ def commit_facts(commit_text: str) -> dict:
 
 
 def tables(settings: Settings) -> list[dict]:
-    """Each lake table: version, files, rows, and its newest `HISTORY_COMMITS` commits with the Kafka offsets
-    they settled. A table not made yet says so (`version` None). The tables are read at once, in threads."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="console-tables") as pool:
-        return list(pool.map(lambda item: _table(settings, *item), tables_of(settings).items()))
+    """Each lake table: version, files, rows, its newest `HISTORY_COMMITS` commits with the Kafka offsets
+    they settled, and its maintenance runs among its newest `LOG_LOOKBACK_COMMITS` commits. A table not made
+    yet says so (`version` None). The tables are read at once, each in a thread of its own."""
+    named = tables_of(settings)
+    with ThreadPoolExecutor(max_workers=len(named), thread_name_prefix="console-tables") as pool:
+        return list(pool.map(lambda item: _table(settings, *item), named.items()))
 
 
 def _table(settings: Settings, name: str, uri: str) -> dict:
-    from deltalake import DeltaTable
+    from marketstream.lake import delta_table_at
 
-    from marketstream.lake import is_delta_table
-
-    filesystem = lake(settings).filesystem
-    options = settings.delta_storage_options()
-    entry = {"name": name, "uri": uri, "version": None, "files": 0, "rows": 0, "history": []}
-    if not is_delta_table(uri, options):
+    entry = {"name": name, "uri": uri, "version": None, "files": 0, "rows": 0, "history": [], "maintenance": [],
+             "commits_read": 0}
+    table = delta_table_at(uri, settings.delta_storage_options())
+    if table is None:
         return entry
-    table = DeltaTable(uri, storage_options=options)
     files = pa.table(table.get_add_actions(flatten=True))
     entry.update(version=table.version(), files=files.num_rows,
                  rows=int(sum(n or 0 for n in files.column("num_records").to_pylist())))
-    log = uri.removeprefix("s3://").rstrip("/") + "/_delta_log"
-    commits = table.history(HISTORY_COMMITS)
-    paths = [f"{log}/{commit['version']:020d}.json" for commit in commits if commit.get("version") is not None]
-    texts = filesystem.cat(paths, on_error="omit") if paths else {}  # at once; one removed by log retention is left out
-    for commit in commits:
-        version = commit.get("version")
-        text = texts.get(f"{log}/{version:020d}.json") if version is not None else None
-        entry["history"].append({
-            "version": version, "operation": commit.get("operation"),
-            "at": _iso(datetime.fromtimestamp(commit["timestamp"] / 1000, timezone.utc))
-            if commit.get("timestamp") is not None else None,
-            **(commit_facts(text.decode()) if text else {"files_added": None, "rows_added": None,
-                                                          "files_removed": None, "transactions": {}})})
+    found = _log_entries(lake(settings).arrow_filesystem, uri, table.metadata().id, table.version())
+    newest = [{"version": version, **found[version]} for version in sorted(found, reverse=True) if found[version]]
+    entry.update(history=newest[:HISTORY_COMMITS], maintenance=[commit for commit in newest if commit["maintenance"]],
+                 commits_read=len(newest))
     return entry
+
+
+_ENTRIES: dict[str, dict[int, dict | None]] = {}
+_ENTRIES_LOCK = threading.Lock()
+_ENTRY_READERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="console-log")
+"""Log entries are read by pyarrow's S3 client, which waits without the GIL: s3fs, whose every request is
+signed and parsed in Python on one event loop, took 3 times as long for the Tables page's few hundred."""
+
+
+def _log_entries(arrow_filesystem, uri: str, table_id: str, version: int) -> dict[int, dict | None]:
+    """`commit_facts` of the table's log entries of its newest `LOG_LOOKBACK_COMMITS` versions through
+    `version` (None: removed by log retention). Each entry is read once while the console runs: a committed
+    entry never changes, and a table made again at the same address has another id."""
+    log = uri.removeprefix("s3://").rstrip("/") + "/_delta_log"
+    wanted = range(max(0, version - LOG_LOOKBACK_COMMITS + 1), version + 1)
+    with _ENTRIES_LOCK:
+        known = _ENTRIES.setdefault(table_id, {})
+        found = {number: known[number] for number in wanted if number in known}
+
+    def read(number: int) -> tuple[int, dict | None]:
+        try:
+            with arrow_filesystem.open_input_stream(f"{log}/{number:020d}.json") as stream:
+                return number, commit_facts(stream.read().decode())
+        except FileNotFoundError:
+            return number, None
+
+    found.update(_ENTRY_READERS.map(read, [number for number in wanted if number not in found]))
+    with _ENTRIES_LOCK:
+        _ENTRIES[table_id] = found
+    return found
 
 
 def _text(raw: bytes | None, limit: int = EXCERPT_BYTES) -> str | None:

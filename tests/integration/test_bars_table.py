@@ -15,6 +15,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 
 from marketstream.bars import LEGACY_INCARNATION, MINUTE_US, Bar, trade_parts
 from marketstream.calendar import exchange_date
+from marketstream.lake import MAINTENANCE_COMMIT
 from sinks.bars_table import COMPACT_AT_FILES, BarsSink, BarsWriter
 from sinks.object_store import ObjectStore
 from tests.conftest import make_settings
@@ -228,6 +229,7 @@ def test_lake_maintenance_compacts_a_bars_partition_by_the_writers_own_commit(ba
                           ObjectStore(settings.s3_storage_options()), INCARNATION)
     assert rewriter.rewrite(exchange_date(datetime.fromtimestamp(START / 1e6, timezone.utc)), ["AAPL"]) == 5
     assert len(table().file_uris()) == 1
+    assert table().history(1)[0][MAINTENANCE_COMMIT] == "rewrite"  # a maintenance run for readers of the log
     assert_bars_of(stored(table()), trades)
 
 

@@ -5,8 +5,9 @@ and a MinIO of the module's own holding the product's topics and buckets (the co
 The lake: trades streamed by the trades consumer (a few hostile dead letters among them), one-minute bars
 written by the bars flow, with five minutes of TSLA on 2026-11-24 of our own. Each page must show the
 figures its API answers; the overview must follow a consumer draining new messages; the ticker page must
-show a minute the bars flow commits while it is open; a Kafka that does not answer must be said; hostile
-text must stay text; off loopback, the token must be asked for. Each page's first render (navigation to
+show a minute the bars flow commits while it is open; the Tables page must list the maintenance runs of a
+table `marketstream maintain` compacted as its log holds them; a Kafka or a store that does not answer must
+be said; hostile text must stay text; off loopback, the token must be asked for. Each page's first render (navigation to
 the first data written into the page) and the overview's and the ticker page's reaction times are
 measured and reported (printed at the end), not asserted; screenshots go to docs/console-*.png when
 CONSOLE_SCREENSHOTS=1 (`make console-screenshots`).
@@ -282,7 +283,7 @@ def test_the_tables_page_shows_versions_rows_and_the_offsets_of_each_commit(page
     rows = sum(stock.get_add_actions(flatten=True).column("num_records").to_pylist())
     assert section.locator('[data-field="summary"]').inner_text() == (
         f"version {stock.version()}, {len(stock.file_uris())} files, {rows:,} rows")
-    newest = section.locator("tbody tr").first.locator("td")
+    newest = section.locator("table.history tbody tr").first.locator("td")
     assert newest.nth(0).inner_text() == str(stock.version())
     assert newest.nth(2).inner_text() == stock.history(1)[0]["operation"] == "WRITE"
     # what the newest commit's own log entry holds: its files, their rows, the offsets it stored
@@ -294,6 +295,53 @@ def test_the_tables_page_shows_versions_rows_and_the_offsets_of_each_commit(page
     offsets = sorted(f"stock_trades [{action['txn']['appId'].rsplit(':', 1)[1]}] → {action['txn']['version']}"
                      for action in log if "txn" in action)
     assert offsets and sorted(newest.nth(6).inner_text().split(", ")) == offsets
+
+
+def test_the_tables_page_lists_the_maintenance_runs_as_the_log_holds_them(page, console, lake):
+    """`marketstream maintain` compacts the trades table (every date counted as closed), then a vacuum without
+    retention deletes the files it replaced (maintain's keeps them for hours); the page lists each OPTIMIZE and
+    VACUUM commit with the figures of its log entry's operation metrics."""
+    options = lake.delta_storage_options()
+    before = DeltaTable("s3://stock-data", storage_options=options)
+    assert cli.maintain(lake, {"stock": "s3://stock-data"}, closed_after_days=0) == 0
+    DeltaTable("s3://stock-data", storage_options=options).vacuum(retention_hours=0, dry_run=False,
+                                                                  enforce_retention_duration=False)
+    after = DeltaTable("s3://stock-data", storage_options=options)
+    assert len(after.file_uris()) < len(before.file_uris())
+    infos = {version: next(json.loads(line)["commitInfo"] for line in lake_filesystem(lake).cat_file(
+        f"stock-data/_delta_log/{version:020d}.json").decode().splitlines() if "commitInfo" in line)
+        for version in range(before.version() + 1, after.version() + 1)}
+    runs = [(version, info) for version, info in sorted(infos.items(), reverse=True)
+            if info["operation"] in ("OPTIMIZE", "VACUUM START", "VACUUM END")]
+    assert {"OPTIMIZE", "VACUUM START", "VACUUM END"} <= {info["operation"] for _, info in runs}
+
+    asked = []
+    page.on("request", lambda request: asked.append(request.url) if "/api/tables" in request.url else None)
+    opened(page, console.url + "/tables", "tables after maintenance")
+    assert len(asked) == 1  # asked while the page loads (preload), and that answer is the one the script takes
+    section = page.locator('[data-table="stock"]')
+    assert section.locator('[data-field="summary"]').inner_text().startswith(
+        f"version {after.version()}, {len(after.file_uris())} files")
+    shown = [[cell.inner_text() for cell in row.locator("td").all()]
+             for row in section.locator("table.maintenance tbody tr").all()]
+    expected = []
+    for version, info in runs:
+        metrics = info["operationMetrics"]
+        when = datetime.fromtimestamp(info["timestamp"] / 1000, timezone.utc).isoformat(timespec="seconds")
+        row = [str(version), when.replace("+00:00", "Z"), info["operation"]]
+        if info["operation"] == "OPTIMIZE":
+            removed, added = json.loads(metrics["filesRemoved"]), json.loads(metrics["filesAdded"])
+            row += [f"{metrics['numFilesRemoved']:,}", f"{metrics['numFilesAdded']:,}",
+                    f"{removed['totalSize']:,}", f"{added['totalSize']:,}", ""]
+        elif info["operation"] == "VACUUM START":
+            row += ["0", "0", "0", "0",
+                    f"{metrics['numFilesToDelete']:,} files ({metrics['sizeOfDataToDelete']:,} bytes) to delete"]
+        else:
+            row += ["0", "0", "0", "0", f"{metrics['numDeletedFiles']:,} files deleted"]
+        expected.append(row)
+    assert shown == expected
+    listed = next(t for t in api(page, console, "/api/tables")["tables"] if t["name"] == "stock")["maintenance"]
+    assert [(run["version"], run["operation"]) for run in listed] == [(version, info["operation"]) for version, info in runs]
     shot(page, "tables")
 
 
@@ -392,6 +440,15 @@ def test_an_unreachable_kafka_is_said_and_the_lake_still_shown(page, lake):
         assert card.locator('[data-field="lag"]').inner_text().startswith("unknown")
         assert "rows" in card.locator('[data-table="stock"]').inner_text()  # the lake is read all the same
         shot(page, "kafka-unreachable")
+
+
+def test_an_unreachable_store_is_said(page, lake):
+    nowhere = lake.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})  # nothing listens
+    with Served(nowhere) as served:
+        opened(page, served.url + "/", "overview, store down")
+        assert page.locator("#state").inner_text() == "store unreachable"
+        said = page.locator("#main .problem").first.inner_text()
+        assert said.startswith(f"cannot read the object store at {nowhere.s3_endpoint_url} (S3_ENDPOINT_URL)"), said
 
 
 def test_off_loopback_the_console_needs_its_token(page, lake, monkeypatch, capsys):

@@ -221,6 +221,12 @@ async function ticker() {
 }
 
 // --- Tables
+function deleted(c) {  // what a vacuum says it deletes (VACUUM START) and deleted (VACUUM END)
+  if (c.files_to_delete !== null) return `${number(c.files_to_delete)} files (${number(c.bytes_to_delete)} bytes) to delete`;
+  if (c.files_deleted !== null) return `${number(c.files_deleted)} files deleted`;
+  return "";
+}
+
 async function tables() {
   main.append(el("h1", {}, "Tables"));
   try {
@@ -229,10 +235,20 @@ async function tables() {
       const section = el("section", { class: "card wide", "data-table": t.name }, el("h2", {}, t.name, " ", el("small", {}, t.uri)));
       if (t.version === null) { section.append(el("p", {}, "none yet")); main.append(section); continue; }
       section.append(el("p", { "data-field": "summary" }, `version ${t.version}, ${number(t.files)} files, ${number(t.rows)} rows`));
+      section.append(el("h3", {}, `Newest ${t.history.length} commits`));
       section.append(table(["version", "when", "operation", "files added", "files removed", "rows added",
         "Kafka offsets stored (topic [partition] → last offset) and other transaction ids"],
         t.history.map((c) => [c.version, c.at, c.operation, c.files_added ?? "?", c.files_removed ?? "?", c.rows_added ?? "?",
-          Object.entries(c.transactions).map(([k, v]) => `${k} → ${v}`).join(", ")])));
+          Object.entries(c.transactions).map(([k, v]) => `${k} → ${v}`).join(", ")]), { class: "history" }));
+      section.append(el("h3", {}, "Maintenance runs"), el("p", { class: "meta", "data-field": "maintenance-summary" },
+        `${t.maintenance.length} among the newest ${number(t.commits_read)} commits (compaction: OPTIMIZE, ` +
+        "the bars writer's rewrites; VACUUM: files no version needs deleted from the store)"));
+      if (t.maintenance.length) {
+        section.append(table(["version", "when", "operation", "files removed", "files added", "bytes before", "bytes after",
+          "deleted from the store"],
+          t.maintenance.map((c) => [c.version, c.at, c.operation, number(c.files_removed), number(c.files_added),
+            number(c.bytes_removed), number(c.bytes_added), deleted(c)]), { class: "maintenance" }));
+      }
       main.append(section);
     }
     rendered();
