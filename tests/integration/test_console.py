@@ -213,6 +213,10 @@ def test_overview_shows_the_figures_the_api_returns(page, console):
     assert "not valid JSON" in card.locator(".reasons").inner_text()
     for table in stock["tables"]:
         assert f"{table['rows']:,} rows" in card.locator(f'[data-table="{table["name"]}"]').inner_text()
+    bars = next(d for d in found["derived"] if d["name"] == "bars")
+    behind = page.locator('[data-dataset="bars"] [data-field="behind"]').inner_text()
+    assert bars["newest_held"] and behind.endswith(f"newest trade held {bars['newest_held']}")
+    assert float(behind.split(" s · ")[0]) == bars["behind_seconds"] >= 0
     assert page.locator("#state").inner_text() == "live"
     shot(page, "overview")
 

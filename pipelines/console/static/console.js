@@ -83,6 +83,15 @@ function datasetCard(s) {
   return card;
 }
 
+function derivedCard(d) {
+  const behind = d.behind_seconds !== null ? `${d.behind_seconds} s` : d.newest_held ? "unknown" : "no trade held yet";
+  return el("section", { class: "card", "data-dataset": d.name },
+    el("h2", {}, d.name, " ", el("small", {}, `computed from ${d.derived_from}'s topic`)),
+    el("dl", {}, el("dt", {}, "behind"), el("dd", { "data-field": "behind" }, behind,
+      d.newest_held ? ` · newest trade held ${d.newest_held}` : "")),
+    el("ul", { class: "tables" }, ...d.tables.map(tableLine)));
+}
+
 async function overview() {
   const header = el("p", { class: "meta" });
   const alerts = el("div");
@@ -97,9 +106,7 @@ async function overview() {
       stateLine.textContent = o.error ? "store unreachable" : o.kafka_unreachable ? "Kafka unreachable" : "live";
       stateLine.className = o.error || o.kafka_unreachable ? "bad" : "good";
       header.textContent = `read at ${o.at} in ${o.took_s} s; refreshed twice a second`;
-      grid.replaceChildren(...o.datasets.map(datasetCard), ...o.derived.map((d) =>
-        el("section", { class: "card", "data-dataset": d.name }, el("h2", {}, d.name, " ", el("small", {}, `computed from ${d.derived_from}'s topic`)),
-          el("ul", { class: "tables" }, ...d.tables.map(tableLine)))));
+      grid.replaceChildren(...o.datasets.map(datasetCard), ...o.derived.map(derivedCard));
       rendered();
     } catch (error) {
       stateLine.textContent = "console unreachable"; stateLine.className = "bad";
