@@ -277,17 +277,10 @@ def report(settings: Settings) -> int:
 
 
 def _existing_tables(settings: Settings, tables: dict[str, str]) -> dict[str, str]:
-    from deltalake import DeltaTable
+    from marketstream.lake import is_delta_table
 
     options = settings.delta_storage_options()
-
-    def is_table(uri: str) -> bool:
-        try:
-            return DeltaTable.is_deltatable(uri, storage_options=options)
-        except OSError:  # no such bucket yet
-            return False
-
-    return {name: uri for name, uri in tables.items() if is_table(uri)}
+    return {name: uri for name, uri in tables.items() if is_delta_table(uri, options)}
 
 
 def sql(settings: Settings, query: str, tables: dict[str, str] | None = None, *, versions: list[str] = (),

@@ -226,18 +226,14 @@ def _dead_letters(reader: _TopicReader, dataset: Dataset, incarnation: str | Non
 
 def _table(name: str, uri: str, storage_options: dict[str, str], today: date, closed_after_days: int,
            now: datetime):
-    """The table at `uri` (None: there is none) and what it holds."""
-    from deltalake import DeltaTable
+    """The table at `uri` (None: there is none), what it holds, and its files' add actions with their
+    statistics (None with no table)."""
+    from marketstream.lake import delta_table_at
 
     status = TableStatus(name, uri)
-    try:
-        if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
-            return None, status
-    except OSError as exc:
-        if "NoSuchBucket" in str(exc):
-            return None, status
-        raise
-    table = DeltaTable(uri, storage_options=storage_options)
+    table = delta_table_at(uri, storage_options)
+    if table is None:
+        return None, status, None
     status.version = table.version()
     files = pa.table(table.get_add_actions(flatten=True))
     status.files, status.rows = files.num_rows, int(sum(n or 0 for n in files.column("num_records").to_pylist()))
@@ -254,7 +250,7 @@ def _table(name: str, uri: str, storage_options: dict[str, str], today: date, cl
     if last and last[0].get("timestamp") is not None:
         status.last_commit = _iso(datetime.fromtimestamp(last[0]["timestamp"] / 1000, timezone.utc))
         status.last_commit_age_s = _seconds_between(last[0]["timestamp"], now)
-    return table, status
+    return table, status, files
 
 
 def _kafka_figures(status: DatasetStatus, dataset: Dataset, tables: list, reader: _TopicReader, now: datetime) -> None:
@@ -307,7 +303,7 @@ def dataset_status(dataset: Dataset, tables: dict[str, str], cluster: KafkaClust
     status = DatasetStatus(dataset.name, dataset.topic)
     opened = []
     for name, uri in tables.items():
-        table, table_status = _table(name, uri, storage_options, today, closed_after_days, now)
+        table, table_status, _ = _table(name, uri, storage_options, today, closed_after_days, now)
         status.tables.append(table_status)
         if table is not None:
             opened.append(table)
@@ -468,16 +464,16 @@ def derived_status(name: str, source: DatasetStatus, storage_options: dict[str, 
     """What status says of the derived tables `name` (`DERIVED`), `source` being their dataset's status."""
     uris = lake_tables(kept_apart_prefix, bars_bucket)
     opened = [_table(table, uris[table], storage_options, today, closed_after_days, now) for table in DERIVED[name][1]]
-    status = DerivedStatus(name, DERIVED[name][0], [table_status for _, table_status in opened])
-    derived_behind(status, [table for table, _ in opened if table is not None], source, now)
+    status = DerivedStatus(name, DERIVED[name][0], [table_status for _, table_status, _ in opened])
+    derived_behind(status, [files for _, _, files in opened if files is not None], source, now)
     return status
 
 
-def derived_behind(status: DerivedStatus, tables: list, source: DatasetStatus, now: datetime) -> None:
-    """`status.newest_held` from the tables' statistics, and how far it is behind `source`'s topic."""
+def derived_behind(status: DerivedStatus, tables_files: list[pa.Table], source: DatasetStatus, now: datetime) -> None:
+    """`status.newest_held` from the statistics of the tables' files (their add actions, flattened), and how
+    far it is behind `source`'s topic."""
     held = []
-    for table in tables:
-        files = pa.table(table.get_add_actions(flatten=True))
+    for files in tables_files:
         if "max.close_ts" in files.column_names and files.num_rows:
             newest = pc.max(files.column("max.close_ts")).as_py()
             if newest is not None:

@@ -113,7 +113,7 @@ def test_files_without_full_statistics_are_counted_and_said(tmp_path):
     stats = json.dumps({"numRecords": 1, "minValues": {"kafka_offset": 5}, "maxValues": {"kafka_offset": 5}})
     add = AddAction("ticker=A/f.parquet", os.path.getsize(tmp_path / "ticker=A" / "f.parquet"), {"ticker": "A"}, 1, True, stats)
     DeltaTable(str(tmp_path)).create_write_transaction([add], mode="append", schema=schema, partition_by=["ticker"])
-    _, status = _table("stock", str(tmp_path), {}, date(2026, 11, 25), 1, datetime(2026, 11, 25, tzinfo=timezone.utc))
+    _, status, _ = _table("stock", str(tmp_path), {}, date(2026, 11, 25), 1, datetime(2026, 11, 25, tzinfo=timezone.utc))
     assert (status.files, status.rows, status.files_without_stats) == (1, 1, 1)
     assert "1 files without full statistics (run marketstream maintain)" in _table_lines([status])[0]
 

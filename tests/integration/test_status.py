@@ -230,8 +230,8 @@ def test_the_bars_behind_their_topic_are_the_newest_trade_they_hold_against_the_
             rows = pa.table({"ticker": ["AAPL"] * len(closes), "date": pa.array([date(2026, 11, 24)] * len(closes)),
                              "close_ts": pa.array(closes, pa.timestamp("us", tz="UTC"))})
             write_deltalake(uri, rows, partition_by=["ticker", "date"], storage_options=options)
-        tables = [DeltaTable(f"s3://{bucket}", storage_options=options),
-                  DeltaTable(f"s3://{bucket}/_synthetic", storage_options=options)]
+        tables = [pa.table(DeltaTable(uri, storage_options=options).get_add_actions(flatten=True))
+                  for uri in (f"s3://{bucket}", f"s3://{bucket}/_synthetic")]
         now = datetime(2026, 11, 24, 15, 5, 0, tzinfo=timezone.utc)
 
         def behind(source: DatasetStatus, held=tables) -> DerivedStatus:
