@@ -204,11 +204,15 @@ _WIRE = pa.schema([
 # Python path, which finds the message); other fields cost nothing, as messages normally have none
 _JSON_PARSE = pajson.ParseOptions(explicit_schema=_WIRE, unexpected_field_behavior="infer")
 _JSON_READ = pajson.ReadOptions(block_size=1 << 20)
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
 _REQUIRED = ("symbol", "price", "size", "timestamp", "trade_id", "source")
 
 
-def _columns_by_arrow(values: list) -> tuple[np.ndarray, pa.Table] | None:
-    """The whole batch through Arrow's JSON reader (C++) in one go; None if any line is unusual."""
+def _columns_by_arrow(values: list) -> tuple[np.ndarray, pa.Table, bool] | None:
+    """The whole batch through Arrow's JSON reader (C++) in one go, and whether the batch is plain: every
+    byte printable ASCII (0x20-0x7e) but the separators, and no backslash, so each text is its raw bytes
+    (no escape can hide another character) and its length alone is left to check. None if any line is
+    unusual."""
     if None in values:
         index = [i for i, raw in enumerate(values) if raw]
         lines = [values[i] for i in index]
@@ -217,9 +221,11 @@ def _columns_by_arrow(values: list) -> tuple[np.ndarray, pa.Table] | None:
     if not lines:
         return None
     block = b"\n".join(lines)
-    newlines = np.count_nonzero(np.frombuffer(block, np.uint8) == ord("\n"))  # vectorised: bytes.count is slow
-    if newlines != len(lines) - 1 or b"\r" in block or b"\n\n" in block:
-        return None  # a message spans lines, or is empty: leave the batch to the Python path
+    unprintable = block.translate(None, _PRINTABLE_ASCII)  # what is left: separators, controls, non-ASCII
+    plain = len(unprintable) == len(lines) - 1 and b"\\" not in block
+    # a message spanning lines adds a line; an empty or blank one is skipped by the reader (rows < lines)
+    if not plain and (unprintable.count(b"\n") != len(lines) - 1 or b"\r" in unprintable):
+        return None
     try:
         table = pajson.read_json(pa.BufferReader(block), read_options=_JSON_READ, parse_options=_JSON_PARSE)
     except Exception:  # noqa: BLE001 - a type clash, a non-object, bad UTF-8: the Python path sorts it out
@@ -228,10 +234,10 @@ def _columns_by_arrow(values: list) -> tuple[np.ndarray, pa.Table] | None:
         return None
     if table.num_columns != len(_WIRE):
         table = table.select(_WIRE.names)
-    return np.asarray(index, dtype=np.int64), table
+    return np.asarray(index, dtype=np.int64), table, plain
 
 
-def _columns_by_python(values: list) -> tuple[list[int], pa.Table]:
+def _columns_by_python(values: list) -> tuple[list[int], pa.Table, bool]:
     """Message by message with orjson, keeping those whose fields have the expected JSON types."""
     loads = orjson.loads
     index, rows = [], []
@@ -249,7 +255,7 @@ def _columns_by_python(values: list) -> tuple[list[int], pa.Table]:
             index.append(i)
             rows.append((sym, float(p), float(s), t, tid, src, ex, cond, tp))
     columns = list(zip(*rows)) if rows else [[] for _ in _WIRE]
-    return index, pa.table([pa.array(column, f.type) for column, f in zip(columns, _WIRE)], schema=_WIRE)
+    return index, pa.table([pa.array(column, f.type) for column, f in zip(columns, _WIRE)], schema=_WIRE), False
 
 
 def decode_trades(values: list) -> tuple[pa.Table, list[tuple[int, str]]]:
@@ -260,28 +266,35 @@ def decode_trades(values: list) -> tuple[pa.Table, list[tuple[int, str]]]:
     Arrow kernels whose rules are at least as strict as `parse_trade`'s (ASCII-only texts, RFC 3339
     timestamps with at most microseconds). Every message they do not accept, and only those, goes through
     `parse_trade`, which decides and gives the reason."""
-    gathered = _columns_by_arrow(values) or _columns_by_python(values)
-    index, wire = gathered[0], gathered[1].combine_chunks()
+    index, wire, plain = _columns_by_arrow(values) or _columns_by_python(values)
+    wire = wire.combine_chunks()
     fast = None
     accepted = np.zeros(len(values), dtype=bool)
     if len(index):
         column = wire.column
+        if plain:  # every text is printable ASCII already (`_columns_by_arrow`): its length is what is left
+            def text(values, low: int, high: int):
+                lengths = pc.binary_length(values)
+                return pc.and_(pc.greater_equal(lengths, low), pc.less_equal(lengths, high))
+        else:
+            def text(values, low: int, high: int):
+                return pc.match_substring_regex(values, _ascii(low, high))
         stamps, prices, sizes, condition_lists = column("timestamp"), column("price"), column("size"), column("conditions")
         checks = [
             *(pc.is_valid(column(name)) for name in _REQUIRED),
             pc.match_substring_regex(column("symbol"), TICKER_PATTERN_ANCHORED),
             pc.is_in(column("source"), pa.array(SOURCES)),
-            pc.match_substring_regex(column("trade_id"), _ascii(1, 64)),
-            pc.fill_null(pc.match_substring_regex(column("exchange"), _ascii(0, 16)), True),
-            pc.fill_null(pc.match_substring_regex(column("tape"), _ascii(0, 4)), True),
+            text(column("trade_id"), 1, 64),
+            pc.fill_null(text(column("exchange"), 0, 16), True),
+            pc.fill_null(text(column("tape"), 0, 4), True),
             pc.match_substring_regex(stamps, _RFC3339),
             pc.fill_null(pc.less_equal(pc.list_value_length(condition_lists), 16), True),
             *(pc.and_(pc.greater(numbers, 0.0), pc.less_equal(numbers, most))  # NaN compares false
               for numbers, most in ((prices, MAX_PRICE), (sizes, MAX_SIZE))),
         ]
         flat = pc.list_flatten(condition_lists)
-        if len(flat):
-            bad_rows = pc.list_parent_indices(condition_lists).filter(pc.invert(pc.match_substring_regex(flat, _ascii(0, 8))))
+        if len(flat):  # a null code is refused too
+            bad_rows = pc.list_parent_indices(condition_lists).filter(pc.invert(pc.fill_null(text(flat, 0, 8), False)))
             clean = np.ones(len(index), dtype=bool)
             clean[bad_rows.to_numpy()] = False
             checks.append(pa.array(clean))
@@ -300,22 +313,30 @@ def decode_trades(values: list) -> tuple[pa.Table, list[tuple[int, str]]]:
         micros = parsed.cast(pa.int64())
         latest = time.time_ns() // 1_000 + int(MAX_FUTURE.total_seconds() * 1_000_000)
         ok = pc.and_(ok, pc.and_(pc.greater_equal(micros, _EARLIEST_MICROS), pc.less_equal(micros, latest)))
-        keep = pc.indices_nonzero(ok)
-        kept_stamps = parsed.take(keep)
-        rows = pa.array(index, pa.int64()).take(keep)
+        rows = pa.array(index, pa.int64())
+        if pc.all(ok).as_py():  # the usual batch: every row kept, nothing to take
+            def kept(values):
+                return values
+        else:
+            keep = pc.indices_nonzero(ok)
+            rows = rows.take(keep)
+
+            def kept(values):
+                return values.take(keep)
+        kept_stamps = kept(parsed)
         accepted[rows.to_numpy()] = True
         fast = pa.table(
             [
-                column("symbol").take(keep),
+                kept(column("symbol")),
                 exchange_dates(kept_stamps),
-                column("trade_id").take(keep),
+                kept(column("trade_id")),
                 kept_stamps,
-                prices.take(keep),
-                sizes.take(keep),
-                column("exchange").take(keep),
-                condition_lists.take(keep),
-                column("tape").take(keep),
-                column("source").take(keep),
+                kept(prices),
+                kept(sizes),
+                kept(column("exchange")),
+                kept(condition_lists),
+                kept(column("tape")),
+                kept(column("source")),
                 rows,
             ],
             schema=COLUMNS.append(pa.field(ROW_INDEX, pa.int64())),

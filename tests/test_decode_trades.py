@@ -36,7 +36,9 @@ odd = st.one_of(
                                            "2999-01-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-11-24T15:30:01"]),
     st.sampled_from(["2026-13-45T99:00:00Z", "2026-02-29T00:00:00Z", "2026-11-24T24:00:00Z", "0000-01-01T00:00:00Z",
                      "2026-11-24T10:30:01+14:59", "2026-11-24T23:59:60Z"]),
-    st.lists(st.one_of(st.text(max_size=10), st.integers()), max_size=18),
+    st.sampled_from(["x" * 65, "E" * 17, "T" * 5, "", "   "]),  # printable, but too long or empty
+    st.lists(st.one_of(st.text(max_size=10), st.integers(), st.none(), st.sampled_from(["CODE9CHAR", "C" * 8])),
+             max_size=18),
 )
 
 
@@ -73,6 +75,44 @@ def test_batch_decoding_matches_the_per_message_contract(values):
     assert sorted(fast_rejects) == sorted(slow_rejects)
     assert fast.sort_by(ROW_INDEX).to_pylist() == slow.sort_by(ROW_INDEX).to_pylist()
     assert fast.num_rows + len(fast_rejects) == len(values)
+
+
+def printable(raw: bytes | None) -> bool:
+    """Printable ASCII bytes: the batches whose texts the decoder checks by length alone, unless escaped."""
+    return raw is not None and all(0x20 <= byte <= 0x7E for byte in raw)
+
+
+PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+UNESCAPED = st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\')
+# characters JSON writes as escapes of printable ASCII: the message's bytes stay printable, its texts do not
+ESCAPED = st.one_of(PRINTABLE, st.sampled_from(["\x00", "\x1f", "\n", "\t", '"', "\\"]))
+
+
+def texts(low: int, high: int):
+    """Texts of lengths at and around `low`..`high`, of printable ASCII and characters JSON escapes."""
+    sizes = st.one_of(st.sampled_from([size for size in (low - 1, low, high, high + 1) if size >= 0]),
+                      st.integers(max(low - 1, 0), high + 1))
+    return sizes.flatmap(lambda size: st.text(ESCAPED, min_size=size, max_size=size))
+
+
+BOUNDED = {"trade_id": texts(1, 64), "exchange": texts(0, 16), "tape": texts(0, 4), "symbol": texts(1, 10),
+           "conditions": st.lists(st.one_of(texts(0, 8), st.none()), max_size=17)}
+
+
+@st.composite
+def bounded_trades(draw):
+    """A valid trade of printable ASCII with one text field drawn at and around its bounds."""
+    trade = {**draw(valid), "trade_id": draw(st.text(UNESCAPED, min_size=1, max_size=64))}
+    name = draw(st.sampled_from(sorted(BOUNDED)))
+    trade[name] = draw(BOUNDED[name])
+    return trade
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(bounded_trades().map(encoded), valid.map(encoded), mutated().map(encoded), repeated)
+                .filter(printable), max_size=40))
+def test_printable_batches_match_the_per_message_contract(values):
+    test_batch_decoding_matches_the_per_message_contract.hypothesis.inner_test(values)
 
 
 def test_well_formed_trades_take_the_fast_path(monkeypatch):
