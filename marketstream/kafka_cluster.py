@@ -4,6 +4,7 @@ partition's offset range again (`read_partition`)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ log = logging.getLogger(__name__)
 _NOT_YET_KNOWN = ("UNKNOWN_TOPIC_OR_PART", "LEADER_NOT_AVAILABLE", "_TIMED_OUT", "REQUEST_TIMED_OUT")
 ATTEMPT_SECONDS = 8.0
 """The longest one request describing a topic may wait before it is made again."""
+
+_admins: dict[tuple, AdminClient] = {}
+_admins_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,22 @@ class KafkaCluster:
         }
 
     def admin(self) -> AdminClient:
-        return AdminClient(self.client_config)
+        """The process's admin client for these brokers, made on first use: each new client opens its own
+        connections first (~60 ms of a consumer's start-up, which asks several times)."""
+        with _admins_lock:
+            if self._admin_key not in _admins:
+                _admins[self._admin_key] = AdminClient(self.client_config)
+            return _admins[self._admin_key]
+
+    def fresh_admin(self) -> AdminClient:
+        """A new admin client, from now on the process's: it asks the cluster afresh who its controller is."""
+        with _admins_lock:
+            _admins[self._admin_key] = AdminClient(self.client_config)
+            return _admins[self._admin_key]
+
+    @property
+    def _admin_key(self) -> tuple:
+        return tuple(sorted((name, str(value)) for name, value in self.client_config.items()))
 
     def ensure_topics(self, topics: list[str], timeout: float = 30.0, partitions: int | None = None) -> None:
         """Create the topics that do not exist yet, with `partitions` (default `topic_partitions`) partitions."""
@@ -97,7 +116,7 @@ class KafkaCluster:
                 if exc.args[0].name() not in _NOT_YET_KNOWN or time.monotonic() > deadline:
                     raise
                 if exc.args[0].name() == "_TIMED_OUT":
-                    admin = self.admin()  # a new client asks the cluster afresh who its controller is
+                    admin = self.fresh_admin()
                 time.sleep(0.2)
         uuid = description.topic_id
         incarnation = (f"{uuid.get_most_significant_bits() & (2**64 - 1):016x}"
@@ -111,8 +130,7 @@ class KafkaCluster:
     def topic_message_limit(self, topic: str, timeout: float = 30.0) -> int:
         """The largest record batch the broker accepts on `topic` (`max.message.bytes`)."""
         resource = ConfigResource(ResourceType.TOPIC, topic)
-        admin = self.admin()  # kept until the answer is in: a client freed earlier fails its requests
-        configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
+        configs = self.admin().describe_configs([resource], request_timeout=timeout)[resource].result()
         return int(configs["max.message.bytes"].value)
 
 

@@ -319,9 +319,10 @@ class CommittedOffsets:
     def not_stored(self, table: str, kafka_partition: int, rows: pa.Table) -> pa.Table:
         """The `rows` (with a `kafka_offset` column) not stored yet."""
         through = self.through(table, kafka_partition)
-        if through < 0:
+        offsets = rows.column("kafka_offset")
+        if through < 0 or not len(offsets) or pc.min(offsets).as_py() > through:  # the usual case: nothing replayed, nothing copied
             return rows
-        return rows.filter(pc.greater(rows.column("kafka_offset"), through))
+        return rows.filter(pc.greater(offsets, through))
 
     def handed_over(self, table: str, kafka_partition: int, last_offset: int) -> None:
         """Rows through `last_offset` are on their way into a commit, or committed."""

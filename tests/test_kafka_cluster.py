@@ -49,7 +49,17 @@ def test_a_describe_timed_out_waiting_for_the_controller_is_asked_again_of_a_new
         return clients[-1]
 
     monkeypatch.setattr(KafkaCluster, "admin", admin)
+    monkeypatch.setattr(KafkaCluster, "fresh_admin", admin)
     info = KafkaCluster({}, 3, 3)._describe("topic", timeout=5.0)
     assert (info.incarnation, info.partitions) == (f"{1:016x}{2:016x}", 3)
     assert len(_Admin.calls) == 3 and len(clients) == 3
     assert all(timeout <= 1.0 for timeout in _Admin.calls)  # never the whole patience in one attempt
+
+
+def test_one_admin_client_per_process_and_brokers_until_a_fresh_one_is_asked_for():
+    config = {"bootstrap.servers": "127.0.0.1:1", "client.id": "shared-admin-test", "log_level": 0}
+    first = KafkaCluster(dict(config), 3, 1).admin()
+    assert KafkaCluster(dict(config), 6, 3).admin() is first  # another cluster object, the same brokers
+    assert KafkaCluster({**config, "client.id": "other"}, 3, 1).admin() is not first
+    fresh = KafkaCluster(dict(config), 3, 1).fresh_admin()
+    assert fresh is not first and KafkaCluster(dict(config), 3, 1).admin() is fresh

@@ -136,6 +136,10 @@ def test_rows_at_or_below_what_is_committed_or_handed_over_are_not_stored_again(
     assert offsets.not_stored("", 0, rows).column("kafka_offset").to_pylist() == [7]
     offsets.handed_over("", 0, 5)  # never moves back
     assert offsets.through("", 0) == 6
+    unordered = pa.table({"kafka_offset": [9, 5, 8, 6]})
+    assert offsets.not_stored("", 0, unordered).column("kafka_offset").to_pylist() == [9, 8]
+    newer = pa.table({"kafka_offset": [8, 7, 9]})
+    assert offsets.not_stored("", 0, newer) is newer  # nothing replayed: the rows as they are, not copied
 
 
 def test_a_merge_that_loses_races_is_tried_again_after_reloading_and_gives_up_after_the_limit():
