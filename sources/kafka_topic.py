@@ -23,9 +23,11 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from itertools import groupby, repeat
+from operator import is_not
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Message, TopicPartition
 
 from marketstream import metrics, shutdown
 from marketstream.kafka_cluster import KafkaCluster
@@ -113,28 +115,42 @@ class _SharedConsumer:
             return waiting, at_end
 
     def _poll(self, in_flight: InFlight) -> None:
+        # per message only C-level calls (map, groupby): a Python step per message cost as much as decoding
         messages = self._consumer.consume(self._batch_size, 0.05)
         self._drained = len(messages) < self._batch_size
-        read = 0
-        for message in messages:
-            error = message.error()
+        if not messages:
+            return
+        errors = list(map(Message.error, messages))
+        if any(map(is_not, errors, repeat(None))):  # `!= None` would ask KafkaError to compare itself with None
+            messages = self._without_errors(messages, errors)
+        read, start, last_offsets = 0, 0, {}
+        # a poll holds runs of one partition (a fetch each): they are handed over run by run
+        for partition, run in groupby(map(Message.partition, messages)):
+            end = start + len(list(run))
+            waiting = self._waiting.get(partition)
+            if waiting is not None:
+                waiting.extend(messages[start:end])
+                read += end - start
+                last_offsets[partition] = messages[end - 1].offset()
+            start = end
+        in_flight.add(read)
+        if read:
+            self._count(messages[0].topic(), read, last_offsets)
+
+    def _without_errors(self, messages: list[Message], errors: list) -> list[Message]:
+        """`messages` but the errors among them: a partition's end is noted, any other error logged."""
+        kept = []
+        for message, error in zip(messages, errors):
             if error is None:
-                waiting = self._waiting.get(message.partition())
-                if waiting is not None:
-                    waiting.append(message)
-                    read += 1
+                kept.append(message)
             elif error.code() == KafkaError._PARTITION_EOF:
                 self._at_end.add(message.partition())
             else:
                 log.warning("%s: Kafka consumer error (librdkafka retries): %s", message.topic(), error)
-        in_flight.add(read)
-        if read:
-            self._count(messages, read)
+        return kept
 
-    def _count(self, messages: list, read: int) -> None:
-        topic = messages[0].topic()
+    def _count(self, topic: str, read: int, last_offsets: dict[int, int]) -> None:
         metrics.MESSAGES_READ.labels(topic).inc(read)
-        last_offsets = {m.partition(): m.offset() for m in messages if m.error() is None}
         for partition, offset in last_offsets.items():
             # the high watermark of the last fetch: no request to the broker
             _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
@@ -159,8 +175,8 @@ class _PartitionReader(StatefulSourcePartition[PolledMessages, int]):
         messages, self._at_end = self._consumer.take(self._partition, self._in_flight)
         if not messages:
             return []
-        batch = PolledMessages(self._topic, self._partition, [m.offset() for m in messages],
-                             [m.key() for m in messages], [m.value() for m in messages], self._incarnation)
+        batch = PolledMessages(self._topic, self._partition, list(map(Message.offset, messages)),
+                               list(map(Message.key, messages)), list(map(Message.value, messages)), self._incarnation)
         self._next_offset = batch.offsets[-1] + 1
         return [batch]
 
