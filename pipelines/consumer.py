@@ -155,6 +155,11 @@ def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight
     return Decoded(batch.partition, table, dead, batch.incarnation)
 
 
+def _one_value(column: pa.ChunkedArray) -> bool:
+    bounds = pc.min_max(column)
+    return column.null_count == 0 and bounds["min"] == bounds["max"]
+
+
 def into_files(dataset: Dataset, max_rows: int, kafka_partition_rows: tuple[str, pa.Table]) -> list[tuple[str, FileRows]]:
     """A flushed batch of one Kafka partition -> one `FileRows` per destination (hive partition), of at most
     `max_rows` rows each, keyed `<object key prefix>|<Kafka partition>`."""
@@ -162,8 +167,11 @@ def into_files(dataset: Dataset, max_rows: int, kafka_partition_rows: tuple[str,
     names = list(dataset.partitioning.names)
     if PREFIX in table.column_names:
         names = [PREFIX, *names]
-    # one sort, then zero-copy slices: each run of equal destination columns is one destination
-    table = table.sort_by([(name, "ascending") for name in names])
+    # one sort, then zero-copy slices: each run of equal destination columns is one destination. A column
+    # holding one value throughout (the usual prefix and date) is left out of the sort: string keys cost
+    sort_keys = [(name, "ascending") for name in names if not _one_value(table.column(name))]
+    if sort_keys:
+        table = table.sort_by(sort_keys)
     rows = table.select(dataset.schema.names).cast(dataset.schema)
     files = []
     for key, start, count in key_runs(table, names):

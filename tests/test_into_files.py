@@ -1,0 +1,49 @@
+"""A flushed batch is cut into files by destination: every row in exactly one file, each file's rows all of
+its destination (hive partition and prefix), whichever destination columns hold one value throughout."""
+
+from datetime import datetime, timedelta, timezone
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from marketstream.datasets import STOCK
+from marketstream.settings import load_settings
+from pipelines.consumer import SkipCounter, decode, into_files
+from sources.kafka_topic import InFlight, PolledMessages
+
+SESSION_OPEN = datetime(2026, 11, 24, 14, 30, tzinfo=timezone.utc)
+
+trades = st.lists(st.tuples(st.sampled_from(["AAPL", "MSFT", "X"]), st.sampled_from([0, 1, 7]),
+                            st.sampled_from(["alpaca", "synthetic"])), min_size=1, max_size=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(trades, st.integers(1, 7))
+def test_every_row_lands_once_in_the_file_of_its_destination(drawn, max_rows):
+    config = load_settings(s3_endpoint_url=None)
+    values = [orjson.dumps({"symbol": symbol, "price": 10.0, "size": 1, "trade_id": f"t{i}", "source": source,
+                            "timestamp": (SESSION_OPEN + timedelta(days=day, minutes=i)).isoformat()})
+              for i, (symbol, day, source) in enumerate(drawn)]
+    batch = PolledMessages("stock_trades", 3, list(range(100, 100 + len(values))), [None] * len(values), values)
+    decoded = decode(STOCK, config, SkipCounter("stock"), InFlight(10_000), batch)
+    stored = decoded.rows.num_rows if decoded.rows is not None else 0
+    files = into_files(STOCK, max_rows, ("3", decoded.rows)) if stored else []
+
+    offsets = []
+    for key, file in files:
+        assert key == f"{file.prefix}|3" and file.table.num_rows <= max_rows
+        rows = file.table.to_pylist()
+        offsets += [row["kafka_offset"] for row in rows]
+        for row in rows:
+            source = drawn[row["kafka_offset"] - 100][2]
+            assert file.prefix.startswith(config.stock_synthetic_prefix) == (source == "synthetic")
+            assert f"ticker={drawn[row['kafka_offset'] - 100][0]}/" in file.prefix
+            symbol, day, _ = drawn[row["kafka_offset"] - 100]
+            assert dict(file.partition_values) == {"ticker": symbol, "date": (SESSION_OPEN + timedelta(days=day)).date()}
+    assert sorted(offsets) == sorted(decoded.rows.column("kafka_offset").to_pylist()) if stored else offsets == []
+    # a destination's rows go to as few files as `max_rows` allows
+    per_destination = {}
+    for _, file in files:
+        per_destination.setdefault(file.prefix, []).append(file.table.num_rows)
+    assert all(len(counts) == -(-sum(counts) // max_rows) for counts in per_destination.values())
