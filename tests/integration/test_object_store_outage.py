@@ -45,3 +45,11 @@ def test_rejected_credentials_raise_at_once(stack):
     with pytest.raises(PermissionError, match="S3_ACCESS_KEY / S3_SECRET_KEY") as error:
         store.ensure_bucket("never-created")
     assert "not-the-secret" not in str(error.value)
+
+
+def test_a_write_with_rejected_credentials_raises_at_once_in_one_line(stack):
+    settings = make_settings(s3_secret_key="not-the-secret")
+    store = ObjectStore(settings.s3_storage_options(), sleep=lambda s: pytest.fail("must not retry a refused credential"))
+    with pytest.raises(PermissionError, match="S3_ACCESS_KEY / S3_SECRET_KEY") as error:
+        store.put_many("never-written", {"ticker=A/date=2026-11-24/f.parquet": b"payload", "g.parquet": b"x"})
+    assert "not-the-secret" not in str(error.value) and "\n" not in str(error.value)
