@@ -318,6 +318,8 @@ def stored_held(uri: str, storage_options: dict[str, str], day: date,
             table = DeltaTable(uri, storage_options=storage_options)
         except TableNotFoundError:
             return held_entries(TABLE_SCHEMA.empty_table())
+        if not table.file_uris(file_pruning_predicate=[("date", "=", day.isoformat())]):
+            return held_entries(TABLE_SCHEMA.empty_table())  # nothing of that date: no scan to set up
         columns = [name for name in ("ticker", "minute", "last_offset", "held_through") if name in _names(table)]
         rows = table.to_pyarrow_table(filters=[("date", "=", day)], columns=columns)
         return held_entries(rows, table.metadata().configuration.get(LEGACY_INCARNATION))

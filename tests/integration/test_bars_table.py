@@ -287,3 +287,21 @@ def test_maintenance_writes_bars_files_without_full_statistics_again_through_the
     assert_bars_of(stored(table()), trades)
     filtered = table().to_pyarrow_dataset().to_table(filter=pa.compute.field("volume") > 0)
     assert filtered.num_rows == len(stored(table()))
+
+
+def test_what_a_date_holds_is_read_only_where_the_table_has_files_of_it(bars_table):
+    from sinks.bars_table import stored_held
+
+    settings, bucket, table = bars_table
+    options = settings.delta_storage_options()
+    first_day = exchange_date(datetime.fromtimestamp(START / 1e6, timezone.utc))
+    second_day = exchange_date(datetime.fromtimestamp(NEXT_DAY / 1e6, timezone.utc))
+    ObjectStore(settings.s3_storage_options()).ensure_bucket(bucket)
+    assert stored_held(f"s3://{bucket}", options, first_day).num_rows == 0  # no table yet
+    trades = tape(11, days=(START,))
+    Writer(settings, bucket, topic=trades).write(trades)
+    held = stored_held(f"s3://{bucket}", options, first_day)
+    assert held.num_rows > 0 and set(held.column("ticker").to_pylist()) == {"AAPL", "MSFT", "KO"}
+    assert pa.compute.max(held.column("offset")).as_py() == len(trades) - 1
+    assert stored_held(f"s3://{bucket}", options, second_day).num_rows == 0  # a date without files
+    assert stored_held(f"s3://{bucket}", options, second_day).schema == held.schema
