@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import fsspec.asyn
@@ -27,6 +28,9 @@ from obstore.store import S3Store
 from marketstream.outages import Backoff, retry
 
 log = logging.getLogger(__name__)
+
+PUTS_AT_ONCE = 8
+"""Concurrent PUTs of one object store client: each in flight holds a connection and a copy of its bytes."""
 
 
 class ObjectStore:
@@ -48,6 +52,7 @@ class ObjectStore:
         self._storage_options = storage_options
         self._writers: dict[str, S3Store] = {}
         self._writers_lock = threading.Lock()
+        self._puts = ThreadPoolExecutor(PUTS_AT_ONCE, thread_name_prefix="object-store-put")
         self._max_backoff = retry_max_seconds
         self._sleep = sleep
 
@@ -119,7 +124,7 @@ class ObjectStore:
             first = next(iter(objects))
             what = f"writing s3://{bucket}/{first}" + (f" and {len(objects) - 1} more" if len(objects) > 1 else "")
             writer = self._writer(bucket)
-            self._retrying(what, lambda: _put_all(writer, objects))
+            self._retrying(what, lambda: _put_all(writer, objects, self._puts))
 
     def _writer(self, bucket: str) -> S3Store:
         with self._writers_lock:
@@ -140,21 +145,11 @@ def _s3_store(bucket: str, storage_options: dict) -> S3Store:
                    client_options=options, retry_config={"max_retries": 0})  # `_retrying` owns retries
 
 
-PUTS_AT_ONCE = 8
-"""Concurrent PUTs of one `put_many`: each in flight holds a connection and a copy of its bytes."""
-
-
-def _put_all(writer: S3Store, objects: dict[str, bytes]) -> None:
-    async def every() -> None:
-        room = asyncio.Semaphore(PUTS_AT_ONCE)
-
-        async def put(key: str, data: bytes) -> None:
-            async with room:
-                await obstore.put_async(writer, key, data)
-
-        await asyncio.gather(*(put(key, data) for key, data in objects.items()))
-
+def _put_all(writer: S3Store, objects: dict[str, bytes], puts: ThreadPoolExecutor) -> None:
+    # obstore's blocking call on a pool, not its asyncio one: a caller may already run an event loop
+    # (Playwright's sync API does), where `asyncio.run` is refused
     try:
-        asyncio.run(every())
+        for _ in puts.map(lambda item: obstore.put(writer, *item), objects.items()):
+            pass
     except (PermissionDeniedError, UnauthenticatedError) as exc:  # what `_retrying` knows as a refusal
         raise PermissionError(str(exc).splitlines()[0]) from None

@@ -35,3 +35,16 @@ def test_prefixes_are_listed_one_level_deep(store):
     store, bucket = store
     store.put_many(bucket, {"a/b/1.parquet": b"x", "a/b/2.parquet": b"x", "a/b/c/3.parquet": b"x"})
     assert store.list_names(bucket, ["a/b", "a/none"]) == {"a/b": ["1.parquet", "2.parquet"], "a/none": []}
+
+
+def test_objects_are_written_whole_also_from_a_thread_running_an_event_loop(store):
+    import asyncio
+
+    store, bucket = store
+    objects = {f"ticker=T{i}/date=2026-11-24/part-{i}.parquet": bytes([i]) * (i * 1000 + 1) for i in range(20)}
+
+    async def inside_a_loop() -> None:  # as under Playwright's sync API, which runs one in the main thread
+        store.put_many(bucket, objects)
+
+    asyncio.run(inside_a_loop())
+    assert {key: store.filesystem.cat_file(f"{bucket}/{key}") for key in objects} == objects
