@@ -1,7 +1,8 @@
 """The figures of a chaos run from what it recorded: recovery time after each kind of fault (p50/p99 of the
 time from a fault's end until every dataset's lag, and how far the bars are behind, is back under its
-threshold), throughput over time, the JSON report and its picture (throughput and lag over time with each
-fault marked)."""
+threshold), the same for the faults that came alone (`single_faults`: what the recovery target speaks
+of), throughput over time, the JSON report and its picture (throughput and lag over time with each fault
+marked)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,34 @@ def recovery_by_kind(faults: list[Fault], samples: list[Sample],
                    "p99_s": percentile(times[kind], 0.99), "max_s": max(times[kind], default=None),
                    "not_recovered": never[kind]}
             for kind in sorted({fault.kind for fault in faults})}
+
+
+def single_faults(faults: list[Fault], samples: list[Sample], thresholds: Mapping[str, float] = {}) -> list[Fault]:
+    """The faults that came alone: the last sample before the fault began found every lag under its threshold
+    (nothing still recovering), and no other fault was on from its beginning until it had recovered (until
+    the samples end, when it never did). Overlapping faults are the soak's other measure; these are what
+    "recovery after a single fault" means."""
+    alone = []
+    for fault in faults:
+        before = [sample for sample in samples if sample.at <= fault.at]
+        if not before or not before[-1].recovered(thresholds):
+            continue
+        seconds = recovery_seconds(fault, samples, thresholds)
+        until = math.inf if seconds is None else fault.ends + seconds
+        if not any(other is not fault and other.at < until and other.ends >= fault.at for other in faults):
+            alone.append(fault)
+    return alone
+
+
+def recovery_after_single_faults(faults: list[Fault], samples: list[Sample],
+                                 thresholds: Mapping[str, float] = {}) -> dict:
+    """p50/p99 of the recovery after the faults that came alone (`single_faults`), over all kinds and by kind."""
+    alone = single_faults(faults, samples, thresholds)
+    times = [seconds for seconds in (recovery_seconds(fault, samples, thresholds) for fault in alone)
+             if seconds is not None]
+    return {"faults": len(alone), "p50_s": percentile(times, 0.5), "p99_s": percentile(times, 0.99),
+            "max_s": max(times, default=None), "not_recovered": len(alone) - len(times),
+            "by_kind": recovery_by_kind(alone, samples, thresholds)}
 
 
 def throughput(samples: list[Sample], dataset: str) -> list[tuple[float, float]]:

@@ -62,8 +62,9 @@ from fakes.finnhub import FakeFinnhub
 from fakes.fred import FakeFred
 from chaos.kafka_readback import read_topic
 from chaos.reconcile import bars_differences, deliveries, outside_layout
-from chaos.report import BARS, LAG_THRESHOLD_SECONDS, Sample, draw, lag_thresholds, recovery_by_kind, write_json
-from chaos.schedule import QUORUM_GROUP, TOXICS, Fault, Targets, build_schedule, overlapping, quorum_violations
+from chaos.report import BARS, LAG_THRESHOLD_SECONDS, Sample, draw, lag_thresholds, recovery_after_single_faults, \
+    recovery_by_kind, write_json
+from chaos.schedule import MEAN_GAP_SECONDS, QUORUM_GROUP, TOXICS, Fault, Targets, build_schedule, overlapping, quorum_violations
 from chaos.supervisor import Supervisor
 from chaos.toxiproxy import Proxy, ToxiproxyAPI
 from marketstream import schemas
@@ -703,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="replays a run's schedule (default: a new one)")
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of faults (DURATION)")
     parser.add_argument("--rate", type=float, default=300.0, help="synthetic trades a second, all tickers")
+    parser.add_argument("--mean-gap", type=float, default=MEAN_GAP_SECONDS,
+                        help="mean seconds between two faults' beginnings (MEAN_GAP; longer: more of them alone)")
     parser.add_argument("--env-file", type=Path, default=REPO / ".stack-cluster" / "env")
     parser.add_argument("--results", type=Path, default=REPO / "chaos" / "results")
     parser.add_argument("--work", type=Path, default=REPO / ".chaos")
@@ -714,10 +717,12 @@ def main(argv: list[str] | None = None) -> int:
         proxy_port = int(env.get("CHAOS_PROXY_PORT") or 19500)
         names = ("minio", "postgres", "fred", "finnhub", "bluesky", *KAFKA_PROXIES)
         targets = Targets(dataflows=(*PRODUCERS, *CONSUMERS, *BARS_CLUSTER, "lake_maintenance"), proxies=names)
-        faults = build_schedule(seed, args.duration, targets)
+        faults = build_schedule(seed, args.duration, targets, args.mean_gap)
         assert not quorum_violations(faults)
+        replay = f"make chaos SEED={seed} DURATION={args.duration:g}" + (
+            f" MEAN_GAP={args.mean_gap:g}" if args.mean_gap != MEAN_GAP_SECONDS else "")
         say(f"seed {seed}: {len(faults)} faults over {args.duration:g} s, {overlapping(faults)} begin while "
-            f"another is on (replay: make chaos SEED={seed} DURATION={args.duration:g})")
+            f"another is on (replay: {replay})")
         for fault in faults:
             print("   ", fault.describe(), flush=True)
         if args.schedule_only:
@@ -831,6 +836,8 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
         "published_more_than_once_stored_once": republished,
         "datasets": datasets, "bars": bars, "objects_outside_layout": layout,
         "recovery_after_fault": recovery_by_kind(carried_out, sampler.samples, thresholds),
+        "recovery_after_single_fault": recovery_after_single_faults(carried_out, sampler.samples, thresholds),
+        "mean_gap_s": args.mean_gap,
         "lag_threshold_s": LAG_THRESHOLD_SECONDS, "lag_thresholds_s": thresholds,
         "peak_rss_mb": {member: round(rss, 1) for member, rss in sorted(supervisor.peaks.items())},
         "producer_exit_statuses": producer_exits, "consumer_exit_statuses": consumer_exits,
@@ -846,6 +853,9 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
     say(f"lost {lost}, doubled {doubled}, other discrepancies {wrong}; records the at-least-once producers "
         f"published more than once (each stored once): {republished}; recovery: "
         + json.dumps({k: (v['p50_s'], v['p99_s']) for k, v in report['recovery_after_fault'].items()}))
+    single = report["recovery_after_single_fault"]
+    say(f"faults that came alone: {single['faults']}, recovered after p50/p99 {single['p50_s']}/{single['p99_s']} s, "
+        f"not recovered {single['not_recovered']}")
     return 1 if lost or doubled or wrong or any(drained.values()) else 0
 
 

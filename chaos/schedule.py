@@ -16,6 +16,9 @@ QUORUM_MARGIN_SECONDS = 20.0
 """Between the restart of a broker (a MinIO node) and the next broker (node) taken down: time for it to
 rejoin the ISR (heal its drive) before another one goes."""
 
+MEAN_GAP_SECONDS = 10.0
+"""Mean time between two faults' beginnings, by default: most faults overlap another."""
+
 # kind: (weight, shortest, longest seconds of the fault)
 KINDS: dict[str, tuple[float, float, float]] = {
     "sigkill_dataflow": (4, 0, 0),           # the supervisor restarts it
@@ -75,7 +78,7 @@ def _kinds_for(targets: Targets) -> dict[str, tuple[float, float, float]]:
     return {kind: spec for kind, spec in KINDS.items() if needs.get(kind, (True,))}
 
 
-def build_schedule(seed: int, seconds: float, targets: Targets, mean_gap_seconds: float = 10.0) -> list[Fault]:
+def build_schedule(seed: int, seconds: float, targets: Targets, mean_gap_seconds: float = MEAN_GAP_SECONDS) -> list[Fault]:
     """Faults beginning about every `mean_gap_seconds` (exponential gaps) over `seconds`, each over by then;
     a quorum fault that would overlap the previous one of its group (plus the margin) is moved after it, or
     left out when that is past the end."""

@@ -9,7 +9,8 @@ import pytest
 from datetime import datetime
 
 from chaos.reconcile import bars_differences, deliveries, outside_layout
-from chaos.report import BARS, Sample, lag_thresholds, percentile, recovery_by_kind, recovery_seconds, throughput
+from chaos.report import BARS, Sample, lag_thresholds, percentile, recovery_after_single_faults, recovery_by_kind, \
+    recovery_seconds, single_faults, throughput
 from chaos.schedule import QUORUM_GROUP, QUORUM_MARGIN_SECONDS, Fault, Targets, build_schedule, overlapping, \
     quorum_violations
 
@@ -115,6 +116,24 @@ def test_recovery_is_the_time_from_a_faults_end_until_every_lag_is_under_the_thr
     assert recovery_seconds(late, samples) is None
     figures = recovery_by_kind([broker, kill, late], samples)
     assert figures["kill_broker"]["p50_s"] == 12 and figures["network"]["not_recovered"] == 1
+
+
+def test_a_fault_came_alone_when_the_system_was_caught_up_and_nothing_else_was_on_until_it_recovered():
+    lags = [(0, 1), (10, 2), (20, 25), (30, 3), (40, 2), (50, 30), (60, 30), (70, 4), (80, 2), (90, 40), (100, 35)]
+    samples = [_sample(at, lag) for at, lag in lags]
+    alone = Fault(12, "kill_broker", "kafka-1", 6)             # ends at 18, recovered at 30: nothing else on
+    first = Fault(45, "network", "minio", 5, "latency")         # ends at 50; recovered at 70, but ...
+    second = Fault(55, "sigkill_dataflow", "stock_consume", 0)  # ... this one began before that
+    behind = Fault(62, "sigstop_dataflow", "news_consume", 3)   # began while the lag was 30 s: not caught up
+    never = Fault(85, "restart_postgres", "postgres", 2)        # never recovered, and alone until the end
+    faults = [alone, first, second, behind, never]
+    assert single_faults(faults, samples) == [alone, never]
+    # a fault beginning during another's recovery takes both out; one ending just as another began, too
+    assert single_faults([alone, Fault(25, "network", "kafka-1", 1, "reset_peer")], samples) == []
+    assert single_faults([Fault(5, "network", "minio", 7, "latency"), alone], samples) == []
+    figures = recovery_after_single_faults(faults, samples)
+    assert (figures["faults"], figures["p50_s"], figures["p99_s"], figures["not_recovered"]) == (2, 12, 12, 1)
+    assert figures["by_kind"]["kill_broker"]["p99_s"] == 12 and figures["by_kind"]["restart_postgres"]["not_recovered"] == 1
 
 
 def test_the_bars_count_as_caught_up_under_a_threshold_of_their_own_a_minute_and_the_lateness_above_the_rest():
