@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
@@ -101,6 +102,19 @@ class KafkaCluster:
         return self._describe(topic, timeout)
 
     def _describe(self, topic: str, timeout: float) -> TopicInfo:
+        description = self._asked_until_known(
+            lambda admin, attempt: admin.describe_topics(TopicCollection([topic]), request_timeout=attempt)[topic],
+            timeout)
+        uuid = description.topic_id
+        incarnation = (f"{uuid.get_most_significant_bits() & (2**64 - 1):016x}"
+                       f"{uuid.get_least_significant_bits() & (2**64 - 1):016x}")
+        return TopicInfo(incarnation, len(description.partitions))
+
+    def _asked_until_known(self, ask: Callable[[AdminClient, float], Future], timeout: float):
+        """The result of `ask(admin, attempt_seconds)`'s future, asked again while the answer is that the topic
+        is not known yet (a topic created a moment ago is not known to every broker at once: found by `make
+        chaos` on three brokers) or the controller did not answer (then of a fresh admin client), for up to
+        `timeout` seconds in all."""
         admin = self.admin()
         deadline = time.monotonic() + timeout
         while True:
@@ -109,19 +123,13 @@ class KafkaCluster:
             # leader was down exited with "Timed out waiting for controller")
             attempt = max(1.0, min(ATTEMPT_SECONDS, deadline - time.monotonic()))
             try:
-                description = admin.describe_topics(TopicCollection([topic]), request_timeout=attempt)[topic].result()
-                break
+                return ask(admin, attempt).result()
             except KafkaException as exc:
-                # a topic created a moment ago may not be known to every part of the broker yet
                 if exc.args[0].name() not in _NOT_YET_KNOWN or time.monotonic() > deadline:
                     raise
                 if exc.args[0].name() == "_TIMED_OUT":
                     admin = self.fresh_admin()
                 time.sleep(0.2)
-        uuid = description.topic_id
-        incarnation = (f"{uuid.get_most_significant_bits() & (2**64 - 1):016x}"
-                       f"{uuid.get_least_significant_bits() & (2**64 - 1):016x}")
-        return TopicInfo(incarnation, len(description.partitions))
 
     def topic_incarnation(self, topic: str, timeout: float = 30.0) -> str:
         """`topic`'s incarnation (`TopicInfo.incarnation`), creating the topic if missing."""
@@ -130,7 +138,8 @@ class KafkaCluster:
     def topic_message_limit(self, topic: str, timeout: float = 30.0) -> int:
         """The largest record batch the broker accepts on `topic` (`max.message.bytes`)."""
         resource = ConfigResource(ResourceType.TOPIC, topic)
-        configs = self.admin().describe_configs([resource], request_timeout=timeout)[resource].result()
+        configs = self._asked_until_known(
+            lambda admin, attempt: admin.describe_configs([resource], request_timeout=attempt)[resource], timeout)
         return int(configs["max.message.bytes"].value)
 
 
