@@ -17,32 +17,37 @@ atexit.register(lambda: print(f"BENCH {time.perf_counter() - _started:.3f}", flu
 
 
 def stock_consume(topic: str, bucket: str, **overrides):
-    """The real `dataflows.stock_consume`, pointed at the benchmark's topic and bucket."""
+    """The real `dataflows.stock_consume`, pointed at the benchmark's topic and bucket, with its start-up
+    checks (`consumer_needs`)."""
     global _started
     from marketstream.datasets import STOCK
     from pipelines.consumer import build_consumer_flow
+    from pipelines.runtime import consumer_needs
     from marketstream.settings import load_settings
 
-    from marketstream import shutdown
+    from marketstream import preflight, shutdown
 
     shutdown.install()
     settings = load_settings(**{"kafka_stop_at_end": True, **overrides})
     flow = build_consumer_flow(replace(STOCK, topic=topic, bucket=bucket), settings)
+    preflight.wait_for(settings, consumer_needs(bucket))
     _started = time.perf_counter()
     print(f"READY {time.time()}", flush=True)  # the streamed-day restart tells imports from start-up work
     return flow
 
 
 def bars_consume(topic: str, bucket: str, **overrides):
-    """The real `dataflows.bars_consume`, reading the benchmark's topic, writing its bars to `bucket`."""
+    """The real `dataflows.bars_consume`, reading the benchmark's topic, writing its bars to `bucket`, with
+    its start-up checks (`BARS_NEEDS`)."""
     global _started
-    from marketstream import shutdown
+    from marketstream import preflight, shutdown
     from marketstream.settings import load_settings
-    from pipelines.bars import build_bars_flow
+    from pipelines.bars import BARS_NEEDS, build_bars_flow
 
     shutdown.install()
     settings = load_settings(**{"kafka_stop_at_end": True, "bars_bucket": bucket, **overrides})
     flow = build_bars_flow(settings, topic=topic)
+    preflight.wait_for(settings, BARS_NEEDS)
     _started = time.perf_counter()
     return flow
 

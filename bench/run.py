@@ -39,6 +39,7 @@ from deltalake import DeltaTable
 from bench import sentiment_cost, signals_part, streamed_day
 from marketstream.lake import lake_filesystem
 from marketstream.settings import ConfigError, Settings, load_settings
+from sinks.object_store import ObjectStore
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -132,6 +133,8 @@ def drain(settings: Settings, name: str, command: list[str], bucket: str, env: d
     """One contender drains the topic into `bucket`: its figures, and what `check(bucket)` says of what it
     stored; the bucket is removed after."""
     say(f"draining with {name}")
+    # made before, as a deployment's bucket is after its first start: creating it costs a process s3fs
+    ObjectStore(settings.s3_storage_options()).ensure_bucket(bucket)
     result = run_contender(command, env)
     files, rows = lake_rows(settings, bucket)
     result.update(files=files, rows=rows, rows_per_s=rows / result["seconds"],

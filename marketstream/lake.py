@@ -8,11 +8,15 @@ DuckDB, polars or Spark (README).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 import pyarrow.dataset as ds
-import s3fs
 
 from marketstream.settings import Settings
+
+if TYPE_CHECKING:
+    import s3fs
 
 
 MAINTENANCE_COMMIT = "marketstream.maintenance"
@@ -22,6 +26,8 @@ own writer rewriting partitions, `sinks.bars_table.BarsWriter.rewrite`), saying 
 
 
 def lake_filesystem(settings: Settings) -> s3fs.S3FileSystem:
+    import s3fs  # here, not at the top: the dataflows that import this module for its constants never load it
+
     return s3fs.S3FileSystem(**settings.s3_storage_options(), skip_instance_cache=True)
 
 

@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from marketstream import shutdown
 from marketstream.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from obstore.store import S3Store
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -91,23 +97,21 @@ def _speaks_tls(servers: str) -> bool:
 
 
 def _object_store(settings: Settings) -> None:
+    """The store answers a listing of its buckets (s3fs: for the commands that read the lake with it)."""
     import botocore.exceptions
     import s3fs
 
     fs = s3fs.S3FileSystem(**settings.s3_storage_options(), skip_instance_cache=True,
                            config_kwargs={"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 1}})
     fs.retries = 1
-    try:
-        fs.ls("", refresh=True)
-    except PermissionError:
-        raise ConfigError(f"the object store at {settings.s3_endpoint_url} refused the credentials: check "
-                          "S3_ACCESS_KEY / S3_SECRET_KEY") from None
-    except (OSError, botocore.exceptions.BotoCoreError) as exc:
-        refusal = object_store_refusal(settings, exc)
-        if refusal:
-            raise ConfigError(refusal) from None
-        raise Unreachable(f"the object store at {settings.s3_endpoint_url} (S3_ENDPOINT_URL): "
-                          f"{type(exc).__name__}: {exc}") from None
+
+    def listed() -> None:
+        try:
+            fs.ls("", refresh=True)
+        except botocore.exceptions.BotoCoreError as exc:
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+
+    _answered(settings, listed)
 
 
 def object_store_refusal(settings: Settings, exc: BaseException) -> str | None:
@@ -118,10 +122,10 @@ def object_store_refusal(settings: Settings, exc: BaseException) -> str | None:
         causes.append(f"{type(cause).__name__}: {cause}")
         cause = cause.__cause__ or cause.__context__
     text = " / ".join(causes)
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+    if any(sign in text for sign in ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "InvalidCertificate")):
         return (f"the object store at {settings.s3_endpoint_url} presented a certificate that S3_CA_BUNDLE "
                 f"({settings.s3_ca_bundle or 'unset: the system CAs'}) does not trust")
-    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+    if any(sign in text for sign in ("WRONG_VERSION_NUMBER", "wrong version number", "InvalidContentType")):
         return (f"the object store at {settings.s3_endpoint_url} answers in plain HTTP: check the scheme of "
                 "S3_ENDPOINT_URL (http://)")
     scheme, _, address = (settings.s3_endpoint_url or "").partition("://")
@@ -160,24 +164,54 @@ def _postgres(settings: Settings) -> None:
                           f"(POSTGRES_HOST / POSTGRES_PORT): {text}") from None
 
 
-def lake_format_of(bucket: str) -> Callable[[Settings], None]:
-    """A check that `bucket` holds the lake format the settings ask for, or nothing yet: a bucket of plain
-    Parquet files is never silently mixed with a Delta table, nor the other way round."""
+def _bucket_answers(settings: Settings, bucket: str) -> S3Store | None:
+    """A client of `bucket` once the store answered and accepted the credentials, None when it has no such
+    bucket yet (obstore: one LIST request, no s3fs or botocore loaded)."""
+    from marketstream.buckets import bucket_exists, s3_store
+
+    store = s3_store(bucket, settings.s3_storage_options())
+    return store if _answered(settings, lambda: bucket_exists(store)) else None
+
+
+def _answered(settings: Settings, call: Callable[[], T]) -> T:
+    """`call()`, its refusals said as `ConfigError` and an unreachable store as `Unreachable`."""
+    try:
+        return call()
+    except PermissionError:
+        raise ConfigError(f"the object store at {settings.s3_endpoint_url} refused the credentials: check "
+                          "S3_ACCESS_KEY / S3_SECRET_KEY") from None
+    except OSError as exc:
+        refusal = object_store_refusal(settings, exc)
+        if refusal:
+            raise ConfigError(refusal) from None
+        raise Unreachable(f"the object store at {settings.s3_endpoint_url} (S3_ENDPOINT_URL): {exc}") from None
+
+
+def object_store_for(bucket: str | Callable[[Settings], str]) -> Callable[[Settings], None]:
+    """A check that the object store answers a request for `bucket` (a name, or where the settings give
+    it) and accepts the credentials; the bucket need not exist yet."""
 
     def check(settings: Settings) -> None:
-        import s3fs
+        _bucket_answers(settings, bucket if isinstance(bucket, str) else bucket(settings))
 
-        fs = s3fs.S3FileSystem(**settings.s3_storage_options(), skip_instance_cache=True)
-        try:
-            if not fs.exists(bucket):
-                return
-            is_table = fs.exists(f"{bucket}/_delta_log")
-            has_files = any(key.endswith(".parquet") for key in fs.find(bucket, maxdepth=3)[:10_000])
-        except PermissionError:
-            raise ConfigError(f"the object store refused to list bucket {bucket}: check S3_ACCESS_KEY / S3_SECRET_KEY") from None
-        except OSError as exc:
-            raise Unreachable(f"the object store at {settings.s3_endpoint_url} (S3_ENDPOINT_URL): {exc}") from None
-        if settings.lake_format == "delta" and has_files and not is_table:
+    check.__name__ = f"the object store ({bucket if isinstance(bucket, str) else 'its bucket'})"
+    return check
+
+
+def lake_format_of(bucket: str) -> Callable[[Settings], None]:
+    """A check that the object store answers and accepts us (as `object_store_for`), and that `bucket`
+    holds the lake format the settings ask for, or nothing yet: a bucket of plain Parquet files is never
+    silently mixed with a Delta table, nor the other way round."""
+
+    def check(settings: Settings) -> None:
+        from marketstream.buckets import first_keys, top_level_prefixes
+
+        store = _bucket_answers(settings, bucket)
+        if store is None:
+            return
+        is_table = _answered(settings, lambda: "_delta_log" in top_level_prefixes(store))
+        if settings.lake_format == "delta" and not is_table and _answered(settings, lambda: any(
+                key.endswith(".parquet") and key.count("/") < 3 for key in first_keys(store, 10_000))):
             raise ConfigError(f"bucket {bucket} holds plain Parquet files and no Delta table (LAKE_FORMAT=delta): "
                               "move them aside or set LAKE_FORMAT=parquet (README, 'Plain Parquet')")
         if settings.lake_format == "parquet" and is_table:

@@ -48,7 +48,7 @@ from bytewax.inputs import Source
 from bytewax.operators.windowing import Clock, ClockLogic, TumblingWindower, WindowLogic, window
 from bytewax.outputs import Sink
 
-from marketstream import metrics
+from marketstream import metrics, preflight
 from marketstream.batching import BufferBudget, TableBatcher
 from marketstream.bars import MINUTE_US, combine_parts, minute_of, split_by_held, to_datetime, trade_parts, unheld_trades
 from marketstream.datasets import STOCK
@@ -341,7 +341,11 @@ def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Sou
     return flow
 
 
+BARS_NEEDS = ("kafka", preflight.object_store_for(lambda settings: settings.bars_bucket))
+"""What the bars flow waits for and checks before it starts (`marketstream.preflight`)."""
+
+
 def bars_dataflow() -> Dataflow:
     """What `dataflows.bars_consume.flow()` returns: the bars flow from the environment's settings, once
     the servers it needs answer."""
-    return build_or_exit(build_bars_flow, ("kafka", "s3"))
+    return build_or_exit(build_bars_flow, BARS_NEEDS)

@@ -33,9 +33,9 @@ THROTTLED_LOGGERS = ("librdkafka", "sources.kafka_topic")
 
 
 def consumer_needs(bucket: str) -> tuple:
-    """What a consumer waits for and checks before it starts: Kafka, the object store, and a bucket in the
-    lake format it writes."""
-    return ("kafka", "s3", preflight.lake_format_of(bucket))
+    """What a consumer waits for and checks before it starts: Kafka, and the object store answering with a
+    bucket in the lake format it writes (or none yet)."""
+    return ("kafka", preflight.lake_format_of(bucket))
 
 
 class RedactingFormatter(logging.Formatter):

@@ -1,6 +1,7 @@
 """The lake's destination: an S3-compatible object store (MinIO). Objects are written through obstore (Rust's
-object_store crate, as delta-rs; signing and HTTP off the GIL, a fifth of s3fs's CPU per PUT), listed and
-read through s3fs.
+object_store crate, as delta-rs; signing and HTTP off the GIL, a fifth of s3fs's CPU per PUT); a bucket is
+found through obstore too (`marketstream.buckets`), and only created, listed by folder or read through s3fs,
+which is loaded the first time one of those is needed.
 
 Each object is written with one PUT of its complete bytes, so a reader sees either the whole file or none
 of it; there are no partial files to clean up after a crash. While the store is unreachable or failing,
@@ -17,15 +18,17 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import fsspec.asyn
 import obstore
-import s3fs
 from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store
 
+from marketstream.buckets import bucket_exists, s3_store
 from marketstream.outages import Backoff, retry
+
+if TYPE_CHECKING:
+    import s3fs
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +42,8 @@ class ObjectStore:
 
     def __init__(self, storage_options: dict, *, retry_max_seconds: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self._fs = s3fs.S3FileSystem(
-            **storage_options,
-            skip_instance_cache=True,
-            use_listings_cache=False,  # listings are read once per prefix; keeping them only costs memory
-            # botocore's default CRC32 of every upload runs in Python on the event loop's thread and holds the GIL
-            # the decoder needs; S3 and MinIO check the Content-MD5-free PUT by its signed payload hash anyway
-            config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 1},
-                           "request_checksum_calculation": "when_required"},
-        )
-        self._fs.retries = 1  # `_retrying` below owns retries, with backoff and logging
+        self._fs: s3fs.S3FileSystem | None = None
+        self._fs_lock = threading.Lock()
         self._storage_options = storage_options
         self._writers: dict[str, S3Store] = {}
         self._writers_lock = threading.Lock()
@@ -58,7 +53,22 @@ class ObjectStore:
 
     @property
     def filesystem(self) -> s3fs.S3FileSystem:
-        return self._fs
+        """The s3fs client, made (and s3fs loaded) on first use."""
+        with self._fs_lock:
+            if self._fs is None:
+                import s3fs
+
+                self._fs = s3fs.S3FileSystem(
+                    **self._storage_options,
+                    skip_instance_cache=True,
+                    use_listings_cache=False,  # listings are read once per prefix; keeping them only costs memory
+                    # botocore's default CRC32 of every upload runs in Python on the event loop's thread and holds
+                    # the GIL the decoder needs; S3 and MinIO check the PUT by its signed payload hash anyway
+                    config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 1},
+                                   "request_checksum_calculation": "when_required"},
+                )
+                self._fs.retries = 1  # `_retrying` below owns retries, with backoff and logging
+            return self._fs
 
     def _retrying(self, what: str, action: Callable[[], object]) -> object:
         def refusal(error: Exception) -> Exception | None:
@@ -72,9 +82,13 @@ class ObjectStore:
     def ensure_bucket(self, bucket: str) -> None:
         """Create `bucket` if it does not exist."""
 
+        writer = self._writer(bucket)
+
         def create() -> None:
+            if bucket_exists(writer):
+                return
             try:
-                self._fs.mkdir(bucket)
+                self.filesystem.mkdir(bucket)
                 log.info("object store: created bucket %s", bucket)
             except FileExistsError:
                 pass  # it exists, possibly created by another worker a moment ago
@@ -86,14 +100,14 @@ class ObjectStore:
 
         async def names(prefix: str) -> list[str]:
             # one LIST request: `_ls` would list the parent as well whenever the prefix is empty
-            listed = await self._fs._lsdir(f"{bucket}/{prefix}".rstrip("/"), refresh=True)
+            listed = await fs._lsdir(f"{bucket}/{prefix}".rstrip("/"), refresh=True)
             return [entry["name"].rsplit("/", 1)[-1] for entry in listed if entry["type"] == "file"]
 
         async def everything() -> list[list[str]]:
             return await asyncio.gather(*(names(prefix) for prefix in prefixes))
 
-        listed = self._retrying(f"listing {len(prefixes)} prefixes of s3://{bucket}",
-                                lambda: fsspec.asyn.sync(self._fs.loop, everything))
+        fs = self.filesystem
+        listed = self._retrying(f"listing {len(prefixes)} prefixes of s3://{bucket}", lambda: _run(fs, everything))
         return dict(zip(prefixes, listed))
 
     def list_all_keys(self, bucket: str, limit: int, page_size: int = 1000) -> list[str] | None:
@@ -104,7 +118,7 @@ class ObjectStore:
             keys: list[str] = []
             page = {"Bucket": bucket, "MaxKeys": page_size}
             while True:
-                listed = await self._fs._call_s3("list_objects_v2", **page)
+                listed = await fs._call_s3("list_objects_v2", **page)
                 keys.extend(entry["Key"] for entry in listed.get("Contents", ()))
                 if len(keys) > limit:
                     return None
@@ -112,7 +126,8 @@ class ObjectStore:
                     return keys
                 page["ContinuationToken"] = listed["NextContinuationToken"]
 
-        return self._retrying(f"listing s3://{bucket}", lambda: fsspec.asyn.sync(self._fs.loop, everything))
+        fs = self.filesystem
+        return self._retrying(f"listing s3://{bucket}", lambda: _run(fs, everything))
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
         self.put_many(bucket, {key: data})
@@ -129,20 +144,14 @@ class ObjectStore:
     def _writer(self, bucket: str) -> S3Store:
         with self._writers_lock:
             if bucket not in self._writers:
-                self._writers[bucket] = _s3_store(bucket, self._storage_options)
+                self._writers[bucket] = s3_store(bucket, self._storage_options)
             return self._writers[bucket]
 
 
-def _s3_store(bucket: str, storage_options: dict) -> S3Store:
-    """An obstore client of `bucket`, from the s3fs `storage_options` (`Settings.s3_storage_options`)."""
-    client = storage_options.get("client_kwargs", {})
-    endpoint = storage_options["endpoint_url"]
-    options = {"connect_timeout": "5s", "timeout": "60s", "allow_http": endpoint.startswith("http://")}
-    if isinstance(client.get("verify"), str):  # botocore's CA bundle: trusted beside the system's roots
-        options["root_certificate"] = Path(client["verify"]).read_bytes()
-    return S3Store(bucket, endpoint=endpoint, access_key_id=storage_options["key"],
-                   secret_access_key=storage_options["secret"], region=client.get("region_name") or "us-east-1",
-                   client_options=options, retry_config={"max_retries": 0})  # `_retrying` owns retries
+def _run(fs: s3fs.S3FileSystem, coroutine: Callable) -> object:
+    import fsspec.asyn
+
+    return fsspec.asyn.sync(fs.loop, coroutine)
 
 
 def _put_all(writer: S3Store, objects: dict[str, bytes], puts: ThreadPoolExecutor) -> None:

@@ -59,9 +59,9 @@ def stock_consume_stalling_upload(topic: str, bucket: str, stalled_upload: int, 
 
 def bars_consume(topic: str, bars_bucket: str, **settings):
     """As `python -m bytewax.run dataflows.bars_consume` runs it, reading `topic`, writing `bars_bucket`."""
-    from pipelines.bars import build_bars_flow
+    from pipelines.bars import BARS_NEEDS, build_bars_flow
 
-    return build_or_exit(lambda config: build_bars_flow(config, topic=topic), ("kafka", "s3"),
+    return build_or_exit(lambda config: build_bars_flow(config, topic=topic), BARS_NEEDS,
                          make_settings(**{"kafka_stop_at_end": True, "bars_bucket": bars_bucket, **settings}))
 
 

@@ -1,0 +1,83 @@
+"""One bucket of the object store through obstore (Rust's object_store, as delta-rs): its client, built from
+the s3fs storage options (`Settings.s3_storage_options`), whether the bucket exists, and the first keys it
+holds. The writers and the consumers' start-up checks go through here, so a consumer never loads s3fs and
+botocore (~38 MB of its RSS) unless it has a bucket to create.
+
+Every call is one request or a few, never retried here (callers own retries). A store that refuses the
+credentials raises PermissionError; one that cannot be reached or answers otherwise, ConnectionError; each
+with the first line of what the store said, the full text kept as the cause for `refusal_text`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import obstore
+from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
+from obstore.store import S3Store
+
+from marketstream.settings import ConfigError
+
+_PROBE_PREFIX = "_marketstream-probe/"
+"""Listed to learn whether a bucket exists: nothing is stored under it, so the answer is one short page."""
+
+
+def s3_store(bucket: str, storage_options: dict) -> S3Store:
+    """An obstore client of `bucket`, from the s3fs `storage_options`."""
+    client = storage_options.get("client_kwargs", {})
+    endpoint = storage_options["endpoint_url"]
+    options = {"connect_timeout": "5s", "timeout": "60s", "allow_http": endpoint.startswith("http://")}
+    if isinstance(client.get("verify"), str):  # botocore's CA bundle: trusted beside the system's roots
+        try:
+            options["root_certificate"] = Path(client["verify"]).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"S3_CA_BUNDLE {client['verify']}: cannot read it ({exc})") from None
+    return S3Store(bucket, endpoint=endpoint, access_key_id=storage_options["key"],
+                   secret_access_key=storage_options["secret"], region=client.get("region_name") or "us-east-1",
+                   client_options=options, retry_config={"max_retries": 0})  # callers own retries
+
+
+def bucket_exists(store: S3Store) -> bool:
+    """Whether the store holds `store`'s bucket (one LIST request)."""
+    try:
+        obstore.list_with_delimiter(store, prefix=_PROBE_PREFIX)
+        return True
+    except BaseError as exc:
+        if "<Code>NoSuchBucket</Code>" in str(exc):
+            return False
+        raise _plain(exc) from exc
+
+
+def top_level_prefixes(store: S3Store) -> list[str]:
+    """The folders directly under the bucket's root (one LIST request)."""
+    try:
+        return obstore.list_with_delimiter(store)["common_prefixes"]
+    except BaseError as exc:
+        raise _plain(exc) from exc
+
+
+def first_keys(store: S3Store, limit: int) -> Iterator[str]:
+    """The bucket's keys in the store's order, at most `limit` of them."""
+    seen = 0
+    try:
+        for chunk in obstore.list(store, chunk_size=1000):
+            for meta in chunk:
+                if seen == limit:
+                    return
+                seen += 1
+                yield meta["path"]
+    except BaseError as exc:
+        raise _plain(exc) from exc
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether an obstore error is the store refusing the credentials (not worth retrying)."""
+    text = str(exc)
+    return (isinstance(exc, (PermissionDeniedError, UnauthenticatedError))
+            or "status code: 403" in text or "status code: 401" in text)
+
+
+def _plain(exc: BaseError) -> Exception:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return PermissionError(first) if refused(exc) else ConnectionError(first)
