@@ -23,6 +23,12 @@ _PROBE_PREFIX = "_marketstream-probe/"
 """Listed to learn whether a bucket exists: nothing is stored under it, so the answer is one short page."""
 
 
+def split_location(location: str) -> tuple[str, str]:
+    """Where the sinks write, `bucket` or `bucket/folder…` -> (`bucket`, `folder…`, empty for the bucket's root)."""
+    bucket, _, folder = location.partition("/")
+    return bucket, folder.strip("/")
+
+
 def s3_store(bucket: str, storage_options: dict) -> S3Store:
     """An obstore client of `bucket`, from the s3fs `storage_options`."""
     client = storage_options.get("client_kwargs", {})
@@ -49,24 +55,26 @@ def bucket_exists(store: S3Store) -> bool:
         raise _plain(exc) from exc
 
 
-def top_level_prefixes(store: S3Store) -> list[str]:
-    """The folders directly under the bucket's root (one LIST request)."""
+def top_level_prefixes(store: S3Store, folder: str = "") -> list[str]:
+    """The names of the folders directly under `folder` of the bucket (its root by default; one LIST request)."""
     try:
-        return obstore.list_with_delimiter(store)["common_prefixes"]
+        listed = obstore.list_with_delimiter(store, prefix=f"{folder}/" if folder else None)["common_prefixes"]
     except BaseError as exc:
         raise _plain(exc) from exc
+    return [prefix.rstrip("/").rsplit("/", 1)[-1] for prefix in listed]
 
 
-def first_keys(store: S3Store, limit: int) -> Iterator[str]:
-    """The bucket's keys in the store's order, at most `limit` of them."""
-    seen = 0
+def first_keys(store: S3Store, limit: int, folder: str = "") -> Iterator[str]:
+    """The keys under `folder` of the bucket (all of it by default), relative to it, in the store's order, at
+    most `limit` of them."""
+    seen, cut = 0, len(folder) + 1 if folder else 0
     try:
-        for chunk in obstore.list(store, chunk_size=1000):
+        for chunk in obstore.list(store, prefix=f"{folder}/" if folder else None, chunk_size=1000):
             for meta in chunk:
                 if seen == limit:
                     return
                 seen += 1
-                yield meta["path"]
+                yield meta["path"][cut:]
     except BaseError as exc:
         raise _plain(exc) from exc
 

@@ -164,13 +164,15 @@ def _postgres(settings: Settings) -> None:
                           f"(POSTGRES_HOST / POSTGRES_PORT): {text}") from None
 
 
-def _bucket_answers(settings: Settings, bucket: str) -> S3Store | None:
-    """A client of `bucket` once the store answered and accepted the credentials, None when it has no such
-    bucket yet (obstore: one LIST request, no s3fs or botocore loaded)."""
-    from marketstream.buckets import bucket_exists, s3_store
+def _bucket_answers(settings: Settings, location: str) -> tuple[S3Store, str] | None:
+    """A client of the bucket of `location` (`bucket` or `bucket/folder…`) and the folder, once the store
+    answered and accepted the credentials; None when it has no such bucket yet (obstore: one LIST request,
+    no s3fs or botocore loaded)."""
+    from marketstream.buckets import bucket_exists, s3_store, split_location
 
+    bucket, folder = split_location(location)
     store = s3_store(bucket, settings.s3_storage_options())
-    return store if _answered(settings, lambda: bucket_exists(store)) else None
+    return (store, folder) if _answered(settings, lambda: bucket_exists(store)) else None
 
 
 def _answered(settings: Settings, call: Callable[[], T]) -> T:
@@ -188,8 +190,8 @@ def _answered(settings: Settings, call: Callable[[], T]) -> T:
 
 
 def object_store_for(bucket: str | Callable[[Settings], str]) -> Callable[[Settings], None]:
-    """A check that the object store answers a request for `bucket` (a name, or where the settings give
-    it) and accepts the credentials; the bucket need not exist yet."""
+    """A check that the object store answers a request for `bucket` (a name or `bucket/folder…`, or where
+    the settings give it) and accepts the credentials; the bucket need not exist yet."""
 
     def check(settings: Settings) -> None:
         _bucket_answers(settings, bucket if isinstance(bucket, str) else bucket(settings))
@@ -199,19 +201,20 @@ def object_store_for(bucket: str | Callable[[Settings], str]) -> Callable[[Setti
 
 
 def lake_format_of(bucket: str) -> Callable[[Settings], None]:
-    """A check that the object store answers and accepts us (as `object_store_for`), and that `bucket`
-    holds the lake format the settings ask for, or nothing yet: a bucket of plain Parquet files is never
+    """A check that the object store answers and accepts us (as `object_store_for`), and that `bucket` (or
+    `bucket/folder…`) holds the lake format the settings ask for, or nothing yet: a bucket of plain Parquet files is never
     silently mixed with a Delta table, nor the other way round."""
 
     def check(settings: Settings) -> None:
         from marketstream.buckets import first_keys, top_level_prefixes
 
-        store = _bucket_answers(settings, bucket)
-        if store is None:
+        found = _bucket_answers(settings, bucket)
+        if found is None:
             return
-        is_table = _answered(settings, lambda: "_delta_log" in top_level_prefixes(store))
+        store, folder = found
+        is_table = _answered(settings, lambda: "_delta_log" in top_level_prefixes(store, folder))
         if settings.lake_format == "delta" and not is_table and _answered(settings, lambda: any(
-                key.endswith(".parquet") and key.count("/") < 3 for key in first_keys(store, 10_000))):
+                key.endswith(".parquet") and key.count("/") < 3 for key in first_keys(store, 10_000, folder))):
             raise ConfigError(f"bucket {bucket} holds plain Parquet files and no Delta table (LAKE_FORMAT=delta): "
                               "move them aside or set LAKE_FORMAT=parquet (README, 'Plain Parquet')")
         if settings.lake_format == "parquet" and is_table:

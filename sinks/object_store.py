@@ -24,7 +24,7 @@ import obstore
 from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store
 
-from marketstream.buckets import bucket_exists, s3_store
+from marketstream.buckets import bucket_exists, s3_store, split_location
 from marketstream.outages import Backoff, retry
 
 if TYPE_CHECKING:
@@ -79,9 +79,9 @@ class ObjectStore:
         return retry(what, action,
                      Backoff("object store", "object_store", longest=self._max_backoff, sleep=self._sleep), refusal)
 
-    def ensure_bucket(self, bucket: str) -> None:
-        """Create `bucket` if it does not exist."""
-
+    def ensure_bucket(self, location: str) -> None:
+        """Create the bucket of `location` (`bucket` or `bucket/folder…`) if it does not exist."""
+        bucket, _ = split_location(location)
         writer = self._writer(bucket)
 
         def create() -> None:
@@ -132,12 +132,15 @@ class ObjectStore:
     def put(self, bucket: str, key: str, data: bytes) -> None:
         self.put_many(bucket, {key: data})
 
-    def put_many(self, bucket: str, objects: dict[str, bytes]) -> None:
-        """Write several objects concurrently, each with one PUT; retried as a whole (rewrites are
-        idempotent) until every one is stored."""
+    def put_many(self, location: str, objects: dict[str, bytes]) -> None:
+        """Write several objects under `location` (`bucket` or `bucket/folder…`) concurrently, each with one
+        PUT; retried as a whole (rewrites are idempotent) until every one is stored."""
         if objects:
             first = next(iter(objects))
-            what = f"writing s3://{bucket}/{first}" + (f" and {len(objects) - 1} more" if len(objects) > 1 else "")
+            what = f"writing s3://{location}/{first}" + (f" and {len(objects) - 1} more" if len(objects) > 1 else "")
+            bucket, folder = split_location(location)
+            if folder:
+                objects = {f"{folder}/{key}": data for key, data in objects.items()}
             writer = self._writer(bucket)
             self._retrying(what, lambda: _put_all(writer, objects, self._puts))
 

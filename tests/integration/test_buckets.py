@@ -42,6 +42,26 @@ def test_a_bucket_is_found_or_not_and_its_first_keys_and_folders_are_listed(buck
     assert sorted(buckets.top_level_prefixes(_client(name))) == sorted({key.split("/")[0] for key in keys if "/" in key})
 
 
+def test_a_location_in_a_bucket_is_created_written_and_checked_under_its_folder(bucket):
+    """The sinks take `bucket/folder` where tables live in a folder of a bucket (found by the fresh-clone CI:
+    a LIST for `bucket/folder` as if it were a bucket was retried forever)."""
+    store, name = bucket
+    store.ensure_bucket(f"{name}/news")
+    assert buckets.bucket_exists(_client(name))
+    store.put_many(f"{name}/news", {"ticker=A/part-0.parquet": b"x", "_delta_log/0.json": b"{}"})
+    assert sorted(store.filesystem.find(name)) == [f"{name}/news/_delta_log/0.json", f"{name}/news/ticker=A/part-0.parquet"]
+    assert sorted(buckets.first_keys(_client(name), 10, "news")) == ["_delta_log/0.json", "ticker=A/part-0.parquet"]
+    assert sorted(buckets.top_level_prefixes(_client(name), "news")) == ["_delta_log", "ticker=A"]
+    assert buckets.top_level_prefixes(_client(name)) == ["news"]
+    preflight.lake_format_of(f"{name}/news")(make_settings(lake_format="delta"))
+    with pytest.raises(ConfigError, match=f"bucket {name}/news holds a Delta table"):
+        preflight.lake_format_of(f"{name}/news")(make_settings(lake_format="parquet"))
+    store.put(f"{name}/bluesky", "date=2026-11-24/keyword=x/part-0.parquet", b"x")
+    with pytest.raises(ConfigError, match=f"bucket {name}/bluesky holds plain Parquet files"):
+        preflight.lake_format_of(f"{name}/bluesky")(make_settings(lake_format="delta"))
+    preflight.lake_format_of(f"{name}/empty")(make_settings(lake_format="delta"))
+
+
 def test_a_refused_secret_is_a_permission_error_and_a_closed_port_a_connection_error(bucket):
     _, name = bucket
     with pytest.raises(PermissionError, match="403"):
