@@ -254,8 +254,12 @@ def test_the_overview_follows_a_running_consumer(page, console, lake, tmp_path):
         consumer.terminate()
         consumer.wait(60)
     shown = [count for count in seen if count]
-    assert shown and shown[0] == 200 and seen[-1] == 0, seen  # all 200 as lag before any commit, then drained
-    assert shown == sorted(shown, reverse=True), seen
+    # all 200 as lag before any commit (batches are committed 8 s after their first trade; the page refreshes
+    # about every second), then drained. A refresh that read the partitions while the 200 were being
+    # published shows part of them first (the fresh-clone CI saw 31, then 200).
+    assert 200 in shown and seen[-1] == 0, seen
+    peak = shown.index(200)
+    assert shown[:peak] == sorted(shown[:peak]) and shown[peak:] == sorted(shown[peak:], reverse=True), seen
 
 
 def test_the_ticker_page_draws_the_bars_and_a_new_minute_appears(page, console, lake):
