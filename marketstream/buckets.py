@@ -5,7 +5,8 @@ botocore (~38 MB of its RSS) unless it has a bucket to create.
 
 Every call is one request or a few, never retried here (callers own retries). A store that refuses the
 credentials raises PermissionError; one that cannot be reached or answers otherwise, ConnectionError; each
-with the first line of what the store said, the full text kept as the cause for `refusal_text`.
+with the first line of what the store said, the full text kept as the cause (which
+`preflight.object_store_refusal` reads for TLS refusals).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def bucket_exists(store: S3Store) -> bool:
     except BaseError as exc:
         if "<Code>NoSuchBucket</Code>" in str(exc):
             return False
-        raise _plain(exc) from exc
+        raise plain_error(exc) from exc
 
 
 def top_level_prefixes(store: S3Store, folder: str = "") -> list[str]:
@@ -60,7 +61,7 @@ def top_level_prefixes(store: S3Store, folder: str = "") -> list[str]:
     try:
         listed = obstore.list_with_delimiter(store, prefix=f"{folder}/" if folder else None)["common_prefixes"]
     except BaseError as exc:
-        raise _plain(exc) from exc
+        raise plain_error(exc) from exc
     return [prefix.rstrip("/").rsplit("/", 1)[-1] for prefix in listed]
 
 
@@ -76,16 +77,17 @@ def first_keys(store: S3Store, limit: int, folder: str = "") -> Iterator[str]:
                 seen += 1
                 yield meta["path"][cut:]
     except BaseError as exc:
-        raise _plain(exc) from exc
+        raise plain_error(exc) from exc
 
 
-def refused(exc: BaseException) -> bool:
+def _refused(exc: BaseException) -> bool:
     """Whether an obstore error is the store refusing the credentials (not worth retrying)."""
     text = str(exc)
     return (isinstance(exc, (PermissionDeniedError, UnauthenticatedError))
             or "status code: 403" in text or "status code: 401" in text)
 
 
-def _plain(exc: BaseError) -> Exception:
+def plain_error(exc: BaseError) -> Exception:
+    """An obstore error as PermissionError (credentials refused) or ConnectionError, with its first line."""
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return PermissionError(first) if refused(exc) else ConnectionError(first)
+    return PermissionError(first) if _refused(exc) else ConnectionError(first)

@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import obstore
-from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+from obstore.exceptions import BaseError
 from obstore.store import S3Store
 
-from marketstream.buckets import bucket_exists, s3_store, split_location
+from marketstream.buckets import bucket_exists, plain_error, s3_store, split_location
 from marketstream.outages import Backoff, retry
 
 if TYPE_CHECKING:
@@ -163,5 +163,5 @@ def _put_all(writer: S3Store, objects: dict[str, bytes], puts: ThreadPoolExecuto
     try:
         for _ in puts.map(lambda item: obstore.put(writer, *item), objects.items()):
             pass
-    except (PermissionDeniedError, UnauthenticatedError) as exc:  # what `_retrying` knows as a refusal
-        raise PermissionError(str(exc).splitlines()[0]) from None
+    except BaseError as exc:  # a refusal becomes the PermissionError `_retrying` knows; the rest is retried
+        raise plain_error(exc) from None
