@@ -375,9 +375,14 @@ class FaultRunner:
         self._threads: list[threading.Thread] = []
         self._restarting: dict[str, threading.Thread] = {}
         self._down: set[str] = set()
+        self._begun: dict[int, Fault] = {}
+        self._ended: dict[int, float] = {}
+
+    def _now(self) -> float:
+        return round(time.monotonic() - self.began, 1)
 
     def _record(self, fault: Fault, what: str, **details) -> None:
-        entry = {"at": round(time.monotonic() - self.began, 1), "fault": fault.describe().strip(), "what": what,
+        entry = {"at": self._now(), "fault": fault.describe().strip(), "what": what,
                  **details}
         self.log.append(entry)
         if self.journal:
@@ -430,11 +435,13 @@ class FaultRunner:
             process = self._paused.pop(index)
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGCONT)
+            self._ended[index] = self._now()
             self._record(fault, "continued")
         elif fault.kind in ("kill_broker", "kill_minio_node", "kill_controller_leader", "restart_postgres"):
             def restart():
                 began = time.monotonic()
                 self.stack.up()
+                self._ended[index] = self._now()
                 self._record(fault, "restarted", up_seconds=round(time.monotonic() - began, 1))
                 if fault.target == "minio-1" and self.balanced:
                     self._fail_over(fault, self.balanced[1])
@@ -444,6 +451,7 @@ class FaultRunner:
             self._down.discard(group)
         elif fault.kind == "network":
             self.proxies[fault.target].remove(f"chaos-{index}")
+            self._ended[index] = self._now()
             self._record(fault, "toxic removed")
 
     def run(self, faults: list[Fault], began: float, tick, until: float) -> list[Fault]:
@@ -452,11 +460,12 @@ class FaultRunner:
         back (`stack up` returned), and PostgreSQL only once it is back (`ONE_DOWN_AT_A_TIME`): a restart
         slower than the schedule's margin (Kafka reloading its logs after a kill takes a minute on a busy
         machine) delays the next one rather than break the quorum or miss the server, and one delayed past
-        `until` (seconds after `began`) is left out and recorded as skipped."""
+        `until` (seconds after `began`) is left out and recorded as skipped. Each fault as carried out has
+        its scheduled length until `as_carried_out` knows how long it really lasted."""
         self.began = began
         events = [(fault.at, 0, index) for index, fault in enumerate(faults)]
         heapq.heapify(events)
-        done: dict[int, Fault] = {}
+        done = self._begun
         while events:
             at, phase, index = events[0]
             now = time.monotonic() - began
@@ -486,6 +495,15 @@ class FaultRunner:
             except Exception as exc:  # noqa: BLE001 - reported; the run goes on
                 self._record(fault, "error", error=f"{type(exc).__name__}: {exc}"[:300])
         return [done[index] for index in sorted(done)]
+
+    def as_carried_out(self) -> list[Fault]:
+        """The faults begun, each lasting until it really ended: a node or PostgreSQL until its restart
+        returned (on a busy machine minutes after the scheduled end), a paused process until it was continued,
+        a toxic until it was removed; a kill of a dataflow is a moment. One whose end has not come yet (call
+        this after `settle`) lasts until now."""
+        now = self._now()
+        return [replace(fault, seconds=round(max(0.0, self._ended.get(index, now) - fault.at), 1))
+                if fault.seconds > 0 else fault for index, fault in sorted(self._begun.items())]
 
     def settle(self) -> None:
         """Every restart finished, every paused process continued, every toxic gone."""
@@ -786,12 +804,13 @@ def soak(args, seed: int, faults: list[Fault], env: dict[str, str], settings: Se
         say("faults begin")
         runner = FaultRunner(supervisor, stack, proxies, work / "faults.jsonl", balanced)
         fault_phase = time.monotonic()
-        carried_out = runner.run(faults, fault_phase, supervisor.tick, until=args.duration)
+        runner.run(faults, fault_phase, supervisor.tick, until=args.duration)
         while time.monotonic() - fault_phase < args.duration:
             supervisor.tick()
             time.sleep(0.5)
         say("faults over: every server up, every toxic removed; load stops")
         runner.settle()
+        carried_out = runner.as_carried_out()
         unacknowledged = injector.stop()
         fakes.stop()
         producer_exits = supervisor.stop(PRODUCERS, 60)
