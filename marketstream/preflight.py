@@ -224,6 +224,41 @@ def lake_format_of(bucket: str) -> Callable[[Settings], None]:
     return check
 
 
+def delta_tables_of(bucket: Callable[[Settings], str], folders: Callable[[Settings], tuple[str, ...]],
+                    partition_by: list[str], columns: list[str], what: str, setting: str) -> Callable[[Settings], None]:
+    """A check that every Delta table found in `folders` of `bucket` (where the settings give them; "" is
+    the bucket's root) is one of `what`: partitioned by `partition_by` and holding `columns` (those its writer
+    cannot add). A table of other data there would otherwise be retried against forever, or given columns
+    that are not its own; the error names `setting`."""
+
+    def check(settings: Settings) -> None:
+        from deltalake import DeltaTable
+
+        from marketstream.buckets import top_level_prefixes
+
+        name = bucket(settings)
+        found = _bucket_answers(settings, name)
+        if found is None:
+            return
+        store, _ = found
+        for folder in folders(settings):
+            if "_delta_log" not in _answered(settings, lambda: top_level_prefixes(store, folder)):
+                continue
+            location = f"{name}/{folder}".rstrip("/")
+            table = _answered(settings, lambda: DeltaTable(f"s3://{location}",
+                                                           storage_options=settings.delta_storage_options()))
+            partitioned_by = table.metadata().partition_columns
+            missing = [column for column in columns if column not in table.schema().to_arrow().names]
+            if partitioned_by != partition_by or missing:
+                raise ConfigError(
+                    f"{location} holds a Delta table of other data (partitioned by {', '.join(partitioned_by) or 'nothing'}"
+                    + (f"; without {', '.join(missing[:4])}" if missing else "")
+                    + f"), not {what}: set {setting} to a bucket of its own")
+
+    check.__name__ = f"the tables of {what}"
+    return check
+
+
 CHECKS: dict[str, Callable[[Settings], None]] = {"kafka": _kafka, "s3": _object_store, "postgres": _postgres}
 
 

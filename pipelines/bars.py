@@ -59,7 +59,7 @@ from marketstream.settings import Settings
 from pipelines.connectors import shared_object_store, topic_source
 from pipelines.consumer import PREFIX, Decoded, SkipCounter, SkipSummary, decode
 from pipelines.runtime import build_or_exit
-from sinks.bars_table import BarsSink, stored_held
+from sinks.bars_table import PARTITION_BY, TABLE_SCHEMA, BarsSink, stored_held
 from sources.kafka_topic import InFlight, PolledMessages
 
 log = logging.getLogger(__name__)
@@ -341,7 +341,9 @@ def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Sou
     return flow
 
 
-BARS_NEEDS = ("kafka", preflight.object_store_for(lambda settings: settings.bars_bucket))
+BARS_NEEDS = ("kafka", preflight.delta_tables_of(
+    lambda settings: settings.bars_bucket, lambda settings: ("", settings.stock_synthetic_prefix), PARTITION_BY,
+    [field.name for field in TABLE_SCHEMA if not field.nullable], "a bars table", "BARS_BUCKET"))
 """What the bars flow waits for and checks before it starts (`marketstream.preflight`)."""
 
 

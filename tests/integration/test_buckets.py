@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pyarrow as pa
 import pytest
 
 from marketstream import buckets, preflight
@@ -127,3 +128,31 @@ def test_a_consumer_starting_on_its_bucket_never_loads_s3fs_and_creates_a_missin
     assert store.filesystem.exists(name)
     assert loaded() == []
     preflight.wait_for(make_settings(), consumer_needs(name))
+
+
+@pytest.mark.parametrize("folder", ["", "_synthetic"])
+def test_the_bars_flow_refuses_a_bars_bucket_holding_a_table_of_other_data_and_takes_its_own(bucket, folder):
+    """Seen in the bench: a bars bucket holding a trades table made bars_consume retry reading it forever."""
+    from deltalake import DeltaTable
+
+    from marketstream.datasets import STOCK
+    from pipelines.bars import BARS_NEEDS
+    from sinks.bars_table import PARTITION_BY, TABLE_SCHEMA
+
+    store, name = bucket
+    settings = make_settings(bars_bucket=name)
+    preflight.wait_for(settings, BARS_NEEDS)  # no bucket yet: the flow creates it
+    store.ensure_bucket(name)
+    uri = f"s3://{name}/{folder}".rstrip("/")
+    DeltaTable.create(uri, TABLE_SCHEMA, partition_by=PARTITION_BY, storage_options=settings.delta_storage_options())
+    preflight.wait_for(settings, BARS_NEEDS)  # a bars table: taken
+    store.filesystem.rm(name, recursive=True)
+    store.ensure_bucket(name)
+    trades = f"s3://{name}/{folder}".rstrip("/")
+    DeltaTable.create(trades, pa.schema([*STOCK.partitioning, *STOCK.schema]), partition_by=STOCK.partitioning.names,
+                      storage_options=settings.delta_storage_options())
+    location = f"{name}/{folder}".rstrip("/")
+    with pytest.raises(ConfigError, match=rf"^{location} holds a Delta table of other data \(partitioned by ticker, "
+                                          r"date; without minute, open, high, low\), not a bars table: set "
+                                          r"BARS_BUCKET to a bucket of its own$"):
+        preflight.wait_for(settings, BARS_NEEDS)
