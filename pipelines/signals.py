@@ -45,12 +45,12 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import Sink
 from deltalake import DeltaTable
 
-from marketstream import schemas
+from marketstream import preflight, schemas
 from marketstream.datasets import BARS_TABLES, BLUESKY, NEWS, lake_tables
 from marketstream.datasets import signals_tables as signals_uris
 from marketstream.lake import is_delta_table
 from marketstream.settings import Settings
-from marketstream.signals import compute
+from marketstream.signals import TABLE_SCHEMA, compute
 from pipelines.connectors import shared_object_store
 from pipelines.runtime import build_or_exit
 from sinks.signals_table import SignalsWriter, SupersededRound
@@ -243,5 +243,12 @@ def build_signals_flow(settings: Settings, tables: list[SignalsTable] | None = N
     return flow
 
 
+SIGNALS_NEEDS = ("s3", preflight.delta_tables_of(
+    lambda settings: settings.signals_bucket, lambda settings: ("", settings.stock_synthetic_prefix),
+    list(schemas.SIGNALS_PARTITIONING.names), [field.name for field in TABLE_SCHEMA if not field.nullable],
+    "a signals table", "SIGNALS_BUCKET"))
+"""What the signals flow waits for and checks before it starts (`marketstream.preflight`)."""
+
+
 def signals_dataflow() -> Dataflow:
-    return build_or_exit(build_signals_flow, ("s3",))
+    return build_or_exit(build_signals_flow, SIGNALS_NEEDS)

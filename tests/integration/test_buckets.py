@@ -156,3 +156,19 @@ def test_the_bars_flow_refuses_a_bars_bucket_holding_a_table_of_other_data_and_t
                                           r"date; without minute, open, high, low\), not a bars table: set "
                                           r"BARS_BUCKET to a bucket of its own$"):
         preflight.wait_for(settings, BARS_NEEDS)
+
+
+def test_the_signals_flow_refuses_a_signals_bucket_holding_the_bars(bucket):
+    from deltalake import DeltaTable
+
+    from pipelines.signals import SIGNALS_NEEDS
+    from sinks.bars_table import PARTITION_BY, TABLE_SCHEMA
+
+    store, name = bucket
+    settings = make_settings(signals_bucket=name)
+    store.ensure_bucket(name)
+    DeltaTable.create(f"s3://{name}", TABLE_SCHEMA, partition_by=PARTITION_BY, storage_options=settings.delta_storage_options())
+    with pytest.raises(ConfigError, match=rf"^{name} holds a Delta table of other data \(partitioned by ticker, date; "
+                                          r"without news_count, posts_count, news_count_15m, posts_count_15m\), not a "
+                                          r"signals table: set SIGNALS_BUCKET to a bucket of its own$"):
+        preflight.wait_for(settings, SIGNALS_NEEDS)
