@@ -233,6 +233,7 @@ def delta_tables_of(bucket: Callable[[Settings], str], folders: Callable[[Settin
 
     def check(settings: Settings) -> None:
         from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
         from marketstream.buckets import top_level_prefixes
 
@@ -245,8 +246,11 @@ def delta_tables_of(bucket: Callable[[Settings], str], folders: Callable[[Settin
             if "_delta_log" not in _answered(settings, lambda: top_level_prefixes(store, folder)):
                 continue
             location = f"{name}/{folder}".rstrip("/")
-            table = _answered(settings, lambda: DeltaTable(f"s3://{location}",
-                                                           storage_options=settings.delta_storage_options()))
+            try:
+                table = _answered(settings, lambda: DeltaTable(f"s3://{location}",
+                                                               storage_options=settings.delta_storage_options()))
+            except TableNotFoundError:
+                continue  # a `_delta_log/` without a commit yet: a table being created
             partitioned_by = table.metadata().partition_columns
             missing = [column for column in columns if column not in table.schema().to_arrow().names]
             if partitioned_by != partition_by or missing:

@@ -143,6 +143,8 @@ def test_the_bars_flow_refuses_a_bars_bucket_holding_a_table_of_other_data_and_t
     settings = make_settings(bars_bucket=name)
     preflight.wait_for(settings, BARS_NEEDS)  # no bucket yet: the flow creates it
     store.ensure_bucket(name)
+    store.put_many(name, {f"{folder}/_delta_log/_commit_being_written.json.tmp".lstrip("/"): b"{}"})
+    preflight.wait_for(settings, BARS_NEEDS)  # a log without a commit yet: a table being created, taken
     uri = f"s3://{name}/{folder}".rstrip("/")
     DeltaTable.create(uri, TABLE_SCHEMA, partition_by=PARTITION_BY, storage_options=settings.delta_storage_options())
     preflight.wait_for(settings, BARS_NEEDS)  # a bars table: taken
