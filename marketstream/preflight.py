@@ -18,6 +18,7 @@ from marketstream import shutdown
 from marketstream.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from obstore.store import S3Store
 
 T = TypeVar("T")
@@ -224,12 +225,13 @@ def lake_format_of(bucket: str) -> Callable[[Settings], None]:
     return check
 
 
-def delta_tables_of(bucket: Callable[[Settings], str], folders: Callable[[Settings], tuple[str, ...]],
-                    partition_by: list[str], columns: list[str], what: str, setting: str) -> Callable[[Settings], None]:
-    """A check that every Delta table found in `folders` of `bucket` (where the settings give them; "" is
-    the bucket's root) is one of `what`: partitioned by `partition_by` and holding `columns` (those its writer
-    cannot add). A table of other data there would otherwise be retried against forever, or given columns
-    that are not its own; the error names `setting`."""
+def delta_tables_of(tables: Callable[[Settings], list[str]], schema: pa.Schema, partition_by: list[str], what: str,
+                    setting: str) -> Callable[[Settings], None]:
+    """A check that every Delta table found at the URIs `tables` gives for the settings (`s3://bucket` or
+    `s3://bucket/folder`) is one of `what`: partitioned by `partition_by` and holding the columns of `schema`
+    that are not nullable (those its writer cannot add). A table of other data there would otherwise be
+    retried against forever, or given columns that are not its own; the error names `setting`."""
+    required = [field.name for field in schema if not field.nullable]
 
     def check(settings: Settings) -> None:
         from deltalake import DeltaTable
@@ -237,22 +239,21 @@ def delta_tables_of(bucket: Callable[[Settings], str], folders: Callable[[Settin
 
         from marketstream.buckets import top_level_prefixes
 
-        name = bucket(settings)
-        found = _bucket_answers(settings, name)
-        if found is None:
-            return
-        store, _ = found
-        for folder in folders(settings):
+        for uri in tables(settings):
+            location = uri.removeprefix("s3://")
+            found = _bucket_answers(settings, location)
+            if found is None:
+                return  # no bucket yet, so no table
+            store, folder = found
             if "_delta_log" not in _answered(settings, lambda: top_level_prefixes(store, folder)):
                 continue
-            location = f"{name}/{folder}".rstrip("/")
             try:
-                table = _answered(settings, lambda: DeltaTable(f"s3://{location}",
-                                                               storage_options=settings.delta_storage_options()))
+                table = _answered(settings, lambda: DeltaTable(uri, storage_options=settings.delta_storage_options()))
             except TableNotFoundError:
                 continue  # a `_delta_log/` without a commit yet: a table being created
             partitioned_by = table.metadata().partition_columns
-            missing = [column for column in columns if column not in table.schema().to_arrow().names]
+            names = set(table.schema().to_arrow().names)
+            missing = [column for column in required if column not in names]
             if partitioned_by != partition_by or missing:
                 raise ConfigError(
                     f"{location} holds a Delta table of other data (partitioned by {', '.join(partitioned_by) or 'nothing'}"

@@ -51,7 +51,7 @@ from bytewax.outputs import Sink
 from marketstream import metrics, preflight
 from marketstream.batching import BufferBudget, TableBatcher
 from marketstream.bars import MINUTE_US, combine_parts, minute_of, split_by_held, to_datetime, trade_parts, unheld_trades
-from marketstream.datasets import STOCK
+from marketstream.datasets import BARS_TABLES, STOCK, lake_tables
 from marketstream.kafka_cluster import read_partition
 from marketstream.runs import key_runs
 from marketstream.schemas import TIMESTAMP
@@ -342,8 +342,8 @@ def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Sou
 
 
 BARS_NEEDS = ("kafka", preflight.delta_tables_of(
-    lambda settings: settings.bars_bucket, lambda settings: ("", settings.stock_synthetic_prefix), PARTITION_BY,
-    [field.name for field in TABLE_SCHEMA if not field.nullable], "a bars table", "BARS_BUCKET"))
+    lambda settings: [lake_tables(settings.stock_synthetic_prefix, settings.bars_bucket)[name] for name in BARS_TABLES],
+    TABLE_SCHEMA, PARTITION_BY, "a bars table", "BARS_BUCKET"))
 """What the bars flow waits for and checks before it starts (`marketstream.preflight`)."""
 
 

@@ -244,9 +244,8 @@ def build_signals_flow(settings: Settings, tables: list[SignalsTable] | None = N
 
 
 SIGNALS_NEEDS = ("s3", preflight.delta_tables_of(
-    lambda settings: settings.signals_bucket, lambda settings: ("", settings.stock_synthetic_prefix),
-    list(schemas.SIGNALS_PARTITIONING.names), [field.name for field in TABLE_SCHEMA if not field.nullable],
-    "a signals table", "SIGNALS_BUCKET"))
+    lambda settings: list(signals_uris(settings.stock_synthetic_prefix, settings.signals_bucket).values()),
+    TABLE_SCHEMA, list(schemas.SIGNALS_PARTITIONING.names), "a signals table", "SIGNALS_BUCKET"))
 """What the signals flow waits for and checks before it starts (`marketstream.preflight`)."""
 
 

@@ -237,6 +237,11 @@ class _Toxics:
         self.on.remove(name)
 
 
+class _Killer:
+    def signal(self, name, signum):
+        return True
+
+
 def test_a_fault_as_carried_out_lasts_until_its_node_is_back_not_its_scheduled_end():
     """Seen in the soak of seed 45: a broker killed for 14 s took 133 s to restart, and the report counted it
     over after 14 s, so the single-fault measure took a degraded minute for a quiet one."""
@@ -254,11 +259,6 @@ def test_a_fault_as_carried_out_lasts_until_its_node_is_back_not_its_scheduled_e
     assert broker.ends >= 1.5 and broker.seconds >= 1.5  # down until `stack up` returned
     assert 0.3 <= toxic.seconds < 1.0 and not toxics.on
     assert kill.seconds == 0.0
-
-
-class _Killer:
-    def signal(self, name, signum):
-        return True
 
 
 class _Proxy:
