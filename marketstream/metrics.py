@@ -30,6 +30,8 @@ BATCH_AGE = Histogram("marketstream_batch_age_seconds", "age of a window batch's
                       ["dataset"], buckets=(0.5, 1, 2, 5, 10, 15, 30, 60, 120))
 ROWS_COMMITTED = Counter("marketstream_rows_committed", "rows committed to a lake table", ["table"])
 FILES_COMMITTED = Counter("marketstream_files_committed", "data files committed to a lake table", ["table"])
+DELTA_COMMITS = Counter("marketstream_delta_commits", "Delta commits made to a lake table (one can hold the "
+                        "writes of several sink partitions: group commit)", ["table"])
 COMMIT_SECONDS = Histogram("marketstream_commit_seconds", "time to commit to a Delta table, retries included",
                            ["table"], buckets=_LATENCY_BUCKETS)
 UPLOAD_SECONDS = Histogram("marketstream_upload_seconds", "time to upload one flush's files, retries included",
@@ -52,7 +54,7 @@ RATE_LIMIT_WAIT_SECONDS = Counter("marketstream_rate_limit_wait_seconds", "secon
                                   ["source"])
 
 ALL = (DATAFLOW, MESSAGES_READ, CONSUMER_LAG, DEAD_LETTERS, SKIPPED_ROWS, BATCH_ROWS, BATCH_AGE, ROWS_COMMITTED,
-       FILES_COMMITTED, COMMIT_SECONDS, UPLOAD_SECONDS, RETRIES, BARS_LATE_TRADES, MESSAGES_PUBLISHED, DELIVERY_FAILURES, API_CALLS,
+       FILES_COMMITTED, DELTA_COMMITS, COMMIT_SECONDS, UPLOAD_SECONDS, RETRIES, BARS_LATE_TRADES, MESSAGES_PUBLISHED, DELIVERY_FAILURES, API_CALLS,
        RATE_LIMIT_WAITS, RATE_LIMIT_WAIT_SECONDS)
 
 _FIELD = re.compile(r"field '([A-Za-z_][A-Za-z0-9_.]{0,40})'")

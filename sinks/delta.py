@@ -7,8 +7,10 @@ dataset, topic, topic incarnation and partition; version = the last offset of th
 stores). The commit is atomic: a reader sees all of its files or none, and a file uploaded but never
 committed is invisible (vacuum removes it). Commits of one sink partition are made by one thread in the
 order their writes arrived, and each Kafka partition is written by one sink partition, so a Kafka
-partition's commits follow its offsets. When a sink starts it reads each table's transaction versions
-(from the log's last checkpoint and the commits after it) and drops
+partition's commits follow its offsets. A process's sink partitions writing to one table at the same time
+share one commit (`DeltaCommitter.commit_together`): the table takes one commit per round, not one per Kafka
+partition (datasets with a natural key excepted: their commits are made one by one). When a sink starts it
+reads each table's transaction versions (from the log's last checkpoint and the commits after it) and drops
 replayed rows at or below them: a crash, a restart with or without recovery, or another worker count
 never stores a row twice, and a row is never counted as stored before its commit. A topic deleted and
 created again is a new incarnation, with app ids of its own. Rows kept apart under a prefix (synthetic
@@ -242,8 +244,11 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
     def _commit_all(self, pending: list[_Pending]) -> None:
         for entry in pending:
             uploaded = entry.uploaded.result()
+            # a natural key is checked against the table as each commit finds it, so such writes commit one
+            # after the other; the rest join whatever the process's other sink partitions commit meanwhile
+            commit = entry.table.commit if self._stored_keys(entry.table_name) is not None else entry.table.commit_together
             with metrics.COMMIT_SECONDS.labels(entry.table.uri).time():
-                made = entry.table.commit(lambda table: self._fenced(entry, uploaded, table))
+                made = commit(lambda table, entry=entry, uploaded=uploaded: self._fenced(entry, uploaded, table))
             entry.files = []  # stored: free the rows
             if made is not None and entry.keys is not None:
                 self._stored_keys(entry.table_name).committed(entry.keys, [add.path for add in made.adds])

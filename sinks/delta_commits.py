@@ -10,6 +10,12 @@ from both landing one version through conditional writes, `If-None-Match`, so no
 and after a failure of the store, with capped backoff — if that attempt landed although its answer was lost,
 the new preparation finds its rows committed and commits nothing. A failing store is logged as one outage
 (`marketstream.outages`, shared with the uploads): a line when it starts failing, one when it answers again.
+
+Group commit: a process's writers of one table take turns, and those that only append
+(`DeltaCommitter.commit_together`) and find the table busy are committed together by whichever of them
+gets it next: one Delta commit holding every waiting writer's files and transaction versions, so a table
+takes one commit per round however many writers feed it, instead of one per writer, each waiting for the one
+before. The commit stays atomic for each writer, since it is atomic for all of them.
 """
 
 from __future__ import annotations
@@ -123,18 +129,46 @@ class Commit:
     info: dict[str, str] | None = None
 
 
+@dataclass(eq=False)
+class _Waiting:
+    """One `commit_together` call: its preparation and, once `done`, its part of the commit or its error."""
+
+    prepare: Callable[["TableView"], Commit | None]
+    done: bool = False
+    result: Commit | None = None
+    error: BaseException | None = None
+
+
+def _appended_together(parts: list[Commit]) -> Commit | None:
+    """One commit adding the files of all `parts` and setting each app id to the highest version they give it."""
+    if not parts:
+        return None
+    if any(part.replacing is not None or part.info for part in parts):
+        raise ValueError("only commits that append files and set versions can be made together")
+    versions: dict[str, int] = {}
+    for part in parts:
+        for app, version in part.versions.items():
+            versions[app] = max(versions.get(app, -1), version)
+    return Commit([add for part in parts for add in part.adds], versions)
+
+
 class TableView:
     """A Delta table as one commit attempt is prepared against it: the transaction versions it holds and the
     rows of its partitions, as of the snapshot the attempt is made on."""
 
-    def __init__(self, table: DeltaTable, uri: str, sleep: Callable[[float], None]):
+    def __init__(self, table: DeltaTable, uri: str, sleep: Callable[[float], None], known: dict[str, int] | None = None):
+        """`known`: transaction versions already read from this snapshot (each read goes through the table's
+        log in the store), kept there as they are read."""
         self._table, self._uri, self._sleep = table, uri, sleep
+        self._known = {} if known is None else known
 
     def version(self, app_id: str) -> int:
         """The last version committed for `app_id` (-1: none)."""
-        found = retrying(f"reading the transaction versions of {self._uri}",
-                         lambda: self._table.transaction_version(app_id), self._sleep)
-        return -1 if found is None else found
+        if app_id not in self._known:
+            found = retrying(f"reading the transaction versions of {self._uri}",
+                             lambda: self._table.transaction_version(app_id), self._sleep)
+            self._known[app_id] = -1 if found is None else found
+        return self._known[app_id]
 
     def read(self, filters: list[tuple], columns: list[str] | None = None) -> pa.Table:
         """The rows of the partitions `filters` selects (deltalake filters on partition columns)."""
@@ -161,7 +195,8 @@ class DeltaCommitter:
     process knows it (dropping what the table already holds), and whenever an attempt fails — another
     writer committed the same transaction id first, or the store failed and the attempt may or may not
     have landed — the table is loaded again and `prepare` asked again, so what it decides always rests on
-    what is committed, whoever committed it. The process's own writers take turns (`commit` holds a lock).
+    what is committed, whoever committed it. The process's own writers take turns (`commit` holds a lock);
+    those that only append may commit together (`commit_together`).
     delta-rs refuses a commit when a commit it has not seen set one of the same transaction ids; commits
     under other ids it lays on top without asking."""
 
@@ -173,8 +208,15 @@ class DeltaCommitter:
         self._storage_options = storage_options
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._queue: list[_Waiting] = []
+        """The `commit_together` calls waiting for the table (under `_queue_lock`)."""
+        self._queue_lock = threading.Lock()
         self._warned_of_other_writers = False
 
+        self._known: dict[str, int] = {}
+        """Transaction versions of `_current` as it is now: read from it, or set by this process's commit, when
+        that commit is the only one since (a version of the log never changes, and each read costs a pass
+        through the log in the store)."""
         self._current: DeltaTable | None = retrying(
             f"opening {uri}", lambda: open_or_create(uri, storage_options, schema, partition_by, evolve_schema=evolve_schema), sleep)
         """The table as this process's last commit left it (None: load it again); used under `_lock`."""
@@ -192,8 +234,9 @@ class DeltaCommitter:
 
     def _view(self) -> TableView:
         if self._current is None:
+            self._known = {}
             self._current = self._load()
-        return TableView(self._current, self.uri, self._sleep)
+        return TableView(self._current, self.uri, self._sleep, self._known)
 
     def committed_version(self, app_id: str) -> int:
         """The last version committed for `app_id` (-1: none), as of this process's last commit or later,
@@ -206,7 +249,10 @@ class DeltaCommitter:
         with self._lock:
             try:
                 if self._current is not None:
+                    before = self._current.version()
                     self._current.update_incremental()
+                    if self._current.version() != before:
+                        self._known = {}
             except Exception:  # noqa: BLE001 - loaded afresh before the next commit instead
                 self._current = None
 
@@ -219,39 +265,84 @@ class DeltaCommitter:
     def commit(self, prepare: Callable[[TableView], Commit | None]) -> Commit | None:
         """Make the commit `prepare` decides on against the table (None: nothing to commit), once: asked again
         on the newer table after every failed attempt. Returns the commit made, if any."""
-        backoff = Backoff("object store", "delta", longest=RETRY_MAX_SECONDS, sleep=self._sleep)
         with self._lock:
-            while True:
-                prepared = prepare(self._view())
-                if prepared is None:
-                    return None
-                properties = CommitProperties(app_transactions=[Transaction(app, version)
-                                                                for app, version in prepared.versions.items()],
-                                              custom_metadata=prepared.info)
-                try:
-                    self._current.create_write_transaction(
-                        prepared.adds, mode="overwrite" if prepared.replacing else "append", schema=self.schema,
-                        partition_by=self.partition_by, partition_filters=prepared.replacing,
-                        commit_properties=properties)
-                except Exception as exc:  # noqa: BLE001 - whatever failed, the next attempt rests on the table as it is
-                    self._current = None
-                    refused = _refused(f"object store refused committing to {self.uri}", exc)
-                    if refused is not None:
-                        raise refused from None
-                    if isinstance(exc, CommitFailedError):  # another writer's commit came first
-                        self._another_writer(str(exc))
-                        self._sleep(random.uniform(0.01, 0.1))
-                        continue
-                    backoff.failed(f"delta: committing {len(prepared.adds)} files to {self.uri}", exc)
+            return self._commit_holding_lock(prepare)
+
+    def commit_together(self, prepare: Callable[[TableView], Commit | None]) -> Commit | None:
+        """`commit(prepare)`, made in one Delta commit with every other `commit_together` of this process
+        waiting for the table at the time (group commit): whichever waiting caller gets the table prepares
+        them all against it and commits them as one; each caller gets back its own part. `prepare` must
+        only append: set no `replacing` and no `info`."""
+        waiting = _Waiting(prepare)
+        with self._queue_lock:
+            self._queue.append(waiting)
+        with self._lock:
+            if not waiting.done:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._commit_group(group)
+        if waiting.error is not None:
+            raise waiting.error
+        return waiting.result
+
+    def _commit_group(self, group: list[_Waiting]) -> None:
+        parts: list[Commit | None] = []
+
+        def prepare_all(table: TableView) -> Commit | None:
+            parts[:] = [waiting.prepare(table) for waiting in group]
+            return _appended_together([part for part in parts if part is not None])
+
+        try:
+            landed = self._commit_holding_lock(prepare_all)
+            for waiting, part in zip(group, parts):
+                waiting.result = part if landed is not None else None
+        except BaseException as exc:  # every caller of the group learns it, as each would have alone
+            for waiting in group:
+                waiting.error = exc
+        finally:
+            for waiting in group:
+                waiting.done = True
+
+    def _commit_holding_lock(self, prepare: Callable[[TableView], Commit | None]) -> Commit | None:
+        backoff = Backoff("object store", "delta", longest=RETRY_MAX_SECONDS, sleep=self._sleep)
+        while True:
+            prepared = prepare(self._view())
+            if prepared is None:
+                return None
+            prepared_on = self._current.version()
+            properties = CommitProperties(app_transactions=[Transaction(app, version)
+                                                            for app, version in prepared.versions.items()],
+                                          custom_metadata=prepared.info)
+            try:
+                self._current.create_write_transaction(
+                    prepared.adds, mode="overwrite" if prepared.replacing else "append", schema=self.schema,
+                    partition_by=self.partition_by, partition_filters=prepared.replacing,
+                    commit_properties=properties)
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the next attempt rests on the table as it is
+                self._current = None
+                refused = _refused(f"object store refused committing to {self.uri}", exc)
+                if refused is not None:
+                    raise refused from None
+                if isinstance(exc, CommitFailedError):  # another writer's commit came first
+                    self._another_writer(str(exc))
+                    self._sleep(random.uniform(0.01, 0.1))
                     continue
-                backoff.answered()
-                # delta-rs does not move the table object past its own commit: without this, the next commit
-                # would see this one as a concurrent transaction, fail, and load the whole table again
-                try:
-                    self._current.update_incremental()
-                except Exception:  # noqa: BLE001 - loaded afresh before the next commit instead
-                    self._current = None
-                return prepared
+                backoff.failed(f"delta: committing {len(prepared.adds)} files to {self.uri}", exc)
+                continue
+            backoff.answered()
+            metrics.DELTA_COMMITS.labels(self.uri).inc()
+            # delta-rs does not move the table object past its own commit: without this, the next commit
+            # would see this one as a concurrent transaction, fail, and load the whole table again
+            try:
+                self._current.update_incremental()
+            except Exception:  # noqa: BLE001 - loaded afresh before the next commit instead
+                self._current = None
+            else:
+                if self._current.version() == prepared_on + 1:  # this commit alone: what it set is all that changed
+                    self._known.update(prepared.versions)
+                else:
+                    self._known = {}
+            return prepared
 
     def _another_writer(self, error: str) -> None:
         metrics.RETRIES.labels("delta_concurrent_writer").inc()

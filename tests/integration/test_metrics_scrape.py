@@ -6,6 +6,7 @@ import time
 import urllib.request
 
 import orjson
+from deltalake import DeltaTable
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.kafka_helpers import produce
@@ -61,6 +62,11 @@ def test_a_scrape_of_a_running_consumer_counts_what_it_read_stored_dead_lettered
         assert total(samples, "marketstream_skipped_rows_total", dataset="stock") == 7
         assert total(samples, "marketstream_batch_rows_sum", dataset="stock") == 400
         assert total(samples, "marketstream_commit_seconds_count") >= 1
+        # one commit per round of the sink's writes (group commit), each one a WRITE in the table's log
+        writes = [entry for entry in DeltaTable(f"s3://{bucket}", storage_options=settings.delta_storage_options()).history()
+                  if entry.get("operation") == "WRITE"]
+        assert 1 <= total(samples, "marketstream_delta_commits_total", table=f"s3://{bucket}") == len(writes) <= \
+            total(samples, "marketstream_commit_seconds_count", table=f"s3://{bucket}")
         assert total(samples, "marketstream_upload_seconds_count") >= 1
         assert total(samples, "marketstream_consumer_lag_messages", topic=topic) == 0
     finally:

@@ -202,3 +202,134 @@ def test_a_commit_whose_answer_was_lost_is_prepared_again_and_finds_itself_commi
 
     assert table.commit(fenced) is None
     assert seen == [-1, 4] and len(calls) == 1
+
+
+def _waiting_for_the_table(table, calls) -> list:
+    """Starts `calls` (functions of no argument calling `table.commit_together`) on threads while the test holds
+    the table, and returns once all are queued; each thread's result or error lands in the returned list."""
+    import threading
+    import time
+
+    outcomes = [None] * len(calls)
+
+    def run(i):
+        try:
+            outcomes[i] = ("made", calls[i]())
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            outcomes[i] = ("raised", exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(table._queue) < len(calls) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(table._queue) == len(calls)
+    return threads, outcomes
+
+
+def test_writers_waiting_for_the_table_are_committed_together_each_with_its_own_files_and_versions(tmp_path):
+    from sinks.delta_commits import Commit
+
+    table = committer(tmp_path)
+    first = DeltaTable(str(tmp_path)).version()
+    files = {p: upload(tmp_path, "AB"[p % 2], range(p * 100, p * 100 + 5)) for p in range(3)}
+    with table._lock:  # the table is busy with another commit while three writers arrive
+        threads, outcomes = _waiting_for_the_table(table, [
+            lambda p=p: table.commit_together(lambda view, p=p: Commit([files[p]], {f"app:{p}": p * 100 + 4}))
+            for p in range(3)])
+    for thread in threads:
+        thread.join(10)
+    assert [kind for kind, _ in outcomes] == ["made"] * 3
+    assert [(made.adds[0].path, made.versions) for _, made in outcomes] == [
+        (files[p].path, {f"app:{p}": p * 100 + 4}) for p in range(3)]
+    read = DeltaTable(str(tmp_path))
+    assert read.version() == first + 1  # one commit for the three
+    assert [read.transaction_version(f"app:{p}") for p in range(3)] == [4, 104, 204]
+    assert sorted(read.to_pyarrow_table().column("kafka_offset").to_pylist()) == [
+        offset for p in range(3) for offset in range(p * 100, p * 100 + 5)]
+
+
+def test_a_group_that_lost_a_race_is_prepared_again_and_a_writer_finding_its_rows_stored_gets_nothing(tmp_path):
+    """Another process stores partition 0's rows while the group waits: on the newer table, partition 0's
+    writer leaves its rows out, partition 1's still lands, in one commit."""
+    from sinks.delta_commits import Commit
+
+    mine, other = committer(tmp_path), committer(tmp_path)
+    assert mine.committed_version("app:0") == -1
+    seen = []
+
+    def fenced(p):
+        def prepare(view):
+            stored = view.version(f"app:{p}")
+            seen.append((p, stored))
+            return None if stored >= 4 else Commit([upload(tmp_path, "A", range(p * 100, p * 100 + 5))], {f"app:{p}": 4})
+        return prepare
+
+    with mine._lock:
+        threads, outcomes = _waiting_for_the_table(mine, [lambda p=p: mine.commit_together(fenced(p)) for p in range(2)])
+        other.commit_files([upload(tmp_path, "A", range(0, 5))], {"app:0": 4})
+    for thread in threads:
+        thread.join(10)
+    assert outcomes[0] == ("made", None) and outcomes[1][0] == "made" and outcomes[1][1].versions == {"app:1": 4}
+    assert seen == [(0, -1), (1, -1), (0, 4), (1, -1)]  # refused by delta-rs, prepared again on the newer table
+    read = DeltaTable(str(tmp_path))
+    assert sorted(read.to_pyarrow_table().column("kafka_offset").to_pylist()) == [*range(5), *range(100, 105)]
+
+
+def test_a_failure_of_the_group_commit_reaches_every_writer_of_it(tmp_path, monkeypatch):
+    from sinks.delta_commits import Commit
+
+    table = committer(tmp_path)
+
+    def refused(self, *args, **kwargs):
+        raise OSError("Generic S3 error: InvalidAccessKeyId: The Access Key Id you provided does not exist")
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", refused)
+    with table._lock:
+        threads, outcomes = _waiting_for_the_table(table, [
+            lambda p=p: table.commit_together(lambda view, p=p: Commit([upload(tmp_path, "A", range(p, p + 1))], {f"app:{p}": p}))
+            for p in range(2)])
+    for thread in threads:
+        thread.join(10)
+    assert [kind for kind, _ in outcomes] == ["raised", "raised"]
+    assert all(isinstance(error, DeltaLakeError) for _, error in outcomes)
+
+
+def test_only_appending_commits_are_made_together(tmp_path):
+    from sinks.delta_commits import Commit
+
+    table = committer(tmp_path)
+    with pytest.raises(ValueError, match="only commits that append"):
+        table.commit_together(lambda view: Commit([upload(tmp_path, "A", range(0, 1))], {"app": 0},
+                                                  replacing=[("ticker", "in", ["A"])]))
+
+
+def test_transaction_versions_are_read_from_the_store_once_per_snapshot_and_known_after_this_writers_own_commit(
+        tmp_path, monkeypatch):
+    from sinks.delta_commits import Commit
+
+    reads, real = [], DeltaTable.transaction_version
+    monkeypatch.setattr(DeltaTable, "transaction_version", lambda self, app: reads.append(app) or real(self, app))
+    mine, other = committer(tmp_path), committer(tmp_path)
+    seen = []
+
+    def fenced(p, offsets):
+        def prepare(view):
+            stored = view.version(f"app:{p}"), view.version(f"app:{p}")  # asked twice: read once
+            seen.append(stored[0])
+            return Commit([upload(tmp_path, "A", offsets)], {f"app:{p}": offsets.stop - 1})
+        return prepare
+
+    mine.commit(fenced(0, range(0, 5)))
+    assert reads == ["app:0"] and seen == [-1]
+    mine.commit(fenced(0, range(5, 10)))  # the only commit since was this writer's own: its versions are known
+    assert reads == ["app:0"] and seen == [-1, 4]
+    other.commit_files([upload(tmp_path, "B", range(0, 3))], {"app:1": 2})
+    reads.clear()
+    mine.commit(fenced(1, range(3, 6)))  # another writer's commit came first: refused, read again on the newer table
+    assert seen[-2:] == [-1, 2] and reads.count("app:1") == 2
+    mine.commit(fenced(0, range(10, 12)))  # read again after the reload: still what `mine` committed
+    assert seen[-1] == 9
+    read = DeltaTable(str(tmp_path))
+    assert (real(read, "app:0"), real(read, "app:1")) == (11, 5)
