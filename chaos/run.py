@@ -71,7 +71,7 @@ from marketstream import schemas
 from marketstream.companies import load_companies
 from marketstream.datasets import DATASETS, STOCK, Dataset
 from marketstream.kafka_cluster import KafkaCluster
-from marketstream.lake import lake_filesystem, read_delta
+from marketstream.lake import LoadedTables, lake_filesystem, read_delta
 from marketstream.records import InvalidRecord
 from marketstream.settings import Settings, load_settings
 from pipelines.status import dataset_status, dataset_tables, derived_status
@@ -528,6 +528,8 @@ class Sampler:
         """`journal`: a file each sample is also appended to as it is read (an interrupted run keeps them)."""
         self.settings, self.journal = settings, journal
         self.samples: list[Sample] = []
+        # the samples must not load the store more than the dataflows they watch: only new commits are read
+        self._tables = LoadedTables()
         self.began = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -556,7 +558,7 @@ class Sampler:
             try:
                 read[name] = status = dataset_status(
                     dataset, dataset_tables(dataset, self.settings.stock_synthetic_prefix), cluster, options, now=now,
-                    today=now.date(), closed_after_days=1, deadline=time.monotonic() + 3)
+                    today=now.date(), closed_after_days=1, deadline=time.monotonic() + 3, open_table=self._tables)
                 lag_seconds[name], lag_messages[name] = status.lag_seconds, status.lag_messages
                 rows[name] = sum(table.rows or 0 for table in status.tables)
             except Exception:  # noqa: BLE001 - a store or broker down: this sample does not know
@@ -565,7 +567,8 @@ class Sampler:
         if STOCK.name in read:
             try:
                 bars = derived_status(BARS, read[STOCK.name], options, self.settings.stock_synthetic_prefix,
-                                      self.settings.bars_bucket, now=now, today=now.date(), closed_after_days=1)
+                                      self.settings.bars_bucket, now=now, today=now.date(), closed_after_days=1,
+                                      open_table=self._tables)
                 lag_seconds[BARS] = bars.behind_seconds
                 rows[BARS] = sum(table.rows or 0 for table in bars.tables)
             except Exception:  # noqa: BLE001 - the store down: this sample does not know

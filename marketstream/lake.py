@@ -8,7 +8,11 @@ DuckDB, polars or Spark (README).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -73,20 +77,76 @@ def is_delta_table(uri: str, storage_options: dict[str, str]) -> bool:
         raise
 
 
-def delta_table_at(uri: str, storage_options: dict[str, str]):
-    """The Delta table at `uri` loaded, None where `is_delta_table` says there is none, in one look at the store
-    instead of two."""
+def delta_table_at(uri: str, storage_options: dict[str, str], kind: type | None = None):
+    """The Delta table at `uri` loaded (as a `kind`, a subclass of `DeltaTable`), None where `is_delta_table`
+    says there is none, in one look at the store instead of two."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return DeltaTable(uri, storage_options=storage_options)
+        return (kind or DeltaTable)(uri, storage_options=storage_options)
     except TableNotFoundError:
         return None
     except OSError as exc:
         if _no_bucket(exc):
             return None
         raise
+
+
+class LoadedTables:
+    """`delta_table_at` for a reader that looks at the same tables again and again (the console's overview,
+    refreshed every second; the chaos run's samples): each table is kept loaded, and a look reads only the
+    commits made since the last one (`update_incremental`) instead of the last checkpoint and every commit
+    after it; a table that has not changed since answers `transaction_version` from what it read before
+    (delta-rs reads the log again for each). A table deleted and made anew under the same URI does not show
+    in its newer commits, so each is loaded afresh at least every `reload_seconds`: what a look says is at
+    most that old where that happened, and current otherwise."""
+
+    def __init__(self, reload_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self._reload_seconds = reload_seconds
+        self._clock = clock
+        self._tables: dict[str, tuple[Any, float]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, uri: str, storage_options: dict[str, str]):
+        with self._lock:
+            kept = self._tables.pop(uri, None)
+        if kept is not None and self._clock() - kept[1] < self._reload_seconds:
+            table, loaded_at = kept
+            try:
+                table.update_incremental()
+            except Exception:  # noqa: BLE001 - whatever it was, the table is loaded afresh instead
+                table = None
+            if table is not None:
+                with self._lock:
+                    self._tables[uri] = (table, loaded_at)
+                return table
+        table = delta_table_at(uri, storage_options, _table_remembering_transactions())
+        if table is not None:
+            with self._lock:
+                self._tables[uri] = (table, self._clock())
+        return table
+
+
+@functools.cache
+def _table_remembering_transactions() -> type:
+    from deltalake import DeltaTable
+
+    class TableRememberingTransactions(DeltaTable):
+        """A `DeltaTable` that keeps the transaction versions read at its present version."""
+
+        _versions: dict[str, int | None]
+        _versions_at = -1
+
+        def transaction_version(self, app_id: str) -> int | None:
+            version = self.version()
+            if self._versions_at != version:
+                self._versions, self._versions_at = {}, version
+            if app_id not in self._versions:
+                self._versions[app_id] = super().transaction_version(app_id)
+            return self._versions[app_id]
+
+    return TableRememberingTransactions
 
 
 def _no_bucket(error: OSError) -> bool:

@@ -37,6 +37,8 @@ from sinks.delta_commits import app_id_prefix
 from sinks.delta_maintenance import is_closed, partitions_lacking_stats
 
 T = TypeVar("T")
+OpenTable = Callable[[str, dict[str, str]], object]
+"""How a Delta table is loaded: `(uri, storage_options)` -> the table, None where there is none."""
 
 DEAD_LETTER_TAIL = 500
 """Dead letters read per partition for the most frequent reasons."""
@@ -225,13 +227,13 @@ def _dead_letters(reader: _TopicReader, dataset: Dataset, incarnation: str | Non
 
 
 def _table(name: str, uri: str, storage_options: dict[str, str], today: date, closed_after_days: int,
-           now: datetime):
+           now: datetime, open_table: OpenTable | None = None):
     """The table at `uri` (None: there is none), what it holds, and its files' add actions with their
     statistics (None with no table)."""
     from marketstream.lake import delta_table_at
 
     status = TableStatus(name, uri)
-    table = delta_table_at(uri, storage_options)
+    table = (open_table or delta_table_at)(uri, storage_options)
     if table is None:
         return None, status, None
     status.version = table.version()
@@ -296,14 +298,15 @@ def _kafka_figures(status: DatasetStatus, dataset: Dataset, tables: list, reader
 
 def dataset_status(dataset: Dataset, tables: dict[str, str], cluster: KafkaCluster, storage_options: dict[str, str],
                    *, now: datetime, today: date, closed_after_days: int, deadline: float | None = None,
-                   last_try: float = LAST_TRY_SECONDS) -> DatasetStatus:
+                   last_try: float = LAST_TRY_SECONDS, open_table: OpenTable | None = None) -> DatasetStatus:
     """What `marketstream status` says of one dataset; `tables`: its Delta tables by SQL name, with URIs;
     `deadline` (`time.monotonic`): until when Kafka's answers are waited for (default `PATIENCE_SECONDS`), and a
-    query made after it still gets `last_try` seconds."""
+    query made after it still gets `last_try` seconds; `open_table(uri, storage_options)`: how a table is
+    loaded (default `delta_table_at`; `marketstream.lake.LoadedTables` for a reader that looks again and again)."""
     status = DatasetStatus(dataset.name, dataset.topic)
     opened = []
     for name, uri in tables.items():
-        table, table_status, _ = _table(name, uri, storage_options, today, closed_after_days, now)
+        table, table_status, _ = _table(name, uri, storage_options, today, closed_after_days, now, open_table)
         status.tables.append(table_status)
         if table is not None:
             opened.append(table)
@@ -438,14 +441,15 @@ DERIVED = {"bars": (STOCK.name, BARS_TABLES)}
 
 def lake_status(cluster: KafkaCluster, storage_options: dict[str, str], kept_apart_prefix: str, bars_bucket: str, *,
                 now: datetime, today: date, closed_after_days: int, datasets: list[str] | None = None,
-                patience_seconds: float = PATIENCE_SECONDS, last_try_seconds: float = LAST_TRY_SECONDS) -> LakeStatus:
+                patience_seconds: float = PATIENCE_SECONDS, last_try_seconds: float = LAST_TRY_SECONDS,
+                open_table: OpenTable | None = None) -> LakeStatus:
     """Every dataset's status (or those named in `datasets`, derived ones included), Kafka's answers waited
     for `patience_seconds` in all, then `last_try_seconds` for each query still made (the console, which
-    refreshes every second, waits less than the command line)."""
+    refreshes every second, waits less than the command line); `open_table` as for `dataset_status`."""
     deadline = time.monotonic() + patience_seconds
     found = [dataset_status(dataset, dataset_tables(dataset, kept_apart_prefix), cluster, storage_options, now=now,
                             today=today, closed_after_days=closed_after_days, deadline=deadline,
-                            last_try=last_try_seconds)
+                            last_try=last_try_seconds, open_table=open_table)
              for name, dataset in DATASETS.items() if not datasets or name in datasets]
     derived = []
     for name, (source, _) in DERIVED.items():
@@ -453,17 +457,20 @@ def lake_status(cluster: KafkaCluster, storage_options: dict[str, str], kept_apa
             continue
         source_status = next((s for s in found if s.dataset == source), None) or dataset_status(
             DATASETS[source], dataset_tables(DATASETS[source], kept_apart_prefix), cluster, storage_options, now=now,
-            today=today, closed_after_days=closed_after_days, deadline=deadline, last_try=last_try_seconds)
+            today=today, closed_after_days=closed_after_days, deadline=deadline, last_try=last_try_seconds,
+            open_table=open_table)
         derived.append(derived_status(name, source_status, storage_options, kept_apart_prefix, bars_bucket, now=now,
-                                      today=today, closed_after_days=closed_after_days))
+                                      today=today, closed_after_days=closed_after_days, open_table=open_table))
     return LakeStatus(found, derived)
 
 
 def derived_status(name: str, source: DatasetStatus, storage_options: dict[str, str], kept_apart_prefix: str,
-                   bars_bucket: str, *, now: datetime, today: date, closed_after_days: int) -> DerivedStatus:
+                   bars_bucket: str, *, now: datetime, today: date, closed_after_days: int,
+                   open_table: OpenTable | None = None) -> DerivedStatus:
     """What status says of the derived tables `name` (`DERIVED`), `source` being their dataset's status."""
     uris = lake_tables(kept_apart_prefix, bars_bucket)
-    opened = [_table(table, uris[table], storage_options, today, closed_after_days, now) for table in DERIVED[name][1]]
+    opened = [_table(table, uris[table], storage_options, today, closed_after_days, now, open_table)
+              for table in DERIVED[name][1]]
     status = DerivedStatus(name, DERIVED[name][0], [table_status for _, table_status, _ in opened])
     derived_behind(status, [files for _, _, files in opened if files is not None], source, now)
     return status

@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from marketstream.lake import LoadedTables
 from marketstream.settings import Settings
 from pipelines.console import data
 from pipelines.console.access import TokenRequired
@@ -81,7 +82,9 @@ def _problem(text: str, status: int = 400) -> JSONResponse:
 def create_app(settings: Settings, *, refresher: data.Refresher | None = None):
     """The console over the Kafka and lake of `settings`; the overview is refreshed in a thread of its own
     while the application runs. Wrapped in the token check when CONSOLE_TOKEN is set."""
-    refresher = refresher or data.Refresher(lambda: data.overview(settings))
+    # refreshed several times a second: each round reads only the tables' new commits
+    loaded = LoadedTables()
+    refresher = refresher or data.Refresher(lambda: data.overview(settings, open_table=loaded))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -78,9 +78,10 @@ def lake(settings: Settings):
         return _LAKES[id(settings)][1]
 
 
-def overview(settings: Settings, now: datetime | None = None) -> dict:
+def overview(settings: Settings, now: datetime | None = None, open_table=None) -> dict:
     """The data of `marketstream status --json`, plus `error` (the object store did not answer) and
-    `kafka_unreachable` (some Kafka figures were not read)."""
+    `kafka_unreachable` (some Kafka figures were not read); `open_table`: how the tables are loaded
+    (`pipelines.status.dataset_status`)."""
     from dataclasses import replace
 
     from marketstream.calendar import exchange_date
@@ -93,7 +94,8 @@ def overview(settings: Settings, now: datetime | None = None) -> dict:
         found = status.lake_status(quiet, settings.delta_storage_options(), settings.stock_synthetic_prefix,
                                  settings.bars_bucket, now=now, today=exchange_date(now),
                                  closed_after_days=settings.lake_compact_closed_after_days,
-                                 patience_seconds=OVERVIEW_PATIENCE_SECONDS, last_try_seconds=LAST_TRY_SECONDS)
+                                 patience_seconds=OVERVIEW_PATIENCE_SECONDS, last_try_seconds=LAST_TRY_SECONDS,
+                                 open_table=open_table)
     except Exception as exc:  # noqa: BLE001 - whatever the object store's (or Kafka's) client raised: one line
         from confluent_kafka import KafkaException
 
