@@ -132,7 +132,10 @@ def read_published_marks(kafka_config: dict, topic: str, incarnation: str, sourc
 
 
 _NOT_SETTLED = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
-                KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT, KafkaError._TRANSPORT}
+                KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT, KafkaError._TRANSPORT,
+                # the connection to the broker asked went away under the question (a broker killed, a proxy
+                # cutting it): seen in the chaos run as a consumer that failed to start
+                KafkaError._DESTROY_BROKER, KafkaError._ALL_BROKERS_DOWN}
 
 
 def _settled(ask: Callable[[], object], seconds: float = 60.0) -> object:
