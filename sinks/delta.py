@@ -248,7 +248,7 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
             # after the other; the rest join whatever the process's other sink partitions commit meanwhile
             commit = entry.table.commit if self._stored_keys(entry.table_name) is not None else entry.table.commit_together
             with metrics.COMMIT_SECONDS.labels(entry.table.uri).time():
-                made = commit(lambda table, entry=entry, uploaded=uploaded: self._fenced(entry, uploaded, table))
+                made = commit(lambda table: self._fenced(entry, uploaded, table))
             entry.files = []  # stored: free the rows
             if made is not None and entry.keys is not None:
                 self._stored_keys(entry.table_name).committed(entry.keys, [add.path for add in made.adds])
