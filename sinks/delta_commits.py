@@ -66,16 +66,24 @@ def _refused(what: str, error: Exception) -> DeltaLakeError | None:
 
 MAX_LOST_RACES = 20
 
+CHECKPOINT_INTERVAL = {"delta.checkpointInterval": "10"}
+"""A checkpoint every 10 commits, Delta Lake's own default (delta-rs's is 100). Loading a table, and each
+question about its transaction versions, read the last checkpoint and every commit after it: a consumer
+commits about once a second, so with checkpoints 100 commits apart a restarted consumer read up to 100
+files for each (6 Kafka partitions: 10 s before its first commit on the loaded chaos machine)."""
+
 
 def open_or_create(uri: str, storage_options: dict[str, str], schema: pa.Schema, partition_by: list[str], *,
                    evolve_schema: bool = True) -> DeltaTable:
-    """The table at `uri`, created with `schema` and `partition_by` when there is none, and given the columns
+    """The table at `uri`, created with `schema` and `partition_by` (and `CHECKPOINT_INTERVAL`) when there is
+    none, and given the columns
     of `schema` it lacks when it was created with an earlier one (`evolve`; not with `evolve_schema=False`, for
     a table whose upgrade needs more than new columns: the bars tables, `sinks.bars_table.upgrade`)."""
     try:
         table = DeltaTable(uri, storage_options=storage_options)
     except TableNotFoundError:
-        return DeltaTable.create(uri, schema, mode="ignore", partition_by=partition_by, storage_options=storage_options)
+        return DeltaTable.create(uri, schema, mode="ignore", partition_by=partition_by, storage_options=storage_options,
+                                 configuration=CHECKPOINT_INTERVAL)
     if evolve_schema and evolve(table, schema):
         table = DeltaTable(uri, storage_options=storage_options)
     return table
@@ -348,9 +356,9 @@ class DeltaCommitter:
         metrics.RETRIES.labels("delta_concurrent_writer").inc()
         if not self._warned_of_other_writers:
             self._warned_of_other_writers = True
-            log.warning("delta: another writer committed to %s under the same transaction id (another deployment of "
-                        "this consumer, or an earlier attempt of this commit whose answer was lost); each commit is "
-                        "prepared again without what is stored already", self.uri)
+            log.warning("delta: another writer committed to %s first (%s): another deployment of this consumer, "
+                        "`lake_maintenance`, or an earlier attempt of this commit whose answer was lost; each commit "
+                        "is prepared again without what is stored already", self.uri, error.splitlines()[0][:120])
         else:
             log.info("delta: %s: lost a race with another writer (%s); preparing the commit again", self.uri,
                      error.splitlines()[0][:120])

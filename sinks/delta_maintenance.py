@@ -17,7 +17,8 @@
   20 times slower than the rows it reads. The retention is set on each table to `retention_hours`, so
   tombstones last exactly as long as the files they protect, for delta-rs, Spark and every other engine.
 - **Checkpoints** keep the log short: loading a table reads its last checkpoint and the commits after it;
-  log entries older than the table's log retention are removed.
+  log entries older than the table's log retention are removed. A table made before its writers asked for a
+  checkpoint every 10 commits (`sinks.delta_commits.CHECKPOINT_INTERVAL`) is given that interval.
 - **Statistics**: a file whose log entry lacks what data skipping needs (bounds or null counts of an indexed
   column: files written by versions before 2026-12) makes every reader's filter skip it, so its partition
   is written again first, with full statistics (`partitions_lacking_stats`).
@@ -43,6 +44,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
 
+from sinks.delta_commits import CHECKPOINT_INTERVAL
 from sinks.delta_stats import bounded_columns, indexed_columns
 
 log = logging.getLogger(__name__)
@@ -145,12 +147,15 @@ def maintain_table(uri: str, storage_options: dict[str, str], *, today: date, cl
     started = time.monotonic()
     table = DeltaTable(uri, storage_options=storage_options)
     version_before, files_before = table.version(), len(table.file_uris())
-    if vacuum and table.metadata().configuration.get(TOMBSTONE_RETENTION) != tombstone_retention(retention_hours):
+    wanted = {**CHECKPOINT_INTERVAL, **({TOMBSTONE_RETENTION: tombstone_retention(retention_hours)} if vacuum else {})}
+    configuration = table.metadata().configuration
+    changed = {name: value for name, value in wanted.items() if configuration.get(name) != value}
+    if changed:
         try:
-            table.alter.set_table_properties({TOMBSTONE_RETENTION: tombstone_retention(retention_hours)})
+            table.alter.set_table_properties(changed)
         except CommitFailedError as exc:
-            log.warning("%s: setting the tombstone retention lost a race (%s); it is tried again on the next run",
-                        uri, str(exc).splitlines()[0][:200])
+            log.warning("%s: setting %s lost a race (%s); it is tried again on the next run",
+                        uri, ", ".join(changed), str(exc).splitlines()[0][:200])
         table = DeltaTable(uri, storage_options=storage_options)
     repaired = 0
     lacking, count = partitions_lacking_stats(table)

@@ -4,11 +4,12 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from sinks.delta_commits import CommittedOffsets, DeltaCommitter, DeltaLakeError, retrying
+from sinks.delta_commits import CHECKPOINT_INTERVAL, CommittedOffsets, DeltaCommitter, DeltaLakeError, retrying
 from sinks.delta import _FileToAdd, add_action
 from sinks.delta_stats import file_stats
 from sinks.files import encode_parquet
 
+CHECKPOINT_KEY, = CHECKPOINT_INTERVAL
 SCHEMA = pa.schema([("ticker", pa.string()), ("price", pa.float64()), ("kafka_offset", pa.int64())])
 
 
@@ -333,3 +334,20 @@ def test_transaction_versions_are_read_from_the_store_once_per_snapshot_and_know
     assert seen[-1] == 9
     read = DeltaTable(str(tmp_path))
     assert (real(read, "app:0"), real(read, "app:1")) == (11, 5)
+
+
+def test_a_table_made_by_its_writer_checkpoints_every_ten_commits_so_a_load_reads_few_commits(tmp_path):
+    """Loading a table, and each question about its transaction versions, reads the last checkpoint and
+    every commit after it: a restarted consumer of a table without checkpoints read them all."""
+    table = committer(tmp_path)
+    for batch in range(25):
+        table.commit_files([upload(tmp_path, "A", range(batch * 10, batch * 10 + 10))], {"app:0": batch * 10 + 9})
+    log = tmp_path / "_delta_log"
+    assert DeltaTable(str(tmp_path)).metadata().configuration[CHECKPOINT_KEY] == "10"
+    checkpoints = sorted(int(f.name.split(".")[0]) for f in log.glob("*.checkpoint.parquet"))
+    assert checkpoints == [9, 19], checkpoints
+    for commit in range(0, 20):  # gone: loading starts at the last checkpoint
+        (log / f"{commit:020d}.json").unlink()
+    read = DeltaTable(str(tmp_path))
+    assert read.version() == 25 and read.transaction_version("app:0") == 249
+    assert read.to_pyarrow_table().num_rows == 250

@@ -8,6 +8,7 @@ from datetime import date
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
+from sinks.delta_commits import CHECKPOINT_INTERVAL
 from sinks.delta_maintenance import TOMBSTONE_RETENTION, maintain_table, tombstone_retention
 
 TODAY = date(2026, 11, 25)
@@ -54,10 +55,12 @@ def test_vacuum_deletes_old_uploads_no_version_refers_to_and_keeps_files_just_re
     assert sorted(DeltaTable(str(tmp_path)).to_pyarrow_table().column("price").to_pylist()) == [float(p) for p in range(10)]
 
 
-def test_tombstones_are_kept_as_long_as_the_files_they_protect(tmp_path):
-    small_files_table(tmp_path)
+def test_tombstones_are_kept_as_long_as_the_files_they_protect_and_the_log_is_checkpointed_every_ten_commits(tmp_path):
+    small_files_table(tmp_path)  # made by delta-rs's defaults: a checkpoint every 100 commits
     maintain_table(str(tmp_path), {}, today=TODAY, retention_hours=6)
-    assert DeltaTable(str(tmp_path)).metadata().configuration[TOMBSTONE_RETENTION] == "interval 21600 seconds"
+    configuration = DeltaTable(str(tmp_path)).metadata().configuration
+    assert configuration[TOMBSTONE_RETENTION] == "interval 21600 seconds"
+    assert {name: configuration.get(name) for name in CHECKPOINT_INTERVAL} == CHECKPOINT_INTERVAL
 
     version = DeltaTable(str(tmp_path)).version()
     maintain_table(str(tmp_path), {}, today=TODAY, retention_hours=6)
@@ -66,6 +69,14 @@ def test_tombstones_are_kept_as_long_as_the_files_they_protect(tmp_path):
     maintain_table(str(tmp_path), {}, today=TODAY, retention_hours=1.5)
     assert DeltaTable(str(tmp_path)).metadata().configuration[TOMBSTONE_RETENTION] == tombstone_retention(1.5) \
         == "interval 5400 seconds"
+
+
+def test_without_vacuum_the_checkpoint_interval_is_set_and_the_tombstone_retention_left_alone(tmp_path):
+    small_files_table(tmp_path)
+    maintain_table(str(tmp_path), {}, today=TODAY, vacuum=False)
+    configuration = DeltaTable(str(tmp_path)).metadata().configuration
+    assert TOMBSTONE_RETENTION not in configuration
+    assert {name: configuration.get(name) for name in CHECKPOINT_INTERVAL} == CHECKPOINT_INTERVAL
 
 
 def test_files_written_without_full_statistics_are_written_again_with_them_and_found_by_filters(tmp_path):
