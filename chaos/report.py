@@ -1,6 +1,6 @@
 """The figures of a chaos run from what it recorded: recovery time after each kind of fault (p50/p99 of the
 time from a fault's end until every dataset's lag, and how far the bars are behind, is back under its
-threshold), the same for the faults that came alone (`single_faults`: what the recovery target speaks
+threshold and stays there for `SETTLED_SECONDS`), the same for the faults that came alone (`single_faults`: what the recovery target speaks
 of), throughput over time, the JSON report and its picture (throughput and lag over time with each fault
 marked)."""
 
@@ -16,6 +16,11 @@ from pathlib import Path
 from chaos.schedule import Fault
 
 LAG_THRESHOLD_SECONDS = 10.0
+SETTLED_SECONDS = 2 * LAG_THRESHOLD_SECONDS
+"""How long every lag must stay under its threshold to count as recovered. A consumer killed a moment ago
+shows no lag yet: its lag passes the threshold only once that many seconds have gone by without a commit, so
+a sample under the threshold right after a kill says nothing (such samples made SIGKILLs look recovered in
+4 s whose lag then rose to 30 s)."""
 BARS = "bars"
 """The name under which a sample holds how far the bars are behind their topic (`pipelines.status`)."""
 
@@ -52,9 +57,12 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 def recovery_seconds(fault: Fault, samples: list[Sample], thresholds: Mapping[str, float] = {}) -> float | None:
     """Seconds from `fault`'s end (its restart, its toxic removed; a kill's moment) to the first sample from
-    then on with every lag under its threshold (`Sample.recovered`); None: never within the samples."""
-    for sample in samples:
-        if sample.at >= fault.ends and sample.recovered(thresholds):
+    then on with every lag under its threshold (`Sample.recovered`) in it and in every sample of the
+    `SETTLED_SECONDS` after it (or of those left, near the end); None: never within the samples."""
+    after = [sample for sample in samples if sample.at >= fault.ends]
+    for index, sample in enumerate(after):
+        settling = (later for later in after[index:] if later.at <= sample.at + SETTLED_SECONDS)
+        if all(later.recovered(thresholds) for later in settling):
             return round(sample.at - fault.ends, 1)
     return None
 

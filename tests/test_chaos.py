@@ -118,22 +118,33 @@ def test_recovery_is_the_time_from_a_faults_end_until_every_lag_is_under_the_thr
     assert figures["kill_broker"]["p50_s"] == 12 and figures["network"]["not_recovered"] == 1
 
 
-def test_a_fault_came_alone_when_the_system_was_caught_up_and_nothing_else_was_on_until_it_recovered():
-    lags = [(0, 1), (10, 2), (20, 25), (30, 3), (40, 2), (50, 30), (60, 30), (70, 4), (80, 2), (90, 40), (100, 35)]
+def test_a_lag_still_under_the_threshold_right_after_a_kill_is_not_a_recovery_until_it_stays_there():
+    """A killed consumer's lag passes the threshold only once it has gone that long without a commit."""
+    lags = [(0, 2), (5, 3), (10, 8), (15, 16), (20, 25), (25, 4), (30, 3), (35, 12), (40, 3), (45, 2), (50, 3),
+            (55, 2), (60, 3), (70, 2)]
     samples = [_sample(at, lag) for at, lag in lags]
-    alone = Fault(12, "kill_broker", "kafka-1", 6)             # ends at 18, recovered at 30: nothing else on
-    first = Fault(45, "network", "minio", 5, "latency")         # ends at 50; recovered at 70, but ...
-    second = Fault(55, "sigkill_dataflow", "stock_consume", 0)  # ... this one began before that
-    behind = Fault(62, "sigstop_dataflow", "news_consume", 3)   # began while the lag was 30 s: not caught up
-    never = Fault(85, "restart_postgres", "postgres", 2)        # never recovered, and alone until the end
+    kill = Fault(3, "sigkill_dataflow", "stock_consume", 0)
+    assert recovery_seconds(kill, samples) == 37  # at 40: 5 and 10 were under, then 15 and 20 over; 35 over too
+    assert recovery_seconds(Fault(42, "network", "minio", 3, "latency"), samples) == 0  # 45 and all up to 65
+    assert recovery_seconds(Fault(66, "network", "minio", 1, "latency"), samples) == 3  # the last sample: all left
+
+
+def test_a_fault_came_alone_when_the_system_was_caught_up_and_nothing_else_was_on_until_it_recovered():
+    lags = [(0, 1), (20, 2), (40, 25), (60, 3), (80, 2), (100, 30), (120, 30), (140, 4), (160, 2), (180, 40), (200, 35)]
+    samples = [_sample(at, lag) for at, lag in lags]
+    alone = Fault(24, "kill_broker", "kafka-1", 12)            # ends at 36, recovered at 60: nothing else on
+    first = Fault(90, "network", "minio", 10, "latency")        # ends at 100; recovered at 140, but ...
+    second = Fault(110, "sigkill_dataflow", "stock_consume", 0)  # ... this one began before that
+    behind = Fault(124, "sigstop_dataflow", "news_consume", 6)  # began while the lag was 30 s: not caught up
+    never = Fault(170, "restart_postgres", "postgres", 4)       # never recovered, and alone until the end
     faults = [alone, first, second, behind, never]
     assert single_faults(faults, samples) == [alone, never]
     # a fault beginning during another's recovery takes both out; one ending just as another began, too
-    assert single_faults([alone, Fault(25, "network", "kafka-1", 1, "reset_peer")], samples) == []
-    assert single_faults([Fault(5, "network", "minio", 7, "latency"), alone], samples) == []
+    assert single_faults([alone, Fault(50, "network", "kafka-1", 2, "reset_peer")], samples) == []
+    assert single_faults([Fault(10, "network", "minio", 14, "latency"), alone], samples) == []
     figures = recovery_after_single_faults(faults, samples)
-    assert (figures["faults"], figures["p50_s"], figures["p99_s"], figures["not_recovered"]) == (2, 12, 12, 1)
-    assert figures["by_kind"]["kill_broker"]["p99_s"] == 12 and figures["by_kind"]["restart_postgres"]["not_recovered"] == 1
+    assert (figures["faults"], figures["p50_s"], figures["p99_s"], figures["not_recovered"]) == (2, 24, 24, 1)
+    assert figures["by_kind"]["kill_broker"]["p99_s"] == 24 and figures["by_kind"]["restart_postgres"]["not_recovered"] == 1
 
 
 def test_the_bars_count_as_caught_up_under_a_threshold_of_their_own_a_minute_and_the_lateness_above_the_rest():
