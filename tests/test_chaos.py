@@ -1,6 +1,9 @@
 """The deterministic parts of `make chaos`, without servers: the schedule is a function of its seed and keeps
 quorums, the reconciliation finds what was lost, doubled or misplaced, and the report's recovery figures."""
 
+import os
+import sys
+import threading
 import time
 
 import duckdb
@@ -310,3 +313,44 @@ def test_a_sample_stuck_on_a_dead_connection_is_recorded_as_unknown_and_sampling
     assert stuck.lag_seconds == stuck.lag_messages == stuck.rows == {name: None for name in stuck.rows}
     assert set(stuck.rows) == {"stock", "macro", "news", "bluesky", "bars"}
     release.set()
+
+
+def test_the_supervisor_restarts_an_exited_process_while_reading_another_ones_memory_is_stuck(tmp_path, monkeypatch):
+    """Reading /proc/<pid>/status waits for the process's memory map (0.1-0.2 s each on a loaded machine):
+    restarts must not wait behind those reads."""
+    import chaos.supervisor as supervision
+
+    stuck, reads = threading.Event(), []
+
+    def stuck_read(pid: int) -> float:
+        reads.append(pid)
+        stuck.wait(30)
+        return 123.0
+
+    monkeypatch.setattr(supervision, "peak_rss_mb", stuck_read)
+    monkeypatch.setattr(supervision, "RESTART_DELAY_SECONDS", 0.0)
+    supervisor = supervision.Supervisor(tmp_path, tmp_path)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    supervisor.add({"running": (sleeper, dict(os.environ))})
+    supervisor.add({"killed": (sleeper, dict(os.environ))})
+    supervisor.start()
+    try:
+        killed = supervisor.member("killed").process
+        killed.kill()
+        killed.wait()
+        deadline = time.monotonic() + 10
+        while not reads and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reads, "the memory of the running processes is read"
+        ticked = threading.Event()
+        threading.Thread(target=lambda: (supervisor.tick(), supervisor.tick(), ticked.set()), daemon=True).start()
+        assert ticked.wait(10), "a stuck read of memory held the restart back"
+        assert supervisor.member("killed").process is not killed
+        assert [(name, status) for _, name, status in supervisor.restarts] == [("killed", -9)]
+        stuck.set()
+        while "running" not in supervisor.peaks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert supervisor.peaks["running"] == 123.0
+    finally:
+        stuck.set()
+        supervisor.stop(seconds=5)
