@@ -1,5 +1,7 @@
 """Committing to a Delta table and knowing what is committed, on a table in a local folder (no server)."""
 
+import json
+
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
@@ -344,10 +346,12 @@ def test_a_table_made_by_its_writer_checkpoints_every_ten_commits_so_a_load_read
         table.commit_files([upload(tmp_path, "A", range(batch * 10, batch * 10 + 10))], {"app:0": batch * 10 + 9})
     log = tmp_path / "_delta_log"
     assert DeltaTable(str(tmp_path)).metadata().configuration[CHECKPOINT_KEY] == "10"
-    checkpoints = sorted(int(f.name.split(".")[0]) for f in log.glob("*.checkpoint.parquet"))
-    assert checkpoints == [9, 19], checkpoints
+    # the last one; older checkpoints and commits may be cleaned up already (by the files' age: a clock run
+    # ahead finds them all expired)
+    assert json.loads((log / "_last_checkpoint").read_text())["version"] == 19
+    assert (log / f"{19:020d}.checkpoint.parquet").exists()
     for commit in range(0, 20):  # gone: loading starts at the last checkpoint
-        (log / f"{commit:020d}.json").unlink()
+        (log / f"{commit:020d}.json").unlink(missing_ok=True)
     read = DeltaTable(str(tmp_path))
     assert read.version() == 25 and read.transaction_version("app:0") == 249
     assert read.to_pyarrow_table().num_rows == 250
