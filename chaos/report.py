@@ -1,8 +1,8 @@
 """The figures of a chaos run from what it recorded: recovery time after each kind of fault (p50/p99 of the
 time from a fault's end until every dataset's lag, and how far the bars are behind, is back under its
-threshold and stays there for `SETTLED_SECONDS`), the same for the faults that came alone (`single_faults`: what the recovery target speaks
-of), throughput over time, the JSON report and its picture (throughput and lag over time with each fault
-marked)."""
+threshold and stays there for `SETTLED_SECONDS`), the same for the faults that came alone (`single_faults`:
+what the recovery target speaks of), throughput over time, the JSON report and its picture (throughput and
+lag over time with each fault marked)."""
 
 from __future__ import annotations
 

@@ -76,9 +76,9 @@ files for each (6 Kafka partitions: 10 s before its first commit on the loaded c
 def open_or_create(uri: str, storage_options: dict[str, str], schema: pa.Schema, partition_by: list[str], *,
                    evolve_schema: bool = True) -> DeltaTable:
     """The table at `uri`, created with `schema` and `partition_by` (and `CHECKPOINT_INTERVAL`) when there is
-    none, and given the columns
-    of `schema` it lacks when it was created with an earlier one (`evolve`; not with `evolve_schema=False`, for
-    a table whose upgrade needs more than new columns: the bars tables, `sinks.bars_table.upgrade`)."""
+    none, and given the columns of `schema` it lacks when it was created with an earlier one (`evolve`; not
+    with `evolve_schema=False`, for a table whose upgrade needs more than new columns: the bars tables,
+    `sinks.bars_table.upgrade`)."""
     try:
         table = DeltaTable(uri, storage_options=storage_options)
     except TableNotFoundError:
