@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import heapq
+import functools
 import json
 import os
 import random
@@ -72,7 +73,7 @@ from marketstream import schemas
 from marketstream.companies import load_companies
 from marketstream.datasets import DATASETS, STOCK, Dataset
 from marketstream.kafka_cluster import KafkaCluster
-from marketstream.lake import LoadedTables, lake_filesystem, read_delta
+from marketstream.lake import LoadedTables, arrow_filesystem, lake_filesystem, read_delta
 from marketstream.records import InvalidRecord
 from marketstream.settings import Settings, load_settings
 from pipelines.status import dataset_status, dataset_tables, derived_status
@@ -535,6 +536,10 @@ class Sampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    @functools.cached_property
+    def _log_filesystem(self):
+        return arrow_filesystem(self.settings)
+
     def _sample_within(self, seconds: float) -> Sample:
         """A sample, or one that knows nothing when reading it took longer than `seconds`: a read stuck on a
         connection a fault left half-open must not end the sampling (the stuck thread is left to itself)."""
@@ -558,8 +563,9 @@ class Sampler:
 
         def status_of(dataset: Dataset):
             return dataset_status(
-                dataset, dataset_tables(dataset, self.settings.stock_synthetic_prefix), cluster, options, now=now,
-                today=now.date(), closed_after_days=1, deadline=time.monotonic() + 3, open_table=self._tables)
+                dataset, dataset_tables(dataset, self.settings.stock_synthetic_prefix), cluster, options,
+                self._log_filesystem, now=now, today=now.date(), closed_after_days=1, deadline=time.monotonic() + 3,
+                open_table=self._tables)
 
         # the datasets at once: a sample's time is what a recovery can be told to within (threads of this sample
         # alone: one stuck on a half-open connection is left to itself, as `_sample_within` leaves the sample)
@@ -576,9 +582,9 @@ class Sampler:
         lag_seconds[BARS] = lag_messages[BARS] = rows[BARS] = None
         if STOCK.name in read:
             try:
-                bars = derived_status(BARS, read[STOCK.name], options, self.settings.stock_synthetic_prefix,
-                                      self.settings.bars_bucket, now=now, today=now.date(), closed_after_days=1,
-                                      open_table=self._tables)
+                bars = derived_status(BARS, read[STOCK.name], options, self._log_filesystem,
+                                      self.settings.stock_synthetic_prefix, self.settings.bars_bucket, now=now,
+                                      today=now.date(), closed_after_days=1, open_table=self._tables)
                 lag_seconds[BARS] = bars.behind_seconds
                 rows[BARS] = sum(table.rows or 0 for table in bars.tables)
             except Exception:  # noqa: BLE001 - the store down: this sample does not know

@@ -35,6 +35,13 @@ def lake_filesystem(settings: Settings) -> s3fs.S3FileSystem:
     return s3fs.S3FileSystem(**settings.s3_storage_options(), skip_instance_cache=True)
 
 
+def arrow_filesystem(settings: Settings):
+    """pyarrow's S3 client on the store of the settings: it waits for the store without holding the GIL."""
+    import pyarrow.fs as pafs
+
+    return pafs.S3FileSystem(**settings.arrow_s3_options())
+
+
 def open_dataset(
     settings: Settings, bucket: str, partitioning: pa.Schema, prefix: str = "", schema: pa.Schema | None = None
 ) -> ds.Dataset:

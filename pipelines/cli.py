@@ -332,6 +332,7 @@ def status(settings: Settings, as_json: bool, thresholds, datasets: list[str] | 
     threshold is passed, 3 when Kafka or the object store cannot be read (what Kafka did not give within
     `patience_seconds` is shown as unknown)."""
     from marketstream.calendar import exchange_date
+    from marketstream.lake import arrow_filesystem
     from pipelines import status as lake
 
     from confluent_kafka import KafkaException
@@ -343,9 +344,10 @@ def status(settings: Settings, as_json: bool, thresholds, datasets: list[str] | 
     quiet = replace(cluster, client_config={**cluster.client_config, "log_level": 0})
     kafka = f"Kafka at {settings.kafka_bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)"
     try:
-        found = lake.lake_status(quiet, settings.delta_storage_options(), settings.stock_synthetic_prefix,
-                                 settings.bars_bucket, now=now, today=exchange_date(now),
-                                 closed_after_days=settings.lake_compact_closed_after_days, datasets=datasets,
+        found = lake.lake_status(quiet, settings.delta_storage_options(), arrow_filesystem(settings),
+                                 settings.stock_synthetic_prefix, settings.bars_bucket, now=now,
+                                 today=exchange_date(now), closed_after_days=settings.lake_compact_closed_after_days,
+                                 datasets=datasets,
                                  patience_seconds=patience_seconds)
     except KafkaException as exc:
         error = exc.args[0]

@@ -59,7 +59,7 @@ def sql_tables(settings: Settings) -> dict[str, str]:
 
 def lake_of(settings: Settings, tables: Mapping[str, str]) -> Lake:
     from marketstream import preflight
-    from marketstream.lake import lake_filesystem
+    from marketstream.lake import arrow_filesystem, lake_filesystem
 
     def check_reachable() -> None:
         try:
@@ -69,13 +69,6 @@ def lake_of(settings: Settings, tables: Mapping[str, str]) -> Lake:
 
     return Lake(tables, settings.delta_storage_options(), lake_filesystem(settings), arrow_filesystem(settings),
                 check_reachable)
-
-
-def arrow_filesystem(settings: Settings):
-    """pyarrow's S3 client on the store of the settings."""
-    import pyarrow.fs as pafs
-
-    return pafs.S3FileSystem(**settings.arrow_s3_options())
 
 
 def answer(settings: Settings, request: Request, out: TextIO, say: Callable[[str], None]) -> Outcome:

@@ -226,8 +226,8 @@ def _dead_letters(reader: _TopicReader, dataset: Dataset, incarnation: str | Non
     return settled
 
 
-def _table(name: str, uri: str, storage_options: dict[str, str], today: date, closed_after_days: int,
-           now: datetime, open_table: OpenTable | None = None):
+def _table(name: str, uri: str, storage_options: dict[str, str], log_filesystem, today: date,
+           closed_after_days: int, now: datetime, open_table: OpenTable | None = None):
     """The table at `uri` (None: there is none), what it holds, and its files' add actions with their
     statistics (None with no table)."""
     from marketstream.lake import delta_table_at
@@ -248,11 +248,26 @@ def _table(name: str, uri: str, storage_options: dict[str, str], today: date, cl
             row["count_all"] for row in counts.to_pylist()
             if row["count_all"] > 1 and is_closed({c.removeprefix("partition."): row[c] for c in partition_columns},
                                                   today, closed_after_days))
-    last = table.history(1)
-    if last and last[0].get("timestamp") is not None:
-        status.last_commit = _iso(datetime.fromtimestamp(last[0]["timestamp"] / 1000, timezone.utc))
-        status.last_commit_age_s = _seconds_between(last[0]["timestamp"], now)
+    last_ms = _commit_millis(log_filesystem, uri, status.version)
+    if last_ms is not None:
+        status.last_commit = _iso(datetime.fromtimestamp(last_ms / 1000, timezone.utc))
+        status.last_commit_age_s = _seconds_between(last_ms, now)
     return table, status, files
+
+
+def _commit_millis(log_filesystem, uri: str, version: int) -> int | None:
+    """When `version` of the table at `uri` was committed (its log entry's `commitInfo` timestamp; None where
+    the entry has none), read through `log_filesystem` (pyarrow's, which waits for the store without the GIL:
+    delta-rs's `history(1)` held it through the whole read, stalling the console's web server and the chaos
+    sampler's other threads)."""
+    entry = f"{uri.removeprefix('s3://').rstrip('/')}/_delta_log/{version:020d}.json"
+    with log_filesystem.open_input_stream(entry) as stream:
+        lines = stream.read().decode().splitlines()
+    for line in lines:
+        action = json.loads(line) if line.strip() else {}
+        if "commitInfo" in action:
+            return action["commitInfo"].get("timestamp")
+    return None
 
 
 def _kafka_figures(status: DatasetStatus, dataset: Dataset, tables: list, reader: _TopicReader, now: datetime) -> None:
@@ -297,16 +312,17 @@ def _kafka_figures(status: DatasetStatus, dataset: Dataset, tables: list, reader
 
 
 def dataset_status(dataset: Dataset, tables: dict[str, str], cluster: KafkaCluster, storage_options: dict[str, str],
-                   *, now: datetime, today: date, closed_after_days: int, deadline: float | None = None,
+                   log_filesystem, *, now: datetime, today: date, closed_after_days: int, deadline: float | None = None,
                    last_try: float = LAST_TRY_SECONDS, open_table: OpenTable | None = None) -> DatasetStatus:
     """What `marketstream status` says of one dataset; `tables`: its Delta tables by SQL name, with URIs;
-    `deadline` (`time.monotonic`): until when Kafka's answers are waited for (default `PATIENCE_SECONDS`), and a
+    `log_filesystem`: a pyarrow filesystem on their store (the local one for tables on disk); `deadline` (`time.monotonic`): until when Kafka's answers are waited for (default `PATIENCE_SECONDS`), and a
     query made after it still gets `last_try` seconds; `open_table(uri, storage_options)`: how a table is
     loaded (default `delta_table_at`; `marketstream.lake.LoadedTables` for a reader that looks again and again)."""
     status = DatasetStatus(dataset.name, dataset.topic)
     opened = []
     for name, uri in tables.items():
-        table, table_status, _ = _table(name, uri, storage_options, today, closed_after_days, now, open_table)
+        table, table_status, _ = _table(name, uri, storage_options, log_filesystem, today, closed_after_days, now,
+                                        open_table)
         status.tables.append(table_status)
         if table is not None:
             opened.append(table)
@@ -439,16 +455,17 @@ DERIVED = {"bars": (STOCK.name, BARS_TABLES)}
 """Tables that have no topic of their own, by name: the dataset they are computed from, and their SQL names."""
 
 
-def lake_status(cluster: KafkaCluster, storage_options: dict[str, str], kept_apart_prefix: str, bars_bucket: str, *,
-                now: datetime, today: date, closed_after_days: int, datasets: list[str] | None = None,
+def lake_status(cluster: KafkaCluster, storage_options: dict[str, str], log_filesystem, kept_apart_prefix: str,
+                bars_bucket: str, *, now: datetime, today: date, closed_after_days: int, datasets: list[str] | None = None,
                 patience_seconds: float = PATIENCE_SECONDS, last_try_seconds: float = LAST_TRY_SECONDS,
                 open_table: OpenTable | None = None) -> LakeStatus:
     """Every dataset's status (or those named in `datasets`, derived ones included), Kafka's answers waited
     for `patience_seconds` in all, then `last_try_seconds` for each query still made (the console, which
-    refreshes every second, waits less than the command line); `open_table` as for `dataset_status`."""
+    refreshes every second, waits less than the command line); `log_filesystem` and `open_table` as for
+    `dataset_status`."""
     deadline = time.monotonic() + patience_seconds
-    found = [dataset_status(dataset, dataset_tables(dataset, kept_apart_prefix), cluster, storage_options, now=now,
-                            today=today, closed_after_days=closed_after_days, deadline=deadline,
+    found = [dataset_status(dataset, dataset_tables(dataset, kept_apart_prefix), cluster, storage_options,
+                            log_filesystem, now=now, today=today, closed_after_days=closed_after_days, deadline=deadline,
                             last_try=last_try_seconds, open_table=open_table)
              for name, dataset in DATASETS.items() if not datasets or name in datasets]
     derived = []
@@ -456,20 +473,21 @@ def lake_status(cluster: KafkaCluster, storage_options: dict[str, str], kept_apa
         if datasets and name not in datasets:
             continue
         source_status = next((s for s in found if s.dataset == source), None) or dataset_status(
-            DATASETS[source], dataset_tables(DATASETS[source], kept_apart_prefix), cluster, storage_options, now=now,
-            today=today, closed_after_days=closed_after_days, deadline=deadline, last_try=last_try_seconds,
-            open_table=open_table)
-        derived.append(derived_status(name, source_status, storage_options, kept_apart_prefix, bars_bucket, now=now,
-                                      today=today, closed_after_days=closed_after_days, open_table=open_table))
+            DATASETS[source], dataset_tables(DATASETS[source], kept_apart_prefix), cluster, storage_options,
+            log_filesystem, now=now, today=today, closed_after_days=closed_after_days, deadline=deadline,
+            last_try=last_try_seconds, open_table=open_table)
+        derived.append(derived_status(name, source_status, storage_options, log_filesystem, kept_apart_prefix,
+                                      bars_bucket, now=now, today=today, closed_after_days=closed_after_days,
+                                      open_table=open_table))
     return LakeStatus(found, derived)
 
 
-def derived_status(name: str, source: DatasetStatus, storage_options: dict[str, str], kept_apart_prefix: str,
-                   bars_bucket: str, *, now: datetime, today: date, closed_after_days: int,
+def derived_status(name: str, source: DatasetStatus, storage_options: dict[str, str], log_filesystem,
+                   kept_apart_prefix: str, bars_bucket: str, *, now: datetime, today: date, closed_after_days: int,
                    open_table: OpenTable | None = None) -> DerivedStatus:
     """What status says of the derived tables `name` (`DERIVED`), `source` being their dataset's status."""
     uris = lake_tables(kept_apart_prefix, bars_bucket)
-    opened = [_table(table, uris[table], storage_options, today, closed_after_days, now, open_table)
+    opened = [_table(table, uris[table], storage_options, log_filesystem, today, closed_after_days, now, open_table)
               for table in DERIVED[name][1]]
     status = DerivedStatus(name, DERIVED[name][0], [table_status for _, table_status, _ in opened])
     derived_behind(status, [files for _, _, files in opened if files is not None], source, now)

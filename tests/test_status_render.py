@@ -100,6 +100,7 @@ def test_files_without_full_statistics_are_counted_and_said(tmp_path):
     from datetime import date, datetime, timezone
 
     import pyarrow as pa
+    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
     from deltalake import DeltaTable
     from deltalake.transaction import AddAction
@@ -113,8 +114,13 @@ def test_files_without_full_statistics_are_counted_and_said(tmp_path):
     stats = json.dumps({"numRecords": 1, "minValues": {"kafka_offset": 5}, "maxValues": {"kafka_offset": 5}})
     add = AddAction("ticker=A/f.parquet", os.path.getsize(tmp_path / "ticker=A" / "f.parquet"), {"ticker": "A"}, 1, True, stats)
     DeltaTable(str(tmp_path)).create_write_transaction([add], mode="append", schema=schema, partition_by=["ticker"])
-    _, status, _ = _table("stock", str(tmp_path), {}, date(2026, 11, 25), 1, datetime(2026, 11, 25, tzinfo=timezone.utc))
+    now = datetime(2026, 11, 25, tzinfo=timezone.utc)
+    _, status, _ = _table("stock", str(tmp_path), {}, pafs.LocalFileSystem(), date(2026, 11, 25), 1, now)
     assert (status.files, status.rows, status.files_without_stats) == (1, 1, 1)
+    committed_ms = DeltaTable(str(tmp_path)).history(1)[0]["timestamp"]  # the commit's own time, as delta-rs reads it
+    committed = datetime.fromtimestamp(committed_ms // 1000, timezone.utc)
+    assert status.last_commit == committed.isoformat().replace("+00:00", "Z")
+    assert status.last_commit_age_s == pytest.approx(now.timestamp() - committed_ms / 1000, abs=0.001)
     assert "1 files without full statistics (run marketstream maintain)" in _table_lines([status])[0]
 
 

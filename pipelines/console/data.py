@@ -91,11 +91,11 @@ def overview(settings: Settings, now: datetime | None = None, open_table=None) -
     cluster = settings.kafka_cluster()
     quiet = replace(cluster, client_config={**cluster.client_config, "log_level": 0})
     try:
-        found = status.lake_status(quiet, settings.delta_storage_options(), settings.stock_synthetic_prefix,
-                                 settings.bars_bucket, now=now, today=exchange_date(now),
-                                 closed_after_days=settings.lake_compact_closed_after_days,
-                                 patience_seconds=OVERVIEW_PATIENCE_SECONDS, last_try_seconds=LAST_TRY_SECONDS,
-                                 open_table=open_table)
+        found = status.lake_status(quiet, settings.delta_storage_options(), lake(settings).arrow_filesystem,
+                                   settings.stock_synthetic_prefix, settings.bars_bucket, now=now,
+                                   today=exchange_date(now), closed_after_days=settings.lake_compact_closed_after_days,
+                                   patience_seconds=OVERVIEW_PATIENCE_SECONDS, last_try_seconds=LAST_TRY_SECONDS,
+                                   open_table=open_table)
     except Exception as exc:  # noqa: BLE001 - whatever the object store's (or Kafka's) client raised: one line
         from confluent_kafka import KafkaException
 

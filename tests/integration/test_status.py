@@ -17,7 +17,7 @@ import pytest
 from deltalake import DeltaTable
 
 from marketstream.datasets import MACRO, STOCK
-from marketstream.lake import lake_filesystem
+from marketstream.lake import arrow_filesystem, lake_filesystem
 from pipelines import cli
 from pipelines import status as status_module
 from pipelines.status import Thresholds, alerts, dataset_status, dataset_tables
@@ -39,7 +39,7 @@ def iso(ms: int) -> str:
 def status_of(settings, topic, bucket, now=NOW):
     dataset = replace(STOCK, topic=topic, bucket=bucket)
     return dataset_status(dataset, dataset_tables(dataset, settings.stock_synthetic_prefix), settings.kafka_cluster(),
-                          settings.delta_storage_options(), now=now, today=date(2026, 11, 25), closed_after_days=1)
+                          settings.delta_storage_options(), arrow_filesystem(settings), now=now, today=date(2026, 11, 25), closed_after_days=1)
 
 
 def test_status_follows_a_consumer_through_lag_storage_and_dead_letters(lake):
@@ -205,6 +205,9 @@ def test_status_shows_the_bars_tables(stack, unique, tmp_path):
         assert (real["name"], real["uri"], real["version"], real["files"], real["rows"]) == (
             "bars", f"s3://{bucket}", 1, 2, 6)
         assert real["files_awaiting_compaction"] == 2 and real["last_commit_age_s"] >= 0
+        committed = DeltaTable(f"s3://{bucket}", storage_options=settings.delta_storage_options()).history(1)[0]
+        assert real["last_commit"] == datetime.fromtimestamp(committed["timestamp"] / 1000, timezone.utc).isoformat(
+            timespec="seconds").replace("+00:00", "Z")
         assert (synthetic["name"], synthetic["uri"], synthetic["version"]) == (
             "bars_synthetic", f"s3://{bucket}/_synthetic", None)
     finally:
