@@ -165,9 +165,11 @@ def synthetic_apart(table: pa.Table, settings) -> pa.Array:
 
 def outside_session(table: pa.Table) -> tuple[pa.Array, str]:
     """Real trades are stored only when their event time falls inside a regular NYSE session."""
+    real, reason = pc.equal(table.column("source"), "alpaca"), "outside the NYSE regular session"
+    if not pc.any(real).as_py():
+        return real, reason  # the calendar is not even loaded for batches of synthetic trades alone
     micros = table.column("timestamp").cast(pa.int64()).to_numpy()
-    outside = pa.array(~nyse().in_session_us(micros))
-    return pc.and_(pc.equal(table.column("source"), "alpaca"), outside), "outside the NYSE regular session"
+    return pc.and_(real, pa.array(~nyse().in_session_us(micros))), reason
 
 
 COLUMNS = schemas.decoded_columns(schemas.STOCK_TRADES, schemas.STOCK_TRADES_PARTITIONING)

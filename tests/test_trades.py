@@ -1,4 +1,8 @@
+import os
+import subprocess
+import sys
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import orjson
 import pytest
@@ -6,6 +10,7 @@ import pytest
 from marketstream.records import InvalidRecord
 from marketstream.trades import Trade, decode_trades, outside_session, parse_trade
 
+REPO = Path(__file__).resolve().parent.parent
 GOOD = {
     "symbol": "AAPL", "price": 189.12, "size": 100, "timestamp": "2026-11-24T15:30:01.123456789Z",
     "exchange": "V", "conditions": ["@"], "trade_id": 52983525029461, "tape": "C", "source": "alpaca",
@@ -88,6 +93,26 @@ def test_only_real_trades_outside_the_session_are_skipped():
     mask, reason = outside_session(table)
     assert mask.to_pylist() == [False, True, True, False]
     assert reason == "outside the NYSE regular session"
+
+
+def test_a_consumer_of_synthetic_trades_alone_never_loads_the_exchange_calendar():
+    """The exchange calendars cost a consumer ~12 MB and 0.3 s of CPU: loaded only for real trades, whose
+    session they decide (pandas itself comes with pyarrow's first `pa.array`)."""
+    script = """
+import sys
+from marketstream.datasets import STOCK
+from tests.test_trades import encode
+import pipelines.consumer
+table, _ = STOCK.decode([encode(timestamp="2026-11-24T03:00:00Z", source="synthetic")] * 3)
+mask, _ = STOCK.skip(table)
+assert mask.to_pylist() == [False] * 3
+assert "pandas_market_calendars" not in sys.modules and "exchange_calendars" not in sys.modules, "loaded"
+table, _ = STOCK.decode([encode(timestamp="2026-11-24T03:00:00Z")])
+assert STOCK.skip(table)[0].to_pylist() == [True] and "pandas_market_calendars" in sys.modules
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_largest_allowed_price_and_size_are_stored():
