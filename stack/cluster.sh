@@ -198,6 +198,21 @@ cluster_up() {
     "CA $TLS/ca.crt"
 }
 
+minio_node_ready() { curl -fsS --cacert "$TLS/ca.crt" "https://127.0.0.1:$(minio_port "$1")/minio/health/ready" >/dev/null 2>&1; }
+
+cluster_start() { # cluster_start NAME: start one server (installed and set up by an earlier `up`) if it is not
+  # running, and wait for it alone: the chaos soak restarts the server it killed without waiting for the others
+  mkdir -p "$LOGS" "$PIDS"
+  case "${1:-}" in
+    kafka-[1-9]) [ "${1#kafka-}" -le "$KAFKA_NODES" ] || die "start: no server named $1 (one of: $(cluster_names))"
+      start_kafka_node "${1#kafka-}"; wait_until "$1" 120 kafka_node_ready "${1#kafka-}" ;;
+    minio-[1-9]) [ "${1#minio-}" -le "$MINIO_NODES" ] || die "start: no server named $1 (one of: $(cluster_names))"
+      start_minio_node "${1#minio-}"; wait_until "$1" 90 minio_node_ready "${1#minio-}" ;;
+    postgres) start_postgres; wait_until postgres 60 postgres_ready ;;
+    *) die "start: no server named ${1:-(none)} (one of: $(cluster_names))" ;;
+  esac
+}
+
 cluster_down() {
   stop_postgres
   local node

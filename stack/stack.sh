@@ -5,6 +5,7 @@
 #   stack/stack.sh up       install what is missing (cached), start what is not running, wait until each answers
 #   stack/stack.sh down     stop what `up` started
 #   stack/stack.sh status   say what runs
+#   stack/stack.sh start NAME   (cluster profile) start one server if it is not running, wait for it alone
 #
 # STACK_PROFILE (environment or .env) picks the shape: `single` (the default: one Kafka broker, one MinIO, plaintext,
 # PostgreSQL with password rules) or `cluster` (three Kafka KRaft nodes with SASL_SSL and replication factor 3, four
@@ -284,13 +285,17 @@ if [ "$STACK_PROFILE" = cluster ]; then
   . "$REPO/stack/cluster.sh"
   up() { cluster_up; }
   down() { cluster_down; }
+  start() { cluster_start "$@"; }
+else
+  start() { die "start NAME is for the cluster profile (STACK_PROFILE=cluster); the single stack starts with up"; }
 fi
 
 case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
+  start) start "${2:-}" ;;
   minio-path) echo "$MINIO_BIN" ;;  # for tests that run a second, short-lived MinIO
   kafka-classpath) echo "$KAFKA_LIBS/*" ;;  # for tests that run a second, short-lived broker
-  *) echo "usage: $0 up|down|status|minio-path|kafka-classpath" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|start NAME|minio-path|kafka-classpath" >&2; exit 2 ;;
 esac

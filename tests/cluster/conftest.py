@@ -55,8 +55,9 @@ def cluster_settings(**overrides) -> Settings:
     return load_settings(_env_file=None, **{**fields, **overrides})
 
 
-def stack(command: str) -> subprocess.CompletedProcess:
-    """`stack/stack.sh COMMAND` on the cluster profile (up starts whatever is not running and waits for it)."""
+def stack(*command: str) -> subprocess.CompletedProcess:
+    """`stack/stack.sh COMMAND...` on the cluster profile (up starts whatever is not running and waits for it;
+    start NAME starts that one server and waits for it alone)."""
     env = {**os.environ, "STACK_DIR": str(STACK_DIR)}
     if os.environ.get("CLUSTER_ENV_FILE"):
         env["ENV_FILE"] = os.environ["CLUSTER_ENV_FILE"]
@@ -64,13 +65,21 @@ def stack(command: str) -> subprocess.CompletedProcess:
         env.update({name: value for name, value in CLUSTER_ENV.items()
                     if name in ("STACK_PROFILE", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "MINIO_PORT",
                                 "MINIO_CONSOLE_PORT", "POSTGRES_PORT", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")})
-    return subprocess.run([str(REPO / "stack" / "stack.sh"), command], env=env, capture_output=True, text=True,
+    return subprocess.run([str(REPO / "stack" / "stack.sh"), *command], env=env, capture_output=True, text=True,
                           timeout=300, check=True)
 
 
 def server_pid(name: str) -> int:
     """The pid of a server of the cluster profile: kafka-1..3, minio-1..4, postgres."""
     return int((STACK_DIR / "pids" / f"{name}.pid").read_text().split()[0])
+
+
+def server_alive(name: str) -> bool:
+    try:
+        os.kill(server_pid(name), 0)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def kill_server(name: str) -> None:

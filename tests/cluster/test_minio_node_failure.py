@@ -6,7 +6,7 @@ import time
 
 from deltalake import DeltaTable
 
-from tests.cluster.conftest import kill_server, stack
+from tests.cluster.conftest import kill_server, server_alive, stack
 from tests.cluster.helpers import drained_exactly_once, log_of, stored_ids, streaming, wait_for_rows
 
 RATE = 1_000
@@ -30,7 +30,9 @@ def test_a_minio_node_killed_mid_run_loses_neither_reads_nor_writes(tmp_path, un
     assert rows_while_down > rows_at_kill + 5 * RATE
     assert process.poll() is None, log_of(process)[-3000:]
 
-    stack("up")  # the node rejoins: `up` waits until every node is ready and the set has its quorum
+    stack("start", LOST_NODE)  # the node rejoins, started alone as the chaos soak does
+    assert server_alive(LOST_NODE)
+    stack("up")  # starts nothing: waits until every node is ready and the set has its quorum
     time.sleep(3)
     acknowledged = drained_exactly_once(settings, bucket, producer, process)
     print(f"\nminio node kill: {LOST_NODE} down 15 s; {table.version() - version_at_kill} commits and "

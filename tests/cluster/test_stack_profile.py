@@ -1,13 +1,16 @@
 """The cluster profile is what it says: topics the project creates are replicated three times with
-min.insync.replicas=2 and no unclean election, internal topics too, and every server speaks TLS only."""
+min.insync.replicas=2 and no unclean election, internal topics too, and every server speaks TLS only; `stack.sh
+start` knows its servers."""
 
 import socket
 import ssl
+import subprocess
 
+import pytest
 from confluent_kafka import Consumer, TopicCollection
 from confluent_kafka.admin import ConfigResource, ResourceType
 
-from tests.cluster.conftest import CA, CLUSTER_ENV, cluster_settings
+from tests.cluster.conftest import CA, CLUSTER_ENV, cluster_settings, stack
 
 
 def test_topics_the_project_creates_have_three_replicas_two_in_sync_required_and_no_unclean_election(unique):
@@ -52,3 +55,12 @@ def test_kafka_and_every_minio_node_speak_tls_with_a_certificate_of_the_stacks_c
     assert len(brokers) == 3
     for port in brokers + minio:
         assert handshake(port).startswith("TLSv1.")
+
+
+@pytest.mark.parametrize("name", ["kafka-9", "minio-5", "redis", ""])
+def test_start_refuses_a_server_the_cluster_has_not_with_one_line_naming_those_it_has(name):
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        stack("start", name)
+    assert refused.value.stderr.strip().splitlines()[-1] == (
+        f"[stack] error: start: no server named {name or '(none)'} (one of: kafka-1 kafka-2 kafka-3 minio-1 minio-2 "
+        "minio-3 minio-4 postgres)")
