@@ -257,12 +257,15 @@ def _table(name: str, uri: str, storage_options: dict[str, str], log_filesystem,
 
 def _commit_millis(log_filesystem, uri: str, version: int) -> int | None:
     """When `version` of the table at `uri` was committed (its log entry's `commitInfo` timestamp; None where
-    the entry has none), read through `log_filesystem` (pyarrow's, which waits for the store without the GIL:
-    delta-rs's `history(1)` held it through the whole read, stalling the console's web server and the chaos
-    sampler's other threads)."""
+    the entry has none, or is gone: a table made anew at the address since it was loaded), read through
+    `log_filesystem` (pyarrow's, which waits for the store without the GIL: delta-rs's `history(1)` held it
+    through the whole read, stalling the console's web server and the chaos sampler's other threads)."""
     entry = f"{uri.removeprefix('s3://').rstrip('/')}/_delta_log/{version:020d}.json"
-    with log_filesystem.open_input_stream(entry) as stream:
-        lines = stream.read().decode().splitlines()
+    try:
+        with log_filesystem.open_input_stream(entry) as stream:
+            lines = stream.read().decode().splitlines()
+    except FileNotFoundError:
+        return None
     for line in lines:
         action = json.loads(line) if line.strip() else {}
         if "commitInfo" in action:
@@ -315,9 +318,10 @@ def dataset_status(dataset: Dataset, tables: dict[str, str], cluster: KafkaClust
                    log_filesystem, *, now: datetime, today: date, closed_after_days: int, deadline: float | None = None,
                    last_try: float = LAST_TRY_SECONDS, open_table: OpenTable | None = None) -> DatasetStatus:
     """What `marketstream status` says of one dataset; `tables`: its Delta tables by SQL name, with URIs;
-    `log_filesystem`: a pyarrow filesystem on their store (the local one for tables on disk); `deadline` (`time.monotonic`): until when Kafka's answers are waited for (default `PATIENCE_SECONDS`), and a
-    query made after it still gets `last_try` seconds; `open_table(uri, storage_options)`: how a table is
-    loaded (default `delta_table_at`; `marketstream.lake.LoadedTables` for a reader that looks again and again)."""
+    `log_filesystem`: a pyarrow filesystem on their store (the local one for tables on disk); `deadline`
+    (`time.monotonic`): until when Kafka's answers are waited for (default `PATIENCE_SECONDS`), and a query made
+    after it still gets `last_try` seconds; `open_table(uri, storage_options)`: how a table is loaded (default
+    `delta_table_at`; `marketstream.lake.LoadedTables` for a reader that looks again and again)."""
     status = DatasetStatus(dataset.name, dataset.topic)
     opened = []
     for name, uri in tables.items():

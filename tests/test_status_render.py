@@ -121,6 +121,10 @@ def test_files_without_full_statistics_are_counted_and_said(tmp_path):
     committed = datetime.fromtimestamp(committed_ms // 1000, timezone.utc)
     assert status.last_commit == committed.isoformat().replace("+00:00", "Z")
     assert status.last_commit_age_s == pytest.approx(now.timestamp() - committed_ms / 1000, abs=0.001)
+    loaded = DeltaTable(str(tmp_path))
+    (tmp_path / "_delta_log" / "00000000000000000001.json").unlink()  # as if the table were made anew since
+    assert _table("stock", str(tmp_path), {}, pafs.LocalFileSystem(), date(2026, 11, 25), 1, now,
+                  open_table=lambda uri, options: loaded)[1].last_commit is None
     assert "1 files without full statistics (run marketstream maintain)" in _table_lines([status])[0]
 
 
