@@ -146,28 +146,23 @@ class Stack:
         """`stack.sh up` until every server answers: a Kafka node reloading its logs after a kill on a busy
         machine can take longer than one `up` waits (120 s), and it must not be left down (the next broker
         fault would then take the quorum away)."""
-        deadline = time.monotonic() + patience
         with self._lock:
-            while True:
-                done = subprocess.run([REPO / "stack" / "stack.sh", "up"], env=self.env, timeout=600,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                if done.returncode == 0:
-                    return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"stack/stack.sh up kept failing for {patience:g} s: "
-                                       + done.stderr.strip().splitlines()[-1][:200])
+            self._until_it_succeeds(["up"], patience)
 
     def start(self, name: str, patience: float = 900.0) -> None:
         """`stack.sh start name` until that server answers (a Kafka node reloading its logs after a kill on a
         busy machine can take longer than one `start` waits)."""
+        self._until_it_succeeds(["start", name], patience)
+
+    def _until_it_succeeds(self, command: list[str], patience: float) -> None:
         deadline = time.monotonic() + patience
         while True:
-            done = subprocess.run([REPO / "stack" / "stack.sh", "start", name], env=self.env, timeout=600,
+            done = subprocess.run([REPO / "stack" / "stack.sh", *command], env=self.env, timeout=600,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             if done.returncode == 0:
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"stack/stack.sh start {name} kept failing for {patience:g} s: "
+                raise RuntimeError(f"stack/stack.sh {' '.join(command)} kept failing for {patience:g} s: "
                                    + done.stderr.strip().splitlines()[-1][:200])
 
     def alive(self, name: str) -> bool:

@@ -374,3 +374,14 @@ def test_the_supervisor_restarts_an_exited_process_while_reading_another_ones_me
     finally:
         stuck.set()
         supervisor.stop(seconds=5)
+
+
+def test_a_server_start_that_keeps_failing_ends_in_one_line_with_the_stacks_reason(tmp_path, monkeypatch):
+    from chaos.run import Stack
+
+    monkeypatch.setenv("STACK_DIR", str(tmp_path / "stack"))
+    monkeypatch.setenv("STACK_PROFILE", "cluster")
+    with pytest.raises(RuntimeError) as failed:
+        Stack(tmp_path / "no.env", {}).start("kafka-9", patience=0)
+    assert str(failed.value) == ("stack/stack.sh start kafka-9 kept failing for 0 s: [stack] error: start: no server "
+                                 "named kafka-9 (one of: kafka-1 kafka-2 kafka-3 minio-1 minio-2 minio-3 minio-4 postgres)")
