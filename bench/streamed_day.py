@@ -39,7 +39,7 @@ from deltalake import DeltaTable
 
 from marketstream import schemas
 from marketstream.calendar import NEW_YORK
-from marketstream.lake import lake_filesystem
+from marketstream.lake import arrow_filesystem, dataset_of, lake_filesystem
 from marketstream.settings import Settings
 from sinks.delta import DeltaLakeSink, Flush
 from sinks.delta_maintenance import TOMBSTONE_RETENTION, maintain_table
@@ -114,7 +114,8 @@ def query_table(settings: Settings, uri: str) -> tuple[float, list]:
 
     started = time.perf_counter()
     connection = duckdb.connect()
-    connection.register("trades", DeltaTable(uri, storage_options=settings.delta_storage_options()).to_pyarrow_dataset())
+    table = DeltaTable(uri, storage_options=settings.delta_storage_options())
+    connection.register("trades", dataset_of(table, uri, arrow_filesystem(settings)))
     answer = connection.sql(QUERY).fetchall()
     return time.perf_counter() - started, answer
 
@@ -145,7 +146,8 @@ def data_skipping(settings: Settings, uri: str) -> dict:
     query time against the whole day's, both with DuckDB as `marketstream sql` runs it."""
     import duckdb
 
-    dataset = DeltaTable(uri, storage_options=settings.delta_storage_options()).to_pyarrow_dataset()
+    dataset = dataset_of(DeltaTable(uri, storage_options=settings.delta_storage_options()), uri,
+                         arrow_filesystem(settings))
     day = (ds.field("ticker") == "T000") & (ds.field("date") == DAY)
     hour = day & (ds.field("timestamp") >= pa.scalar(HOUR[0], schemas.TIMESTAMP)) & \
         (ds.field("timestamp") < pa.scalar(HOUR[1], schemas.TIMESTAMP))
@@ -258,7 +260,8 @@ def run(settings: Settings, run_id: str, tickers: int, restart_command, prefill_
         one_file = f"{bucket}-one/ticker-day.parquet"
         if not fs.exists(f"{bucket}-one"):
             fs.mkdir(f"{bucket}-one")
-        rows = DeltaTable(uri, storage_options=settings.delta_storage_options()).to_pyarrow_dataset().to_table(
+        table = DeltaTable(uri, storage_options=settings.delta_storage_options())
+        rows = dataset_of(table, uri, arrow_filesystem(settings)).to_table(
             filter=(ds.field("ticker") == "T000") & (ds.field("date") == DAY)).drop(["ticker", "date"])
         with fs.open(one_file, "wb") as handle:
             pq.write_table(rows, handle, compression=settings.parquet_compression)

@@ -73,7 +73,7 @@ from marketstream import schemas
 from marketstream.companies import load_companies
 from marketstream.datasets import DATASETS, STOCK, Dataset
 from marketstream.kafka_cluster import KafkaCluster
-from marketstream.lake import LoadedTables, arrow_filesystem, lake_filesystem, read_delta
+from marketstream.lake import LoadedTables, arrow_filesystem, dataset_of, lake_filesystem, read_delta
 from marketstream.records import InvalidRecord
 from marketstream.settings import Settings, load_settings
 from pipelines.status import dataset_status, dataset_tables, derived_status
@@ -705,16 +705,16 @@ def reconcile_dataset(settings: Settings, dataset: Dataset, injected_bad: set[tu
 def check_bars(settings: Settings) -> dict:
     """Each bars table against the SQL aggregate of its trades table; a bars table that does not exist is
     right only while its trades table holds no row."""
-    options = settings.delta_storage_options()
+    options, files = settings.delta_storage_options(), arrow_filesystem(settings)
     prefix = settings.stock_synthetic_prefix
     found = {}
     for trades, bars in ((f"s3://{DATASETS['stock'].bucket}", f"s3://{settings.bars_bucket}"),
                          (f"s3://{DATASETS['stock'].bucket}/{prefix}", f"s3://{settings.bars_bucket}/{prefix}")):
         connection = duckdb.connect()
-        connection.register("trades", DeltaTable(trades, storage_options=options).to_pyarrow_dataset())
+        connection.register("trades", dataset_of(DeltaTable(trades, storage_options=options), trades, files))
         trade_count = connection.sql("SELECT count(*) FROM trades").fetchall()[0][0]
         try:
-            connection.register("bars", DeltaTable(bars, storage_options=options).to_pyarrow_dataset())
+            connection.register("bars", dataset_of(DeltaTable(bars, storage_options=options), bars, files))
         except Exception as exc:  # noqa: BLE001 - no such table
             found[bars] = {"readable": trade_count == 0, "trades": trade_count,
                            "error": f"no bars table: {str(exc)[:160]}"}

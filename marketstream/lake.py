@@ -42,6 +42,17 @@ def arrow_filesystem(settings: Settings):
     return pafs.S3FileSystem(**settings.arrow_s3_options())
 
 
+def dataset_of(table, uri: str, arrow_filesystem) -> ds.Dataset:
+    """`table` (a deltalake `DeltaTable` at `uri` on the store of `arrow_filesystem`) as a pyarrow dataset
+    whose files pyarrow's own S3 client reads. deltalake's default, a Python handler over delta-rs, needs the
+    GIL on the scan's threads: a scan left unfinished (a LIMIT) crashed the process at exit, and DuckDB
+    scanning one deadlocked (a scan thread held an Arrow mutex while waiting for the GIL, held by another
+    waiting for that mutex)."""
+    import pyarrow.fs as pafs
+
+    return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(uri.removeprefix("s3://"), arrow_filesystem))
+
+
 def open_dataset(
     settings: Settings, bucket: str, partitioning: pa.Schema, prefix: str = "", schema: pa.Schema | None = None
 ) -> ds.Dataset:

@@ -188,16 +188,14 @@ def _version_as_of(lake: Lake, name: str, moment: datetime) -> int | None:
 def _open(lake: Lake, name: str, version: int | None):
     """The table as a pyarrow dataset, or None when there is no table. A failure is classified: the store
     down (StoreUnreachable), a version the table lacks (BadRequest), anything else (QueryFailed)."""
-    import pyarrow.fs as pafs
     from deltalake import DeltaTable
+
+    from marketstream.lake import dataset_of
 
     uri = lake.tables[name]
     try:
         table = DeltaTable(uri, version=version, storage_options=dict(lake.storage_options))
-        # pyarrow's own S3 client reads the files, not deltalake's default (a Python handler over delta-rs):
-        # with that one, a scan left unfinished (a LIMIT, a cut result) crashed the process at exit
-        return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(uri.removeprefix("s3://"),
-                                                                          lake.arrow_filesystem))
+        return dataset_of(table, uri, lake.arrow_filesystem)
     except Exception as exc:  # noqa: BLE001 - delta-rs raises OSError or DeltaError alike; sorted out below
         error = exc
     lake.check_reachable()

@@ -1,4 +1,5 @@
-"""`LoadedTables`: a table looked at again reads only its new commits, and is loaded afresh now and then."""
+"""`LoadedTables`: a table looked at again reads only its new commits, and is loaded afresh now and then;
+`dataset_of`: a table's files read by pyarrow's own filesystem."""
 
 import shutil
 
@@ -91,3 +92,19 @@ def test_transaction_versions_are_read_once_while_the_table_does_not_change(tmp_
     assert reads == ["app"]
     write_deltalake(uri, rows(1), mode="append", commit_properties=CommitProperties(app_transactions=[Transaction("app", 7)]))
     assert tables(uri, {}).transaction_version("app") == 7 and reads == ["app", "app"]
+
+
+def test_a_tables_dataset_is_read_by_pyarrows_own_filesystem_not_a_python_handler(tmp_path):
+    """deltalake's default filesystem is a Python handler whose reads need the GIL on the scan's threads: DuckDB
+    scanning it deadlocked once (an Arrow mutex against the GIL), and a scan left unfinished crashed at exit."""
+    import pyarrow.fs as pafs
+    from deltalake import DeltaTable, write_deltalake
+
+    from marketstream.lake import dataset_of
+
+    write_deltalake(str(tmp_path), pa.table({"ticker": ["A", "B", "A"], "price": [1.0, 2.0, 3.0]}), partition_by=["ticker"])
+    table = DeltaTable(str(tmp_path))
+    dataset = dataset_of(table, str(tmp_path), pafs.LocalFileSystem())
+    assert isinstance(dataset.filesystem, pafs.SubTreeFileSystem) and not isinstance(dataset.filesystem, pafs.PyFileSystem)
+    assert isinstance(table.to_pyarrow_dataset().filesystem, pafs.PyFileSystem)  # what the helper replaces
+    assert sorted(dataset.to_table().column("price").to_pylist()) == [1.0, 2.0, 3.0]
