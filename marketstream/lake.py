@@ -9,6 +9,7 @@ DuckDB, polars or Spark (README).
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,11 @@ def dataset_of(table, uri: str, arrow_filesystem) -> ds.Dataset:
     import pyarrow.fs as pafs
 
     return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(uri.removeprefix("s3://"), arrow_filesystem))
+
+
+def log_actions(entry: str) -> list[dict]:
+    """The actions of one Delta log entry (`_delta_log/<version>.json`: one JSON object per line)."""
+    return [json.loads(line) for line in entry.splitlines() if line.strip()]
 
 
 def open_dataset(

@@ -33,6 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from marketstream.datasets import BARS_TABLES, DATASETS, STOCK, Dataset, lake_tables
 from marketstream.kafka_cluster import KafkaCluster, TopicInfo, read_partition
+from marketstream.lake import delta_table_at, log_actions
 from sinks.delta_commits import app_id_prefix
 from sinks.delta_maintenance import is_closed, partitions_lacking_stats
 
@@ -230,8 +231,6 @@ def _table(name: str, uri: str, storage_options: dict[str, str], log_filesystem,
            closed_after_days: int, now: datetime, open_table: OpenTable | None = None):
     """The table at `uri` (None: there is none), what it holds, and its files' add actions with their
     statistics (None with no table)."""
-    from marketstream.lake import delta_table_at
-
     status = TableStatus(name, uri)
     table = (open_table or delta_table_at)(uri, storage_options)
     if table is None:
@@ -263,11 +262,10 @@ def _commit_millis(log_filesystem, uri: str, version: int) -> int | None:
     entry = f"{uri.removeprefix('s3://').rstrip('/')}/_delta_log/{version:020d}.json"
     try:
         with log_filesystem.open_input_stream(entry) as stream:
-            lines = stream.read().decode().splitlines()
+            actions = log_actions(stream.read().decode())
     except FileNotFoundError:
         return None
-    for line in lines:
-        action = json.loads(line) if line.strip() else {}
+    for action in actions:
         if "commitInfo" in action:
             return action["commitInfo"].get("timestamp")
     return None

@@ -147,11 +147,11 @@ start_minio_node() { # start_minio_node NODE
   echo $! >"$PIDS/$name.pid"
 }
 
+minio_node_ready() { curl -fsS --cacert "$TLS/ca.crt" "https://127.0.0.1:$(minio_port "$1")/minio/health/ready" >/dev/null 2>&1; }
+
 minio_cluster_ready() { # every node answers and the erasure set has its write quorum
   local node
-  for node in $(seq 1 $MINIO_NODES); do
-    curl -fsS --cacert "$TLS/ca.crt" "https://127.0.0.1:$(minio_port "$node")/minio/health/ready" >/dev/null 2>&1 || return 1
-  done
+  for node in $(seq 1 $MINIO_NODES); do minio_node_ready "$node" || return 1; done
   curl -fsS --cacert "$TLS/ca.crt" "https://127.0.0.1:$MINIO_PORT/minio/health/cluster" >/dev/null 2>&1
 }
 
@@ -197,8 +197,6 @@ cluster_up() {
     "minio https://127.0.0.1:$(minio_port 1)-$(minio_port $MINIO_NODES), postgres (TLS) 127.0.0.1:$POSTGRES_PORT," \
     "CA $TLS/ca.crt"
 }
-
-minio_node_ready() { curl -fsS --cacert "$TLS/ca.crt" "https://127.0.0.1:$(minio_port "$1")/minio/health/ready" >/dev/null 2>&1; }
 
 cluster_start() { # cluster_start NAME: start one server (installed and set up by an earlier `up`) if it is not
   # running, and wait for it alone: the chaos soak restarts the server it killed without waiting for the others

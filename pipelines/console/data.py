@@ -30,7 +30,7 @@ from datetime import date, datetime, timezone
 import pyarrow as pa
 
 from marketstream.datasets import DATASETS
-from marketstream.lake import MAINTENANCE_COMMIT
+from marketstream.lake import MAINTENANCE_COMMIT, log_actions
 from marketstream.settings import Settings
 
 OVERVIEW_PATIENCE_SECONDS = 3.0
@@ -200,8 +200,7 @@ def commit_facts(commit_text: str) -> dict:
     facts = {"operation": None, "at": None, "maintenance": False, "files_added": 0, "rows_added": 0, "bytes_added": 0,
              "files_removed": 0, "bytes_removed": 0, "files_to_delete": None, "bytes_to_delete": None,
              "files_deleted": None, "transactions": {}}
-    for line in commit_text.splitlines():
-        action = json.loads(line) if line.strip() else {}
+    for action in log_actions(commit_text):
         if "commitInfo" in action:
             info = action["commitInfo"]
             operation, marked = info.get("operation"), info.get(MAINTENANCE_COMMIT)
