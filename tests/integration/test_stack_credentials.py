@@ -44,7 +44,8 @@ def private_stack():
     def up(tag: str) -> dict[str, str]:
         values = {**ports, **credentials(tag)}
         (root / ".env").write_text("".join(f"{name}={value}   # a comment\n" for name, value in values.items()))
-        subprocess.run([REPO / "stack" / "stack.sh", "up"], env=env, check=True, capture_output=True, timeout=300)
+        done = subprocess.run([REPO / "stack" / "stack.sh", "up"], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"stack.sh up exited with {done.returncode}:\n{done.stderr[-4000:]}"
         return values
 
     yield up, argv_log
