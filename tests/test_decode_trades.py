@@ -147,3 +147,15 @@ def test_a_repeated_key_is_refused_in_a_batch_of_good_trades():
     assert table.num_rows == 50 and set(table.column("ticker").to_pylist()) == {"AAPL"}
     assert sorted(rejects) == [(50, "duplicate key 'symbol' in a JSON object"),
                                (51, "duplicate key 'note' in a JSON object")]
+
+
+def test_a_message_longer_than_a_json_block_is_read_like_the_others():
+    import marketstream.trades as trades
+
+    good = {"symbol": "AAPL", "price": 1.5, "size": 10, "timestamp": "2026-11-24T15:30:01Z", "trade_id": "x",
+            "source": "alpaca"}
+    long = orjson.dumps({**good, "trade_id": "y", "note": "n" * (trades._JSON_READ.block_size + 1000)})
+    values = [orjson.dumps(good)] * 3 + [long, orjson.dumps(good)]
+    assert trades._columns_by_arrow(values) is not None  # not sent to the per-message path
+    table, rejects = decode_trades(values)
+    assert rejects == [] and table.sort_by(ROW_INDEX).column("trade_id").to_pylist() == ["x", "x", "x", "y", "x"]
