@@ -51,6 +51,9 @@ def main(bootstrap: str, topic: str, bucket: str, group: str) -> None:
     started = time.perf_counter()
     app.run()
     print(f"BENCH {time.perf_counter() - started:.3f}", flush=True)
+    with open("/proc/self/status") as status:  # its own peak: wait4's counts the benchmark's memory at the fork
+        print(f"PEAK_RSS_MB {int(next(line.split()[1] for line in status if line.startswith('VmHWM:'))) / 1024:.1f}",
+              flush=True)
 
 
 if __name__ == "__main__":
