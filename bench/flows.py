@@ -1,7 +1,7 @@
 """The contenders of the benchmark, each run as its own process so its peak RSS can be measured.
 
 Each prints `BENCH <seconds>` at exit: the time from the end of its imports to the end of its work, so
-interpreter and library start-up, the same for everyone, is left out.
+interpreter and library start-up, the same for everyone, is left out; and `PEAK_RSS_MB`, its own peak RSS.
 """
 
 from __future__ import annotations
