@@ -136,7 +136,8 @@ stack-cluster-down:
 
 ## chaos: a seeded, randomized fault soak on the cluster profile, then every acknowledged message reconciled
 ## with the lake (README, *Chaos*); DURATION seconds of faults (default 180), SEED replays a run's schedule,
-## MEAN_GAP seconds between faults on average (default 10; longer leaves more faults alone),
+## MEAN_GAP seconds between faults on average (default 10; longer leaves more faults alone), KINDS only these
+## fault kinds (comma-separated, e.g. kill_broker,kill_minio_node; default every kind),
 ## CHAOS_ENV another environment file (its ports, TOXIPROXY_PORT, CHAOS_PROXY_PORT). Exit 1 if anything was
 ## lost or doubled. Report in chaos/results/. It empties the datasets' topics and buckets of that stack.
 CHAOS_ENV ?= $(CLUSTER_ENV)
@@ -144,4 +145,4 @@ DURATION ?= 180
 chaos: $(STAMP) $(CLUSTER_ENV)
 	stack/toxiproxy.sh install
 	ENV_FILE=$(CHAOS_ENV) stack/stack.sh up
-	$(BIN)/python -m chaos.run --env-file $(CHAOS_ENV) --duration $(DURATION) $(if $(SEED),--seed $(SEED),) $(if $(MEAN_GAP),--mean-gap $(MEAN_GAP),)
+	$(BIN)/python -m chaos.run --env-file $(CHAOS_ENV) --duration $(DURATION) $(if $(SEED),--seed $(SEED),) $(if $(MEAN_GAP),--mean-gap $(MEAN_GAP),) $(if $(KINDS),--kinds $(KINDS),)

@@ -756,6 +756,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=300.0, help="synthetic trades a second, all tickers")
     parser.add_argument("--mean-gap", type=float, default=MEAN_GAP_SECONDS,
                         help="mean seconds between two faults' beginnings (MEAN_GAP; longer: more of them alone)")
+    parser.add_argument("--kinds", default="",
+                        help="comma-separated fault kinds, the others left out (KINDS; default: every kind)")
     parser.add_argument("--env-file", type=Path, default=REPO / ".stack-cluster" / "env")
     parser.add_argument("--results", type=Path, default=REPO / "chaos" / "results")
     parser.add_argument("--work", type=Path, default=REPO / ".chaos")
@@ -767,10 +769,15 @@ def main(argv: list[str] | None = None) -> int:
         proxy_port = int(env.get("CHAOS_PROXY_PORT") or 19500)
         names = ("minio", "postgres", "fred", "finnhub", "bluesky", *KAFKA_PROXIES)
         targets = Targets(dataflows=(*PRODUCERS, *CONSUMERS, *BARS_CLUSTER, "lake_maintenance"), proxies=names)
-        faults = build_schedule(seed, args.duration, targets, args.mean_gap)
+        kinds = tuple(kind.strip() for kind in args.kinds.split(",") if kind.strip())
+        try:
+            faults = build_schedule(seed, args.duration, targets, args.mean_gap, kinds)
+        except ValueError as exc:
+            raise Refused(f"KINDS: {exc}") from None
         assert not quorum_violations(faults)
         replay = f"make chaos SEED={seed} DURATION={args.duration:g}" + (
-            f" MEAN_GAP={args.mean_gap:g}" if args.mean_gap != MEAN_GAP_SECONDS else "")
+            f" MEAN_GAP={args.mean_gap:g}" if args.mean_gap != MEAN_GAP_SECONDS else "") + (
+            f" KINDS={','.join(kinds)}" if kinds else "")
         say(f"seed {seed}: {len(faults)} faults over {args.duration:g} s, {overlapping(faults)} begin while "
             f"another is on (replay: {replay})")
         for fault in faults:

@@ -78,12 +78,19 @@ def _kinds_for(targets: Targets) -> dict[str, tuple[float, float, float]]:
     return {kind: spec for kind, spec in KINDS.items() if needs.get(kind, (True,))}
 
 
-def build_schedule(seed: int, seconds: float, targets: Targets, mean_gap_seconds: float = MEAN_GAP_SECONDS) -> list[Fault]:
+def build_schedule(seed: int, seconds: float, targets: Targets, mean_gap_seconds: float = MEAN_GAP_SECONDS,
+                   only_kinds: tuple[str, ...] = ()) -> list[Fault]:
     """Faults beginning about every `mean_gap_seconds` (exponential gaps) over `seconds`, each over by then;
     a quorum fault that would overlap the previous one of its group (plus the margin) is moved after it, or
-    left out when that is past the end."""
+    left out when that is past the end. `only_kinds`: faults of these kinds alone (of `KINDS`, with their
+    weights among themselves); none: every kind the targets allow."""
+    unknown = sorted(set(only_kinds) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown fault kinds {unknown}; the kinds are {', '.join(KINDS)}")
     rng = random.Random(seed)
-    kinds = _kinds_for(targets)
+    kinds = {kind: spec for kind, spec in _kinds_for(targets).items() if not only_kinds or kind in only_kinds}
+    if not kinds:
+        raise ValueError(f"no fault of the kinds {list(only_kinds)} can hit these targets")
     names, weights = list(kinds), [spec[0] for spec in kinds.values()]
     free_from = {"kafka": 0.0, "minio": 0.0}
     faults: list[Fault] = []

@@ -37,6 +37,22 @@ def test_a_schedule_never_takes_two_brokers_or_two_minio_nodes_down_at_once(seed
     assert all(fault.ends <= 1800 for fault in faults)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_a_schedule_of_chosen_kinds_holds_those_kinds_alone_and_keeps_the_quorum_rule(seed):
+    quorum = ("kill_broker", "kill_controller_leader", "kill_minio_node", "restart_postgres")
+    faults = build_schedule(seed, 1800, TARGETS, 60, quorum)
+    assert faults and {fault.kind for fault in faults} <= set(quorum)
+    assert quorum_violations(faults) == []
+    assert build_schedule(seed, 1800, TARGETS, 60) != faults  # without the choice, every kind
+
+
+def test_an_unknown_or_impossible_fault_kind_is_refused_with_the_kinds_there_are():
+    with pytest.raises(ValueError, match=r"unknown fault kinds \['kill_disk'\]; the kinds are sigkill_dataflow"):
+        build_schedule(1, 600, TARGETS, only_kinds=("kill_broker", "kill_disk"))
+    with pytest.raises(ValueError, match="no fault of the kinds"):
+        build_schedule(1, 600, Targets(dataflows=()), only_kinds=("sigkill_dataflow",))
+
+
 def test_a_thirty_minute_schedule_has_the_targets_faults_overlapping():
     faults = build_schedule(1, 1800, TARGETS)
     assert len(faults) >= 150
