@@ -5,7 +5,7 @@
 The topic is prefilled with trades and each contender drains it into a bucket of its own on the same MinIO,
 one after the other, each measured as `make bench` measures its own (bench/run.py: rows/s from the
 contender's own clock, CPU seconds of its whole process tree, peak RSS: a Python contender's own high-water
-mark, the JVM's from wait4; files):
+mark, Spark's the sum of its process tree's (the JVM and its launcher; `bench.run.TreeHighWater`); files):
 - `stock_consume` and the `floor` contender of bench/flows.py, for the ratios;
 - Spark Structured Streaming -> Delta (bench/peers/spark_job.py, `.venv-peers/spark`);
 - Quix Streams -> Parquet on S3 (bench/peers/quix_app.py, `.venv-peers/quix`).
