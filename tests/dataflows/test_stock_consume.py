@@ -1,6 +1,9 @@
 """stock_consume wired with TestingSource / TestingSink: what goes to the lake, the DLQ, or is skipped."""
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
@@ -11,6 +14,8 @@ from marketstream.datasets import STOCK
 from pipelines.consumer import SkipCounter, build_consumer_flow
 from sources.kafka_topic import PolledMessages
 from tests.conftest import lake_files, make_settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def trade(symbol="AAPL", ts="2026-11-24T15:30:00Z", source="alpaca", trade_id="1", price=100.0) -> bytes:
@@ -149,3 +154,29 @@ def test_skips_are_logged_every_interval_while_they_come(caplog):
             counter.add("outside the NYSE regular session", 1)
     assert [r.getMessage() for r in caplog.records] == [
         f"stock: not stored so far: {n} rows outside the NYSE regular session" for n in (3, 5, 7)]
+
+
+def test_the_first_batch_after_a_start_loads_no_library():
+    """Libraries load at start: one loaded by the first batch (pandas, which pyarrow imports on its first
+    `pa.array` of a Python sequence: 0.3 s, 1-2 s on a loaded machine) delays every restart's first commit."""
+    script = """
+import sys
+from bytewax.testing import TestingSink, TestingSource, run_main
+from marketstream.datasets import STOCK
+from pipelines.consumer import build_consumer_flow
+from sources.kafka_topic import PolledMessages
+from tests.conftest import make_settings
+from tests.dataflows.test_stock_consume import trade
+values = [trade(trade_id=str(i), source="synthetic", ts="2026-11-24T23:30:00Z") for i in range(20)]
+lake = []
+flow = build_consumer_flow(STOCK, make_settings(), source=TestingSource([PolledMessages("stock_trades", 0,
+    list(range(20)), [b"k"] * 20, values)]), lake_sink=TestingSink(lake), dead_letter_sink=TestingSink([]))
+before = set(sys.modules)
+run_main(flow)
+assert lake, "nothing reached the lake"
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = done.stdout.split()
+    assert [name for name in loaded if not name.startswith("pyarrow.")] == [], loaded  # pyarrow's own shims only
