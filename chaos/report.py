@@ -21,6 +21,9 @@ SETTLED_SECONDS = 2 * LAG_THRESHOLD_SECONDS
 shows no lag yet: its lag passes the threshold only once that many seconds have gone by without a commit, so
 a sample under the threshold right after a kill says nothing (such samples made SIGKILLs look recovered in
 4 s whose lag then rose to 30 s)."""
+CUT_OFF_SECONDS = 5.0
+"""A sample that began less than this before a fault and could read nothing was cut off by the fault itself (a
+broker killed under its reads): it tells nothing of the state before the fault, the sample before it does."""
 BARS = "bars"
 """The name under which a sample holds how far the bars are behind their topic (`pipelines.status`)."""
 
@@ -45,6 +48,10 @@ class Sample:
         """Every lag read and under its threshold (`thresholds`, else `LAG_THRESHOLD_SECONDS`)."""
         return all(lag is not None and lag < thresholds.get(name, LAG_THRESHOLD_SECONDS)
                    for name, lag in self.lag_seconds.items())
+
+    def knows_nothing(self) -> bool:
+        """No lag could be read."""
+        return all(lag is None for lag in self.lag_seconds.values())
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -87,10 +94,13 @@ def single_faults(faults: list[Fault], samples: list[Sample], thresholds: Mappin
     """The faults that came alone: the last sample before the fault began found every lag under its threshold
     (nothing still recovering), and no other fault was on from its beginning until it had recovered (until
     the samples end, when it never did). Overlapping faults are the soak's other measure; these are what
-    "recovery after a single fault" means."""
+    "recovery after a single fault" means. A sample the fault cut off (`CUT_OFF_SECONDS`) is not the last one
+    before it."""
     alone = []
     for fault in faults:
         before = [sample for sample in samples if sample.at <= fault.at]
+        while before and before[-1].at > fault.at - CUT_OFF_SECONDS and before[-1].knows_nothing():
+            before.pop()
         if not before or not before[-1].recovered(thresholds):
             continue
         seconds = recovery_seconds(fault, samples, thresholds)

@@ -166,6 +166,19 @@ def test_a_fault_came_alone_when_the_system_was_caught_up_and_nothing_else_was_o
     assert figures["by_kind"]["kill_broker"]["p99_s"] == 24 and figures["by_kind"]["restart_postgres"]["not_recovered"] == 1
 
 
+def test_a_sample_the_fault_itself_cut_off_does_not_stand_for_the_state_before_it():
+    """A broker killed under a sample's reads leaves that sample knowing nothing; the one before tells."""
+    unknown = lambda at: Sample(at, {"stock": None}, {}, {})  # noqa: E731
+    samples = [_sample(0, 2), _sample(5, 3), unknown(9.5), _sample(15, 12), _sample(20, 3), _sample(25, 2),
+               _sample(30, 3), _sample(35, 2), _sample(40, 2), _sample(45, 2), _sample(50, 2)]
+    kill = Fault(10, "kill_broker", "kafka-2", 8)  # ends at 18, caught up from 20 on
+    assert single_faults([kill], samples) == [kill]
+    # a sample that knew nothing long before the fault, or knew something, still counts
+    assert single_faults([Fault(10, "kill_broker", "kafka-2", 8)], [samples[0], unknown(4), *samples[3:]]) == []
+    lagging = [_sample(0, 2), _sample(5, 30), *samples[3:]]
+    assert single_faults([Fault(10, "kill_broker", "kafka-2", 8)], lagging) == []
+
+
 def test_the_bars_count_as_caught_up_under_a_threshold_of_their_own_a_minute_and_the_lateness_above_the_rest():
     thresholds = lag_thresholds(bars_allowed_lateness_seconds=30)
     assert thresholds == {BARS: 100.0}
