@@ -29,15 +29,16 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def figures(output: str) -> dict[str, float]:
-    """The `READY`, `BENCH` and `PEAK_RSS_MB` lines of one process's output."""
+def figures(output: str, names: tuple[str, ...]) -> dict[str, float]:
+    """The figures a contender printed, one `NAME value` line each, of those `names`."""
+    wanted = tuple(f"{name} " for name in names)
     return {name: float(value) for name, value in (line.split(" ", 1) for line in output.splitlines()
-                                                   if line.startswith(("READY ", "BENCH ", "PEAK_RSS_MB ")))}
+                                                   if line.startswith(wanted))}
 
 
 def combined(outputs: list[str]) -> dict[str, float]:
     """The cluster's figures from its processes' outputs."""
-    each = [figures(output) for output in outputs]
+    each = [figures(output, ("READY", "BENCH", "PEAK_RSS_MB")) for output in outputs]
     missing = [i for i, found in enumerate(each) if not {"READY", "BENCH", "PEAK_RSS_MB"} <= found.keys()]
     if missing:
         raise SystemExit(f"bench.cluster: process {missing[0]} printed no READY, BENCH or PEAK_RSS_MB line")

@@ -37,6 +37,7 @@ from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
 from bench import sentiment_cost, signals_part, streamed_day
+from bench.cluster import figures
 from marketstream.lake import lake_filesystem
 from marketstream.settings import ConfigError, Settings, load_settings
 from sinks.object_store import ObjectStore
@@ -151,15 +152,14 @@ def run_contender(command: list[str], env: dict | None = None) -> dict:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command[2:])} failed with exit code {process.returncode}")
-    figures = dict(line.split(" ", 1) for line in output.splitlines()
-                   if line.startswith(("BENCH ", "FILES ", "ROWS ", "STARTUP ", "PEAK_RSS_MB ")))
-    peak_rss_mb = float(figures["PEAK_RSS_MB"]) if "PEAK_RSS_MB" in figures else tree_peak_mb
-    result = {"seconds": float(figures["BENCH"]), "peak_rss_mb": peak_rss_mb,
+    printed = figures(output, ("BENCH", "FILES", "ROWS", "STARTUP", "PEAK_RSS_MB"))
+    peak_rss_mb = printed.get("PEAK_RSS_MB", tree_peak_mb)
+    result = {"seconds": printed["BENCH"], "peak_rss_mb": peak_rss_mb,
               "cpu_s": usage.ru_utime + usage.ru_stime,
-              "files": int(figures["FILES"]) if "FILES" in figures else None,
-              "rows": int(figures["ROWS"]) if "ROWS" in figures else None}
-    if "STARTUP" in figures:  # a contender whose start-up is its own (a JVM's), not the interpreter's
-        result["startup_s"] = float(figures["STARTUP"])
+              "files": int(printed["FILES"]) if "FILES" in printed else None,
+              "rows": int(printed["ROWS"]) if "ROWS" in printed else None}
+    if "STARTUP" in printed:  # a contender whose start-up is its own (a JVM's), not the interpreter's
+        result["startup_s"] = printed["STARTUP"]
     return result
 
 
