@@ -189,6 +189,20 @@ def into_files(dataset: Dataset, max_rows: int, kafka_partition_rows: tuple[str,
     return files
 
 
+def each_let_go(into: Callable[[object], list]) -> Callable[[list], list]:
+    """A `flat_map_batch` mapper applying `into` to one item of the batch after the other, letting go of
+    each item once it is mapped. The batcher emits the flushes of several Kafka partitions in one batch
+    (at end of input, or when their deadlines meet): held until all were split into files, every flush
+    was in memory twice at the peak, as it came and sorted into its files."""
+    def mapped(batch: list) -> list:
+        batch.reverse()
+        out = []
+        while batch:
+            out.extend(into(batch.pop()))
+        return out
+    return mapped
+
+
 def build_consumer_flow(
     dataset: Dataset,
     settings: Settings | None = None,
@@ -230,8 +244,8 @@ def build_consumer_flow(
     dictionary_columns = dictionary_paths(dataset.schema, dataset.few_values)
     if settings.lake_format == "delta":
         # one item per flush of a Kafka partition: its files are committed together, in offset order
-        flushes = op.map("files", batched, lambda flushed: (flushed[0], Flush(
-            int(flushed[0]), [batch for _, batch in into_files(dataset, settings.batch_max_rows, flushed)])))
+        flushes = op.flat_map_batch("files", batched, each_let_go(lambda flushed: [(flushed[0], Flush(
+            int(flushed[0]), [batch for _, batch in into_files(dataset, settings.batch_max_rows, flushed)]))]))
         op.output("lake", flushes, lake_sink or DeltaLakeSink(
             bucket=dataset.bucket, topic=dataset.topic, dataset=dataset.name, schema=dataset.schema,
             partitioning=dataset.partitioning, topic_incarnation=incarnation, store=store,
@@ -239,7 +253,7 @@ def build_consumer_flow(
             dictionary_columns=dictionary_columns, former_datasets=dataset.former_names,
             natural_key=dataset.natural_key if dataset.published_twice else ()))
         return flow
-    files = op.flat_map("files", batched, partial(into_files, dataset, settings.batch_max_rows))
+    files = op.flat_map_batch("files", batched, each_let_go(partial(into_files, dataset, settings.batch_max_rows)))
     op.output("lake", files, lake_sink or ParquetSink(bucket=dataset.bucket, topic=dataset.topic,
                                                       topic_incarnation=incarnation, store=store,
                                                       compression=settings.parquet_compression,

@@ -47,3 +47,26 @@ def test_every_row_lands_once_in_the_file_of_its_destination(drawn, max_rows):
     for _, file in files:
         per_destination.setdefault(file.prefix, []).append(file.table.num_rows)
     assert all(len(counts) == -(-sum(counts) // max_rows) for counts in per_destination.values())
+
+
+def test_each_flush_of_a_batch_is_let_go_once_it_is_cut_into_files():
+    """The batcher emits the flushes of several Kafka partitions at once; each must be freed once its files
+    are made, not when the whole batch is, or the peak holds every flush twice."""
+    import weakref
+
+    import pyarrow as pa
+
+    from pipelines.consumer import each_let_go
+
+    flushes = [(str(p), pa.table({"x": [p]})) for p in range(4)]
+    alive = [weakref.ref(table) for _, table in flushes]
+    seen = []
+
+    def into(flushed):
+        partition = int(flushed[0])
+        seen.append([ref() is not None for ref in alive[:partition]])
+        return [partition]
+
+    batch, flushes = flushes, None
+    assert each_let_go(into)(batch) == [0, 1, 2, 3]
+    assert seen == [[], [False], [False, False], [False, False, False]]
