@@ -42,3 +42,37 @@ def test_arrow_uses_the_system_allocator_in_marketstream_processes():
 
 def test_a_users_arrow_allocator_choice_wins():
     assert _arrow_pool_after_importing_marketstream({"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}) == "jemalloc"
+
+
+_MAPPED_APART = """
+import ctypes, marketstream
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+mallinfo2.restype = MallInfo2
+before = mallinfo2().hblkhd
+# above the fixed threshold, below glibc's default (128 kB); many, as glibc serves a block from free heap
+# space it has before it considers the threshold
+blocks = [bytearray(48 * 1024) for _ in range(64)]
+print(mallinfo2().hblkhd - before)
+"""
+
+
+def _bytes_mapped_apart_for_64_blocks_of_48_kb(env: dict) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"} | env
+    return int(subprocess.run([sys.executable, "-c", _MAPPED_APART], env=env, capture_output=True, text=True,
+                              check=True).stdout)
+
+
+@pytest.mark.skipif(memory._mallopt is None, reason="not glibc")
+def test_blocks_above_the_threshold_get_pages_of_their_own_in_marketstream_processes():
+    assert memory.MMAP_THRESHOLD_BYTES < 48 * 1024
+    assert _bytes_mapped_apart_for_64_blocks_of_48_kb({}) >= 32 * 48 * 1024
+
+
+@pytest.mark.skipif(memory._mallopt is None, reason="not glibc")
+def test_a_users_mmap_threshold_wins():
+    assert _bytes_mapped_apart_for_64_blocks_of_48_kb({"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}) == 0
