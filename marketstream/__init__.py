@@ -9,7 +9,3 @@ import os
 # allocator hands them back (marketstream.memory): ~85 MB less at peak, same speed. A user's own
 # setting wins.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-
-from marketstream.memory import allocate_large_blocks_apart  # noqa: E402 - after the Arrow pool's choice
-
-allocate_large_blocks_apart()

@@ -33,7 +33,7 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from marketstream import metrics
 from marketstream.batching import BufferBudget, TableBatcher
-from marketstream.memory import release_free_memory
+from marketstream.memory import allocate_large_blocks_apart, release_free_memory
 from marketstream.datasets import Dataset
 from marketstream.records import ROW_INDEX
 from marketstream.runs import key_runs
@@ -216,6 +216,7 @@ def build_consumer_flow(
     if lake_sink is None:
         settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
 
+    allocate_large_blocks_apart()
     flow = Dataflow(f"{dataset.name}_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)
     polls = op.input("kafka_in", flow, source or topic_source(settings, dataset.topic, in_flight))

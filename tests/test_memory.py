@@ -45,7 +45,10 @@ def test_a_users_arrow_allocator_choice_wins():
 
 
 _MAPPED_APART = """
-import ctypes, marketstream
+import ctypes
+from marketstream.memory import allocate_large_blocks_apart
+
+allocate_large_blocks_apart()
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -68,7 +71,7 @@ def _bytes_mapped_apart_for_64_blocks_of_48_kb(env: dict) -> int:
 
 
 @pytest.mark.skipif(memory._mallopt is None, reason="not glibc")
-def test_blocks_above_the_threshold_get_pages_of_their_own_in_marketstream_processes():
+def test_blocks_above_the_threshold_get_pages_of_their_own_once_set():
     assert memory.MMAP_THRESHOLD_BYTES < 48 * 1024
     assert _bytes_mapped_apart_for_64_blocks_of_48_kb({}) >= 32 * 48 * 1024
 
@@ -76,3 +79,14 @@ def test_blocks_above_the_threshold_get_pages_of_their_own_in_marketstream_proce
 @pytest.mark.skipif(memory._mallopt is None, reason="not glibc")
 def test_a_users_mmap_threshold_wins():
     assert _bytes_mapped_apart_for_64_blocks_of_48_kb({"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}) == 0
+
+
+def test_building_a_consumer_flow_sets_the_threshold(monkeypatch):
+    from marketstream.datasets import STOCK
+    from marketstream.settings import load_settings
+    from pipelines import consumer
+
+    calls = []
+    monkeypatch.setattr(consumer, "allocate_large_blocks_apart", lambda: calls.append(1) or True)
+    consumer.build_consumer_flow(STOCK, load_settings(), lake_sink=object(), dead_letter_sink=object())
+    assert calls == [1]
