@@ -1,15 +1,17 @@
 """A flushed batch is cut into files by destination: every row in exactly one file, each file's rows all of
 its destination (hive partition and prefix), whichever destination columns hold one value throughout."""
 
+import weakref
 from datetime import datetime, timedelta, timezone
 
 import orjson
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marketstream.datasets import STOCK
 from marketstream.settings import load_settings
-from pipelines.consumer import SkipCounter, decode, into_files
+from pipelines.consumer import SkipCounter, decode, each_let_go, into_files
 from sources.kafka_topic import InFlight, PolledMessages
 
 SESSION_OPEN = datetime(2026, 11, 24, 14, 30, tzinfo=timezone.utc)
@@ -52,12 +54,6 @@ def test_every_row_lands_once_in_the_file_of_its_destination(drawn, max_rows):
 def test_each_flush_of_a_batch_is_let_go_once_it_is_cut_into_files():
     """The batcher emits the flushes of several Kafka partitions at once; each must be freed once its files
     are made, not when the whole batch is, or the peak holds every flush twice."""
-    import weakref
-
-    import pyarrow as pa
-
-    from pipelines.consumer import each_let_go
-
     flushes = [(str(p), pa.table({"x": [p]})) for p in range(4)]
     alive = [weakref.ref(table) for _, table in flushes]
     seen = []

@@ -6,6 +6,9 @@ import sys
 import pytest
 
 from marketstream import memory
+from marketstream.datasets import STOCK
+from marketstream.settings import load_settings
+from pipelines import consumer
 
 
 @pytest.mark.skipif(memory._malloc_trim is None, reason="not glibc")
@@ -82,10 +85,6 @@ def test_a_users_mmap_threshold_wins():
 
 
 def test_building_a_consumer_flow_sets_the_threshold(monkeypatch):
-    from marketstream.datasets import STOCK
-    from marketstream.settings import load_settings
-    from pipelines import consumer
-
     calls = []
     monkeypatch.setattr(consumer, "allocate_large_blocks_apart", lambda: calls.append(1) or True)
     consumer.build_consumer_flow(STOCK, load_settings(), lake_sink=object(), dead_letter_sink=object())
