@@ -24,7 +24,11 @@ import time
 
 MIN_INTERVAL_SECONDS = 0.25
 MMAP_THRESHOLD_BYTES = 32 * 1024
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter, from glibc's malloc.h
+MAX_MAPPED_BLOCKS = 16_384
+"""Blocks mapped apart at once, at most; past it glibc takes them from the heap again. Each is a mapping of
+the process, and the kernel allows ~65 000 (`vm.max_map_count`), which Python's arenas, thread stacks and
+libraries share: a consumer holding far more rows than its default budget must not exhaust them."""
+_M_MMAP_THRESHOLD, _M_MMAP_MAX = -3, -4  # mallopt's parameters, from glibc's malloc.h
 
 try:
     _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -55,4 +59,4 @@ def allocate_large_blocks_apart() -> bool:
     the block is freed; True if set. glibc's own `MALLOC_MMAP_THRESHOLD_`, if the user set it, wins."""
     if _mallopt is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
-    return _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    return _mallopt(_M_MMAP_MAX, MAX_MAPPED_BLOCKS) == 1 and _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1

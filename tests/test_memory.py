@@ -48,10 +48,8 @@ def test_a_users_arrow_allocator_choice_wins():
 
 
 _MAPPED_APART = """
-import ctypes
-from marketstream.memory import allocate_large_blocks_apart
-
-allocate_large_blocks_apart()
+import ctypes, sys
+from marketstream import memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -59,6 +57,8 @@ class MallInfo2(ctypes.Structure):
 
 mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
 mallinfo2.restype = MallInfo2
+memory.MAX_MAPPED_BLOCKS = mallinfo2().hblks + int(sys.argv[1])  # the blocks mapped apart already count
+memory.allocate_large_blocks_apart()
 before = mallinfo2().hblkhd
 # above the fixed threshold, below glibc's default (128 kB); many, as glibc serves a block from free heap
 # space it has before it considers the threshold
@@ -67,16 +67,21 @@ print(mallinfo2().hblkhd - before)
 """
 
 
-def _bytes_mapped_apart_for_64_blocks_of_48_kb(env: dict) -> int:
+def _bytes_mapped_apart_for_64_blocks_of_48_kb(env: dict, more_blocks: int = 1_000) -> int:
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"} | env
-    return int(subprocess.run([sys.executable, "-c", _MAPPED_APART], env=env, capture_output=True, text=True,
-                              check=True).stdout)
+    return int(subprocess.run([sys.executable, "-c", _MAPPED_APART, str(more_blocks)], env=env, capture_output=True,
+                              text=True, check=True).stdout)
 
 
 @pytest.mark.skipif(memory._mallopt is None, reason="not glibc")
 def test_blocks_above_the_threshold_get_pages_of_their_own_once_set():
     assert memory.MMAP_THRESHOLD_BYTES < 48 * 1024
     assert _bytes_mapped_apart_for_64_blocks_of_48_kb({}) >= 32 * 48 * 1024
+
+
+@pytest.mark.skipif(memory._mallopt is None, reason="not glibc")
+def test_blocks_past_the_most_mapped_at_once_come_from_the_heap():
+    assert 0 < _bytes_mapped_apart_for_64_blocks_of_48_kb({}, more_blocks=8) <= 8 * 52 * 1024
 
 
 @pytest.mark.skipif(memory._mallopt is None, reason="not glibc")
