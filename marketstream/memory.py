@@ -9,9 +9,9 @@ after freeing a block it had mapped on its own, it raises the size from which bl
 own to that block's (up to 32 MB). `allocate_large_blocks_apart` fixes that size at `MMAP_THRESHOLD_BYTES`,
 so the column buffers of decoded and sorted batches are handed back the moment they are freed. The consumers
 of `pipelines.consumer` call it when their flow is built: ~20 MB less at the peak of a drain in the
-benchmark, the same speed within its noise. The bars' consumer does not: with it, its drains of 2 M trades
-took 11.4-12.1 s against 10.4-12.1 s without, for 10-20 MB less; a cost the noise of the shared benchmark
-machine could neither confirm nor rule out. Both are no-ops where the C library is not glibc.
+benchmark, the same speed within its noise. The bars' consumer does not: its aggregations reuse such
+blocks, and with the threshold its drains of 2 M trades took 11.1-11.7 s against 10.2-10.4 s without (four
+rounds each on a quiet machine), for ~10 MB less. Both are no-ops where the C library is not glibc.
 """
 
 from __future__ import annotations
