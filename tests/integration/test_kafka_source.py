@@ -1,13 +1,16 @@
 """The Kafka source on the real broker: one consumer per worker, batches handed out per partition."""
 
+import logging
 import os
+import time
 
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
-from sources.kafka_topic import FETCH_MAX_BYTES, InFlight, TopicSource
+from sources.kafka_topic import BOUNDED_FETCHES, FETCH_MAX_BYTES, InFlight, TopicSource, _SharedConsumer
 from tests.conftest import make_settings
 from tests.integration.kafka_helpers import produce
 
@@ -61,3 +64,54 @@ def test_messages_larger_than_the_fetch_size_are_read_whole(stack, unique):
     run_main(flow)
 
     assert [v for b in out for v in b.values] == [b"small-0", large, b"small-2"]
+
+
+def _shared_consumer(client_config: dict) -> _SharedConsumer:
+    return _SharedConsumer({**client_config, "group.id": "test", "enable.auto.commit": False, **BOUNDED_FETCHES},
+                           batch_size=100, on_close=lambda: None)
+
+
+def _assigned(consumer: _SharedConsumer) -> list[tuple[int, int]]:
+    return [(part.partition, part.offset) for part in consumer._consumer.assignment()]
+
+
+def test_a_partition_read_from_its_beginning_or_end_is_assigned_the_offset_that_is_there_now(stack, unique):
+    """Given a logical offset, librdkafka fetches only ~0.5 s after the assignment: the source asks for
+    the partition's watermarks itself. Its beginning is the first record retention left; from its end,
+    what is produced afterwards is read, and nothing before."""
+    settings = make_settings(kafka_topic_partitions=2)
+    topic = f"it_source_ends_{unique}"
+    produce(settings, topic, [(b"k", f"m{i}".encode()) for i in range(50)], partition=0)
+    for deleted in settings.kafka_cluster().admin().delete_records([TopicPartition(topic, 0, 20)]).values():
+        deleted.result(30)
+
+    consumer = _shared_consumer(settings.kafka_cluster().client_config)
+    consumer.add(topic, 0, OFFSET_BEGINNING)
+    consumer.add(topic, 1, OFFSET_END)
+    assert _assigned(consumer) == [(0, 20), (1, 0)]
+    produce(settings, topic, [(b"k", b"later")], partition=1)
+
+    read: dict[int, list[bytes]] = {0: [], 1: []}
+    deadline = time.monotonic() + 30
+    while (len(read[0]) < 30 or not read[1]) and time.monotonic() < deadline:
+        for partition in read:
+            messages, _ = consumer.take(partition, InFlight(1_000))
+            read[partition] += [message.value() for message in messages]
+    consumer.remove(topic, 0)
+    consumer.remove(topic, 1)
+    assert read == {0: [f"m{i}".encode() for i in range(20, 50)], 1: [b"later"]}
+
+
+def test_a_broker_not_answering_leaves_logical_offsets_to_librdkafka_without_a_wait_per_partition(caplog):
+    consumer = _shared_consumer({"bootstrap.servers": "127.0.0.1:9", "socket.connection.setup.timeout.ms": 1_000})
+    with caplog.at_level(logging.WARNING, logger="sources.kafka_topic"):
+        consumer.add("nowhere", 0, OFFSET_BEGINNING)
+        consumer.add("nowhere", 1, OFFSET_END)
+        consumer.add("nowhere", 2, 7)
+    assigned = _assigned(consumer)
+    for partition in range(3):
+        consumer.remove("nowhere", partition)
+    assert assigned == [(0, OFFSET_BEGINNING), (1, OFFSET_END), (2, 7)]
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert warning.startswith("nowhere: the offsets of partition 0 are unknown (Failed to get watermark offsets: ")
+    assert warning.endswith("); librdkafka looks them up itself")
