@@ -33,8 +33,14 @@ SENTIMENT_FIELDS = [
 
 
 def dictionary_paths(schema: pa.Schema, names: tuple[str, ...]) -> list[str]:
-    """The Parquet column paths of `names` (a list column's values are `<name>.list.element`)."""
-    return [f"{name}.list.element" if pa.types.is_list(schema.field(name).type) else name for name in names]
+    """The Parquet column paths of `names` (a list column's values are `<name>.list.element`; a field of the
+    structs a list column holds is named `<name>.<field>`)."""
+    paths = []
+    for name in names:
+        column, _, field = name.partition(".")
+        path = f"{column}.list.element" if pa.types.is_list(schema.field(column).type) else column
+        paths.append(f"{path}.{field}" if field else path)
+    return paths
 
 
 def decoded_columns(schema: pa.Schema, partitioning: pa.Schema) -> pa.Schema:
@@ -148,6 +154,10 @@ BARS = pa.schema(
     ],
     metadata={"dataset": "bars", "version": "2"},
 )
+
+# a bar's numbers are nearly all distinct: with every column a dictionary, a file of a ticker's day (300 bars)
+# was 24.4 kB and took 0.94 ms to encode, against 18.3 kB and 0.69 ms
+BARS_FEW_VALUES = ("held_through.incarnation", "held_through.kafka_partition")
 
 BARS_PARTITIONING = pa.schema([pa.field("ticker", pa.string()), pa.field("date", pa.date32())])
 

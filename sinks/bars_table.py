@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 MAX_PENDING_BATCHES = 2
 """Batches handed to the writing thread and not written yet: what slows the dataflow down when the store is slow."""
 TABLE_SCHEMA = pa.schema([*schemas.BARS_PARTITIONING, *schemas.BARS])
+DICTIONARY_COLUMNS = schemas.dictionary_paths(schemas.BARS, schemas.BARS_FEW_VALUES)
 TopicReread = Callable[[str, str, int, int, int], pa.Table]
 """`reread(folder, incarnation, partition, first, last)`: `marketstream.bars.Reread` for a table folder."""
 PARTITION_BY = list(schemas.BARS_PARTITIONING.names)
@@ -282,18 +283,20 @@ class BarsWriter:
 
     def _put_files(self, files: list[tuple[str, object, pa.Table]]) -> list[AddAction]:
         return put_ticker_day_files(self._store, self._bucket, self._folder, files, self._committer.stats_columns,
-                                    self._compression, "bars")
+                                    self._compression, "bars", DICTIONARY_COLUMNS)
 
 
 def put_ticker_day_files(store: ObjectStore, bucket: str, folder: str, files: list[tuple[str, object, pa.Table]],
-                         stats_columns: list[str], compression: str, name: str) -> list[AddAction]:
+                         stats_columns: list[str], compression: str, name: str,
+                         dictionary_columns: list[str] | bool = True) -> list[AddAction]:
     """Each `(ticker, date, rows)` of `files` uploaded as one Parquet file of a table partitioned by ticker and
-    date (`folder` of `bucket`), with full statistics; the add actions of a commit that adds them."""
+    date (`folder` of `bucket`), with full statistics; the add actions of a commit that adds them.
+    `dictionary_columns`: the column paths to dictionary-encode (True: all)."""
     objects, adds = {}, []
     stats = files_stats([chunk for _, _, chunk in files], stats_columns)
     for (ticker, day, chunk), stats_of_file in zip(files, stats):
         relative = object_key(partition_path([("ticker", ticker), ("date", day)]), f"{name}-{uuid.uuid4().hex}.parquet")
-        data = _parquet(chunk.drop_columns(PARTITION_BY), compression)
+        data = _parquet(chunk.drop_columns(PARTITION_BY), compression, dictionary_columns)
         objects[object_key(folder, relative)] = data
         adds.append(AddAction(relative, len(data), {"ticker": ticker, "date": day.isoformat()},
                               int(time.time() * 1000), True, stats_of_file))
@@ -331,9 +334,9 @@ def _names(table: DeltaTable) -> list[str]:
     return [field.name for field in table.schema().fields]
 
 
-def _parquet(table: pa.Table, compression: str) -> bytes:
+def _parquet(table: pa.Table, compression: str, dictionary_columns: list[str] | bool) -> bytes:
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=compression)
+    pq.write_table(table, sink, compression=compression, use_dictionary=dictionary_columns)
     return sink.getvalue().to_pybytes()
 
 

@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timezone
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
@@ -15,7 +16,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 
 from marketstream.bars import LEGACY_INCARNATION, MINUTE_US, Bar, trade_parts
 from marketstream.calendar import exchange_date
-from marketstream.lake import MAINTENANCE_COMMIT
+from marketstream.lake import MAINTENANCE_COMMIT, lake_filesystem
 from sinks.bars_table import COMPACT_AT_FILES, BarsSink, BarsWriter
 from sinks.object_store import ObjectStore
 from tests.conftest import make_settings
@@ -120,6 +121,23 @@ def test_trades_fold_into_what_bar_merge_gives_and_replays_change_nothing(bars_t
     Writer(settings, bucket, topic=trades).write(trades, trades[half:])  # a restarted writer replays it all
     assert table().version() == versions  # nothing to commit
     assert stored(table()) == rows
+
+
+def test_only_the_held_offsets_topic_ids_and_partitions_are_dictionary_encoded(bars_table):
+    """A bar's numbers are nearly all distinct: their dictionaries made the files larger and slower to write."""
+    settings, bucket, table = bars_table
+    trades = tape(7)
+    Writer(settings, bucket, topic=trades).write(trades)
+    fs = lake_filesystem(settings)
+    paths = table().file_uris()
+    assert len(paths) == 3  # a file per ticker
+    for uri in paths:
+        with fs.open(uri.removeprefix("s3://"), "rb") as handle:
+            group = pq.ParquetFile(handle).metadata.row_group(0)
+        encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)}
+        assert {path for path, used in encodings.items() if "RLE_DICTIONARY" in used} == {
+            "held_through.list.element.incarnation", "held_through.list.element.kafka_partition"}
+        assert len(encodings) == len(schemas.BARS) + 2  # the struct's three fields
 
 
 def test_a_correction_rewrites_its_partition_of_that_date_as_one_file_and_nothing_else(bars_table):
