@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -182,11 +183,30 @@ def trade_parts(trades: pa.Table, incarnation: str, extra: list[str] = ()) -> pa
              "ts_last": "close_ts", "offset_last": "close_offset", "price_max": "high", "price_min": "low",
              "size_sum": "volume", "ts_count": "trades", "notional_sum": "notional", "offset_min": "first_offset",
              "offset_max": "last_offset"}
-    entries = table.group_by([*keys, "kafka_partition"], use_threads=False).aggregate([("offset", "max")])
-    entries = entries.append_column("incarnation", pa.repeat(pa.scalar(incarnation, pa.string()), entries.num_rows))
-    entries = entries.rename_columns([*keys, "kafka_partition", "offset", "incarnation"])
-    groups = _with_held(groups.rename_columns([names.get(name, name) for name in groups.column_names]), entries, keys)
+    groups = groups.rename_columns([names.get(name, name) for name in groups.column_names])
+    partitions = pc.unique(table.column("kafka_partition"))
+    if len(partitions) == 1:  # a poll's trades: what the bars flow folds, ~4 per second and Kafka partition
+        held = _held_in_one_partition(groups.column("last_offset"), partitions[0].as_py(), incarnation)
+        groups = groups.append_column("held_through", held)
+    else:
+        entries = table.group_by([*keys, "kafka_partition"], use_threads=False).aggregate([("offset", "max")])
+        entries = entries.append_column("incarnation", pa.repeat(pa.scalar(incarnation, pa.string()), entries.num_rows))
+        entries = entries.rename_columns([*keys, "kafka_partition", "offset", "incarnation"])
+        groups = _with_held(groups, entries, keys)
     return _bars_table({name: groups.column(name) for name in groups.column_names}, extra)
+
+
+def _held_in_one_partition(last_offsets: pa.ChunkedArray, partition: int, incarnation: str) -> pa.ListArray:
+    """`held_through` of rows whose trades all come from Kafka partition `partition`: one entry each, that
+    partition through the row's last offset (what `_with_held` gives them, without its grouping and join)."""
+    from marketstream import schemas
+
+    rows = len(last_offsets)
+    entry = schemas.HELD_THROUGH.value_type
+    structs = pa.StructArray.from_arrays(
+        [pa.repeat(pa.scalar(incarnation, pa.string()), rows), pa.repeat(pa.scalar(partition, pa.int32()), rows),
+         last_offsets.combine_chunks().cast(pa.int64())], fields=list(entry))
+    return pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32)), structs, type=schemas.HELD_THROUGH)
 
 
 FOLD_CHUNK = 50_000

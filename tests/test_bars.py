@@ -2,6 +2,8 @@
 aggregate of those trades."""
 
 
+from datetime import date
+
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -250,6 +252,31 @@ def test_parts_of_many_tickers_and_minutes_combine_each_into_its_own_bar():
         minute = int(row["minute"].timestamp()) * 1_000_000 - START_US
         base = 100.0 + tickers.index(row["ticker"]) + minute // MINUTE_US / 10
         assert (row["open"], row["close"], row["trades"]) == (pytest.approx(base), pytest.approx(base + 0.01), 2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(trades, st.one_of(st.integers(0, 2).map(lambda partition: [partition] * 60),
+                         st.lists(st.integers(0, 2), min_size=60, max_size=60)), st.sampled_from(["AAPL", "MSFT"]))
+def test_each_bar_holds_every_kafka_partition_of_its_trades_through_their_last_offset(drawn, partitions, other):
+    """Trades of one partition (a poll) or of several (a fold of a day): per ticker and minute, one entry per
+    partition of its trades, in partition order, through the last offset of that partition's trades there."""
+    from marketstream.bars import trade_parts
+
+    rows = rows_of(drawn)
+    table = pa.table({"ticker": [other if r[1] % 3 == 0 else "X" for r in rows],
+                      "date": pa.array([date(2026, 11, 19)] * len(rows), pa.date32()),
+                      "timestamp": pa.array([r[0] for r in rows], pa.timestamp("us", tz="UTC")),
+                      "kafka_partition": pa.array(partitions[:len(rows)], pa.int32()),
+                      "kafka_offset": pa.array([r[1] for r in rows], pa.int64()),
+                      "price": [r[3] for r in rows], "size": [r[4] for r in rows]})
+    want: dict[tuple, dict[int, int]] = {}
+    for row in table.to_pylist():
+        held = want.setdefault((row["ticker"], minute_of(int(row["timestamp"].timestamp() * 1_000_000))), {})
+        held[row["kafka_partition"]] = max(held.get(row["kafka_partition"], -1), row["kafka_offset"])
+    got = {(row["ticker"], int(row["minute"].timestamp()) * 1_000_000): row["held_through"]
+           for row in trade_parts(table, INCARNATION).to_pylist()}
+    assert got == {key: [{"incarnation": INCARNATION, "kafka_partition": partition, "offset": offset}
+                         for partition, offset in sorted(held.items())] for key, held in want.items()}
 
 
 @settings(max_examples=50, deadline=None)
