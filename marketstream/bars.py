@@ -394,24 +394,47 @@ def combine_parts(parts: pa.Table) -> pa.Table:
     if not pc.any(repeated).as_py():  # the common case: nothing to merge
         return alone
     several = by_open.filter(repeated)
+    one_partition = _held_in_one_partition_each(several.column("held_through").combine_chunks())
+    held_offsets = []
+    if one_partition is not None:  # a window's parts: one Kafka partition's
+        several = several.append_column("_held", one_partition[2])
+        held_offsets = [("_held", "max")]
     in_key_order = [(name, "ascending") for name in _BAR_KEYS]
     # group_by keeps each group's input order (first, last), not the order of the groups: sorted to line up
     opened = several.group_by(_BAR_KEYS, use_threads=False).aggregate(
-        [("open", "first"), ("open_ts", "first"), ("open_offset", "first"), *_SUMS]).sort_by(in_key_order)
+        [("open", "first"), ("open_ts", "first"), ("open_offset", "first"), *_SUMS, *held_offsets]).sort_by(in_key_order)
     by_close = several.sort_by([(name, "ascending") for name in [*_BAR_KEYS, "close_ts", "close_offset"]])
     closed = by_close.group_by(_BAR_KEYS, use_threads=False).aggregate(
         [("close", "last"), ("close_ts", "last"), ("close_offset", "last")]).sort_by(in_key_order)
     columns = {name.removesuffix("_first").removesuffix("_last").removesuffix("_max").removesuffix("_min")
                .removesuffix("_sum"): table.column(name)
                for table in (opened, closed) for name in table.column_names}
-    entries = held_entries(several).append_column("date", several.column("date").take(
-        pc.list_parent_indices(several.column("held_through").combine_chunks())))
-    entries = entries.group_by([*_BAR_KEYS, "incarnation", "kafka_partition"], use_threads=False).aggregate(
-        [("offset", "max")]).rename_columns([*_BAR_KEYS, "incarnation", "kafka_partition", "offset"])
-    merged = _with_held(pa.table(columns), entries, _BAR_KEYS)
+    if one_partition is not None:
+        incarnation, partition, _ = one_partition
+        columns["held_through"] = _held_in_one_partition(columns.pop("_held"), partition, incarnation)
+        merged = pa.table(columns)
+    else:
+        entries = held_entries(several).append_column("date", several.column("date").take(
+            pc.list_parent_indices(several.column("held_through").combine_chunks())))
+        entries = entries.group_by([*_BAR_KEYS, "incarnation", "kafka_partition"], use_threads=False).aggregate(
+            [("offset", "max")]).rename_columns([*_BAR_KEYS, "incarnation", "kafka_partition", "offset"])
+        merged = _with_held(pa.table(columns), entries, _BAR_KEYS)
     merged = pa.concat_tables([alone.filter(pc.invert(repeated)),
                                _bars_table({name: merged.column(name) for name in merged.column_names}, [])])
     return merged.sort_by(in_key_order)
+
+
+def _held_in_one_partition_each(held: pa.ListArray) -> tuple[str, int, pa.Array] | None:
+    """If every row of `held` (`held_through` values) holds exactly one entry, all of one incarnation and Kafka
+    partition: that incarnation and partition, and each row's offset; else None."""
+    lengths = pc.min_max(pc.list_value_length(held))
+    if held.null_count or lengths["min"].as_py() != 1 or lengths["max"].as_py() != 1:
+        return None
+    entries = pc.list_flatten(held)
+    incarnations, partitions = pc.struct_field(entries, "incarnation"), pc.struct_field(entries, "kafka_partition")
+    if incarnations.null_count or pc.count_distinct(incarnations).as_py() != 1 or pc.count_distinct(partitions).as_py() != 1:
+        return None
+    return incarnations[0].as_py(), partitions[0].as_py(), pc.struct_field(entries, "offset")
 
 
 def _repeated_keys(rows: pa.Table) -> pa.ChunkedArray:

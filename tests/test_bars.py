@@ -256,11 +256,13 @@ def test_parts_of_many_tickers_and_minutes_combine_each_into_its_own_bar():
 
 @settings(max_examples=150, deadline=None)
 @given(trades, st.one_of(st.integers(0, 2).map(lambda partition: [partition] * 60),
-                         st.lists(st.integers(0, 2), min_size=60, max_size=60)), st.sampled_from(["AAPL", "MSFT"]))
-def test_each_bar_holds_every_kafka_partition_of_its_trades_through_their_last_offset(drawn, partitions, other):
-    """Trades of one partition (a poll) or of several (a fold of a day): per ticker and minute, one entry per
-    partition of its trades, in partition order, through the last offset of that partition's trades there."""
-    from marketstream.bars import trade_parts
+                         st.lists(st.integers(0, 2), min_size=60, max_size=60)), st.sampled_from(["AAPL", "MSFT"]),
+       st.integers(0, 60))
+def test_each_bar_holds_every_kafka_partition_of_its_trades_through_their_last_offset(drawn, partitions, other, cut):
+    """Trades of one partition (a poll) or of several (a fold of a day), folded at once or as parts merged:
+    per ticker and minute, one entry per partition of its trades, in partition order, through the last offset
+    of that partition's trades there."""
+    from marketstream.bars import combine_parts, trade_parts
 
     rows = rows_of(drawn)
     table = pa.table({"ticker": [other if r[1] % 3 == 0 else "X" for r in rows],
@@ -273,10 +275,17 @@ def test_each_bar_holds_every_kafka_partition_of_its_trades_through_their_last_o
     for row in table.to_pylist():
         held = want.setdefault((row["ticker"], minute_of(int(row["timestamp"].timestamp() * 1_000_000))), {})
         held[row["kafka_partition"]] = max(held.get(row["kafka_partition"], -1), row["kafka_offset"])
-    got = {(row["ticker"], int(row["minute"].timestamp()) * 1_000_000): row["held_through"]
-           for row in trade_parts(table, INCARNATION).to_pylist()}
-    assert got == {key: [{"incarnation": INCARNATION, "kafka_partition": partition, "offset": offset}
-                         for partition, offset in sorted(held.items())] for key, held in want.items()}
+    want = {key: [{"incarnation": INCARNATION, "kafka_partition": partition, "offset": offset}
+                  for partition, offset in sorted(held.items())] for key, held in want.items()}
+
+    def held(parts: pa.Table) -> dict:
+        return {(row["ticker"], int(row["minute"].timestamp()) * 1_000_000): row["held_through"] for row in parts.to_pylist()}
+
+    assert held(trade_parts(table, INCARNATION)) == want
+    # the same trades as the parts of two polls, merged when their window closes
+    cut = cut % (table.num_rows + 1)
+    assert held(combine_parts(pa.concat_tables([trade_parts(table.slice(0, cut), INCARNATION),
+                                                trade_parts(table.slice(cut), INCARNATION)]))) == want
 
 
 @settings(max_examples=50, deadline=None)
