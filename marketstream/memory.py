@@ -12,12 +12,16 @@ of `pipelines.consumer` call it when their flow is built: ~20 MB less at the pea
 benchmark, the same speed within its noise. The bars' consumer does not: its aggregations reuse such
 blocks, and with the threshold its drains of 2 M trades took 11.1-11.7 s against 10.2-10.4 s without (four
 rounds each on a quiet machine), for ~10 MB less. Both are no-ops where the C library is not glibc.
+
+`exempt_startup_objects_from_collection`: the memory allocated at start stays put, and Python's cyclic
+collector no longer walks it in each of its full passes.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import threading
 import time
@@ -60,3 +64,13 @@ def allocate_large_blocks_apart() -> bool:
     if _mallopt is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
     return _mallopt(_M_MMAP_MAX, MAX_MAPPED_BLOCKS) == 1 and _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+
+
+def exempt_startup_objects_from_collection() -> None:
+    """Everything alive once a flow is built and its servers answer (modules, classes, settings, the flow:
+    what lives as long as the process) is left out of the cyclic garbage collector's passes (`gc.freeze`),
+    so that its full collections walk only what the flow makes. They come every few thousand polls, as
+    confluent-kafka's message objects are tracked: in a drain of 2 M trades, 22 of them walked the startup
+    objects for 0.86 s of the worker's time; 0.09 s after. Objects made later are collected as before."""
+    gc.freeze()
+

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from bytewax.dataflow import Dataflow
 
 from marketstream import preflight, shutdown
+from marketstream.memory import exempt_startup_objects_from_collection
 from marketstream.settings import ConfigError, Settings, get_settings
 
 PRODUCER_NEEDS = ("kafka",)
@@ -186,7 +187,8 @@ def exit_clearly_when_a_peer_is_lost(place: tuple[int, int] | None) -> None:
 
 def build_or_exit(build: Callable[[Settings], Dataflow], needs: tuple, settings: Settings | None = None) -> Dataflow:
     """Build the flow with `settings` (default: the environment's), then wait for the servers it `needs`
-    (`marketstream.preflight`). A configuration problem ends the process with one line naming the setting."""
+    (`marketstream.preflight`); what is alive then is left out of the garbage collector's passes
+    (`marketstream.memory`). A configuration problem ends the process with one line naming the setting."""
     configure_logging(settings)
     try:
         settings = settings or get_settings()
@@ -196,6 +198,7 @@ def build_or_exit(build: Callable[[Settings], Dataflow], needs: tuple, settings:
         preflight.wait_for(settings, needs)
         if settings.metrics_port:
             serve_metrics(flow.flow_id, settings.metrics_port, settings.metrics_address)
+        exempt_startup_objects_from_collection()
         return flow
     except ConfigError as exc:
         raise SystemExit(f"marketstream: configuration error: {exc}") from None

@@ -1,5 +1,7 @@
 import ctypes.util
+import gc
 import os
+import weakref
 import subprocess
 import sys
 
@@ -94,3 +96,24 @@ def test_building_a_consumer_flow_sets_the_threshold(monkeypatch):
     monkeypatch.setattr(consumer, "allocate_large_blocks_apart", lambda: calls.append(1) or True)
     consumer.build_consumer_flow(STOCK, load_settings(), lake_sink=object(), dead_letter_sink=object())
     assert calls == [1]
+
+
+def test_startup_objects_are_left_out_of_collections_and_later_cycles_are_still_collected():
+    class Node:
+        pass
+
+    before = Node()
+    before.self = before
+    gc.collect()
+    try:
+        memory.exempt_startup_objects_from_collection()
+        assert gc.get_freeze_count() > 0
+        assert before not in gc.get_objects()  # frozen: out of every generation the collector walks
+        later = Node()
+        later.self = later
+        gone = weakref.ref(later)
+        del later
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()

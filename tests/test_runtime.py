@@ -5,6 +5,7 @@ import logging
 import pytest
 
 from marketstream import preflight
+from pipelines import runtime
 from pipelines.runtime import RedactingFormatter, RepeatFilter
 from marketstream.settings import ConfigError
 from tests.conftest import make_settings
@@ -104,3 +105,16 @@ def test_metrics_listen_on_loopback_only_by_default():
         pass
     with pytest.raises(ConnectionRefusedError):  # another loopback address: a server on 0.0.0.0 would answer it
         socket.create_connection(("127.0.0.2", port), timeout=2)
+
+
+def test_what_is_alive_once_the_flow_is_built_and_its_servers_answer_is_left_out_of_collections(monkeypatch):
+    calls = []
+    monkeypatch.setattr(runtime, "configure_logging", lambda settings: None)
+    monkeypatch.setattr(runtime.shutdown, "install", lambda timeout: None)
+    monkeypatch.setattr(runtime.sys, "argv", ["dataflows.stock_consume"])
+    monkeypatch.setattr(runtime.preflight, "wait_for", lambda settings, needs: calls.append(("wait_for", needs)))
+    monkeypatch.setattr(runtime, "exempt_startup_objects_from_collection", lambda: calls.append(("exempt",)))
+    flow = runtime.build_or_exit(lambda settings: calls.append(("build",)) or "the flow", ("kafka",),
+                                 make_settings(metrics_port=None))
+    assert flow == "the flow"
+    assert calls == [("build",), ("wait_for", ("kafka",)), ("exempt",)]
