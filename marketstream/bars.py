@@ -185,7 +185,7 @@ def trade_parts(trades: pa.Table, incarnation: str, extra: list[str] = ()) -> pa
              "offset_max": "last_offset"}
     groups = groups.rename_columns([names.get(name, name) for name in groups.column_names])
     partitions = pc.unique(table.column("kafka_partition"))
-    if len(partitions) == 1:  # a poll's trades: what the bars flow folds, ~4 per second and Kafka partition
+    if len(partitions) == 1:  # the trades of a poll, each of which the bars flow folds, are of one partition
         held = _held_in_one_partition(groups.column("last_offset"), partitions[0].as_py(), incarnation)
         groups = groups.append_column("held_through", held)
     else:

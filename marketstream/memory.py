@@ -1,4 +1,4 @@
-"""Handing freed memory back to the operating system.
+"""Handing freed memory back to the operating system; keeping the garbage collector off what lives for good.
 
 glibc's malloc keeps freed blocks for reuse; with Arrow tables of many sizes freed on several threads, the
 held-but-unused part grew to ~80 MB of the consumers' peak RSS in the benchmark. `malloc_trim` returns it.
@@ -73,4 +73,3 @@ def exempt_startup_objects_from_collection() -> None:
     confluent-kafka's message objects are tracked: in a drain of 2 M trades, 22 of them walked the startup
     objects for 0.86 s of the worker's time; 0.09 s after. Objects made later are collected as before."""
     gc.freeze()
-
