@@ -96,12 +96,14 @@ def test_ties_in_time_go_by_offset_for_open_and_close():
 INCARNATION = "topic-id-1"
 
 
-def trades_table(rows, partition: int = 0) -> pa.Table:
-    from datetime import date
-
-    return pa.table({"ticker": ["X"] * len(rows), "date": pa.array([date(2026, 11, 19)] * len(rows), pa.date32()),
+def trades_table(rows, partition: int | list[int] = 0, tickers: list[str] | None = None) -> pa.Table:
+    """`rows` as the trades the bars fold: of ticker X (or `tickers`, one per row) on 2026-11-19, all of Kafka
+    partition `partition` (or one partition per row)."""
+    partitions = partition if isinstance(partition, list) else [partition] * len(rows)
+    return pa.table({"ticker": tickers or ["X"] * len(rows),
+                     "date": pa.array([date(2026, 11, 19)] * len(rows), pa.date32()),
                      "timestamp": pa.array([r[0] for r in rows], pa.timestamp("us", tz="UTC")),
-                     "kafka_partition": pa.array([partition] * len(rows), pa.int32()),
+                     "kafka_partition": pa.array(partitions[:len(rows)], pa.int32()),
                      "kafka_offset": pa.array([r[1] for r in rows], pa.int64()),
                      "price": [r[3] for r in rows], "size": [r[4] for r in rows]})
 
@@ -265,12 +267,7 @@ def test_each_bar_holds_every_kafka_partition_of_its_trades_through_their_last_o
     from marketstream.bars import combine_parts, trade_parts
 
     rows = rows_of(drawn)
-    table = pa.table({"ticker": [other if r[1] % 3 == 0 else "X" for r in rows],
-                      "date": pa.array([date(2026, 11, 19)] * len(rows), pa.date32()),
-                      "timestamp": pa.array([r[0] for r in rows], pa.timestamp("us", tz="UTC")),
-                      "kafka_partition": pa.array(partitions[:len(rows)], pa.int32()),
-                      "kafka_offset": pa.array([r[1] for r in rows], pa.int64()),
-                      "price": [r[3] for r in rows], "size": [r[4] for r in rows]})
+    table = trades_table(rows, partitions, [other if r[1] % 3 == 0 else "X" for r in rows])
     want: dict[tuple, dict[int, int]] = {}
     for row in table.to_pylist():
         held = want.setdefault((row["ticker"], minute_of(int(row["timestamp"].timestamp() * 1_000_000))), {})
