@@ -10,6 +10,7 @@ import itertools
 import math
 import re
 from collections import Counter
+from functools import partial
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -310,24 +311,29 @@ def literals(draw, column: Column) -> Value:
 
 
 @st.composite
-def like_patterns(draw, column: Column) -> str:
+def like_patterns(draw, column: Column, most_wildcards: int | None = None) -> str:
     """A LIKE pattern made from a stored value: a prefix, suffix or inside part between `%`, or the value with
-    characters kept, dropped, or replaced by `_` or `%`."""
+    characters kept, dropped, or replaced by `_` or `%`; past `most_wildcards` `%`, the others are dropped."""
     value = draw(st.sampled_from(column.stored))
     start = draw(st.integers(0, len(value)))
     end = draw(st.integers(start, len(value)))
     shape = draw(st.sampled_from(["prefix", "suffix", "inside", "mixed"]))
     if shape == "prefix":
-        return value[:end] + "%"
-    if shape == "suffix":
-        return "%" + value[start:]
-    if shape == "inside":
-        return "%" + value[start:end] + "%"
-    ways = {"keep": lambda char: char, "one": lambda char: "_", "any": lambda char: "%", "drop": lambda char: ""}
-    return "".join(ways[draw(st.sampled_from(["keep", "keep", "one", "any", "drop"]))](char) for char in value)
+        pattern = value[:end] + "%"
+    elif shape == "suffix":
+        pattern = "%" + value[start:]
+    elif shape == "inside":
+        pattern = "%" + value[start:end] + "%"
+    else:
+        ways = {"keep": lambda char: char, "one": lambda char: "_", "any": lambda char: "%", "drop": lambda char: ""}
+        pattern = "".join(ways[draw(st.sampled_from(["keep", "keep", "one", "any", "drop"]))](char) for char in value)
+    if most_wildcards is not None:
+        head, *rest = pattern.split("%")
+        pattern = "%".join([head, *rest[:most_wildcards]]) + "".join(rest[most_wildcards:])
+    return pattern
 
 
-def leaves(column: Column) -> st.SearchStrategy:
+def leaves(column: Column, most_wildcards: int | None = None) -> st.SearchStrategy:
     name = column.name
     null_tests = st.builds(IsNull, st.just(name), st.booleans())
     if column.kind == "list" or not column.stored:
@@ -343,13 +349,14 @@ def leaves(column: Column) -> st.SearchStrategy:
         null_tests,
     ]
     if column.kind == "string":
-        options.append(st.builds(Like, st.just(name), like_patterns(column)))
+        options.append(st.builds(Like, st.just(name), like_patterns(column, most_wildcards)))
     return st.one_of(options)
 
 
-def predicates(columns: list[Column]) -> st.SearchStrategy:
-    """Predicates over `columns`: one comparison, IN, NOT IN, range, LIKE or null test, or AND / OR of them."""
-    leaf = st.sampled_from(columns).flatmap(leaves)
+def predicates(columns: list[Column], most_wildcards: int | None = None) -> st.SearchStrategy:
+    """Predicates over `columns`: one comparison, IN, NOT IN, range, LIKE (with at most `most_wildcards` `%`,
+    if given) or null test, or AND / OR of them."""
+    leaf = st.sampled_from(columns).flatmap(partial(leaves, most_wildcards=most_wildcards))
     return st.recursive(leaf, lambda children: st.one_of(
         st.lists(children, min_size=2, max_size=3).map(lambda parts: AllOf(tuple(parts))),
         st.lists(children, min_size=2, max_size=3).map(lambda parts: AnyOf(tuple(parts)))), max_leaves=4)

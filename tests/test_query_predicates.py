@@ -89,6 +89,14 @@ def test_like_patterns_mean_the_same_to_the_evaluator_duckdb_and_polars(texts, d
     assert Counter(frame.filter(to_polars(predicate, dict(frame.schema))).rows()) == want, predicate
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(VALUES["text"], min_size=1, max_size=6), st.integers(0, 3), st.data())
+def test_like_patterns_hold_at_most_the_wildcards_asked_for(texts, most, data):
+    (column,) = columns_of(pa.table({"text": pa.array(texts * 10 + ["%" * 40, "a" * 300], pa.string())}))
+    bounded = data.draw(like_patterns(column, most_wildcards=most))
+    assert bounded.count("%") <= most
+
+
 def test_sql_three_valued_logic_of_the_evaluator():
     row = {"a": None, "b": 1}
     assert holds(Compare("a", "=", 1), row) is None
