@@ -44,6 +44,8 @@ from sinks.object_store import ObjectStore
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
+FRESHNESS_MARGIN_S = 1.5
+"""How much later than its batch's age a row may become visible, at p99, at 20 000 trades/s (issue 25)."""
 
 
 def say(text: str) -> None:
@@ -441,7 +443,7 @@ def measure(args: argparse.Namespace, settings: Settings, run: str, topic: str) 
         ("stock_consume files / rows per file", f"{ours['files']} / {ours['rows_per_file']:,.0f}", ""),
         ("raw files / rows per file", f"{raw['files']} / {raw['rows_per_file']:,.0f}", ""),
         (f"freshness p50 / p99 s (at {fresh['achieved_rate']:,.0f}/s)", f"{fresh['p50_s']:.2f} / {fresh['p99_s']:.2f}",
-         f"p99 ≤ {fresh['batch_max_age_s'] + 3:g}"),
+         f"p99 ≤ {fresh['batch_max_age_s'] + FRESHNESS_MARGIN_S:g}"),
         ("synthetic producer msgs/s", f"{producer['rate']:,.0f}", "≥ 300,000"),
         (f"streamed day: files / commits/s ({day['written']['tickers']} tickers)",
          f"{day['written']['files']:,} / {day['written']['commits_per_s']:.1f}", ""),
