@@ -14,6 +14,7 @@ def test_a_contenders_peak_rss_leaves_out_what_the_benchmark_held_when_it_forked
     held[::4096] = b"x" * len(held[::4096])
     result = run_contender([sys.executable, "-c", "import bench.flows"])  # a contender that does nothing
     assert result["peak_rss_mb"] < 200, result  # wait4's figure for it was the 400 MB above and more
+    assert 0 < result["peak_anonymous_mb"] < result["peak_rss_mb"], result
     assert result["seconds"] >= 0
     del held
 
@@ -56,4 +57,5 @@ def test_a_contender_that_prints_no_peak_is_measured_by_its_process_trees_high_w
     result = run_contender([sys.executable, "-c", launcher])
     # the grandchild's 300 MB and two interpreters, without the 400 MB the benchmark held at the fork
     assert 300 < result["peak_rss_mb"] < 400, result
+    assert 300 < result["peak_anonymous_mb"] < result["peak_rss_mb"], result  # the 300 MB are anonymous; the libraries' pages are not
     del held
