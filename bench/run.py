@@ -111,10 +111,6 @@ def _status_mb(pid: int, field: str) -> float | None:
         return None
 
 
-def _high_water_mb(pid: int) -> float | None:
-    return _status_mb(pid, "VmHWM")
-
-
 class TreeHighWater:
     """The peak RSS of a process tree that does not report its own (a JVM and its launcher): each process's
     high-water mark (`VmHWM`, which only grows) read every `every` s while it lives, summed over the processes

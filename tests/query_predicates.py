@@ -10,9 +10,9 @@ import itertools
 import math
 import re
 from collections import Counter
-from functools import partial
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
