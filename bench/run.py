@@ -103,12 +103,14 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _status_mb(pid: int, field: str) -> float | None:
+def _status_mb(pid: int, fields: tuple[str, ...]) -> dict[str, float]:
+    """The named sizes of `/proc/<pid>/status` in MB, read at once; none if the process is gone or a zombie."""
     try:
         with open(f"/proc/{pid}/status") as status:
-            return int(next(line.split()[1] for line in status if line.startswith(f"{field}:"))) / 1024
-    except (OSError, StopIteration):  # gone, or a zombie (no memory left to tell of)
-        return None
+            return {name: int(rest.split()[0]) / 1024 for name, _, rest in (line.partition(":") for line in status)
+                    if name in fields and rest.split()}
+    except OSError:  # gone
+        return {}
 
 
 class TreeHighWater:
@@ -134,10 +136,10 @@ class TreeHighWater:
             pending = [self.root]
             while pending:
                 pid = pending.pop()
+                sizes = _status_mb(pid, ("VmHWM", "RssAnon"))  # a zombie has neither: no memory left to tell of
                 for seen, field in ((self.peaks, "VmHWM"), (self.anonymous, "RssAnon")):
-                    value = _status_mb(pid, field)
-                    if value is not None:
-                        seen[pid] = max(value, seen.get(pid, 0.0))
+                    if field in sizes:
+                        seen[pid] = max(sizes[field], seen.get(pid, 0.0))
                 pending.extend(_children(pid))
             time.sleep(self.every)  # not a timed `Event.wait`: under libfaketime one never returns
 

@@ -432,7 +432,8 @@ def _held_in_one_partition_each(held: pa.ListArray) -> tuple[str, int, pa.Array]
         return None
     entries = pc.list_flatten(held)
     incarnations, partitions = pc.struct_field(entries, "incarnation"), pc.struct_field(entries, "kafka_partition")
-    if incarnations.null_count or pc.count_distinct(incarnations).as_py() != 1 or pc.count_distinct(partitions).as_py() != 1:
+    if (incarnations.null_count or partitions.null_count or pc.count_distinct(incarnations).as_py() != 1
+            or pc.count_distinct(partitions).as_py() != 1):
         return None
     return incarnations[0].as_py(), partitions[0].as_py(), pc.struct_field(entries, "offset")
 

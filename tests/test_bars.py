@@ -323,3 +323,17 @@ def test_parts_held_in_part_are_folded_again_from_their_own_trades_above_what_is
     assert asked == [(2, 5)]  # one read, from the lowest held offset on
     got = {row["minute"].timestamp(): (row["trades"], row["first_offset"]) for row in fresh.to_pylist()}
     assert sorted(got.values()) == [(1, 4), (2, 3)]  # minute 0: offset 4 only; minute 1: offsets 3 and 5
+
+
+def test_held_offsets_of_one_partition_only_when_every_entry_names_that_partition():
+    from marketstream import schemas
+    from marketstream.bars import _held_in_one_partition_each
+
+    def held(*partitions):
+        return pa.array([[{"incarnation": INCARNATION, "kafka_partition": p, "offset": i}] for i, p in enumerate(partitions)],
+                        schemas.HELD_THROUGH)
+
+    incarnation, partition, offsets = _held_in_one_partition_each(held(2, 2, 2))
+    assert (incarnation, partition, offsets.to_pylist()) == (INCARNATION, 2, [0, 1, 2])
+    assert _held_in_one_partition_each(held(2, 1)) is None
+    assert _held_in_one_partition_each(held(2, None)) is None  # an unknown partition is not partition 2

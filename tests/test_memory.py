@@ -1,9 +1,9 @@
 import ctypes.util
 import gc
 import os
-import weakref
 import subprocess
 import sys
+import weakref
 
 import pytest
 
