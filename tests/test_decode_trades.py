@@ -159,3 +159,16 @@ def test_a_message_longer_than_a_json_block_is_read_like_the_others():
     assert trades._columns_by_arrow(values) is not None  # not sent to the per-message path
     table, rejects = decode_trades(values)
     assert rejects == [] and table.sort_by(ROW_INDEX).column("trade_id").to_pylist() == ["x", "x", "x", "y", "x"]
+
+
+def test_texts_not_printable_once_decoded_make_the_batch_checked_character_by_character():
+    """A control character written as a JSON escape, or one outside ASCII written as UTF-8 (a line
+    separator), in one message of a batch of plain trades: the texts fit their lengths, and only the batch's
+    character check finds them, as `parse_trade` does."""
+    good = {"symbol": "AAPL", "price": 1.5, "size": 10, "timestamp": "2026-11-24T15:30:01Z", "trade_id": "x",
+            "source": "alpaca"}
+    for field, text in (("trade_id", "a\x00b"), ("trade_id", "tab\there"), ("trade_id", "a\u2028b"), ("tape", "\x7f")):
+        values = [orjson.dumps(good)] * 3 + [orjson.dumps({**good, field: text})]
+        table, rejects = decode_trades(values)
+        assert [index for index, _ in rejects] == [3] and rejects == decode_each(parse_trade, COLUMNS, values)[1]
+        assert table.num_rows == 3
