@@ -7,7 +7,6 @@ after-hours trading are outside the session.
 
 from __future__ import annotations
 
-import functools
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -41,9 +40,10 @@ class NyseCalendar:
     """Regular NYSE sessions as sorted UTC bounds, loaded per calendar year on first use."""
 
     def __init__(self) -> None:
-        # imported here, at the first session asked for: the exchange calendars and a year's schedule cost a
-        # consumer ~9 MB beside pandas (which it loads at start) and 0.3 s of CPU (1-2 s on a loaded machine),
-        # which one that never sees a real trade (synthetic trades, the other datasets) is spared
+        # imported here, at the first session asked for: the exchange calendars and a year's schedule cost
+        # ~9 MB beside pandas and 0.3 s of CPU (1-2 s on a loaded machine), which processes that need no
+        # session (the consumers of other datasets, the CLI's queries) are spared; the stock consumer asks
+        # at start, on a thread of its own (`Dataset.prepare`)
         import pandas_market_calendars as mcal
 
         self._calendar = mcal.get_calendar("NYSE")
@@ -61,6 +61,10 @@ class NyseCalendar:
                 )
                 self._years[year] = bounds
             return bounds
+
+    def prepare(self, year: int) -> None:
+        """Load the sessions of `year` now rather than when first asked for."""
+        self._year(year)
 
     def _bounds_around(self, micros: int) -> tuple[np.ndarray, np.ndarray]:
         year = _from_us(micros).year
@@ -122,9 +126,18 @@ class NyseCalendar:
         return result
 
 
-@functools.cache
+_made = threading.Lock()
+_nyse: NyseCalendar | None = None
+
+
 def nyse() -> NyseCalendar:
-    return NyseCalendar()
+    """The process's one NYSE calendar, made by whichever thread asks first (a consumer prepares it on a
+    thread of its own while its worker starts: `Dataset.prepare`)."""
+    global _nyse
+    with _made:
+        if _nyse is None:
+            _nyse = NyseCalendar()
+        return _nyse
 
 
 def exchange_date(moment: datetime) -> date:

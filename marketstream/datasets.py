@@ -34,7 +34,7 @@ from marketstream.schemas import decoded_columns
 from marketstream.sentiment import article_text, post_text, scoring
 from marketstream.settings import Settings
 from marketstream.social import parse_post
-from marketstream.trades import decode_trades, outside_session, parse_trade, synthetic_apart
+from marketstream.trades import decode_trades, outside_session, parse_trade, prepare_session_check, synthetic_apart
 
 Decoder = Callable[[list], tuple[pa.Table, list[tuple[int, str]]]]
 
@@ -58,6 +58,9 @@ class Dataset:
     """Per row, an object-key prefix above the hive partitions, for rows kept apart (synthetic trades)."""
     skip: Callable[[pa.Table], tuple[pa.Array, str]] | None = None
     """A mask of valid rows the dataset does not store (counted and logged), with the reason."""
+    prepare: Callable[[], None] | None = None
+    """Start-up work its decoding or `skip` would otherwise do in the first batch; a consumer runs it on a
+    thread of its own while the rest of its start-up waits for the servers."""
     few_values: tuple[str, ...] = ("kafka_partition",)
     """Columns with few distinct values, dictionary-encoded in Parquet (`marketstream.schemas`)."""
     kept_apart_table: str | None = None
@@ -102,6 +105,7 @@ STOCK = Dataset(
     prefix=synthetic_apart,
     kept_apart_table="stock_synthetic",
     skip=outside_session,
+    prepare=prepare_session_check,
     former_names=("stock_trades",),
     natural_key=("trade_id",),
 )

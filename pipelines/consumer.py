@@ -159,6 +159,14 @@ def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight
     return Decoded(batch.partition, table, dead, batch.incarnation)
 
 
+def prepared(dataset: Dataset) -> None:
+    """`dataset.prepare`, whose failure is only logged: what it would have loaded is loaded when needed."""
+    try:
+        dataset.prepare()
+    except Exception as error:  # noqa: BLE001 - the first batch meets the same error where it is handled
+        log.warning("%s: preparing ahead failed, done when needed: %s", dataset.name, error)
+
+
 def _one_value(column: pa.ChunkedArray) -> bool:
     bounds = pc.min_max(column)
     return column.null_count == 0 and bounds["min"] == bounds["max"]
@@ -217,6 +225,8 @@ def build_consumer_flow(
         settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
 
     allocate_large_blocks_apart()
+    if dataset.prepare is not None:
+        threading.Thread(target=prepared, args=(dataset,), name=f"{dataset.name}-prepare", daemon=True).start()
     flow = Dataflow(f"{dataset.name}_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)
     polls = op.input("kafka_in", flow, source or topic_source(settings, dataset.topic, in_flight))

@@ -92,3 +92,26 @@ def test_exchange_dates_of_a_column_are_exchange_date_of_each_value():
     moments += [utc(2026, 1, 15, 4, 59), utc(2026, 1, 15, 5, 0), utc(2026, 7, 15, 3, 59), utc(2026, 7, 15, 4, 0)]
     column = pa.array(moments, pa.timestamp("us", tz="UTC"))
     assert exchange_dates(column).to_pylist() == [exchange_date(moment) for moment in moments]
+
+
+def test_a_prepared_year_needs_the_exchange_calendar_no_more(monkeypatch):
+    from marketstream.calendar import nyse
+    from marketstream.trades import prepare_session_check
+
+    prepare_session_check(utc(2087, 6, 1))
+    asked = []
+    monkeypatch.setattr(nyse()._calendar, "schedule", lambda **dates: asked.append(dates))
+    july_4th, day_after = utc(2087, 7, 4, 15), utc(2087, 7, 7, 15)  # a Friday (Independence Day), a Monday
+    stamps = np.array([int(moment.timestamp() * 1_000_000) for moment in (july_4th, day_after)])
+    assert nyse().in_session_us(stamps).tolist() == [False, True]
+    assert asked == []
+
+
+def test_the_process_has_one_calendar_whichever_threads_ask_first():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from marketstream.calendar import nyse
+
+    with ThreadPoolExecutor(8) as threads:
+        calendars = list(threads.map(lambda _: nyse(), range(32)))
+    assert all(calendar is calendars[0] for calendar in calendars)

@@ -161,6 +161,7 @@ def test_the_first_batch_after_a_start_loads_no_library():
     `pa.array` of a Python sequence: 0.3 s, 1-2 s on a loaded machine) delays every restart's first commit."""
     script = """
 import sys
+import threading
 from bytewax.testing import TestingSink, TestingSource, run_main
 from marketstream.datasets import STOCK
 from pipelines.consumer import build_consumer_flow
@@ -171,6 +172,9 @@ values = [trade(trade_id=str(i), source="synthetic", ts="2026-11-24T23:30:00Z") 
 lake = []
 flow = build_consumer_flow(STOCK, make_settings(), source=TestingSource([PolledMessages("stock_trades", 0,
     list(range(20)), [b"k"] * 20, values)]), lake_sink=TestingSink(lake), dead_letter_sink=TestingSink([]))
+for thread in threading.enumerate():
+    if thread.name == "stock-prepare":  # the calendar, loaded at start on a thread of its own
+        thread.join()
 before = set(sys.modules)
 run_main(flow)
 assert lake, "nothing reached the lake"
@@ -180,3 +184,36 @@ print(" ".join(sorted(set(sys.modules) - before)))
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = done.stdout.split()
     assert [name for name in loaded if not name.startswith("pyarrow.")] == [], loaded  # pyarrow's own shims only
+
+
+def test_the_dataset_is_prepared_on_a_thread_of_its_own_and_a_failed_preparation_is_only_logged(caplog):
+    import dataclasses
+    import threading
+
+    ran_on = []
+    prepared = threading.Event()
+
+    def prepare():
+        ran_on.append(threading.current_thread().name)
+        prepared.set()
+
+    build_consumer_flow(dataclasses.replace(STOCK, prepare=prepare), make_settings(), source=TestingSource([]),
+                        lake_sink=TestingSink([]), dead_letter_sink=TestingSink([]))
+    assert prepared.wait(10) and ran_on == ["stock-prepare"]
+
+    def fail():
+        prepared.clear()
+        raise OSError("no exchange calendar")
+
+    lake, dead = [], []
+    with caplog.at_level(logging.WARNING, logger="pipelines.consumer"):
+        flow = build_consumer_flow(dataclasses.replace(STOCK, prepare=fail), make_settings(),
+                                   source=TestingSource([PolledMessages("stock_trades", 0, [0], [b"k"], [trade()])]),
+                                   lake_sink=TestingSink(lake), dead_letter_sink=TestingSink(dead))
+        run_main(flow)
+        for _ in range(100):
+            if "preparing ahead failed" in caplog.text:
+                break
+            threading.Event().wait(0.05)
+    assert "stock: preparing ahead failed, done when needed: no exchange calendar" in caplog.text
+    assert sum(len(batch.table) for batch in lake_files(lake)) == 1 and dead == []
