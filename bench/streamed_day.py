@@ -43,9 +43,8 @@ from marketstream.lake import arrow_filesystem, dataset_of, lake_filesystem
 from marketstream.settings import Settings
 from sinks.delta import DeltaLakeSink, Flush
 from sinks.delta_maintenance import TOMBSTONE_RETENTION, maintain_table
-from sinks.layout import partition_path
 from sinks.object_store import ObjectStore
-from sinks.files import FileRows
+from sinks.files import FileLayout
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = date(2026, 11, 24)  # a full NYSE session: 09:30-16:00 New York
@@ -93,12 +92,14 @@ def write_streamed_day(settings: Settings, bucket: str, tickers: int, flushes: i
     sink.list_parts()
     partition = sink.build_part("bench", "0", None)
     flushes = min(flushes or SESSION_SECONDS, SESSION_SECONDS // flush_seconds)
+    layout = FileLayout(tuple(schemas.STOCK_TRADES_PARTITIONING.names), schemas.STOCK_TRADES, flush_seconds)
     started = time.perf_counter()
     for flush in range(flushes):
-        files = [FileRows(partition_path([("ticker", name), ("date", DAY)]), 0,
-                          _flush_rows(index, tickers, flush, flush_seconds, opening), (("ticker", name), ("date", DAY)))
-                 for index, name in enumerate(names)]
-        partition.write_batch([Flush(0, files)])
+        rows = pa.concat_tables([_flush_rows(index, tickers, flush, flush_seconds, opening)
+                                 .append_column("ticker", pa.array([name] * flush_seconds))
+                                 .append_column("date", pa.array([DAY] * flush_seconds))
+                                 for index, name in enumerate(names)])
+        partition.write_batch([Flush(0, rows, layout)])
         if flush % 200 == 0:
             print(f"    {flush:>5,} / {flushes:,} flushes ({flush * tickers:,} files) at "
                   f"{time.perf_counter() - started:.0f} s", flush=True)

@@ -57,9 +57,10 @@ from marketstream.runs import key_runs
 from marketstream.schemas import TIMESTAMP
 from marketstream.settings import Settings
 from pipelines.connectors import shared_object_store, topic_source
-from pipelines.consumer import PREFIX, Decoded, SkipCounter, SkipSummary, decode
+from pipelines.consumer import Decoded, SkipCounter, SkipSummary, decode
 from pipelines.runtime import build_or_exit
 from sinks.bars_table import PARTITION_BY, TABLE_SCHEMA, BarsSink, stored_held
+from sinks.files import PREFIX_COLUMN
 from sources.kafka_topic import InFlight, PolledMessages
 
 log = logging.getLogger(__name__)
@@ -117,24 +118,25 @@ def minute_parts(decoded: Decoded, stored: StoredBars | None = None) -> list[tup
     """One poll's decoded trades -> per table folder and minute, the bar rows of its tickers, keyed
     `<folder>|<Kafka partition>`; trades `stored` holds are left out."""
     trades = decoded.rows
-    if PREFIX not in trades.column_names:
-        trades = trades.append_column(PREFIX, pa.repeat(pa.scalar("", pa.string()), trades.num_rows))
-    trades = trades.select([PREFIX, *TRADE_COLUMNS])
+    if PREFIX_COLUMN not in trades.column_names:
+        trades = trades.append_column(PREFIX_COLUMN, pa.repeat(pa.scalar("", pa.string()), trades.num_rows))
+    trades = trades.select([PREFIX_COLUMN, *TRADE_COLUMNS])
     if stored is not None:
-        folders = pc.unique(trades.column(PREFIX)).to_pylist()
-        trades = pa.concat_tables([stored.unstored(folder, trades.filter(pc.equal(trades.column(PREFIX), folder)),
-                                                   decoded.incarnation) for folder in folders])
+        folders = pc.unique(trades.column(PREFIX_COLUMN)).to_pylist()
+        trades = pa.concat_tables([
+            stored.unstored(folder, trades.filter(pc.equal(trades.column(PREFIX_COLUMN), folder)), decoded.incarnation)
+            for folder in folders])
         if not trades.num_rows:
             return []
-    parts = trade_parts(trades, decoded.incarnation, [PREFIX])
+    parts = trade_parts(trades, decoded.incarnation, [PREFIX_COLUMN])
     # one item per run of one folder and minute
-    parts = parts.sort_by([(PREFIX, "ascending"), ("minute", "ascending")])
+    parts = parts.sort_by([(PREFIX_COLUMN, "ascending"), ("minute", "ascending")])
     items = []
-    for (folder, _), start, count in key_runs(parts, [PREFIX, "minute"]):
+    for (folder, _), start, count in key_runs(parts, [PREFIX_COLUMN, "minute"]):
         run = parts.slice(start, count)
         key = f"{folder}|{decoded.kafka_partition}"
         latest = pc.max(pc.cast(run.column("close_ts"), pa.int64())).as_py()
-        items.append((key, (key, latest, run.drop_columns([PREFIX]))))
+        items.append((key, (key, latest, run.drop_columns([PREFIX_COLUMN]))))
     return items
 
 
@@ -296,8 +298,8 @@ class TopicRange:
         if decoded.rows is None:
             return TRADES.empty_table()
         rows = decoded.rows
-        if PREFIX in rows.column_names:
-            rows = rows.filter(pc.equal(rows.column(PREFIX), folder))
+        if PREFIX_COLUMN in rows.column_names:
+            rows = rows.filter(pc.equal(rows.column(PREFIX_COLUMN), folder))
         elif folder:
             rows = rows.slice(0, 0)
         return rows.select(TRADE_COLUMNS).cast(TRADES)

@@ -4,8 +4,9 @@ Delta table; plain Parquet files with `LAKE_FORMAT=parquet`).
 Each `dataflows/*_consume.py` hands a dataset of the registry (`marketstream.datasets`) to `build_consumer_flow`.
 
 The hot path works on whole message batches: a poll of one Kafka partition is decoded into Arrow columns
-at once, split by hive partition, and travels as Arrow tables to the batcher and the sink, so no step pays
-a per-message cost in Bytewax.
+at once and travels as Arrow tables to the batcher, whose flushes are cut into one file per hive partition
+(`sinks.files.FileLayout`; by the Delta sink on its upload threads, off the worker's), so no step pays a
+per-message cost in Bytewax.
 
 Guarantees: every message read ends in exactly one place: a row in the lake, a dead-letter record carrying
 its reason, or a counted and logged skip (a valid record the dataset declines to store, such as a real
@@ -36,15 +37,13 @@ from marketstream.batching import BufferBudget, TableBatcher
 from marketstream.memory import allocate_large_blocks_apart, release_free_memory
 from marketstream.datasets import Dataset
 from marketstream.records import ROW_INDEX
-from marketstream.runs import key_runs
 from marketstream.schemas import dictionary_paths
 from marketstream.settings import Settings, get_settings
 from pipelines.connectors import shared_object_store, topic_source
 from pipelines.runtime import build_or_exit, consumer_needs
 from sinks.dead_letters import DeadLetter, DeadLetterSink
 from sinks.delta import DeltaLakeSink, Flush
-from sinks.layout import object_key, partition_path
-from sinks.files import FileRows
+from sinks.files import PREFIX_COLUMN, FileLayout, FileRows
 from sinks.parquet import ParquetSink
 from sources.kafka_topic import InFlight, PolledMessages
 
@@ -53,7 +52,6 @@ log = logging.getLogger(__name__)
 # (0.3 s and 36 MB, 1-2 s on a loaded machine); imported with the consumer, it is paid at start instead of
 # in the middle of the first batch after each (re)start
 
-PREFIX = "__prefix"
 
 def dead_letter(batch: PolledMessages, index: int, reason: str, dataset: str) -> DeadLetter:
     """The original message, with why and where from."""
@@ -155,7 +153,7 @@ def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight
     table = table.append_column("kafka_partition", pa.repeat(pa.scalar(batch.partition, pa.int32()), table.num_rows))
     table = table.append_column("kafka_offset", offsets)
     if dataset.prefix is not None:
-        table = table.append_column(PREFIX, dataset.prefix(table, settings))
+        table = table.append_column(PREFIX_COLUMN, dataset.prefix(table, settings))
     return Decoded(batch.partition, table, dead, batch.incarnation)
 
 
@@ -167,34 +165,16 @@ def prepared(dataset: Dataset) -> None:
         log.warning("%s: preparing ahead failed, done when needed: %s", dataset.name, error)
 
 
-def _one_value(column: pa.ChunkedArray) -> bool:
-    bounds = pc.min_max(column)
-    return column.null_count == 0 and bounds["min"] == bounds["max"]
-
-
-def into_files(dataset: Dataset, max_rows: int, kafka_partition_rows: tuple[str, pa.Table]) -> list[tuple[str, FileRows]]:
-    """A flushed batch of one Kafka partition -> one `FileRows` per destination (hive partition), of at most
-    `max_rows` rows each, keyed `<object key prefix>|<Kafka partition>`."""
+def into_files(layout: FileLayout, kafka_partition_rows: tuple[str, pa.Table]) -> list[tuple[str, FileRows]]:
+    """A flushed batch of one Kafka partition -> one `FileRows` per destination (hive partition) and
+    `layout.max_rows`, keyed `<object key prefix>|<Kafka partition>`."""
     kafka_partition, table = kafka_partition_rows
-    names = list(dataset.partitioning.names)
-    if PREFIX in table.column_names:
-        names = [PREFIX, *names]
-    # one sort, then zero-copy slices: each run of equal destination columns is one destination. A column
-    # holding one value throughout (the usual prefix and date) is left out of the sort: string keys cost
-    sort_keys = [(name, "ascending") for name in names if not _one_value(table.column(name))]
-    if sort_keys:
-        table = table.sort_by(sort_keys)
-    rows = table.select(dataset.schema.names).cast(dataset.schema)
-    files = []
-    for key, start, count in key_runs(table, names):
-        run = dict(zip(names, key))
-        values = tuple((name, run[name]) for name in dataset.partitioning.names)
-        prefix = object_key(run.get(PREFIX, ""), partition_path(list(values)))
-        for offset in range(0, count, max_rows):
-            length = min(max_rows, count - offset)
-            files.append((f"{prefix}|{kafka_partition}",
-                          FileRows(prefix, int(kafka_partition), rows.slice(start + offset, length), values)))
-    return files
+    return [(f"{file.prefix}|{kafka_partition}", file) for file in layout.files(int(kafka_partition), table)]
+
+
+def file_layout(dataset: Dataset, settings: Settings) -> FileLayout:
+    """How the consumer's flushes of `dataset` are cut into files."""
+    return FileLayout(tuple(dataset.partitioning.names), dataset.schema, settings.batch_max_rows)
 
 
 def each_let_go(into: Callable[[object], list]) -> Callable[[list], list]:
@@ -253,10 +233,10 @@ def build_consumer_flow(
     batched = op.stateful_batch("batch", per_partition, lambda state: batcher(state))
     incarnation = partial(settings.kafka_cluster().topic_incarnation, dataset.topic)
     dictionary_columns = dictionary_paths(dataset.schema, dataset.few_values)
+    layout = file_layout(dataset, settings)
     if settings.lake_format == "delta":
-        # one item per flush of a Kafka partition: its files are committed together, in offset order
-        flushes = op.flat_map_batch("files", batched, each_let_go(lambda flushed: [(flushed[0], Flush(
-            int(flushed[0]), [batch for _, batch in into_files(dataset, settings.batch_max_rows, flushed)]))]))
+        # one item per flush of a Kafka partition, cut into files by the sink: they are committed together
+        flushes = op.map("flushes", batched, lambda flushed: (flushed[0], Flush(int(flushed[0]), flushed[1], layout)))
         op.output("lake", flushes, lake_sink or DeltaLakeSink(
             bucket=dataset.bucket, topic=dataset.topic, dataset=dataset.name, schema=dataset.schema,
             partitioning=dataset.partitioning, topic_incarnation=incarnation, store=store,
@@ -264,7 +244,7 @@ def build_consumer_flow(
             dictionary_columns=dictionary_columns, former_datasets=dataset.former_names,
             natural_key=dataset.natural_key if dataset.published_twice else ()))
         return flow
-    files = op.flat_map_batch("files", batched, each_let_go(partial(into_files, dataset, settings.batch_max_rows)))
+    files = op.flat_map_batch("files", batched, each_let_go(partial(into_files, layout)))
     op.output("lake", files, lake_sink or ParquetSink(bucket=dataset.bucket, topic=dataset.topic,
                                                       topic_incarnation=incarnation, store=store,
                                                       compression=settings.parquet_compression,

@@ -100,7 +100,7 @@ def clock_from(start: datetime):
 
 def lake_files(items: list) -> list:
     """The `FileRows` (one per file) a consumer flow handed its lake sink: as they are for plain Parquet,
-    from each `Flush` (one per flush of a Kafka partition) for Delta."""
+    each `Flush` (one per flush of a Kafka partition) cut as the Delta sink cuts it."""
     from sinks.delta import Flush
 
-    return [file for _, item in items for file in (item.files if isinstance(item, Flush) else [item])]
+    return [file for _, item in items for file in (item.files() if isinstance(item, Flush) else [item])]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from marketstream.datasets import STOCK
 from marketstream.settings import load_settings
-from pipelines.consumer import SkipCounter, decode, each_let_go, into_files
+from pipelines.consumer import SkipCounter, decode, each_let_go, file_layout, into_files
 from sources.kafka_topic import InFlight, PolledMessages
 
 SESSION_OPEN = datetime(2026, 11, 24, 14, 30, tzinfo=timezone.utc)
@@ -30,7 +30,8 @@ def test_every_row_lands_once_in_the_file_of_its_destination(drawn, max_rows):
     batch = PolledMessages("stock_trades", 3, list(range(100, 100 + len(values))), [None] * len(values), values)
     decoded = decode(STOCK, config, SkipCounter("stock"), InFlight(10_000), batch)
     stored = decoded.rows.num_rows if decoded.rows is not None else 0
-    files = into_files(STOCK, max_rows, ("3", decoded.rows)) if stored else []
+    layout = file_layout(STOCK, load_settings(s3_endpoint_url=None, batch_max_rows=max_rows))
+    files = into_files(layout, ("3", decoded.rows)) if stored else []
 
     offsets = []
     for key, file in files:
@@ -66,3 +67,16 @@ def test_each_flush_of_a_batch_is_let_go_once_it_is_cut_into_files():
     batch, flushes = flushes, None
     assert each_let_go(into)(batch) == [0, 1, 2, 3]
     assert seen == [[], [False], [False, False], [False, False, False]]
+
+
+def test_a_flush_is_split_by_prefix_a_null_one_being_none_and_copied_only_if_several():
+    from sinks.files import PREFIX_COLUMN, by_prefix
+
+    mixed = pa.table({"x": [1, 2, 3, 4], PREFIX_COLUMN: ["", "_synthetic", None, "_synthetic"]})
+    assert sorted((prefix, rows.column("x").to_pylist()) for prefix, rows in by_prefix(mixed)) == [
+        ("", [1]), ("", [3]), ("_synthetic", [2, 4])]
+    one = pa.table({"x": [1, 2], PREFIX_COLUMN: ["_synthetic", "_synthetic"]})
+    assert [(prefix, rows is one) for prefix, rows in by_prefix(one)] == [("_synthetic", True)]
+    without = pa.table({"x": [1]})
+    assert [(prefix, rows is without) for prefix, rows in by_prefix(without)] == [("", True)]
+    assert by_prefix(one.slice(0, 0)) == []

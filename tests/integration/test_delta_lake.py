@@ -160,3 +160,63 @@ def test_the_object_store_refuses_to_overwrite_an_object_under_if_none_match(sta
     assert "pre-conditions you specified did not hold" in str(refused.value)
     assert client.cat(f"{bucket}/_delta_log/00000000000000000000.json") == b"first"
     client.rm(bucket, recursive=True)
+
+
+def test_the_sink_cuts_flushes_on_its_upload_threads_and_a_replayed_flush_adds_nothing(lake):
+    """Flushes reach the sink whole: it cuts them into files off the worker's thread, one flush after the
+    other, sends a flush's rows of each prefix to that prefix's table, and drops a replayed flush's rows."""
+    import threading
+    from datetime import date
+
+    import pyarrow as pa
+
+    from marketstream import schemas
+    from sinks.delta import DeltaLakeSink, Flush
+    from sinks.files import PREFIX_COLUMN, FileLayout
+
+    settings, topic, bucket = lake
+    cut_on, cutting, most_cutting = [], [0], [0]
+
+    class Recorded(FileLayout):
+        def files(self, kafka_partition, table):
+            cut_on.append(threading.current_thread().name)
+            cutting[0] += 1
+            most_cutting[0] = max(most_cutting[0], cutting[0])
+            time.sleep(0.05)
+            try:
+                return super().files(kafka_partition, table)
+            finally:
+                cutting[0] -= 1
+
+    layout = Recorded(tuple(schemas.STOCK_TRADES_PARTITIONING.names), schemas.STOCK_TRADES, 7)
+    store = ObjectStore(settings.s3_storage_options())
+    sink = DeltaLakeSink(bucket=bucket, topic=topic, dataset="stock", schema=schemas.STOCK_TRADES,
+                         partitioning=schemas.STOCK_TRADES_PARTITIONING, topic_incarnation=lambda: "i1",
+                         store=lambda: store, storage_options=settings.delta_storage_options(),
+                         compression=settings.parquet_compression)
+    sink.list_parts()
+    part = sink.build_part("test", "0", None)
+
+    def flush(kafka_partition: int, offsets: range) -> Flush:
+        count = len(offsets)
+        return Flush(kafka_partition, pa.table({
+            "ticker": [f"T{offset % 3}" for offset in offsets], "date": [date(2026, 11, 24)] * count,
+            "trade_id": [f"p{kafka_partition}-{offset}" for offset in offsets],
+            "timestamp": pa.array([1_795_966_200_000_000 + offset for offset in offsets], schemas.TIMESTAMP),
+            "price": [1.0] * count, "size": [1.0] * count, "exchange": [None] * count,
+            "conditions": pa.array([None] * count, pa.list_(pa.string())), "tape": [None] * count,
+            "source": ["alpaca" if offset % 5 else "synthetic" for offset in offsets],
+            "kafka_partition": pa.array([kafka_partition] * count, pa.int32()), "kafka_offset": list(offsets),
+            PREFIX_COLUMN: ["" if offset % 5 else "_synthetic" for offset in offsets]}), layout)
+
+    part.write_batch([flush(0, range(0, 40)), flush(1, range(0, 30))])
+    part.write_batch([flush(0, range(20, 60))])  # rows 20-39 of Kafka partition 0 again, as after a restart
+    part.close()
+
+    assert cut_on and "MainThread" not in cut_on and all(name.startswith("delta-upload") for name in cut_on)
+    assert most_cutting == [1]
+    main, apart = read_delta(settings, bucket), read_delta(settings, bucket, "_synthetic")
+    expected = {f"p0-{offset}" for offset in range(60)} | {f"p1-{offset}" for offset in range(30)}
+    assert sorted(main.column("trade_id").to_pylist() + apart.column("trade_id").to_pylist()) == sorted(expected)
+    assert set(apart.column("source").to_pylist()) == {"synthetic"}
+    assert set(main.column("source").to_pylist()) == {"alpaca"}
