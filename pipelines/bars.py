@@ -57,7 +57,7 @@ from marketstream.runs import key_runs
 from marketstream.schemas import TIMESTAMP
 from marketstream.settings import Settings
 from pipelines.connectors import shared_object_store, topic_source
-from pipelines.consumer import Decoded, SkipCounter, SkipSummary, decode
+from pipelines.consumer import Decoded, SkipCounter, SkipSummary, decode, start_preparing
 from pipelines.runtime import build_or_exit
 from sinks.bars_table import PARTITION_BY, TABLE_SCHEMA, BarsSink, stored_held
 from sinks.files import PREFIX_COLUMN
@@ -323,6 +323,7 @@ def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Sou
         sink = BarsSink(settings.bars_bucket, options, store, incarnation, settings.parquet_compression,
                         reread=TopicRange(settings, topic))
         stored = stored or StoredBars(lambda folder, day: stored_held(sink.uri(folder), options, day))
+    start_preparing(STOCK)
     flow = Dataflow("bars_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)
     polls = op.input("kafka_in", flow, source or topic_source(settings, topic, in_flight))

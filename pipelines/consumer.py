@@ -157,11 +157,19 @@ def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight
     return Decoded(batch.partition, table, dead, batch.incarnation)
 
 
-def prepared(dataset: Dataset) -> None:
-    """`dataset.prepare`, whose failure is only logged: what it would have loaded is loaded when needed."""
+def start_preparing(dataset: Dataset) -> None:
+    """`dataset.prepare`, if it has one, on a thread of its own, while the flow's other start-up work waits
+    for the servers."""
+    if dataset.prepare is not None:
+        threading.Thread(target=_prepared, args=(dataset,), name=f"{dataset.name}-prepare", daemon=True).start()
+
+
+def _prepared(dataset: Dataset) -> None:
+    # a failure is only logged: what it would have loaded is loaded when needed, and the first batch meets
+    # the same error where errors are handled
     try:
         dataset.prepare()
-    except Exception as error:  # noqa: BLE001 - the first batch meets the same error where it is handled
+    except Exception as error:  # noqa: BLE001
         log.warning("%s: preparing ahead failed, done when needed: %s", dataset.name, error)
 
 
@@ -205,8 +213,7 @@ def build_consumer_flow(
         settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
 
     allocate_large_blocks_apart()
-    if dataset.prepare is not None:
-        threading.Thread(target=prepared, args=(dataset,), name=f"{dataset.name}-prepare", daemon=True).start()
+    start_preparing(dataset)
     flow = Dataflow(f"{dataset.name}_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)
     polls = op.input("kafka_in", flow, source or topic_source(settings, dataset.topic, in_flight))

@@ -275,3 +275,17 @@ def test_a_short_bars_run_logs_how_many_trades_it_left_out_when_it_ends(caplog):
         run(messages, [10])
     assert [r.getMessage() for r in caplog.records if "not stored" in r.getMessage()] == [
         "bars: not stored in this run: 1 rows outside the NYSE regular session"]
+
+
+def test_the_bars_flow_prepares_the_trades_dataset_on_a_thread_of_its_own(monkeypatch):
+    import dataclasses
+    import threading
+
+    import pipelines.bars
+
+    prepared_on = []
+    done = threading.Event()
+    monkeypatch.setattr(pipelines.bars, "STOCK", dataclasses.replace(
+        pipelines.bars.STOCK, prepare=lambda: (prepared_on.append(threading.current_thread().name), done.set())))
+    build_bars_flow(make_settings(), source=TestingSource([]), sink=TestingSink([]), now=lambda: FIXED_NOW)
+    assert done.wait(10) and prepared_on == ["stock-prepare"]
