@@ -11,6 +11,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
+def one_value(column: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether `column` holds one value throughout, and no null (a sort by it would move nothing)."""
+    bounds = pc.min_max(column)
+    return column.null_count == 0 and bounds["min"] == bounds["max"]
+
+
 def key_changes(table: pa.Table, keys: list[str]) -> pa.ChunkedArray:
     """For each row but the last: whether the next row's `keys` differ from its own (nulls equal nulls)."""
     rows = table.num_rows

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from marketstream.runs import key_runs
+from marketstream.runs import key_runs, one_value
 from sinks.layout import object_key, partition_path
 
 PREFIX_COLUMN = "__prefix"
@@ -50,7 +50,7 @@ class FileLayout:
             names = [PREFIX_COLUMN, *names]
         # one sort, then zero-copy slices: each run of equal destination columns is one destination. A column
         # holding one value throughout (the usual prefix and date) is left out of the sort: string keys cost
-        sort_keys = [(name, "ascending") for name in names if not _one_value(table.column(name))]
+        sort_keys = [(name, "ascending") for name in names if not one_value(table.column(name))]
         if sort_keys:
             table = table.sort_by(sort_keys)
         rows = table.select(self.schema.names).cast(self.schema)
@@ -71,15 +71,10 @@ def by_prefix(table: pa.Table) -> list[tuple[str, pa.Table]]:
     if PREFIX_COLUMN not in table.column_names:
         return [("", table)]
     column = table.column(PREFIX_COLUMN)
-    if _one_value(column):
+    if one_value(column):
         return [(column[0].as_py(), table)] if table.num_rows else []
     return [(prefix or "", table.filter(pc.equal(column, prefix) if prefix is not None else pc.is_null(column)))
             for prefix in pc.unique(column).to_pylist()]
-
-
-def _one_value(column: pa.ChunkedArray) -> bool:
-    bounds = pc.min_max(column)
-    return column.null_count == 0 and bounds["min"] == bounds["max"]
 
 
 def offset_range(table: pa.Table) -> tuple[int, int]:

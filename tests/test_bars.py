@@ -337,3 +337,13 @@ def test_held_offsets_of_one_partition_only_when_every_entry_names_that_partitio
     assert (incarnation, partition, offsets.to_pylist()) == (INCARNATION, 2, [0, 1, 2])
     assert _held_in_one_partition_each(held(2, 1)) is None
     assert _held_in_one_partition_each(held(2, None)) is None  # an unknown partition is not partition 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-(2**62) // 1000, 2**62 // 1000), min_size=1, max_size=50))
+def test_minutes_are_those_arrows_floor_to_the_minute_gives_before_and_after_the_epoch(micros):
+    from marketstream.bars import minutes_of
+
+    stamps = pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    for given in (stamps, pa.chunked_array([stamps, stamps])):
+        assert minutes_of(given).equals(pc.floor_temporal(given, unit="minute"))
