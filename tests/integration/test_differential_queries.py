@@ -258,7 +258,9 @@ def test_the_tables_are_written_each_way_they_are_meant_to_be(lake):
 
     for label in ("stock@streamed", "stock_synthetic@streamed", "bluesky@streamed", "macro@streamed"):
         rows_per_file = pa.table(table(label).get_add_actions(flatten=True)).column("num_records").to_pylist()
-        assert len(rows_per_file) >= 50 and max(rows_per_file) <= 4, (label, len(rows_per_file), max(rows_per_file))
+        # at least 25 files; how many more depends on how the 50 ms batch age cut the stream, which is the
+        # machine's speed (macro's 160 records made 47 files on one run, 50 or more on slower ones)
+        assert sum(rows_per_file) >= 100 and max(rows_per_file) <= 4, (label, len(rows_per_file), max(rows_per_file))
     streamed_rows = table("stock@streamed").to_pyarrow_table().num_rows
     offsets = table("stock@backfilled").to_pyarrow_table().column("kafka_offset").to_pylist()
     assert offsets.count(-1) == 120 and len(offsets) == streamed_rows + 120, "only the trades the stream lacked"
