@@ -60,7 +60,7 @@ from pipelines.connectors import shared_object_store, topic_source
 from pipelines.consumer import Decoded, SkipCounter, SkipSummary, decode, start_preparing
 from pipelines.runtime import build_or_exit
 from sinks.bars_table import PARTITION_BY, TABLE_SCHEMA, BarsSink, stored_held
-from sinks.files import PREFIX_COLUMN
+from sinks.files import PREFIX_COLUMN, by_prefix
 from sources.kafka_topic import InFlight, PolledMessages
 
 log = logging.getLogger(__name__)
@@ -122,10 +122,8 @@ def minute_parts(decoded: Decoded, stored: StoredBars | None = None) -> list[tup
         trades = trades.append_column(PREFIX_COLUMN, pa.repeat(pa.scalar("", pa.string()), trades.num_rows))
     trades = trades.select([PREFIX_COLUMN, *TRADE_COLUMNS])
     if stored is not None:
-        folders = pc.unique(trades.column(PREFIX_COLUMN)).to_pylist()
-        trades = pa.concat_tables([
-            stored.unstored(folder, trades.filter(pc.equal(trades.column(PREFIX_COLUMN), folder)), decoded.incarnation)
-            for folder in folders])
+        trades = pa.concat_tables([stored.unstored(folder, rows, decoded.incarnation)
+                                   for folder, rows in by_prefix(trades)])
         if not trades.num_rows:
             return []
     parts = trade_parts(trades, decoded.incarnation, [PREFIX_COLUMN])
