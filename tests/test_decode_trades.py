@@ -172,3 +172,70 @@ def test_texts_not_printable_once_decoded_make_the_batch_checked_character_by_ch
         table, rejects = decode_trades(values)
         assert [index for index, _ in rejects] == [3] and rejects == decode_each(parse_trade, COLUMNS, values)[1]
         assert table.num_rows == 3
+
+
+@st.composite
+def stamps_of_one_width(draw):
+    """Timestamps all as long as a first one drawn in one of RFC 3339's shapes, most alike in shape, some with
+    a character replaced by any printable one (a digit, a letter, another separator) or the pieces reordered."""
+    fraction = draw(st.integers(0, 8))
+    zone = draw(st.sampled_from(["Z", "+05:30", "-04:00", "z", "+0530"]))
+    shape = "dddd-dd-ddTdd:dd:dd" + ("." + "d" * fraction if fraction else "") + zone
+    digits = st.text(st.sampled_from("0123456789"), min_size=shape.count("d"), max_size=shape.count("d"))
+
+    def stamp(filled: str) -> str:
+        chars = iter(filled)
+        return "".join(next(chars) if c == "d" else c for c in shape)
+
+    def changed(text: str) -> str:
+        at = draw(st.integers(0, len(text) - 1))
+        return text[:at] + draw(st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\')) + text[at + 1:]
+
+    stamps = [stamp(draw(digits)) for _ in range(draw(st.integers(1, 30)))]
+    for at in draw(st.lists(st.integers(0, len(stamps) - 1), max_size=5)):
+        stamps[at] = changed(stamps[at]) if draw(st.booleans()) else stamps[at][::-1]
+    return stamps
+
+
+@settings(max_examples=300, deadline=None)
+@given(stamps_of_one_width())
+def test_stamps_of_one_width_get_the_verdicts_of_the_per_message_contract(stamps):
+    """A plain batch whose stamps are all as long checks them by their bytes, against the first one's shape:
+    the verdicts stay those of `parse_trade`, whichever stamp is first, well formed or not."""
+    values = [orjson.dumps({"symbol": "AAPL", "price": 1.5, "size": 10, "timestamp": stamp, "trade_id": f"t{i}",
+                            "source": "alpaca"}) for i, stamp in enumerate(stamps)]
+    test_batch_decoding_matches_the_per_message_contract.hypothesis.inner_test(values)
+
+
+@settings(max_examples=500, deadline=None)
+@given(stamps_of_one_width(), st.integers(0, 3))
+def test_stamps_of_one_width_are_judged_by_their_bytes_as_the_pattern_judges_them(stamps, cut):
+    """The check by bytes against the first stamp's shape agrees with the pattern on every stamp: the end-to-end
+    test above cannot tell, as Arrow's parsing of the stamps afterwards refuses most malformed ones too."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from marketstream.trades import _RFC3339, _rfc3339_stamps
+
+    column = pa.chunked_array([pa.array(["x" * 9] * cut + stamps).slice(cut)])  # an offset into its buffers
+    assert _rfc3339_stamps(column, plain=True).to_pylist() == pc.match_substring_regex(column, _RFC3339).to_pylist()
+
+
+def test_a_batch_of_stamps_of_one_shape_is_checked_without_the_pattern(monkeypatch):
+    """The usual batch (one producer, one format) has its stamps checked by their bytes; a stamp of another
+    shape of the same length, and only it, goes to the pattern."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    import marketstream.trades as trades
+
+    asked = []
+    regex = pc.match_substring_regex
+    monkeypatch.setattr(pc, "match_substring_regex",
+                        lambda values, pattern: asked.append(len(values)) or regex(values, pattern))
+    good = [f"2026-11-24T15:30:{second:02d}.{second:06d}Z" for second in range(60)]
+    stamps = pa.chunked_array([pa.array(good + ["2026-11-24T15:30:01.000001z", "2026-11-24T15:30:01.0+00:00"])])
+    assert trades._rfc3339_stamps(stamps, plain=True).to_pylist() == [True] * 60 + [False, True]
+    assert asked == [2]
+    assert trades._rfc3339_stamps(stamps, plain=False).to_pylist() == [True] * 60 + [False, True]
+    assert asked == [2, 62]
