@@ -148,7 +148,7 @@ def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight
     if not table.num_rows:
         return Decoded(batch.partition, None, dead, batch.incarnation)
 
-    offsets = pa.array(batch.offsets, pa.int64()).take(table.column(ROW_INDEX))
+    offsets = batch.offsets_at(table.column(ROW_INDEX))
     table = table.drop_columns([ROW_INDEX])
     table = table.append_column("kafka_partition", pa.repeat(pa.scalar(batch.partition, pa.int32()), table.num_rows))
     table = table.append_column("kafka_offset", offsets)

@@ -1,7 +1,7 @@
 """The consumers' input: every partition of one Kafka topic, read in batches.
 
 Each worker reads all its partitions with one librdkafka consumer and hands each partition's messages
-over in batches: one `PolledMessages` item (values, keys and offsets as lists), so the
+over in batches: one `PolledMessages` item (values and keys as lists, offsets as a range or list), so the
 dataflow pays Bytewax's per-item cost once per poll instead of once per message; the hot path downstream
 decodes whole batches into Arrow columns.
 
@@ -26,6 +26,8 @@ from datetime import datetime, timedelta, timezone
 from itertools import groupby, repeat
 from operator import is_not
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -63,7 +65,9 @@ class PolledMessages:
 
     topic: str
     partition: int
-    offsets: list[int] = field(default_factory=list)
+    offsets: list[int] | range = field(default_factory=list)
+    """Their offsets: a `range` when they follow one another without a gap, as in the usual poll (a compacted
+    or transactional topic leaves gaps), which spares a Python int per message."""
     keys: list[bytes | None] = field(default_factory=list)
     values: list[bytes | None] = field(default_factory=list)
     incarnation: str = ""
@@ -71,6 +75,12 @@ class PolledMessages:
 
     def __len__(self) -> int:
         return len(self.offsets)
+
+    def offsets_at(self, positions: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+        """The offsets (int64) of the messages at `positions` (int64) in the batch."""
+        if isinstance(self.offsets, range):
+            return pc.add(positions, self.offsets.start)
+        return pa.array(self.offsets, pa.int64()).take(positions)
 
 
 class _SharedConsumer:
@@ -193,8 +203,12 @@ class _PartitionReader(StatefulSourcePartition[PolledMessages, int]):
         messages, self._at_end = self._consumer.take(self._partition, self._in_flight)
         if not messages:
             return []
-        batch = PolledMessages(self._topic, self._partition, list(map(Message.offset, messages)),
-                               list(map(Message.key, messages)), list(map(Message.value, messages)), self._incarnation)
+        # a partition's messages come in offset order: first and last as far apart as their count, none is
+        # missing between them
+        first, last = messages[0].offset(), messages[-1].offset()
+        offsets = range(first, last + 1) if last - first == len(messages) - 1 else list(map(Message.offset, messages))
+        batch = PolledMessages(self._topic, self._partition, offsets, list(map(Message.key, messages)),
+                               list(map(Message.value, messages)), self._incarnation)
         self._next_offset = batch.offsets[-1] + 1
         return [batch]
 

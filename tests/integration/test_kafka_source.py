@@ -66,6 +66,75 @@ def test_messages_larger_than_the_fetch_size_are_read_whole(stack, unique):
     assert [v for b in out for v in b.values] == [b"small-0", large, b"small-2"]
 
 
+def _source_batches(settings, topic: str) -> list:
+    in_flight = InFlight(100_000)
+    flow = Dataflow("source_batches")
+    out = []
+    batches = op.map("decode", op.input("in", flow, TopicSource(settings.kafka_cluster(), topic, in_flight=in_flight,
+                                                              batch_size=1_000, stop_at_end=True)),
+                     lambda batch: in_flight.release(len(batch)) or batch)
+    op.output("out", batches, TestingSink(out))
+    run_main(flow)
+    return out
+
+
+def _offsets_by_value(settings, topic: str) -> dict[bytes, int]:
+    """Each message's offset, read by a plain consumer to the partition's end (a transaction's marker may be
+    its last offset, so the end is librdkafka's end-of-partition event, not the high watermark)."""
+    from confluent_kafka import Consumer, KafkaError
+
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "test-offsets", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    seen, deadline = {}, time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error() is not None:
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    return seen
+                continue
+            seen[message.value()] = message.offset()
+    finally:
+        consumer.close()
+    raise TimeoutError(f"{topic} not read to its end in 30 s")
+
+
+def test_a_poll_of_consecutive_offsets_holds_a_range_and_one_with_gaps_each_offset(stack, unique):
+    """Each transaction leaves a gap after its messages (its commit marker takes an offset): a batch spanning
+    one lists every message's own offset, a batch without gap holds them as a range; either way the offsets
+    of positions in the batch (`offsets_at`, what the lake's rows record) are those a plain reader sees."""
+    import pyarrow as pa
+    from confluent_kafka import Producer
+
+    settings = make_settings(kafka_stop_at_end=True, kafka_topic_partitions=1)
+    gapless, gapped = f"it_source_gapless_{unique}", f"it_source_gapped_{unique}"
+    produce(settings, gapless, [(b"k", f"m{i}".encode()) for i in range(30)])
+    settings.kafka_cluster().ensure_topics([gapped])
+    producer = Producer({**settings.kafka_client_config(), "transactional.id": f"gaps-{unique}"})
+    producer.init_transactions(30)
+    for transaction in range(3):
+        producer.begin_transaction()
+        for i in range(5):
+            producer.produce(gapped, key=b"k", value=f"t{transaction}m{i}".encode())
+        producer.commit_transaction(30)
+
+    for topic, gaps in ((gapless, False), (gapped, True)):
+        seen = _offsets_by_value(settings, topic)
+        batches = _source_batches(settings, topic)
+        assert sum(len(batch) for batch in batches) == len(seen)
+        for batch in batches:
+            assert isinstance(batch.offsets, range) is not gaps or len(batch) < 6
+            expected = [seen[value] for value in batch.values]
+            assert list(batch.offsets) == expected
+            assert batch.offsets_at(pa.array(range(len(batch)), pa.int64())).to_pylist() == expected
+        if gaps:
+            assert any(not isinstance(batch.offsets, range) for batch in batches)
+            assert max(seen.values()) - min(seen.values()) > len(seen) - 1  # the markers' offsets
+
+
 def _shared_consumer(client_config: dict) -> _SharedConsumer:
     return _SharedConsumer({**client_config, "group.id": "test", "enable.auto.commit": False, **BOUNDED_FETCHES},
                            batch_size=100, on_close=lambda: None)
