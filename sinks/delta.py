@@ -211,6 +211,7 @@ class _DeltaPartition(StatefulSinkPartition[Flush, None]):
         with self._cutting:
             entry.uncut.reverse()
             while entry.uncut:  # each flush let go once cut, or every flush would be held twice at the peak
+                release_free_memory(before_copy=True)
                 entry.files.extend(self._cut(entry.uncut.pop()))
         return self._encode_and_put(entry.files, entry.table.stats_columns)
 

@@ -162,24 +162,30 @@ def test_the_object_store_refuses_to_overwrite_an_object_under_if_none_match(sta
     client.rm(bucket, recursive=True)
 
 
-def test_the_sink_cuts_flushes_on_its_upload_threads_and_a_replayed_flush_adds_nothing(lake):
+def test_the_sink_cuts_flushes_on_its_upload_threads_and_a_replayed_flush_adds_nothing(lake, monkeypatch):
     """Flushes reach the sink whole: it cuts them into files off the worker's thread, one flush after the
-    other, sends a flush's rows of each prefix to that prefix's table, and drops a replayed flush's rows."""
+    other, each right after freed memory was handed back (the cut's copy is the peak's moment), sends a
+    flush's rows of each prefix to that prefix's table, and drops a replayed flush's rows."""
     import threading
     from datetime import date
 
     import pyarrow as pa
 
+    import sinks.delta
     from marketstream import schemas
     from sinks.delta import DeltaLakeSink, Flush
     from sinks.files import PREFIX_COLUMN, FileLayout
 
     settings, topic, bucket = lake
-    cut_on, cutting, most_cutting = [], [0], [0]
+    cut_on, cutting, most_cutting, events = [], [0], [0], []
+    released = sinks.delta.release_free_memory
+    monkeypatch.setattr(sinks.delta, "release_free_memory", lambda **how: events.append(
+        ("released", threading.current_thread().name, how.get("before_copy", False))) or released(**how))
 
     class Recorded(FileLayout):
         def files(self, kafka_partition, table):
             cut_on.append(threading.current_thread().name)
+            events.append(("cut", threading.current_thread().name, True))
             cutting[0] += 1
             most_cutting[0] = max(most_cutting[0], cutting[0])
             time.sleep(0.05)
@@ -215,6 +221,8 @@ def test_the_sink_cuts_flushes_on_its_upload_threads_and_a_replayed_flush_adds_n
 
     assert cut_on and "MainThread" not in cut_on and all(name.startswith("delta-upload") for name in cut_on)
     assert most_cutting == [1]
+    cuts = [at for at, event in enumerate(events) if event[0] == "cut"]
+    assert len(cuts) == len(cut_on) and all(events[at - 1] == ("released", events[at][1], True) for at in cuts)
     main, apart = read_delta(settings, bucket), read_delta(settings, bucket, "_synthetic")
     expected = {f"p0-{offset}" for offset in range(60)} | {f"p1-{offset}" for offset in range(30)}
     assert sorted(main.column("trade_id").to_pylist() + apart.column("trade_id").to_pylist()) == sorted(expected)
