@@ -239,3 +239,18 @@ def test_a_batch_of_stamps_of_one_shape_is_checked_without_the_pattern(monkeypat
     assert asked == [2]
     assert trades._rfc3339_stamps(stamps, plain=False).to_pylist() == [True] * 60 + [False, True]
     assert asked == [2, 62]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(st.sampled_from("ABZ09.-a !~"), max_size=12) | st.sampled_from(["AAPL", "X", "A" * 10, "A" * 11,
+                                                                                          "BRK.B", "1A", ""]),
+                min_size=1, max_size=30),
+       st.integers(0, 3))
+def test_symbols_of_letters_and_digits_are_judged_by_their_bytes_as_the_pattern_judges_them(symbols, cut):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from marketstream.trades import TICKER_PATTERN_ANCHORED, _tickers
+
+    column = pa.chunked_array([pa.array(["ZZ"] * cut + symbols).slice(cut)])  # an offset into its buffers
+    assert _tickers(column, plain=True).to_pylist() == pc.match_substring_regex(column, TICKER_PATTERN_ANCHORED).to_pylist()
