@@ -3,7 +3,7 @@
 glibc's malloc keeps freed blocks for reuse; with Arrow tables of many sizes freed on several threads, the
 held-but-unused part grew to ~80 MB of the consumers' peak RSS in the benchmark. `malloc_trim` returns it.
 It costs a few milliseconds, so it runs at most once per `MIN_INTERVAL_SECONDS`, after large frees, and
-before each cut of a flush into files (the Delta sink), whose copy of the rows is the peak's moment: 280-282
+before each cut of a flush into files (the Delta sink), whose copy of the rows is the peak's moment: 280-285
 MB against 294-300 at the peak of a 500 000-trade drain in the benchmark.
 
 Between two trims a block freed inside the heap still counts in RSS, and glibc puts ever larger blocks there:
