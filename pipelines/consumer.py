@@ -135,7 +135,7 @@ class Decoded:
 
 
 def decode(dataset: Dataset, settings: Settings, skipped: SkipCounter, in_flight: InFlight, batch: PolledMessages) -> Decoded:
-    release_free_memory()  # what the batches decoded and written so far freed (at most once a second)
+    release_free_memory()  # what the batches decoded and written so far freed (at most every MIN_INTERVAL_SECONDS)
     table, rejects = dataset.decode(batch.values)
     in_flight.release(len(batch))
     dead = [dead_letter(batch, index, reason, dataset.name) for index, reason in rejects]
