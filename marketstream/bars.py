@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from marketstream.runs import key_changes, key_runs, one_value
+from marketstream.runs import key_runs, sort_codes, sorted_runs
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MINUTE_US = 60_000_000
@@ -116,8 +116,8 @@ def bar_rows(bars: list[tuple[str, Bar]]) -> pa.Table:
 
 
 _BAR_KEYS = ["ticker", "date", "minute"]
-_SUMS = [("high", "max"), ("low", "min"), ("volume", "sum"), ("trades", "sum"), ("notional", "sum"),
-         ("first_offset", "min"), ("last_offset", "max")]
+_SUMS = [("high", np.maximum), ("low", np.minimum), ("volume", np.add), ("trades", np.add), ("notional", np.add),
+         ("first_offset", np.minimum), ("last_offset", np.maximum)]
 LEGACY_INCARNATION = "marketstream.bars.legacyIncarnation"
 """The table property naming the topic incarnation whose trades rows without `held_through` hold."""
 ANY_PARTITION = -1
@@ -134,30 +134,34 @@ def _bars_table(columns: dict[str, pa.Array], extra: list[str]) -> pa.Table:
     return pa.table([columns[field.name].cast(field.type) for field in schema], schema=schema)
 
 
-def _held_lists(entries: pa.Table, keys: list[str]) -> pa.Table:
-    """`entries` (`keys`, incarnation, kafka_partition, offset: one row per partition held of a key) -> per key
-    its `held_through` list, in incarnation and partition order."""
+def _held_of_groups(groups: np.ndarray, group_count: int, incarnations: pa.Array, partitions: np.ndarray,
+                    offsets: np.ndarray) -> pa.ListArray:
+    """Entries of what rows hold (the row group `groups` each belongs to, of `group_count`; its incarnation,
+    Kafka partition and offset) -> per group its `held_through`: each incarnation and partition through the
+    highest offset given, in incarnation and partition order; null for a group without entries."""
     from marketstream import schemas
 
-    entries = entries.sort_by([(name, "ascending") for name in [*keys, "incarnation", "kafka_partition"]])
-    entry_type = schemas.HELD_THROUGH.value_type
-    structs = pc.make_struct(*(entries.column(field.name).cast(field.type) for field in entry_type),
-                             field_names=[field.name for field in entry_type])
-    # the entries of a key are one run of the sorted table: a list is that run
-    starts = pa.array([0, *(pc.indices_nonzero(key_changes(entries, keys)).to_numpy() + 1).tolist()]
-                      if entries.num_rows else [], pa.int64())
-    bounds = pa.concat_arrays([starts.cast(pa.int32()), pa.array([entries.num_rows], pa.int32())])
-    lists = pa.ListArray.from_arrays(bounds, structs.combine_chunks(), type=schemas.HELD_THROUGH)
-    return entries.select(keys).take(starts).append_column("held_through", lists)
+    order, starts = sorted_runs([groups, sort_codes(incarnations), partitions], [])
+    highest = np.maximum.reduceat(offsets[order], starts) if len(starts) else offsets[:0]
+    firsts = order[starts]
+    entry = schemas.HELD_THROUGH.value_type
+    structs = pa.StructArray.from_arrays(
+        [incarnations.take(firsts).cast(entry.field("incarnation").type),
+         pa.array(partitions[firsts]).cast(entry.field("kafka_partition").type),
+         pa.array(highest).cast(entry.field("offset").type)], fields=list(entry))
+    # the entries of a group are one run of them, sorted by group first: a list is that run
+    bounds = np.searchsorted(groups[firsts], np.arange(group_count + 1)).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(bounds), structs, type=schemas.HELD_THROUGH,
+                                    mask=pa.array(bounds[1:] == bounds[:-1]))
 
 
-def _with_held(parts: pa.Table, entries: pa.Table, keys: list[str]) -> pa.Table:
-    """`parts` (without `held_through`) with each key's `held_through` from `entries` (null: none)."""
-    held = _held_lists(entries, keys)
-    index = held.select(keys).append_column("_row", pa.array(range(held.num_rows), pa.int64()))
-    joined = parts.join(index, keys, join_type="left outer")  # Arrow joins carry no list column: its row number
-    lists = held.column("held_through").take(joined.column("_row"))
-    return joined.drop_columns(["_row"]).append_column("held_through", lists)
+def _group_of_rows(order: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """For the runs `sorted_runs` gives: the run (0, 1, …) each row, in row order, belongs to."""
+    is_start = np.zeros(len(order), dtype=np.int64)
+    is_start[starts] = 1
+    groups = np.empty(len(order), dtype=np.int64)
+    groups[order] = np.cumsum(is_start) - 1
+    return groups
 
 
 def minutes_of(timestamps: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
@@ -173,51 +177,71 @@ def minutes_of(timestamps: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.A
 def trade_parts(trades: pa.Table, incarnation: str, extra: list[str] = ()) -> pa.Table:
     """Trades of topic incarnation `incarnation` (`ticker`, `date`, `timestamp`, `kafka_partition`,
     `kafka_offset`, `price`, `size`, and the `extra` columns) -> one row of the bars table per `extra`
-    columns, ticker, date and minute, `extra` columns first, holding the trades' partitions through their
-    last offsets."""
+    columns, ticker, date and minute, in that order, `extra` columns first, holding the trades' partitions
+    through their last offsets."""
     extra = list(extra)
-    minute = minutes_of(trades.column("timestamp"))
-    table = pa.table({**{name: trades.column(name) for name in extra}, "ticker": trades.column("ticker"),
-                      "date": trades.column("date"), "minute": minute, "ts": trades.column("timestamp"),
-                      "offset": trades.column("kafka_offset"), "price": trades.column("price"),
-                      "size": trades.column("size"), "kafka_partition": trades.column("kafka_partition"),
-                      "notional": pc.multiply(trades.column("price"), trades.column("size"))})
-    keys = [*extra, *_BAR_KEYS]
-    # in trade order within each group, so that its first and last rows are the open and close trades; a
-    # key holding one value throughout (the usual prefix and date) orders nothing, and strings cost
-    order = [(name, "ascending") for name in [*keys, "ts", "offset"] if not one_value(table.column(name))]
-    table = table.sort_by(order or [("offset", "ascending")])
-    groups = table.group_by(keys, use_threads=False).aggregate([
-        ("price", "first"), ("ts", "first"), ("offset", "first"), ("price", "last"), ("ts", "last"), ("offset", "last"),
-        ("price", "max"), ("price", "min"), ("size", "sum"), ("ts", "count"), ("notional", "sum"),
-        ("offset", "min"), ("offset", "max")])
-    names = {"price_first": "open", "ts_first": "open_ts", "offset_first": "open_offset", "price_last": "close",
-             "ts_last": "close_ts", "offset_last": "close_offset", "price_max": "high", "price_min": "low",
-             "size_sum": "volume", "ts_count": "trades", "notional_sum": "notional", "offset_min": "first_offset",
-             "offset_max": "last_offset"}
-    groups = groups.rename_columns([names.get(name, name) for name in groups.column_names])
-    partitions = pc.unique(table.column("kafka_partition"))
-    if len(partitions) == 1:  # the trades of a poll, each of which the bars flow folds, are of one partition
-        held = _held_in_one_partition(groups.column("last_offset"), partitions[0].as_py(), incarnation)
-        groups = groups.append_column("held_through", held)
-    else:
-        entries = table.group_by([*keys, "kafka_partition"], use_threads=False).aggregate([("offset", "max")])
-        entries = entries.append_column("incarnation", pa.repeat(pa.scalar(incarnation, pa.string()), entries.num_rows))
-        entries = entries.rename_columns([*keys, "kafka_partition", "offset", "incarnation"])
-        groups = _with_held(groups, entries, keys)
-    return _bars_table({name: groups.column(name) for name in groups.column_names}, extra)
+    group_names = [*extra, "ticker", "date"]
+    stamps = trades.column("timestamp")
+    micros = _values(trades, "timestamp", pa.int64())
+    offsets = _values(trades, "kafka_offset", pa.int64())
+    partitions = _values(trades, "kafka_partition", pa.int64())
+    minutes = micros - micros % MINUTE_US  # numpy's remainder takes the divisor's sign: floored below the epoch too
+    keys = [*(sort_codes(trades.column(name)) for name in group_names), minutes]
+    # each group's rows in trade order (time, then offset), so that its first and last are the open and close
+    order, starts = sorted_runs(keys, [micros, offsets])
+    lasts = np.append(starts[1:], len(order)) - 1 if len(starts) else starts
+    price, size = _values(trades, "price", pa.float64())[order], _values(trades, "size", pa.float64())[order]
+    ordered_micros, ordered_offsets = micros[order], offsets[order]
+
+    def folded(ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
+        return ufunc.reduceat(values, starts) if len(starts) else values[:0]
+
+    firsts = order[starts]
+    columns = {name: trades.column(name).take(firsts) for name in group_names}
+    columns |= {"minute": pa.array(minutes[firsts]).cast(stamps.type), "open": pa.array(price[starts]),
+                "open_ts": pa.array(ordered_micros[starts]).cast(stamps.type),
+                "open_offset": pa.array(ordered_offsets[starts]), "close": pa.array(price[lasts]),
+                "close_ts": pa.array(ordered_micros[lasts]).cast(stamps.type),
+                "close_offset": pa.array(ordered_offsets[lasts]), "high": pa.array(folded(np.maximum, price)),
+                "low": pa.array(folded(np.minimum, price)), "volume": pa.array(folded(np.add, size)),
+                "trades": pa.array(lasts - starts + 1), "notional": pa.array(folded(np.add, price * size)),
+                "first_offset": pa.array(folded(np.minimum, ordered_offsets)),
+                "last_offset": pa.array(folded(np.maximum, ordered_offsets))}
+    if len(order) and partitions.min() == partitions.max():  # a poll's trades, as the bars flow folds them
+        columns["held_through"] = _held_in_one_partition(columns["last_offset"], int(partitions[0]), incarnation)
+        return _bars_table(columns, extra)
+    columns["held_through"] = _held_of_groups(  # trades of several partitions (a rebuild's)
+        _group_of_rows(order, starts), len(starts), pa.repeat(pa.scalar(incarnation, pa.string()), len(order)),
+        partitions, offsets)
+    return _bars_table(columns, extra)
 
 
-def _held_in_one_partition(last_offsets: pa.ChunkedArray, partition: int, incarnation: str) -> pa.ListArray:
+def _values(table: pa.Table, name: str, type: pa.DataType) -> np.ndarray:
+    """Column `name` of `table` as a numpy array of `type`; a null in it is an error (the trades and bars
+    schemas have none)."""
+    return _numbers(table.column(name), name, type)
+
+
+def _numbers(column: pa.ChunkedArray | pa.Array, name: str, type: pa.DataType) -> np.ndarray:
+    if column.null_count:
+        raise ValueError(f"rows to fold into bars have a null {name}")
+    if isinstance(column, pa.ChunkedArray):
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return column.cast(type).to_numpy() if column.type != type else column.to_numpy()
+
+
+def _held_in_one_partition(last_offsets: pa.ChunkedArray | pa.Array, partition: int, incarnation: str) -> pa.ListArray:
     """`held_through` of rows whose trades all come from Kafka partition `partition`: one entry each, that
-    partition through the row's last offset (what `_with_held` gives them, without its grouping and join)."""
+    partition through the row's last offset (what `_held_of_groups` gives them, without its sort)."""
     from marketstream import schemas
 
     rows = len(last_offsets)
+    if isinstance(last_offsets, pa.ChunkedArray):
+        last_offsets = last_offsets.combine_chunks()
     entry = schemas.HELD_THROUGH.value_type
     structs = pa.StructArray.from_arrays(
         [pa.repeat(pa.scalar(incarnation, pa.string()), rows), pa.repeat(pa.scalar(partition, pa.int32()), rows),
-         last_offsets.combine_chunks().cast(pa.int64())], fields=list(entry))
+         last_offsets.cast(pa.int64())], fields=list(entry))
     return pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32)), structs, type=schemas.HELD_THROUGH)
 
 
@@ -382,58 +406,44 @@ def combine_each_partition(parts: pa.Table) -> pa.Table:
     """Parts of one Kafka partition each (`split_by_held`) merged per ticker, date, minute and partition: the
     parts a writer makes of one minute in one partition hold consecutive runs of its trades, so each merged part
     still holds every trade of its minute in that partition between its first and held offsets."""
-    if _keys_unique(parts, _BAR_KEYS):  # nothing to merge
+    _, starts = sorted_runs([sort_codes(parts.column(name)) for name in _BAR_KEYS], [])
+    if len(starts) == parts.num_rows:  # nothing to merge
         return parts
     streams = single_stream(parts).sort_by([("incarnation", "ascending"), ("kafka_partition", "ascending")])
     return pa.concat_tables([combine_parts(streams.slice(start, count).select(parts.column_names))
                              for _, start, count in key_runs(streams, ["incarnation", "kafka_partition"])])
 
 
-def _keys_unique(parts: pa.Table, keys: list[str]) -> bool:
-    """Whether no two of `parts` share `keys` (a grouping, which copies far less than sorting them all)."""
-    return parts.num_rows < 2 or parts.select(keys).group_by(keys, use_threads=False).aggregate([]).num_rows == parts.num_rows
-
-
 def combine_parts(parts: pa.Table) -> pa.Table:
     """Rows of the bars table with the same ticker, date and minute merged into one, as `Bar.merge` does,
-    holding what each held; in ticker, date and minute order unless no two shared a key (then as they were).
-    Rows must carry `held_through` (`with_legacy_held` for rows written before 2026-12)."""
-    if _keys_unique(parts, _BAR_KEYS):  # the common case: nothing to merge
-        return _bars_table({name: parts.column(name) for name in parts.column_names}, [])
-    by_open = parts.sort_by([(name, "ascending") for name in [*_BAR_KEYS, "open_ts", "open_offset"]])
-    repeated = _repeated_keys(by_open)
-    alone = _bars_table({name: by_open.column(name) for name in by_open.column_names}, [])
-    if not pc.any(repeated).as_py():  # the common case: nothing to merge
-        return alone
-    several = by_open.filter(repeated)
-    one_partition = _held_in_one_partition_each(several.column("held_through").combine_chunks())
-    held_offsets = []
-    if one_partition is not None:  # a window's parts: one Kafka partition's
-        several = several.append_column("_held", one_partition[2])
-        held_offsets = [("_held", "max")]
-    in_key_order = [(name, "ascending") for name in _BAR_KEYS]
-    # group_by keeps each group's input order (first, last), not the order of the groups: sorted to line up
-    opened = several.group_by(_BAR_KEYS, use_threads=False).aggregate(
-        [("open", "first"), ("open_ts", "first"), ("open_offset", "first"), *_SUMS, *held_offsets]).sort_by(in_key_order)
-    by_close = several.sort_by([(name, "ascending") for name in [*_BAR_KEYS, "close_ts", "close_offset"]])
-    closed = by_close.group_by(_BAR_KEYS, use_threads=False).aggregate(
-        [("close", "last"), ("close_ts", "last"), ("close_offset", "last")]).sort_by(in_key_order)
-    columns = {name.removesuffix("_first").removesuffix("_last").removesuffix("_max").removesuffix("_min")
-               .removesuffix("_sum"): table.column(name)
-               for table in (opened, closed) for name in table.column_names}
-    if one_partition is not None:
-        incarnation, partition, _ = one_partition
-        columns["held_through"] = _held_in_one_partition(columns.pop("_held"), partition, incarnation)
-        merged = pa.table(columns)
+    holding what each held; in ticker, date and minute order. Rows must carry `held_through`
+    (`with_legacy_held` for rows written before 2026-12)."""
+    keys = [sort_codes(parts.column(name)) for name in _BAR_KEYS]
+    # each key's rows by open, then by close: its first and last rows are its open and close
+    by_open, starts = sorted_runs(keys, [_values(parts, "open_ts", pa.int64()), _values(parts, "open_offset", pa.int64())])
+    by_close, _ = sorted_runs(keys, [_values(parts, "close_ts", pa.int64()), _values(parts, "close_offset", pa.int64())])
+    lasts = np.append(starts[1:], len(by_open)) - 1 if len(starts) else starts
+    opens, closes = pa.array(by_open[starts]), pa.array(by_close[lasts])
+    columns = {name: parts.column(name).take(opens) for name in [*_BAR_KEYS, "open", "open_ts", "open_offset"]}
+    columns |= {name: parts.column(name).take(closes) for name in ["close", "close_ts", "close_offset"]}
+    for name, ufunc in _SUMS:
+        values = _values(parts, name, parts.schema.field(name).type)[by_open]
+        columns[name] = pa.array(ufunc.reduceat(values, starts) if len(starts) else values)
+    held = parts.column("held_through")
+    held = held.combine_chunks() if parts.num_rows else pa.array([], held.type)
+    if len(starts) == parts.num_rows:  # the common case: nothing to merge
+        columns["held_through"] = held.take(opens)
+    elif (one_partition := _held_in_one_partition_each(held)) is not None:  # a window's parts: one Kafka partition's
+        incarnation, partition, offsets = one_partition
+        highest = np.maximum.reduceat(offsets.to_numpy()[by_open], starts)
+        columns["held_through"] = _held_in_one_partition(pa.array(highest), partition, incarnation)
     else:
-        entries = held_entries(several).append_column("date", several.column("date").take(
-            pc.list_parent_indices(several.column("held_through").combine_chunks())))
-        entries = entries.group_by([*_BAR_KEYS, "incarnation", "kafka_partition"], use_threads=False).aggregate(
-            [("offset", "max")]).rename_columns([*_BAR_KEYS, "incarnation", "kafka_partition", "offset"])
-        merged = _with_held(pa.table(columns), entries, _BAR_KEYS)
-    merged = pa.concat_tables([alone.filter(pc.invert(repeated)),
-                               _bars_table({name: merged.column(name) for name in merged.column_names}, [])])
-    return merged.sort_by(in_key_order)
+        flat, parents = pc.list_flatten(held), pc.list_parent_indices(held).to_numpy()
+        columns["held_through"] = _held_of_groups(
+            _group_of_rows(by_open, starts)[parents], len(starts), pc.struct_field(flat, "incarnation"),
+            _numbers(pc.struct_field(flat, "kafka_partition"), "kafka_partition", pa.int64()),
+            _numbers(pc.struct_field(flat, "offset"), "offset", pa.int64()))
+    return _bars_table(columns, [])
 
 
 def _held_in_one_partition_each(held: pa.ListArray) -> tuple[str, int, pa.Array] | None:
@@ -448,12 +458,3 @@ def _held_in_one_partition_each(held: pa.ListArray) -> tuple[str, int, pa.Array]
             or pc.count_distinct(partitions).as_py() != 1):
         return None
     return incarnations[0].as_py(), partitions[0].as_py(), pc.struct_field(entries, "offset")
-
-
-def _repeated_keys(rows: pa.Table) -> pa.ChunkedArray:
-    """For `rows` in key order: whether each row's ticker, date and minute are those of a neighbour."""
-    if rows.num_rows < 2:
-        return pa.chunked_array([pa.array([False] * rows.num_rows, pa.bool_())])
-    same = pc.invert(key_changes(rows, _BAR_KEYS))  # same[i]: rows i and i + 1 have the same key
-    edge = pa.chunked_array([[False]], pa.bool_())
-    return pc.or_(pa.chunked_array([*edge.chunks, *same.chunks]), pa.chunked_array([*same.chunks, *edge.chunks]))

@@ -2,11 +2,13 @@
 
 Arrow's `group_by` does not keep the order of its input, even single-threaded (pyarrow 26 returns the
 groups of a sorted table out of order), so counts from it cannot be laid over the sorted rows. `key_runs`
-compares each row with the next instead.
+compares each row with the next instead; `sorted_runs` does the same for columns as integers (`sort_codes`),
+sorting them too, where a fold over the runs (`numpy.ufunc.reduceat`) takes the place of a `group_by`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -40,3 +42,33 @@ def key_runs(table: pa.Table, keys: list[str]) -> list[tuple[tuple, int, int]]:
     values = table.select(keys).take(pa.array(starts, pa.int64()))
     keyed = zip(*(values.column(name).to_pylist() for name in keys))
     return [(key, start, end - start) for key, start, end in zip(keyed, starts, ends)]
+
+
+def sort_codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An integer per value of `column` in the order `sort_by` ascending puts them (nulls last, equal to each
+    other): rows sorted by the codes are sorted by the column, and equal codes are equal values."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if array.null_count == 0:
+        if pa.types.is_integer(array.type):
+            return array.to_numpy()
+        if pa.types.is_date32(array.type):
+            return array.cast(pa.int32()).to_numpy()
+        if pa.types.is_timestamp(array.type):
+            return array.cast(pa.int64()).to_numpy()
+    encoded = pc.dictionary_encode(array, null_encoding="encode")
+    ranks = pc.rank(encoded.dictionary, sort_keys="ascending").to_numpy()  # nulls rank last
+    return ranks[encoded.indices.to_numpy()]
+
+
+def sorted_runs(keys: list[np.ndarray], then: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows given by their `keys` and `then` columns (integers of one length, as `sort_codes` makes them) ->
+    (the order sorting them by `keys`, then by `then`, ties kept in row order; where each run of equal `keys`
+    starts in that order)."""
+    rows = len(keys[0])
+    varying = [key for key in keys if rows and key.min() != key.max()]  # a constant key orders nothing
+    order = np.lexsort([*reversed(then), *reversed(varying)]) if rows and (varying or then) else np.arange(rows)
+    changes = np.zeros(max(rows - 1, 0), dtype=bool)
+    for key in varying:
+        ordered = key[order]
+        changes |= ordered[1:] != ordered[:-1]
+    return order, np.concatenate([np.zeros(min(rows, 1), dtype=np.int64), np.flatnonzero(changes) + 1])
