@@ -416,24 +416,23 @@ def combine_each_partition(parts: pa.Table) -> pa.Table:
 
 def combine_parts(parts: pa.Table) -> pa.Table:
     """Rows of the bars table with the same ticker, date and minute merged into one, as `Bar.merge` does,
-    holding what each held; in ticker, date and minute order. Rows must carry `held_through`
-    (`with_legacy_held` for rows written before 2026-12)."""
+    holding what each held; in ticker, date and minute order unless no two shared a key (then as they were).
+    Rows must carry `held_through` (`with_legacy_held` for rows written before 2026-12)."""
     keys = [sort_codes(parts.column(name)) for name in _BAR_KEYS]
     # each key's rows by open, then by close: its first and last rows are its open and close
     by_open, starts = sorted_runs(keys, [_values(parts, "open_ts", pa.int64()), _values(parts, "open_offset", pa.int64())])
+    if len(starts) == parts.num_rows:  # the common case: nothing to merge, and nothing copied
+        return _bars_table({name: parts.column(name) for name in parts.column_names}, [])
     by_close, _ = sorted_runs(keys, [_values(parts, "close_ts", pa.int64()), _values(parts, "close_offset", pa.int64())])
-    lasts = np.append(starts[1:], len(by_open)) - 1 if len(starts) else starts
+    lasts = np.append(starts[1:], len(by_open)) - 1
     opens, closes = pa.array(by_open[starts]), pa.array(by_close[lasts])
     columns = {name: parts.column(name).take(opens) for name in [*_BAR_KEYS, "open", "open_ts", "open_offset"]}
     columns |= {name: parts.column(name).take(closes) for name in ["close", "close_ts", "close_offset"]}
     for name, ufunc in _SUMS:
         values = _values(parts, name, parts.schema.field(name).type)[by_open]
-        columns[name] = pa.array(ufunc.reduceat(values, starts) if len(starts) else values)
-    held = parts.column("held_through")
-    held = held.combine_chunks() if parts.num_rows else pa.array([], held.type)
-    if len(starts) == parts.num_rows:  # the common case: nothing to merge
-        columns["held_through"] = held.take(opens)
-    elif (one_partition := _held_in_one_partition_each(held)) is not None:  # a window's parts: one Kafka partition's
+        columns[name] = pa.array(ufunc.reduceat(values, starts))
+    held = parts.column("held_through").combine_chunks()
+    if (one_partition := _held_in_one_partition_each(held)) is not None:  # a window's parts: one Kafka partition's
         incarnation, partition, offsets = one_partition
         highest = np.maximum.reduceat(offsets.to_numpy()[by_open], starts)
         columns["held_through"] = _held_in_one_partition(pa.array(highest), partition, incarnation)
