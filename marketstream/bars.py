@@ -9,9 +9,10 @@ sums so that merging stays exact up to floating-point addition order.
 
 Minutes are UTC minutes of the event time (a trade at 14:30:59.999 belongs to 14:30).
 
-The same fold in Arrow, for the stream: `trade_parts` folds trades into rows of the bars table, one per
-ticker and minute (and any further group column), and `combine_parts` merges rows of one minute as
-`Bar.merge` does; no Python object per trade or per bar.
+The same fold over Arrow columns, for the stream: `trade_parts` folds trades into rows of the bars table,
+one per ticker and minute (and any further group column), and `combine_parts` merges rows of one minute as
+`Bar.merge` does; one sort of the keys as integers (`marketstream.runs.sorted_runs`) and numpy's `reduceat`
+over each key's run, no Python object per trade or per bar.
 
 What a row holds (`held_through`): per Kafka partition of a topic incarnation, the offset through which every
 trade of that partition in the row's minute is folded in. A ticker's trades come through one partition in
