@@ -48,7 +48,8 @@ from tests.conftest import clock_from, make_settings
 from fakes.alpaca_rest import FakeAlpacaHistory
 from tests.integration.lake_writers import stamp, streamed, trade_messages
 from tests.integration.private_lake import commands_on, started_minio
-from tests.query_predicates import columns_of, matching, plain, predicates, quoted, to_dnf, to_polars, to_sql
+from tests.query_predicates import (asks_float_zero_among, columns_of, matching, plain, predicates, quoted, to_dnf,
+                                    to_polars, to_sql)
 
 pytestmark = pytest.mark.integration
 
@@ -182,7 +183,7 @@ def lake(stack, tmp_path_factory):
 # --- the readers: each answers `predicate` over `columns` of a table version as rows of plain values
 
 class Unsaid(Exception):
-    """The reader has no way to say the predicate."""
+    """The reader has no way to say the predicate, or is known to answer it wrong (said in the README)."""
 
 
 def select(version: TableVersion, columns: list[str], predicate) -> str:
@@ -215,7 +216,7 @@ def duckdb_on_dataset(settings: Settings, version: TableVersion, columns: list[s
 
 def pandas_filters(settings: Settings, version: TableVersion, columns: list[str], predicate, workdir: Path) -> list:
     filters = to_dnf(predicate)
-    if filters is None:
+    if filters is None or asks_float_zero_among(predicate):  # the latter: pyarrow's known miss, said in the README
         raise Unsaid
     table = DeltaTable(version.uri, version=version.version, storage_options=settings.delta_storage_options())
     return table.to_pandas(filters=filters, columns=columns).to_dict("records")
