@@ -1,33 +1,15 @@
 """Scraping a running consumer's Prometheus metrics: the figures match what it processed."""
 
 import signal
-import socket
 import time
-import urllib.request
 
 import orjson
 from deltalake import DeltaTable
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.kafka_helpers import produce
+from tests.integration.private_servers import free_port
+from tests.integration.scraping import scrape, total
 from tests.integration.test_fault_tolerance import consumer, log_of, stored, trade
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
-
-
-def total(samples, name: str, **labels) -> float:
-    return sum(value for (sample, sample_labels), value in samples.items()
-               if sample == name and all(dict(sample_labels).get(k) == v for k, v in labels.items()))
 
 
 def test_a_scrape_of_a_running_consumer_counts_what_it_read_stored_dead_lettered_and_skipped(lake):
