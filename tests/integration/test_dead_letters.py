@@ -79,7 +79,7 @@ def test_dead_letters_of_messages_around_the_broker_limit_always_fit(lake):
     for offset, message in sorted(dead.items()):
         headers = dict(message.headers())
         assert b"'exchange' must be at most 16" in headers["dlq.reason"]
-        # told apart by size, not by offset: a batch the producer retried lands after the next one
+        # told apart by size, not by offset: a batch the producer retries can land after the next one
         name = by_size[int(headers["dlq.original.size"]) if "dlq.original.size" in headers else len(message.value())]
         original = originals[name]
         matched.add(name)
