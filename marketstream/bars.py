@@ -186,7 +186,7 @@ def trade_parts(trades: pa.Table, incarnation: str, extra: list[str] = ()) -> pa
     micros = _values(trades, "timestamp", pa.int64())
     offsets = _values(trades, "kafka_offset", pa.int64())
     partitions = _values(trades, "kafka_partition", pa.int64())
-    minutes = micros - micros % MINUTE_US  # numpy's remainder takes the divisor's sign: floored below the epoch too
+    minutes = _numbers(minutes_of(stamps), "timestamp", pa.int64())
     keys = [*(sort_codes(trades.column(name)) for name in group_names), minutes]
     # each group's rows in trade order (time, then offset), so that its first and last are the open and close
     order, starts = sorted_runs(keys, [micros, offsets])
