@@ -3,19 +3,33 @@
 Holidays and early closes (13:00 ET) come from the exchange calendar, and session bounds are kept in UTC,
 so the weeks where US and European daylight-saving time differ need no special case. Pre-market and
 after-hours trading are outside the session.
+
+The sessions of 1990-2045 ship with the package (`nyse_sessions.json`: the weekdays without a session and
+the sessions of other hours than 09:30-16:00 New York time), written by the pinned pandas_market_calendars
+(`python -m marketstream.calendar` writes it again) and used only while that very version is installed: a
+year it lacks, or another version, asks pandas_market_calendars itself. The calendar library and pandas
+cost a process ~45 MB and ~1 s of CPU to load; a stock consumer, which must check every real trade against
+the session, holds neither. `tests/test_calendar.py` compares every year of the file with the library's.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 NEW_YORK = "America/New_York"
+CALENDAR_LIBRARY = "pandas_market_calendars"
+SESSIONS_FILE = Path(__file__).with_name("nyse_sessions.json")
+SHIPPED_YEARS = (1990, 2045)
+REGULAR_HOURS = ("09:30", "16:00")
 _US_PER_S = 1_000_000
 
 
@@ -36,31 +50,98 @@ def _from_us(micros: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(micros))
 
 
+Bounds = tuple[np.ndarray, np.ndarray]
+"""The open and close of each session, UTC epoch microseconds, in order."""
+
+
+def library_sessions(year: int) -> Bounds:
+    """The sessions of `year` as pandas_market_calendars gives them (imported on first use)."""
+    import pandas_market_calendars as mcal
+
+    schedule = mcal.get_calendar("NYSE").schedule(start_date=f"{year}-01-01", end_date=f"{year}-12-31")
+    return tuple(np.array([moment.value // 1_000 for moment in schedule[column]], dtype=np.int64)
+                 for column in ("market_open", "market_close"))
+
+
+def shipped_table(path: Path = SESSIONS_FILE) -> dict | None:
+    """The sessions table at `path`, if the installed pandas_market_calendars is the version that wrote it."""
+    table = json.loads(path.read_text())
+    return table if table["written_by"] == {CALENDAR_LIBRARY: version(CALENDAR_LIBRARY)} else None
+
+
+def table_sessions(table: dict, year: int) -> Bounds:
+    """The sessions of `year` from a table of `SESSIONS_FILE`'s form: every weekday but those closed, at the
+    regular hours unless the day has hours of its own (New York time)."""
+    from zoneinfo import ZoneInfo
+
+    new_york, closed, hours = ZoneInfo(NEW_YORK), set(table["closed"].get(str(year), ())), table["hours"]
+    opens, closes = [], []
+    day = date(year, 1, 1)
+    while day.year == year:
+        iso = day.isoformat()
+        if iso in hours or (day.weekday() < 5 and iso[5:] not in closed):
+            for clock, bounds in zip(hours.get(iso, table["regular_hours"]), (opens, closes)):
+                bounds.append(_to_us(datetime.combine(day, time.fromisoformat(clock), new_york)))
+        day += timedelta(days=1)
+    return np.array(opens, dtype=np.int64), np.array(closes, dtype=np.int64)
+
+
+def sessions_table(first: int, last: int) -> dict:
+    """The table `table_sessions` reads, of the years `first` to `last`, from pandas_market_calendars."""
+    from zoneinfo import ZoneInfo
+
+    new_york = ZoneInfo(NEW_YORK)
+    closed: dict[str, list[str]] = {}
+    hours: dict[str, list[str]] = {}
+    for year in range(first, last + 1):
+        sessions = {}
+        for open_us, close_us in zip(*library_sessions(year)):
+            local = [_from_us(moment).astimezone(new_york) for moment in (open_us, close_us)]
+            if any(moment.second or moment.microsecond for moment in local):
+                raise ValueError(f"a session of {local[0].date()} does not start and end on a minute")
+            sessions[local[0].date()] = [moment.strftime("%H:%M") for moment in local]
+        day = date(year, 1, 1)
+        while day.year == year:
+            if day not in sessions and day.weekday() < 5:
+                closed.setdefault(str(year), []).append(day.isoformat()[5:])
+            if day in sessions and (sessions[day] != list(REGULAR_HOURS) or day.weekday() >= 5):
+                hours[day.isoformat()] = sessions[day]
+            day += timedelta(days=1)
+    return {"written_by": {CALENDAR_LIBRARY: version(CALENDAR_LIBRARY)}, "years": [first, last],
+            "regular_hours": list(REGULAR_HOURS), "closed": closed, "hours": hours}
+
+
+def write_sessions_file(table: dict, path: Path = SESSIONS_FILE) -> None:
+    """`table` as JSON, one year or day per line."""
+    closed = ",\n".join(f"  {json.dumps(year)}: {json.dumps(days)}" for year, days in table["closed"].items())
+    hours = ",\n".join(f"  {json.dumps(day)}: {json.dumps(bounds)}" for day, bounds in table["hours"].items())
+    head = {key: table[key] for key in ("written_by", "years", "regular_hours")}
+    path.write_text(json.dumps(head)[:-1] + f',\n "closed": {{\n{closed}\n }},\n "hours": {{\n{hours}\n }}\n}}\n')
+
+
 class NyseCalendar:
-    """Regular NYSE sessions as sorted UTC bounds, loaded per calendar year on first use."""
+    """Regular NYSE sessions as sorted UTC bounds, loaded per calendar year on first use: from `table` (the
+    shipped one by default) for the years it holds, else from pandas_market_calendars."""
 
-    def __init__(self) -> None:
-        # imported here, at the first session asked for: the exchange calendars and a year's schedule cost
-        # ~9 MB beside pandas and 0.3 s of CPU (1-2 s on a loaded machine), which processes that need no
-        # session (the consumers of other datasets, the CLI's queries) are spared; the stock consumer asks
-        # at start, on a thread of its own (`Dataset.prepare`)
-        import pandas_market_calendars as mcal
-
-        self._calendar = mcal.get_calendar("NYSE")
+    def __init__(self, table: dict | None = None, *, shipped: bool = True) -> None:
+        """`table`: the sessions of some years in `SESSIONS_FILE`'s form; by default the shipped ones, if
+        their library is installed; none if not `shipped`."""
+        if table is None and shipped:
+            table = shipped_table()
+        self._table = table
         self._lock = threading.Lock()
-        self._years: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._years: dict[int, Bounds] = {}
 
-    def _year(self, year: int) -> tuple[np.ndarray, np.ndarray]:
+    def _year(self, year: int) -> Bounds:
         with self._lock:
             bounds = self._years.get(year)
             if bounds is None:
-                schedule = self._calendar.schedule(start_date=f"{year}-01-01", end_date=f"{year}-12-31")
-                bounds = tuple(
-                    np.array([moment.value // 1_000 for moment in schedule[column]], dtype=np.int64)
-                    for column in ("market_open", "market_close")
-                )
+                bounds = table_sessions(self._table, year) if self._tabled(year) else library_sessions(year)
                 self._years[year] = bounds
             return bounds
+
+    def _tabled(self, year: int) -> bool:
+        return self._table is not None and self._table["years"][0] <= year <= self._table["years"][1]
 
     def prepare(self, year: int) -> None:
         """Load the sessions of `year` now rather than when first asked for."""
@@ -150,3 +231,8 @@ def exchange_date(moment: datetime) -> date:
 def exchange_dates(timestamps: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """`exchange_date` of every value of a `timestamp[us, tz=UTC]` column, in one Arrow call."""
     return pc.local_timestamp(timestamps.cast(pa.timestamp("us", tz=NEW_YORK))).cast(pa.date32())
+
+
+if __name__ == "__main__":
+    write_sessions_file(sessions_table(*SHIPPED_YEARS))
+    print(f"wrote {SESSIONS_FILE}")

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from marketstream.settings import Settings
 
 if TYPE_CHECKING:
+    import pyarrow.dataset as ds
     import s3fs
 
 
@@ -63,6 +63,8 @@ def open_dataset(
     settings: Settings, bucket: str, partitioning: pa.Schema, prefix: str = "", schema: pa.Schema | None = None
 ) -> ds.Dataset:
     """The Parquet files under `bucket/prefix`; folders starting with `_` or `.` below it are not read."""
+    import pyarrow.dataset as ds  # here: importing it makes pyarrow look for pandas, which consumers are spared
+
     fs = lake_filesystem(settings)
     base = f"{bucket}/{prefix}".rstrip("/")
     full_schema = pa.unify_schemas([schema, partitioning]) if schema is not None else None

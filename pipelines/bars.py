@@ -53,6 +53,7 @@ from marketstream.batching import BufferBudget, TableBatcher
 from marketstream.bars import MINUTE_US, combine_parts, minute_of, split_by_held, to_datetime, trade_parts, unheld_trades
 from marketstream.datasets import BARS_TABLES, STOCK, lake_tables
 from marketstream.kafka_cluster import read_partition
+from marketstream.memory import keep_pyarrow_from_loading_pandas
 from marketstream.runs import key_runs
 from marketstream.schemas import TIMESTAMP
 from marketstream.settings import Settings
@@ -321,6 +322,7 @@ def build_bars_flow(settings: Settings, *, sink: Sink | None = None, source: Sou
         sink = BarsSink(settings.bars_bucket, options, store, incarnation, settings.parquet_compression,
                         reread=TopicRange(settings, topic))
         stored = stored or StoredBars(lambda folder, day: stored_held(sink.uri(folder), options, day))
+    keep_pyarrow_from_loading_pandas()
     start_preparing(STOCK)
     flow = Dataflow("bars_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)

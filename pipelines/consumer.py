@@ -25,7 +25,7 @@ from datetime import timedelta
 from functools import partial
 
 import bytewax.operators as op
-import pandas  # noqa: F401 - see below
+import numpy.ma  # noqa: F401 - imported by pyarrow's first `pa.array` of a numpy array: at start, not in a batch
 import pyarrow as pa
 import pyarrow.compute as pc
 from bytewax.dataflow import Dataflow
@@ -34,7 +34,7 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from marketstream import metrics
 from marketstream.batching import BufferBudget, TableBatcher
-from marketstream.memory import allocate_large_blocks_apart, release_free_memory
+from marketstream.memory import allocate_large_blocks_apart, keep_pyarrow_from_loading_pandas, release_free_memory
 from marketstream.datasets import Dataset
 from marketstream.records import ROW_INDEX
 from marketstream.schemas import dictionary_paths
@@ -48,9 +48,6 @@ from sinks.parquet import ParquetSink
 from sources.kafka_topic import InFlight, PolledMessages
 
 log = logging.getLogger(__name__)
-# pandas above: pyarrow imports it on the first `pa.array` of a Python sequence, which every decoder makes
-# (0.3 s and 36 MB, 1-2 s on a loaded machine); imported with the consumer, it is paid at start instead of
-# in the middle of the first batch after each (re)start
 
 
 def dead_letter(batch: PolledMessages, index: int, reason: str, dataset: str) -> DeadLetter:
@@ -213,6 +210,7 @@ def build_consumer_flow(
         settings.require("s3_endpoint_url", "s3_access_key", "s3_secret_key")
 
     allocate_large_blocks_apart()
+    keep_pyarrow_from_loading_pandas()
     start_preparing(dataset)
     flow = Dataflow(f"{dataset.name}_consume")
     in_flight = InFlight(settings.kafka_max_in_flight_messages)

@@ -15,6 +15,12 @@ from dotenv import dotenv_values
 
 from marketstream.settings import Settings, load_settings
 
+def pytest_configure(config) -> None:
+    # before any consumer flow built in the test process tells pyarrow pandas is absent, so that pyarrow reads
+    # pandas objects the same in every test whichever ran first (scripts importing this module are spared)
+    import pandas  # noqa: F401
+
+
 _ENV_FILE = dotenv_values(Path(__file__).resolve().parents[1] / ".env")
 
 

@@ -1,22 +1,35 @@
 """The NYSE session on its edges. 2026: Thanksgiving 26 Nov (closed), 27 Nov early close at 13:00 ET;
 US daylight-saving time starts 8 Mar, Europe's 29 Mar; US ends 1 Nov, Europe's 25 Oct."""
 
+import json
 from datetime import date, datetime, timezone
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from marketstream.calendar import NyseCalendar, exchange_date, exchange_dates
+from marketstream.calendar import (
+    CALENDAR_LIBRARY,
+    SESSIONS_FILE,
+    SHIPPED_YEARS,
+    NyseCalendar,
+    exchange_date,
+    exchange_dates,
+    library_sessions,
+    sessions_table,
+    shipped_table,
+    table_sessions,
+    write_sessions_file,
+)
 
 
 def utc(*args) -> datetime:
     return datetime(*args, tzinfo=timezone.utc)
 
 
-@pytest.fixture(scope="module")
-def cal() -> NyseCalendar:
-    return NyseCalendar()
+@pytest.fixture(scope="module", params=["shipped", "library"])
+def cal(request) -> NyseCalendar:
+    return NyseCalendar(shipped=request.param == "shipped")
 
 
 def test_regular_day_open_is_inclusive_and_close_exclusive(cal):
@@ -95,16 +108,61 @@ def test_exchange_dates_of_a_column_are_exchange_date_of_each_value():
 
 
 def test_a_prepared_year_needs_the_exchange_calendar_no_more(monkeypatch):
-    from marketstream.calendar import nyse
+    from marketstream import calendar
     from marketstream.trades import prepare_session_check
 
-    prepare_session_check(utc(2087, 6, 1))
+    prepare_session_check(utc(2087, 6, 1))  # a year past the shipped sessions
     asked = []
-    monkeypatch.setattr(nyse()._calendar, "schedule", lambda **dates: asked.append(dates))
+    monkeypatch.setattr(calendar, "library_sessions", lambda year: asked.append(year))
     july_4th, day_after = utc(2087, 7, 4, 15), utc(2087, 7, 7, 15)  # a Friday (Independence Day), a Monday
     stamps = np.array([int(moment.timestamp() * 1_000_000) for moment in (july_4th, day_after)])
-    assert nyse().in_session_us(stamps).tolist() == [False, True]
+    assert calendar.nyse().in_session_us(stamps).tolist() == [False, True]
     assert asked == []
+
+
+def test_every_shipped_session_is_the_calendar_librarys():
+    """The library's whole schedule of the shipped years, read in one call, against the file."""
+    import pandas_market_calendars as mcal
+
+    table = shipped_table()
+    assert table is not None, (f"{SESSIONS_FILE.name} was written by another {CALENDAR_LIBRARY} than the "
+                               "installed one: run python -m marketstream.calendar")
+    first, last = table["years"]
+    assert (first, last) == SHIPPED_YEARS
+    schedule = mcal.get_calendar("NYSE").schedule(start_date=f"{first}-01-01", end_date=f"{last}-12-31")
+    expected = [(moment.value // 1_000, close.value // 1_000)
+                for moment, close in zip(schedule["market_open"], schedule["market_close"])]
+    shipped = [pair for year in range(first, last + 1) for pair in zip(*(b.tolist() for b in table_sessions(table, year)))]
+    assert shipped == expected
+
+
+def test_a_table_written_and_read_again_gives_the_librarys_sessions(tmp_path):
+    # 2025: Jimmy Carter's day of mourning (9 Jan, a Thursday) closed, early closes on 3 Jul, 28 Nov, 24 Dec
+    path = tmp_path / "sessions.json"
+    write_sessions_file(sessions_table(2024, 2025), path)
+    table = shipped_table(path)
+    assert table["closed"]["2025"][:2] == ["01-01", "01-09"] and table["hours"]["2025-11-28"] == ["09:30", "13:00"]
+    for year in (2024, 2025):
+        assert [b.tolist() for b in table_sessions(table, year)] == [b.tolist() for b in library_sessions(year)]
+
+
+def test_a_table_of_another_version_of_the_library_is_not_used(tmp_path):
+    table = json.loads(SESSIONS_FILE.read_text())
+    table["written_by"] = {CALENDAR_LIBRARY: "0.0.1"}
+    table["closed"]["2026"] = []  # so wrong that using it would show: Thanksgiving open
+    (tmp_path / "old.json").write_text(json.dumps(table))
+    assert shipped_table(tmp_path / "old.json") is None
+    assert NyseCalendar(table).is_open(utc(2026, 11, 26, 15))  # given outright, a table is used
+    assert not NyseCalendar(shipped_table(tmp_path / "old.json")).is_open(utc(2026, 11, 26, 15))
+
+
+def test_a_year_the_table_lacks_comes_from_the_library():
+    table = json.loads(SESSIONS_FILE.read_text())
+    first, last = table["years"]
+    calendar = NyseCalendar(table)
+    for year in (first - 1, last + 1):
+        assert [b.tolist() for b in calendar._year(year)] == [b.tolist() for b in library_sessions(year)]
+        assert len(calendar._year(year)[0]) > 240
 
 
 def test_the_process_has_one_calendar_whichever_threads_ask_first():

@@ -3,7 +3,10 @@ they equal the SQL aggregate of exactly the trades the trades table keeps, whate
 split of the input into polls."""
 
 import random
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import duckdb
 import orjson
@@ -16,6 +19,8 @@ from marketstream.bars import MINUTE_US, Bar
 from pipelines.bars import StoredBars, TradeTimeClock, build_bars_flow, restored_minute
 from sources.kafka_topic import PolledMessages
 from tests.conftest import make_settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 OPEN = datetime(2026, 11, 24, 14, 30, tzinfo=timezone.utc)  # 09:30 in New York
 
@@ -289,3 +294,28 @@ def test_the_bars_flow_prepares_the_trades_dataset_on_a_thread_of_its_own(monkey
         pipelines.bars.STOCK, prepare=lambda: (prepared_on.append(threading.current_thread().name), done.set())))
     build_bars_flow(make_settings(), source=TestingSource([]), sink=TestingSink([]), now=lambda: FIXED_NOW)
     assert done.wait(10) and prepared_on == ["stock-prepare"]
+
+
+def test_the_bars_consumer_never_holds_pandas():
+    """pyarrow would import pandas (36 MB) on its first `pa.array`, and on importing `pyarrow.dataset`,
+    which the bars sink reads stored bars with: the flow tells it at start that pandas is absent."""
+    script = """
+import sys
+from datetime import datetime, timezone
+from bytewax.testing import TestingSink, TestingSource, run_main
+from pipelines.bars import build_bars_flow
+from sources.kafka_topic import PolledMessages
+from tests.conftest import make_settings
+from tests.dataflows.test_stock_consume import trade
+assert "pandas" not in sys.modules, "loaded by the imports"
+values = [trade(trade_id=str(i), ts=f"2026-11-24T15:0{i}:00Z") for i in range(5)]
+out = []
+flow = build_bars_flow(make_settings(), source=TestingSource([PolledMessages("stock_trades", 0, list(range(5)),
+    [b"k"] * 5, values, "incarnation")]), sink=TestingSink(out), now=lambda: datetime(2026, 11, 24, 16, tzinfo=timezone.utc))
+import pyarrow.dataset
+run_main(flow)
+assert sum(parts.num_rows for _, (_, parts) in out) == 5, out
+assert "pandas" not in sys.modules, "loaded"
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
