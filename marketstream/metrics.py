@@ -26,6 +26,8 @@ DEAD_LETTERS = Counter("marketstream_dead_letters", "messages published to a dea
 SKIPPED_ROWS = Counter("marketstream_skipped_rows", "valid rows a dataset does not store", ["dataset", "reason"])
 BATCH_ROWS = Histogram("marketstream_batch_rows", "rows of a flushed window batch (one Kafka partition)",
                        ["dataset"], buckets=(10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000))
+BUFFERED_ROWS = Gauge("marketstream_buffered_rows", "rows a consumer process holds in its open window batches, "
+                      "not yet flushed (at most BATCH_MAX_BUFFERED_ROWS)", ["dataset"])
 BATCH_AGE = Histogram("marketstream_batch_age_seconds", "age of a window batch's first row when it was flushed",
                       ["dataset"], buckets=(0.5, 1, 2, 5, 10, 15, 30, 60, 120))
 ROWS_COMMITTED = Counter("marketstream_rows_committed", "rows committed to a lake table", ["table"])

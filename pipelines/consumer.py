@@ -228,6 +228,7 @@ def build_consumer_flow(
     # rows of many tickers, and a few large items cost far less than one per ticker and poll
     per_partition = op.filter_map("rows", decoded, lambda d: (str(d.kafka_partition), d.rows) if d.rows is not None else None)
     budget = BufferBudget(settings.batch_max_buffered_rows)
+    metrics.BUFFERED_ROWS.labels(dataset.name).set_function(lambda: budget.rows)
     batch_rows, batch_age = metrics.BATCH_ROWS.labels(dataset.name), metrics.BATCH_AGE.labels(dataset.name)
 
     def flushed(rows: int, age: timedelta) -> None:

@@ -20,7 +20,8 @@ from sinks.layout import parse_batch_object_name
 from tests.conftest import STACK_ENV, make_settings
 from tests.integration.kafka_helpers import produce, read_topic
 from tests.integration.processes import logged
-from tests.integration.private_servers import PrivateKafka, PrivateMinio
+from tests.integration.private_servers import PrivateKafka, PrivateMinio, free_port
+from tests.integration.scraping import scrape, total
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -163,15 +164,20 @@ def test_sigterm_flushes_open_batches_and_a_restart_resumes_without_duplicates(l
     settings, topic, bucket = lake
     produce(settings, topic, [trade(i) for i in range(3000)])
     recovery = init_recovery(tmp_path / "recovery")
-    process = consumer(topic, bucket, recovery, kafka_stop_at_end=False, batch_max_age_seconds=3600)
+    port = free_port()
+    process = consumer(topic, bucket, recovery, kafka_stop_at_end=False, batch_max_age_seconds=3600,
+                       metrics_port=port, metrics_address="127.0.0.1")
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # let it read the whole topic, then stop it
-        time.sleep(1)
+    held = 0.0
+    while held < 3000 and time.monotonic() < deadline:  # until every trade waits in an open batch
+        time.sleep(0.5)
         if process.poll() is not None:
             pytest.fail(log_of(process)[-2000:])
-        if len(read_topic(settings, topic)) == 3000:
-            time.sleep(3)
-            break
+        try:
+            held = total(scrape(port), "marketstream_buffered_rows", dataset="stock")
+        except OSError:  # not serving yet
+            pass
+    assert held == 3000, held
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
     assert len(stored(settings, bucket)) == 3000  # flushed although no batch was an hour old

@@ -43,6 +43,7 @@ def test_a_scrape_of_a_running_consumer_counts_what_it_read_stored_dead_lettered
         assert total(samples, "marketstream_dead_letters_total", reason="field price") == 2
         assert total(samples, "marketstream_skipped_rows_total", dataset="stock") == 7
         assert total(samples, "marketstream_batch_rows_sum", dataset="stock") == 400
+        assert total(samples, "marketstream_buffered_rows", dataset="stock") == 0  # all flushed
         assert total(samples, "marketstream_commit_seconds_count") >= 1
         # one commit per round of the sink's writes (group commit), each one a WRITE in the table's log
         writes = [entry for entry in DeltaTable(f"s3://{bucket}", storage_options=settings.delta_storage_options()).history()
