@@ -44,7 +44,8 @@ from tests.integration.test_differential_queries import (  # noqa: F401 - `lake`
     lake,
     latest,
 )
-from tests.query_predicates import AllOf, Among, AnyOf, Compare, IsNull, Like, columns_of, matching, plain, predicates, to_sql
+from tests.query_predicates import (AllOf, Among, AnyOf, Compare, IsNull, Like, columns_of, likes_beyond_the_bmp, matching,
+                                    plain, predicates, to_sql)
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
@@ -213,9 +214,30 @@ def test_spark_answers_generated_predicates_as_a_full_read_filtered_in_python(ta
     @hypothesis.settings(max_examples=EXAMPLES, deadline=None, database=None)
     @hypothesis.given(predicates(columns_of(full, files), most_wildcards=SPARK_LIKE_WILDCARDS))
     def spark_agrees(predicate):
+        hypothesis.assume(not likes_beyond_the_bmp(predicate))  # Spark 3.5.3's known miss, pinned below
         got = Counter(spark.rows(version, columns, predicate))
         want = matching(rows, predicate, columns)
         assert got == want, (f"{version.label} WHERE {to_sql(predicate)}: Spark {got.total()} rows, expected "
                              f"{want.total()} ({(want - got).total()} missing, {(got - want).total()} extra)")
 
     spark_agrees()
+
+
+def test_spark_3_5_3_misses_a_like_pattern_holding_an_emoji_that_it_matches_by_regular_expression(tables, spark):
+    """Spark 3.5.3 quotes a LIKE pattern for java.util.regex one UTF-16 code unit at a time, so a character
+    above U+FFFF becomes two lone surrogates that match nothing (SPARK-55453, fixed upstream in March 2026).
+    Patterns its optimizer rewrites (no `_`, and `%` only at an end or both: equality, prefix, suffix,
+    contains) are right. The generated predicates above leave every pattern holding such a character out;
+    this fails once the pinned Spark matches them, and the exclusion (`likes_beyond_the_bmp`) can go."""
+    settings, versions = tables
+    version = versions["bluesky@streamed"]
+    full = full_read(settings, version).to_pyarrow_table()
+    columns, rows = full.column_names, full.to_pylist()
+    chart = "\U0001F4C8"
+    for pattern in (chart * 19 + "_", "_" + chart * 19, chart + "%" + chart + "%" + chart):  # by regular expression
+        want = matching(rows, Like("text", pattern), columns)
+        assert want.total() > 0, f"the lake holds no text LIKE {pattern!r}"
+        assert Counter(spark.rows(version, columns, Like("text", pattern))) == Counter(), f"Spark now matches {pattern!r}"
+    for pattern in (chart * 20, chart + "%", "%" + chart, "%" + chart + "%", "%" + "\u00e9" + "_" + "\u00e9%"):  # rewritten; é is below U+FFFF
+        want = matching(rows, Like("text", pattern), columns)
+        assert want.total() > 0 and Counter(spark.rows(version, columns, Like("text", pattern))) == want, pattern
