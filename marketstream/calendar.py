@@ -15,6 +15,7 @@ the session, holds neither. `tests/test_calendar.py` compares every year of the 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -31,6 +32,8 @@ SESSIONS_FILE = Path(__file__).with_name("nyse_sessions.json")
 SHIPPED_YEARS = (1990, 2045)
 REGULAR_HOURS = ("09:30", "16:00")
 _US_PER_S = 1_000_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,14 @@ def library_sessions(year: int) -> Bounds:
 def shipped_table(path: Path = SESSIONS_FILE) -> dict | None:
     """The sessions table at `path`, if the installed pandas_market_calendars is the version that wrote it."""
     table = json.loads(path.read_text())
-    return table if table["written_by"] == {CALENDAR_LIBRARY: version(CALENDAR_LIBRARY)} else None
+    installed = {CALENDAR_LIBRARY: version(CALENDAR_LIBRARY)}
+    if table["written_by"] == installed:
+        return table
+    # said, since asking the library costs each process that checks sessions ~45 MB and ~1 s of CPU
+    log.info("NYSE sessions: %s was written by %s %s and %s is installed: the library is asked instead "
+             "(python -m marketstream.calendar writes the file for it)", path.name, CALENDAR_LIBRARY,
+             table["written_by"].get(CALENDAR_LIBRARY), installed[CALENDAR_LIBRARY])
+    return None
 
 
 def table_sessions(table: dict, year: int) -> Bounds:

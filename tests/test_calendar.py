@@ -146,12 +146,18 @@ def test_a_table_written_and_read_again_gives_the_librarys_sessions(tmp_path):
         assert [b.tolist() for b in table_sessions(table, year)] == [b.tolist() for b in library_sessions(year)]
 
 
-def test_a_table_of_another_version_of_the_library_is_not_used(tmp_path):
+def test_a_table_of_another_version_of_the_library_is_not_used_and_that_is_said(tmp_path, caplog):
     table = json.loads(SESSIONS_FILE.read_text())
     table["written_by"] = {CALENDAR_LIBRARY: "0.0.1"}
     table["closed"]["2026"] = []  # so wrong that using it would show: Thanksgiving open
     (tmp_path / "old.json").write_text(json.dumps(table))
-    assert shipped_table(tmp_path / "old.json") is None
+    with caplog.at_level("INFO", logger="marketstream.calendar"):
+        assert shipped_table(tmp_path / "old.json") is None
+    assert len(caplog.records) == 1 and "0.0.1" in caplog.text and "python -m marketstream.calendar" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="marketstream.calendar"):
+        assert shipped_table() is not None
+    assert caplog.records == []
     assert NyseCalendar(table).is_open(utc(2026, 11, 26, 15))  # given outright, a table is used
     assert not NyseCalendar(shipped_table(tmp_path / "old.json")).is_open(utc(2026, 11, 26, 15))
 
