@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from importlib.metadata import version
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyarrow as pa
@@ -79,27 +81,28 @@ def shipped_table(path: Path = SESSIONS_FILE) -> dict | None:
     return None
 
 
+def _days_of(year: int) -> Iterator[date]:
+    day = date(year, 1, 1)
+    while day.year == year:
+        yield day
+        day += timedelta(days=1)
+
+
 def table_sessions(table: dict, year: int) -> Bounds:
     """The sessions of `year` from a table of `SESSIONS_FILE`'s form: every weekday but those closed, at the
     regular hours unless the day has hours of its own (New York time)."""
-    from zoneinfo import ZoneInfo
-
     new_york, closed, hours = ZoneInfo(NEW_YORK), set(table["closed"].get(str(year), ())), table["hours"]
     opens, closes = [], []
-    day = date(year, 1, 1)
-    while day.year == year:
+    for day in _days_of(year):
         iso = day.isoformat()
         if iso in hours or (day.weekday() < 5 and iso[5:] not in closed):
             for clock, bounds in zip(hours.get(iso, table["regular_hours"]), (opens, closes)):
                 bounds.append(_to_us(datetime.combine(day, time.fromisoformat(clock), new_york)))
-        day += timedelta(days=1)
     return np.array(opens, dtype=np.int64), np.array(closes, dtype=np.int64)
 
 
 def sessions_table(first: int, last: int) -> dict:
     """The table `table_sessions` reads, of the years `first` to `last`, from pandas_market_calendars."""
-    from zoneinfo import ZoneInfo
-
     new_york = ZoneInfo(NEW_YORK)
     closed: dict[str, list[str]] = {}
     hours: dict[str, list[str]] = {}
@@ -110,13 +113,11 @@ def sessions_table(first: int, last: int) -> dict:
             if any(moment.second or moment.microsecond for moment in local):
                 raise ValueError(f"a session of {local[0].date()} does not start and end on a minute")
             sessions[local[0].date()] = [moment.strftime("%H:%M") for moment in local]
-        day = date(year, 1, 1)
-        while day.year == year:
+        for day in _days_of(year):
             if day not in sessions and day.weekday() < 5:
                 closed.setdefault(str(year), []).append(day.isoformat()[5:])
             if day in sessions and (sessions[day] != list(REGULAR_HOURS) or day.weekday() >= 5):
                 hours[day.isoformat()] = sessions[day]
-            day += timedelta(days=1)
     return {"written_by": {CALENDAR_LIBRARY: version(CALENDAR_LIBRARY)}, "years": [first, last],
             "regular_hours": list(REGULAR_HOURS), "closed": closed, "hours": hours}
 
@@ -233,8 +234,6 @@ def nyse() -> NyseCalendar:
 
 def exchange_date(moment: datetime) -> date:
     """The calendar date in New York, which names the trading day a trade belongs to."""
-    from zoneinfo import ZoneInfo
-
     return moment.astimezone(ZoneInfo(NEW_YORK)).date()
 
 

@@ -14,3 +14,11 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
 def total(samples, name: str, **labels) -> float:
     return sum(value for (sample, sample_labels), value in samples.items()
                if sample == name and all(dict(sample_labels).get(k) == v for k, v in labels.items()))
+
+
+def scrape_if_serving(port: int) -> dict[tuple[str, tuple], float]:
+    """`scrape`, or nothing while the flow does not serve its metrics yet."""
+    try:
+        return scrape(port)
+    except OSError:
+        return {}

@@ -21,7 +21,7 @@ from tests.conftest import STACK_ENV, make_settings
 from tests.integration.kafka_helpers import produce, read_topic
 from tests.integration.processes import logged
 from tests.integration.private_servers import PrivateKafka, PrivateMinio, free_port
-from tests.integration.scraping import scrape, total
+from tests.integration.scraping import scrape_if_serving, total
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -173,10 +173,7 @@ def test_sigterm_flushes_open_batches_and_a_restart_resumes_without_duplicates(l
         time.sleep(0.5)
         if process.poll() is not None:
             pytest.fail(log_of(process)[-2000:])
-        try:
-            held = total(scrape(port), "marketstream_buffered_rows", dataset="stock")
-        except OSError:  # not serving yet
-            pass
+        held = total(scrape_if_serving(port), "marketstream_buffered_rows", dataset="stock")
     assert held == 3000, held
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0

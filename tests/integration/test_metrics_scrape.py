@@ -8,7 +8,7 @@ from deltalake import DeltaTable
 
 from tests.integration.kafka_helpers import produce
 from tests.integration.private_servers import free_port
-from tests.integration.scraping import scrape, total
+from tests.integration.scraping import scrape_if_serving, total
 from tests.integration.test_fault_tolerance import consumer, log_of, stored, trade
 
 
@@ -27,10 +27,7 @@ def test_a_scrape_of_a_running_consumer_counts_what_it_read_stored_dead_lettered
         samples = {}
         while time.monotonic() < deadline:
             assert process.poll() is None, log_of(process)[-2000:]
-            try:
-                samples = scrape(port)
-            except OSError:  # not serving yet
-                samples = {}
+            samples = scrape_if_serving(port)
             if total(samples, "marketstream_rows_committed_total") >= 400 and \
                     total(samples, "marketstream_dead_letters_total") >= 5:
                 break
